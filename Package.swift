@@ -1,0 +1,92 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// One package, three executables (`lightning`, `runtime-worker`, `gen-worker-keys`).
+// Executables are thin; the libraries hold the logic and the tests test the libraries.
+let package = Package(
+    name: "lightning-runtime",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "lightning", targets: ["LightningCommand"]),
+        .executable(name: "runtime-worker", targets: ["RuntimeWorkerCommand"]),
+        .executable(name: "gen-worker-keys", targets: ["GenWorkerKeys"]),
+        .library(name: "JWT", targets: ["JWT"]),
+        .library(name: "Channels", targets: ["Channels"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+    ],
+    targets: [
+        // C libraries from Debian's -dev packages, found through pkg-config.
+        .systemLibrary(
+            name: "CLibWebSockets", pkgConfig: "libwebsockets",
+            providers: [.apt(["libwebsockets-dev"])]),
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]),
+        // clone()/namespaces/cgroup/rlimits/exec: only async-signal-safe code between clone and exec.
+        .target(name: "CSandbox"),
+
+        .target(name: "JWT", dependencies: ["COpenSSL"]),
+        .target(
+            name: "Channels",
+            dependencies: [
+                "CLibWebSockets", "COpenSSL",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The wire contract shared by both sides: plan, events, reasons, states, the run/attempt mapping.
+        .target(name: "LightningProtocol"),
+        .target(
+            name: "Lightning",
+            dependencies: [
+                "JWT", "Channels", "LightningProtocol",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
+        .target(
+            name: "RuntimeWorker",
+            dependencies: [
+                "JWT", "Channels", "LightningProtocol", "CSandbox",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
+
+        .executableTarget(
+            name: "LightningCommand",
+            dependencies: [
+                "Lightning",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "RuntimeWorkerCommand",
+            dependencies: [
+                "RuntimeWorker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "GenWorkerKeys",
+            dependencies: [
+                "JWT",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "mix-like-tools/gen-worker-keys"),
+
+        .testTarget(name: "JWTTests", dependencies: ["JWT"]),
+        .testTarget(name: "ChannelsTests", dependencies: ["Channels"]),
+        .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol"]),
+        .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,2 @@
+#include "csandbox.h"
+int csandbox_version(void) { return 0; }

@@ -1,0 +1,1 @@
+// Phoenix Channels V2 over libwebsockets (issue 3).

@@ -1,0 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Wire timestamps: strings of microseconds since the epoch (16 digits). Lightning also accepts milliseconds.
+public enum Timestamp {
+    /// Microseconds since the Unix epoch, from the real-time clock.
+    public static func nowMicros() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1_000
+    }
+
+    public static func string(_ micros: Int64) -> String { String(micros) }
+    public static func now() -> String { string(nowMicros()) }
+
+    /// Parses a wire timestamp. 13 digits or fewer are read as milliseconds, more as microseconds.
+    public static func parse(_ text: String) -> Int64? {
+        guard !text.isEmpty, text.count <= 19, text.allSatisfy(\.isASCII), let value = Int64(text), value >= 0
+        else { return nil }
+        return text.count <= 13 ? value * 1_000 : value
+    }
+}

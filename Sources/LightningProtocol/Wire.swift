@@ -1,0 +1,89 @@
+/// The one mapping between the wire's vocabulary and ours (PROTOCOL.md, "Words").
+///
+/// Lightning's newer wire names say "run" where our code, CLI and docs say "attempt". Every topic and event
+/// name used on a socket comes from here and nowhere else.
+///
+/// | ours                     | wire                 |
+/// |--------------------------|----------------------|
+/// | attempt channel          | `run:<id>`           |
+/// | attempt started          | `run:start`          |
+/// | attempt complete         | `run:complete`       |
+/// | attempt log line         | `run:log`            |
+/// | attempt log batch        | `run:batch_logs`     |
+/// | cancel an attempt        | `run:cancel`         |
+/// | claim reply list         | `runs`               |
+/// | attempt id in log lines  | `run_id`             |
+/// | operator attempt channel | `attempt:<id>`       |
+public enum Wire {
+    public enum Topic {
+        public static let queue = "worker:queue"
+        public static let attemptPrefix = "run:"
+        public static let operatorAttemptPrefix = "attempt:"
+        public static let phoenix = "phoenix"
+
+        public static func attempt(_ id: String) -> String { attemptPrefix + id }
+        public static func operatorAttempt(_ id: String) -> String { operatorAttemptPrefix + id }
+
+        /// The attempt id of a `run:<id>` topic, or nil.
+        public static func attemptID(fromAttemptTopic topic: String) -> String? {
+            guard topic.hasPrefix(attemptPrefix) else { return nil }
+            let id = String(topic.dropFirst(attemptPrefix.count))
+            return id.isEmpty ? nil : id
+        }
+        public static func attemptID(fromOperatorTopic topic: String) -> String? {
+            guard topic.hasPrefix(operatorAttemptPrefix) else { return nil }
+            let id = String(topic.dropFirst(operatorAttemptPrefix.count))
+            return id.isEmpty ? nil : id
+        }
+    }
+
+    public enum Event {
+        // Phoenix
+        public static let join = "phx_join"
+        public static let leave = "phx_leave"
+        public static let reply = "phx_reply"
+        public static let close = "phx_close"
+        public static let error = "phx_error"
+        public static let heartbeat = "heartbeat"
+        // worker:queue
+        public static let claim = "claim"
+        public static let workAvailable = "work-available"
+        // run:<id>, worker -> Lightning
+        public static let fetchPlan = "fetch:plan"
+        public static let fetchDataclip = "fetch:dataclip"
+        public static let fetchCredential = "fetch:credential"
+        public static let attemptStart = "run:start"
+        public static let stepStart = "step:start"
+        public static let log = "run:log"
+        public static let batchLogs = "run:batch_logs"
+        public static let stepComplete = "step:complete"
+        public static let attemptComplete = "run:complete"
+        // run:<id>, Lightning -> worker (our extension)
+        public static let cancel = "run:cancel"
+        // attempt:<id>, Lightning -> operators
+        public static let operatorLog = "log"
+        public static let operatorStepStart = "step:start"
+        public static let operatorStepComplete = "step:complete"
+        public static let operatorAttemptUpdate = "attempt:update"
+        public static let operatorAttemptComplete = "attempt:complete"
+    }
+
+    /// Paths of the socket endpoints (PROTOCOL.md 1 and 6).
+    public enum Path {
+        public static let workerSocket = "/worker/websocket"
+        public static let operatorSocket = "/socket/websocket"
+    }
+
+    /// Issuers of the two token kinds (PROTOCOL.md 2 and 4).
+    public static let workerTokenIssuer = "urn:openfn:worker"
+    public static let attemptTokenIssuer = "Lightning"
+    /// Clock leeway for `exp`/`nbf` checks, in seconds.
+    public static let tokenLeewaySeconds = 5
+
+    /// Default limits (PROTOCOL.md 1 and 5).
+    public static let maxMessageBytes = 11_000_000
+    public static let defaultPayloadLimitMB = 10
+    public static let defaultLogPayloadLimitMB = 1
+    public static let defaultRunTimeoutMS = 300_000
+    public static let defaultMemoryLimitMB = 500
+}

@@ -83,6 +83,7 @@ let package = Package(
             path: "mix-like-tools/gen-worker-keys"),
 
         .testTarget(name: "JWTTests", dependencies: ["JWT"]),
+        .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels"]),
         .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol"]),
         .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol"]),

@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "Lightning",
             dependencies: [
-                "JWT", "Channels", "LightningProtocol",
+                "JWT", "Channels", "LightningProtocol", "COpenSSL",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),

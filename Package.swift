@@ -82,7 +82,8 @@ let package = Package(
             ],
             path: "mix-like-tools/gen-worker-keys"),
 
-        .testTarget(name: "JWTTests", dependencies: ["JWT"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "JWTTests", dependencies: ["JWT", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels"]),
         .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol"]),

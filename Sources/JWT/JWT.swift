@@ -1,1 +1,125 @@
-// JWS compact serialization, HS256 and RS256 over OpenSSL (issue 2).
+import Foundation
+
+/// JWS compact serialization (RFC 7515) with HS256 and RS256 (RFC 7518), verified strictly.
+///
+/// Order of checks on verify: size, shape, header (the algorithm must be the key's; `none` and unknown `crit`
+/// parameters are refused), signature (constant-time for HMAC), and only then the payload is decoded and its
+/// claims checked against the injected clock.
+public enum JWT {
+    /// Signs `claims` with `key` and returns the compact token. `kid` is added to the header when given.
+    public static func sign(_ claims: some Encodable, key: JWTKey, kid: String? = nil) throws -> String {
+        var header = #"{"alg":"\#(key.algorithm.rawValue)","typ":"JWT""#
+        if let kid {
+            let quoted = try String(decoding: JSONEncoder().encode(kid), as: UTF8.self)
+            header += #","kid":\#(quoted)"#
+        }
+        header += "}"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        let payload = try encoder.encode(claims)
+        let signingInput = Base64URL.encode(Array(header.utf8)) + "." + Base64URL.encode(payload)
+        let signature = try key.sign(Array(signingInput.utf8))
+        return signingInput + "." + Base64URL.encode(signature)
+    }
+
+    /// Verifies `token` with `key` and decodes its payload as `Claims`. Throws a `JWTError` saying why a
+    /// token is refused.
+    public static func verify<Claims: Decodable>(
+        _ token: String, key: JWTKey, as type: Claims.Type = Claims.self,
+        options: VerificationOptions = VerificationOptions()
+    ) throws -> Claims {
+        let payload = try verifiedPayload(token, key: key, options: options)
+        do {
+            return try JSONDecoder().decode(Claims.self, from: Data(payload))
+        } catch {
+            throw JWTError.invalidClaim(name: "payload", reason: describe(error))
+        }
+    }
+
+    /// Verifies the signature and the registered claims; returns the raw payload JSON.
+    public static func verifiedPayload(_ token: String, key: JWTKey, options: VerificationOptions) throws -> [UInt8] {
+        let utf8 = token.utf8
+        guard utf8.count <= options.maxTokenBytes else {
+            throw JWTError.tokenTooLarge(bytes: utf8.count, limit: options.maxTokenBytes)
+        }
+        let parts = utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        guard parts.count == 3 else { throw JWTError.wrongSegmentCount(parts.count) }
+
+        guard let headerBytes = Base64URL.decode(parts[0]) else { throw JWTError.invalidBase64URL(segment: .header) }
+        try checkHeader(headerBytes, key: key)
+
+        guard let signature = Base64URL.decode(parts[2]) else {
+            throw JWTError.invalidBase64URL(segment: .signature)
+        }
+        let signingInput = Array(utf8[parts[0].startIndex..<parts[1].endIndex])
+        guard try key.verify(signature: signature, of: signingInput) else { throw JWTError.invalidSignature }
+
+        guard let payload = Base64URL.decode(parts[1]) else { throw JWTError.invalidBase64URL(segment: .payload) }
+        let claims: RegisteredClaims
+        do {
+            guard (try JSONSerialization.jsonObject(with: Data(payload))) is [String: Any] else {
+                throw JWTError.invalidJSON(segment: .payload)
+            }
+            claims = try JSONDecoder().decode(RegisteredClaims.self, from: Data(payload))
+        } catch let error as JWTError {
+            throw error
+        } catch is DecodingError {
+            throw JWTError.invalidClaim(name: "registered claims", reason: "wrong type for iss, sub, aud, exp, nbf, iat or jti")
+        } catch {
+            throw JWTError.invalidJSON(segment: .payload)
+        }
+        try check(claims, options: options)
+        return payload
+    }
+
+    static func checkHeader(_ bytes: [UInt8], key: JWTKey) throws {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)), let header = object as? [String: Any]
+        else { throw JWTError.invalidJSON(segment: .header) }
+        guard let alg = header["alg"] as? String else {
+            throw JWTError.algorithmMismatch(expected: key.algorithm.rawValue, found: "(missing)")
+        }
+        if alg.lowercased() == "none" { throw JWTError.algorithmNone }
+        guard alg == key.algorithm.rawValue else {
+            throw JWTError.algorithmMismatch(expected: key.algorithm.rawValue, found: alg)
+        }
+        // We understand no extension parameters, so any `crit` is refused (RFC 7515 section 4.1.11).
+        if let crit = header["crit"] {
+            throw JWTError.unsupportedCriticalHeader((crit as? [Any])?.map { "\($0)" } ?? ["\(crit)"])
+        }
+    }
+
+    static func check(_ claims: RegisteredClaims, options: VerificationOptions) throws {
+        for name in RegisteredClaim.allCases where options.requiredClaims.contains(name) {
+            let present: Bool
+            switch name {
+            case .iss: present = claims.iss != nil
+            case .sub: present = claims.sub != nil
+            case .aud: present = claims.aud != nil
+            case .exp: present = claims.exp != nil
+            case .nbf: present = claims.nbf != nil
+            case .iat: present = claims.iat != nil
+            case .jti: present = claims.jti != nil
+            }
+            if !present { throw JWTError.missingClaim(name.rawValue) }
+        }
+        let now = options.now()
+        if let exp = claims.exp, now > exp + options.leeway { throw JWTError.expired(exp: exp, now: now) }
+        if let nbf = claims.nbf, now + options.leeway < nbf { throw JWTError.notYetValid(nbf: nbf, now: now) }
+        if let issuer = options.issuer, claims.iss != issuer {
+            throw JWTError.invalidIssuer(expected: issuer, found: claims.iss)
+        }
+        if let audience = options.audience {
+            let found = claims.aud?.values ?? []
+            if !found.contains(audience) { throw JWTError.invalidAudience(expected: audience, found: found) }
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): "missing \"\(key.stringValue)\""
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
+            "wrong type at \"\(c.codingPath.map(\.stringValue).joined(separator: "."))\""
+        default: "\(error)"
+        }
+    }
+}

@@ -83,6 +83,7 @@ let package = Package(
             path: "mix-like-tools/gen-worker-keys"),
 
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .executableTarget(name: "bench-jwt", dependencies: ["JWT"], path: "bench/jwt"),
         .testTarget(name: "JWTTests", dependencies: ["JWT", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels"]),

@@ -6,6 +6,14 @@ import Foundation
 /// parameters are refused), signature (constant-time for HMAC), and only then the payload is decoded and its
 /// claims checked against the injected clock.
 public enum JWT {
+    // Both are stateless once configured; reusing them avoids a setup per token.
+    private static let decoder = JSONDecoder()
+    private static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.withoutEscapingSlashes]
+        return e
+    }()
+
     /// Signs `claims` with `key` and returns the compact token. `kid` is added to the header when given.
     public static func sign(_ claims: some Encodable, key: JWTKey, kid: String? = nil) throws -> String {
         var header = #"{"alg":"\#(key.algorithm.rawValue)","typ":"JWT""#
@@ -14,8 +22,6 @@ public enum JWT {
             header += #","kid":\#(quoted)"#
         }
         header += "}"
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
         let payload = try encoder.encode(claims)
         let signingInput = Base64URL.encode(Array(header.utf8)) + "." + Base64URL.encode(payload)
         let signature = try key.sign(Array(signingInput.utf8))
@@ -28,16 +34,33 @@ public enum JWT {
         _ token: String, key: JWTKey, as type: Claims.Type = Claims.self,
         options: VerificationOptions = VerificationOptions()
     ) throws -> Claims {
-        let payload = try verifiedPayload(token, key: key, options: options)
+        let payload = try verifiedSegments(token, key: key, options: options)
+        // One JSON parse gives both the registered claims (checked here) and the caller's claims.
+        let decoded: Both<Claims>
         do {
-            return try JSONDecoder().decode(Claims.self, from: Data(payload))
+            decoded = try decoder.decode(Both<Claims>.self, from: Data(payload))
+        } catch let error as JWTError {
+            throw error
+        } catch DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty {
+            throw JWTError.invalidJSON(segment: .payload)
+        } catch DecodingError.typeMismatch(_, let context) where context.codingPath.isEmpty {
+            throw JWTError.invalidJSON(segment: .payload)
         } catch {
             throw JWTError.invalidClaim(name: "payload", reason: describe(error))
         }
+        try check(decoded.registered, options: options)
+        return decoded.claims
     }
 
     /// Verifies the signature and the registered claims; returns the raw payload JSON.
     public static func verifiedPayload(_ token: String, key: JWTKey, options: VerificationOptions) throws -> [UInt8] {
+        let payload = try verifiedSegments(token, key: key, options: options)
+        _ = try verify(token, key: key, as: RegisteredClaims.self, options: options)
+        return payload
+    }
+
+    /// Size, shape, header and signature checks; returns the decoded payload bytes (not yet parsed).
+    static func verifiedSegments(_ token: String, key: JWTKey, options: VerificationOptions) throws -> [UInt8] {
         let utf8 = token.utf8
         guard utf8.count <= options.maxTokenBytes else {
             throw JWTError.tokenTooLarge(bytes: utf8.count, limit: options.maxTokenBytes)
@@ -45,8 +68,13 @@ public enum JWT {
         let parts = utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
         guard parts.count == 3 else { throw JWTError.wrongSegmentCount(parts.count) }
 
-        guard let headerBytes = Base64URL.decode(parts[0]) else { throw JWTError.invalidBase64URL(segment: .header) }
-        try checkHeader(headerBytes, key: key)
+        // Headers are nearly always one of a few exact strings: those are known good without parsing.
+        if !key.knownGoodHeaders.contains(where: { $0.elementsEqual(parts[0]) }) {
+            guard let headerBytes = Base64URL.decode(parts[0]) else {
+                throw JWTError.invalidBase64URL(segment: .header)
+            }
+            try checkHeader(headerBytes, key: key)
+        }
 
         guard let signature = Base64URL.decode(parts[2]) else {
             throw JWTError.invalidBase64URL(segment: .signature)
@@ -55,20 +83,6 @@ public enum JWT {
         guard try key.verify(signature: signature, of: signingInput) else { throw JWTError.invalidSignature }
 
         guard let payload = Base64URL.decode(parts[1]) else { throw JWTError.invalidBase64URL(segment: .payload) }
-        let claims: RegisteredClaims
-        do {
-            guard (try JSONSerialization.jsonObject(with: Data(payload))) is [String: Any] else {
-                throw JWTError.invalidJSON(segment: .payload)
-            }
-            claims = try JSONDecoder().decode(RegisteredClaims.self, from: Data(payload))
-        } catch let error as JWTError {
-            throw error
-        } catch is DecodingError {
-            throw JWTError.invalidClaim(name: "registered claims", reason: "wrong type for iss, sub, aud, exp, nbf, iat or jti")
-        } catch {
-            throw JWTError.invalidJSON(segment: .payload)
-        }
-        try check(claims, options: options)
         return payload
     }
 
@@ -112,6 +126,25 @@ public enum JWT {
             let found = claims.aud?.values ?? []
             if !found.contains(audience) { throw JWTError.invalidAudience(expected: audience, found: found) }
         }
+    }
+
+    /// Decodes the registered claims and the caller's claims from the same parsed payload.
+    struct Both<C: Decodable>: Decodable {
+        var registered: RegisteredClaims
+        var claims: C
+        init(from decoder: any Decoder) throws {
+            // A payload that is not a JSON object is refused as bad JSON, whatever the caller's type accepts.
+            _ = try decoder.container(keyedBy: AnyKey.self)
+            registered = try RegisteredClaims(from: decoder)
+            claims = try C(from: decoder)
+        }
+    }
+
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 
     private static func describe(_ error: any Error) -> String {

@@ -19,6 +19,21 @@ public struct JWTKey: Sendable {
 
     let material: Material
 
+    /// Base64url header segments accepted without parsing: exactly what we and common libraries emit.
+    let knownGoodHeaders: [[UInt8]]
+
+    init(material: Material) {
+        self.material = material
+        let alg: String
+        switch material {
+        case .hmac: alg = "HS256"
+        case .rsa: alg = "RS256"
+        }
+        knownGoodHeaders = [
+            #"{"alg":"\#(alg)","typ":"JWT"}"#, #"{"typ":"JWT","alg":"\#(alg)"}"#, #"{"alg":"\#(alg)"}"#,
+        ].map { Array(Base64URL.encode(Array($0.utf8)).utf8) }
+    }
+
     public var algorithm: JWTAlgorithm {
         switch material {
         case .hmac: .hs256
@@ -129,23 +144,25 @@ final class PKey: @unchecked Sendable {
     deinit { EVP_PKEY_free(pointer) }
 
     static func load(pem: String) throws -> (PKey, isPrivate: Bool) {
-        let bytes = Array(pem.utf8)
-        func bio() -> OpaquePointer? { BIO_new_mem_buf(bytes, Int32(bytes.count)) }
+        let isPrivate: Bool
         if pem.contains("PRIVATE KEY-----") {
-            guard let b = bio() else { throw JWTError.openSSL("BIO_new_mem_buf failed") }
-            defer { BIO_free(b) }
-            guard let key = PEM_read_bio_PrivateKey(b, nil, nil, nil) else {
-                throw JWTError.invalidKey("PEM private key could not be read (\(lastOpenSSLError()))")
-            }
-            return (PKey(owning: key), true)
+            isPrivate = true
+        } else if pem.contains("PUBLIC KEY-----") {
+            isPrivate = false
+        } else {
+            throw JWTError.invalidKey("text is not a PEM key (no BEGIN ... KEY line)")
         }
-        if pem.contains("PUBLIC KEY-----") {
-            guard let b = bio() else { throw JWTError.openSSL("BIO_new_mem_buf failed") }
-            defer { BIO_free(b) }
-            if let key = PEM_read_bio_PUBKEY(b, nil, nil, nil) { return (PKey(owning: key), false) }
-            throw JWTError.invalidKey("PEM public key could not be read (\(lastOpenSSLError()))")
+        // BIO_new_mem_buf does not copy: the bytes must outlive every read from the BIO.
+        let bytes = Array(pem.utf8)
+        let key: OpaquePointer? = bytes.withUnsafeBufferPointer { buffer in
+            guard let bio = BIO_new_mem_buf(buffer.baseAddress, Int32(buffer.count)) else { return nil }
+            defer { BIO_free(bio) }
+            return isPrivate ? PEM_read_bio_PrivateKey(bio, nil, nil, nil) : PEM_read_bio_PUBKEY(bio, nil, nil, nil)
         }
-        throw JWTError.invalidKey("text is not a PEM key (no BEGIN ... KEY line)")
+        guard let key else {
+            throw JWTError.invalidKey("PEM \(isPrivate ? "private" : "public") key could not be read (\(lastOpenSSLError()))")
+        }
+        return (PKey(owning: key), isPrivate)
     }
 
     func signSHA256(_ input: [UInt8]) throws -> [UInt8] {

@@ -86,7 +86,7 @@ let package = Package(
         .executableTarget(name: "bench-jwt", dependencies: ["JWT"], path: "bench/jwt"),
         .testTarget(name: "JWTTests", dependencies: ["JWT", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol"]),
-        .testTarget(name: "ChannelsTests", dependencies: ["Channels"]),
+        .testTarget(name: "ChannelsTests", dependencies: ["Channels", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol"]),
         .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol"]),
         .testTarget(name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol"]),

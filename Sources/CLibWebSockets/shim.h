@@ -1,8 +1,32 @@
 #ifndef CLIBWEBSOCKETS_SHIM_H
 #define CLIBWEBSOCKETS_SHIM_H
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
-// LWS_PRE is a macro Swift cannot import.
+// Macros and combined masks Swift cannot import, each as a constant or a static inline function.
+
 static const int clws_pre = LWS_PRE;
+
+static inline unsigned long long clws_server_options(int tls, int require_client_cert) {
+    unsigned long long o = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (tls) o |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    if (require_client_cert) o |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+    return o;
+}
+
+static inline unsigned long long clws_client_options(void) {
+    return LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_VALIDATE_UTF8;
+}
+
+/// TLS 1.2 is the minimum: everything older is switched off.
+static inline long clws_ssl_min_tls12(void) {
+    return SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_COMPRESSION;
+}
+
+static inline int clws_client_ssl_flags(int insecure) {
+    int f = LCCSCF_USE_SSL;
+    if (insecure) f |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK;
+    return f;
+}
 
 #endif

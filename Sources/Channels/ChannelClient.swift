@@ -1,0 +1,448 @@
+internal import CLibWebSockets
+import Foundation
+import Logging
+
+/// A reply to a push: `status` ("ok" or "error") with a JSON `response`, or raw bytes from a binary reply.
+public struct ChannelClientReply: Sendable {
+    public var status: String
+    public var response: JSON
+    public var binary: [UInt8]?
+    public var isOK: Bool { status == "ok" }
+}
+
+/// A Phoenix Channels V2 client on libwebsockets: joins, pushes with replies, incoming pushes, heartbeats,
+/// reconnection with exponential backoff and jitter, and rejoining after a reconnect.
+public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
+    public struct Configuration: Sendable {
+        /// `ws://` or `wss://` URL of the socket endpoint (query parameters allowed).
+        public var url: String
+        /// Extra query parameters, asked for on every connect (so a fresh token can be minted each time).
+        public var query: @Sendable () -> [String: String] = { [:] }
+        public var heartbeatInterval: Duration = .seconds(30)
+        public var reconnectBase: Duration = .seconds(1)
+        public var reconnectCap: Duration = .seconds(60)
+        /// Fraction of each delay added at random (0.25: up to 25 % more).
+        public var jitter: Double = 0.25
+        public var maxMessageBytes = 11_000_000
+        /// CA file to verify a `wss://` server with; nil uses the system's.
+        public var caPath: String?
+        /// Client certificate and key for mutual TLS.
+        public var certificatePath: String?
+        public var privateKeyPath: String?
+        /// Accept self-signed server certificates (tests only).
+        public var allowSelfSigned = false
+
+        public init(url: String, query: @escaping @Sendable () -> [String: String] = { [:] }) {
+            self.url = url
+            self.query = query
+        }
+    }
+
+    public enum Event: Sendable, Equatable {
+        case connected
+        case disconnected(reason: String)
+        /// The server answered the upgrade with 401 or 403: no automatic retry.
+        case authenticationFailed(status: Int)
+        case rejoined(topic: String)
+        case rejoinFailed(topic: String, response: JSON)
+    }
+
+    public let configuration: Configuration
+    public let events: AsyncStream<Event>
+    private let eventSink: AsyncStream<Event>.Continuation
+    private let logger: Logger
+    private let loop = ServiceLoop(name: "channels-client")
+    private let cstrings = CStrings()
+    private var protocols: UnsafeMutablePointer<lws_protocols>?
+    private let target: (tls: Bool, host: String, port: Int, path: String)
+
+    private struct Channel {
+        var joinRef: String?
+        var payload: @Sendable () -> JSON
+        var onMessage: @Sendable (PhoenixMessage) -> Void
+    }
+
+    // Shared state (lock).
+    private let lock = Lock()
+    private var channels: [String: Channel] = [:]
+    private var pending: [String: CheckedContinuation<ChannelClientReply, any Error>] = [:]
+    private var refCounter = 0
+    private var isConnected = false
+    private var wantConnected = false
+    private var attempts = 0
+    private var heartbeatRef: String?
+
+    // Service-thread state.
+    private var wsi: OpaquePointer?
+    private var queue: [[UInt8]] = []
+    private var rx: [UInt8] = []
+    private var rxBinary = false
+    private var closeRequested = false
+
+    public init(configuration: Configuration, logger: Logger = Logger(label: "channels.client")) throws {
+        self.configuration = configuration
+        self.logger = logger
+        (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(256))
+        target = try Self.parse(configuration.url)
+    }
+
+    static func parse(_ url: String) throws -> (tls: Bool, host: String, port: Int, path: String) {
+        guard let c = URLComponents(string: url), let scheme = c.scheme, let host = c.host,
+            scheme == "ws" || scheme == "wss"
+        else { throw ChannelError.invalidURL(url) }
+        let tls = scheme == "wss"
+        var path = c.percentEncodedPath.isEmpty ? "/" : c.percentEncodedPath
+        if let q = c.percentEncodedQuery, !q.isEmpty { path += "?" + q }
+        return (tls, host, c.port ?? (tls ? 443 : 80), path)
+    }
+
+    /// Starts connecting (and reconnecting until `close()`).
+    public func connect() throws {
+        let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
+        protocols.initialize(repeating: lws_protocols(), count: 2)
+        protocols[0].name = cstrings.make("phoenix")
+        protocols[0].callback = lwsCallbackFunction
+        protocols[0].rx_buffer_size = 16 * 1024
+        self.protocols = protocols
+        var info = lws_context_creation_info()
+        info.port = -1  // CONTEXT_PORT_NO_LISTEN
+        info.protocols = UnsafePointer(protocols)
+        info.user = Unmanaged.passUnretained(self as AnyObject).toOpaque()
+        info.options = clws_client_options()
+        info.client_ssl_ca_filepath = cstrings.make(configuration.caPath)
+        info.client_ssl_cert_filepath = cstrings.make(configuration.certificatePath)
+        info.client_ssl_private_key_filepath = cstrings.make(configuration.privateKeyPath)
+        info.ssl_client_options_set = clws_ssl_min_tls12()
+        lws_set_log_level(LLL_ERR, nil)
+        lock.withLock { wantConnected = true }
+        try loop.start { lws_create_context(&info) }
+        loop.post { [self] in openConnection() }
+        Task { [weak self] in await self?.heartbeats() }
+    }
+
+    /// Closes the socket and stops reconnecting. Pending pushes fail with `ChannelError.closed`.
+    public func close() {
+        lock.withLock { wantConnected = false }
+        loop.post { [self] in
+            if wsi != nil {
+                closeRequested = true
+                lws_callback_on_writable(wsi)
+            }
+        }
+        // Give the close frame a moment, then stop the thread.
+        Thread.sleep(forTimeInterval: 0.05)
+        loop.stop()
+        failPending(ChannelError.closed)
+        eventSink.finish()
+    }
+
+    deinit { protocols?.deallocate() }
+
+    public var connected: Bool { lock.withLock { isConnected } }
+
+    // MARK: Channels
+
+    /// Joins `topic`. `onMessage` receives the server's pushes on it (and `phx_close`/`phx_error`).
+    /// After a reconnect the client rejoins with `payload()` called again.
+    @discardableResult
+    public func join(
+        topic: String, payload: @escaping @Sendable () -> JSON = { .object([:]) }, timeout: Duration = .seconds(10),
+        onMessage: @escaping @Sendable (PhoenixMessage) -> Void = { _ in }
+    ) async throws -> JSON {
+        let joinRef = nextRef()
+        lock.withLock { channels[topic] = Channel(joinRef: nil, payload: payload, onMessage: onMessage) }
+        let reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(),
+                                   ref: joinRef, timeout: timeout)
+        guard reply.isOK else {
+            lock.withLock { _ = channels.removeValue(forKey: topic) }
+            throw ChannelError.joinRefused(reply.response)
+        }
+        lock.withLock { channels[topic]?.joinRef = joinRef }
+        return reply.response
+    }
+
+    public func leave(topic: String, timeout: Duration = .seconds(5)) async {
+        let joinRef = lock.withLock { channels.removeValue(forKey: topic)?.joinRef }
+        _ = try? await send(joinRef: joinRef, topic: topic, event: "phx_leave", payload: .object([:]), ref: nextRef(),
+                            timeout: timeout)
+    }
+
+    public func isJoined(_ topic: String) -> Bool { lock.withLock { channels[topic]?.joinRef != nil } }
+
+    /// Pushes an event on a joined topic and waits for its reply.
+    public func push(topic: String, event: String, payload: JSON, timeout: Duration = .seconds(10)) async throws
+        -> ChannelClientReply
+    {
+        let joinRef = lock.withLock { channels[topic]?.joinRef }
+        return try await send(joinRef: joinRef, topic: topic, event: event, payload: payload, ref: nextRef(),
+                              timeout: timeout)
+    }
+
+    private func nextRef() -> String {
+        lock.withLock {
+            refCounter += 1
+            return String(refCounter)
+        }
+    }
+
+    private func send(joinRef: String?, topic: String, event: String, payload: JSON, ref: String, timeout: Duration)
+        async throws -> ChannelClientReply
+    {
+        guard connected else { throw ChannelError.notConnected }
+        let bytes = PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: payload).encodeText()
+        let timer = Task { [weak self] in
+            try await Task.sleep(for: timeout)
+            self?.resolve(ref, .failure(ChannelError.timeout))
+        }
+        defer { timer.cancel() }
+        return try await withCheckedThrowingContinuation { continuation in
+            lock.withLock { pending[ref] = continuation }
+            loop.post { [self] in
+                guard wsi != nil else {
+                    resolve(ref, .failure(ChannelError.notConnected))
+                    return
+                }
+                queue.append([UInt8](repeating: 0, count: Int(clws_pre)) + bytes)
+                lws_callback_on_writable(wsi)
+            }
+        }
+    }
+
+    private func resolve(_ ref: String, _ result: Result<ChannelClientReply, any Error>) {
+        let c = lock.withLock { pending.removeValue(forKey: ref) }
+        c?.resume(with: result)
+    }
+
+    private func failPending(_ error: any Error) {
+        let all = lock.withLock {
+            let p = pending
+            pending = [:]
+            return p
+        }
+        for c in all.values { c.resume(throwing: error) }
+    }
+
+    // MARK: Heartbeats and reconnects
+
+    private func heartbeats() async {
+        while lock.withLock({ wantConnected }) {
+            try? await Task.sleep(for: configuration.heartbeatInterval)
+            guard connected else { continue }
+            let unanswered = lock.withLock { heartbeatRef != nil }
+            if unanswered {
+                logger.warning("heartbeat unanswered: reconnecting")
+                loop.post { [self] in
+                    if wsi != nil {
+                        closeRequested = true
+                        lws_callback_on_writable(wsi)
+                    }
+                }
+                continue
+            }
+            let ref = nextRef()
+            lock.withLock { heartbeatRef = ref }
+            Task {
+                _ = try? await self.send(joinRef: nil, topic: "phoenix", event: "heartbeat", payload: .object([:]),
+                                         ref: ref, timeout: self.configuration.heartbeatInterval * 2)
+                self.lock.withLock { if self.heartbeatRef == ref { self.heartbeatRef = nil } }
+            }
+        }
+    }
+
+    private func scheduleReconnect() {
+        let (want, attempt) = lock.withLock { () -> (Bool, Int) in
+            attempts += 1
+            return (wantConnected, attempts)
+        }
+        guard want else { return }
+        let base = configuration.reconnectBase.seconds * pow(2, Double(min(attempt - 1, 20)))
+        let delay = min(base, configuration.reconnectCap.seconds) * (1 + Double.random(in: 0...configuration.jitter))
+        logger.info("reconnecting", metadata: ["in_seconds": "\(String(format: "%.2f", delay))", "attempt": "\(attempt)"])
+        Task { [weak self] in
+            try? await Task.sleep(for: .seconds(delay))
+            guard let self, self.lock.withLock({ self.wantConnected }) else { return }
+            self.loop.post { [self] in self.openConnection() }
+        }
+    }
+
+    /// Service thread.
+    private func openConnection() {
+        guard wsi == nil, let ctx = loop.lwsContext else { return }
+        var path = target.path
+        let extra = configuration.query()
+        if !extra.isEmpty {
+            let allowed = CharacterSet.urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+?"))
+            let q = extra.sorted { $0.key < $1.key }.map { k, v in
+                "\(k.addingPercentEncoding(withAllowedCharacters: allowed) ?? k)="
+                    + "\(v.addingPercentEncoding(withAllowedCharacters: allowed) ?? v)"
+            }.joined(separator: "&")
+            path += (path.contains("?") ? "&" : "?") + q
+        }
+        let host = target.host
+        var info = lws_client_connect_info()
+        info.context = ctx
+        info.port = Int32(target.port)
+        info.ssl_connection = target.tls ? clws_client_ssl_flags(configuration.allowSelfSigned ? 1 : 0) : 0
+        info.ietf_version_or_minus_one = -1
+        var result: OpaquePointer?
+        host.withCString { h in
+            path.withCString { p in
+                info.address = h
+                info.host = h
+                info.origin = h
+                info.path = p
+                info.protocol = nil
+                result = lws_client_connect_via_info(&info)
+            }
+        }
+        wsi = result
+        if result == nil {
+            logger.warning("connect failed at once", metadata: ["url": "\(configuration.url)"])
+            scheduleReconnect()
+        }
+    }
+
+    // MARK: lws callbacks (service thread)
+
+    func callback(wsi: OpaquePointer?, reason: lws_callback_reasons, user: UnsafeMutableRawPointer?,
+                  input: UnsafeMutableRawPointer?, length: Int) -> Int32 {
+        switch reason {
+        case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+            loop.drain()
+            return 0
+        case LWS_CALLBACK_CLIENT_ESTABLISHED:
+            self.wsi = wsi
+            rx = []
+            lock.withLock {
+                isConnected = true
+                attempts = 0
+                heartbeatRef = nil
+            }
+            eventSink.yield(.connected)
+            logger.info("connected", metadata: ["url": "\(configuration.url)"])
+            Task { await self.rejoin() }
+            return 0
+        case LWS_CALLBACK_CLIENT_RECEIVE:
+            return receive(input, length)
+        case LWS_CALLBACK_CLIENT_WRITEABLE:
+            guard let wsi else { return -1 }
+            if closeRequested {
+                closeRequested = false
+                var r = Array("bye".utf8)
+                lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, &r, r.count)
+                return -1
+            }
+            let pre = Int(clws_pre)
+            while !queue.isEmpty {
+                if lws_send_pipe_choked(wsi) != 0 { break }
+                var frame = queue.removeFirst()
+                let n = frame.count - pre
+                let written = frame.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, n, LWS_WRITE_TEXT) }
+                if written < n { return -1 }
+            }
+            if !queue.isEmpty { lws_callback_on_writable(wsi) }
+            return 0
+        case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+            let status = wsi.map { Int(lws_http_client_http_response($0)) } ?? 0
+            let message = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "connection error"
+            connectionLost(reason: message, status: status)
+            return 0
+        case LWS_CALLBACK_CLIENT_CLOSED:
+            connectionLost(reason: "closed", status: 0)
+            return 0
+        default:
+            return lws_callback_http_dummy(wsi, reason, user, input, length)
+        }
+    }
+
+    private func connectionLost(reason: String, status: Int) {
+        wsi = nil
+        queue = []
+        rx = []
+        closeRequested = false
+        lock.withLock {
+            isConnected = false
+            heartbeatRef = nil
+            for k in channels.keys { channels[k]?.joinRef = nil }
+        }
+        failPending(ChannelError.closed)
+        if status == 401 || status == 403 || reason.contains("401") || reason.contains("403") {
+            let s = status != 0 ? status : (reason.contains("401") ? 401 : 403)
+            logger.error("the server refused our credentials", metadata: ["status": "\(s)", "url": "\(configuration.url)"])
+            lock.withLock { wantConnected = false }
+            eventSink.yield(.authenticationFailed(status: s))
+            return
+        }
+        eventSink.yield(.disconnected(reason: reason))
+        scheduleReconnect()
+    }
+
+    private func receive(_ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
+        guard let wsi else { return -1 }
+        if rx.isEmpty { rxBinary = lws_frame_is_binary(wsi) != 0 }
+        if rx.count + length > configuration.maxMessageBytes {
+            var r = Array("message too big".utf8)
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, &r, r.count)
+            return -1
+        }
+        if let input { rx.append(contentsOf: UnsafeRawBufferPointer(start: input, count: length)) }
+        guard lws_is_final_fragment(wsi) != 0, lws_remaining_packet_payload(wsi) == 0 else { return 0 }
+        let bytes = rx
+        rx = []
+        guard let m = try? (rxBinary ? PhoenixMessage.decode(binary: bytes) : PhoenixMessage.decode(text: bytes)) else {
+            logger.warning("ignored a malformed message from the server")
+            return 0
+        }
+        deliver(m)
+        return 0
+    }
+
+    private func deliver(_ m: PhoenixMessage) {
+        if m.event == "phx_reply", let ref = m.ref {
+            let reply: ChannelClientReply
+            switch m.payload {
+            case .binary(let bytes):
+                reply = ChannelClientReply(status: m.binaryStatus ?? "ok", response: .null, binary: bytes)
+            case .json(let j):
+                reply = ChannelClientReply(status: j["status"]?.stringValue ?? "error", response: j["response"] ?? .null,
+                                           binary: nil)
+            }
+            resolve(ref, .success(reply))
+            return
+        }
+        let handler: (@Sendable (PhoenixMessage) -> Void)? = lock.withLock {
+            guard let c = channels[m.topic], c.joinRef == m.joinRef || m.joinRef == nil else { return nil }
+            if m.event == "phx_close" || m.event == "phx_error" { channels[m.topic]?.joinRef = nil }
+            return c.onMessage
+        }
+        handler?(m)
+    }
+
+    private func rejoin() async {
+        let topics = lock.withLock { Array(channels.keys) }
+        for topic in topics {
+            guard let payload = lock.withLock({ channels[topic]?.payload }) else { continue }
+            let joinRef = nextRef()
+            do {
+                let reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(),
+                                           ref: joinRef, timeout: .seconds(10))
+                if reply.isOK {
+                    lock.withLock { channels[topic]?.joinRef = joinRef }
+                    eventSink.yield(.rejoined(topic: topic))
+                } else {
+                    lock.withLock { _ = channels.removeValue(forKey: topic) }
+                    eventSink.yield(.rejoinFailed(topic: topic, response: reply.response))
+                }
+            } catch {
+                logger.notice("rejoin interrupted", metadata: ["topic": "\(topic)", "error": "\(error)"])
+            }
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let c = components
+        return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+}

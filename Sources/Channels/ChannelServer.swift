@@ -1,0 +1,541 @@
+internal import CLibWebSockets
+import Foundation
+import Logging
+
+/// One port serving HTTP and Phoenix Channels V2 WebSockets, on libwebsockets.
+///
+/// lws runs on one service thread; handlers run as Swift tasks, one task per connection so that a client's
+/// messages are handled strictly in order. Replies and pushes travel back to the service thread through the
+/// loop's inbox, by connection id.
+public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
+    public let configuration: ChannelServerConfiguration
+    let endpoints: [SocketEndpoint]
+    let routes: [HTTPRoute]
+    let logger: Logger
+    private let loop = ServiceLoop(name: "channels-server")
+    private let cstrings = CStrings()
+    private var protocols: UnsafeMutablePointer<lws_protocols>?
+    private var retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>?
+
+    // Service-thread state.
+    private var connections: [Int: Connection] = [:]
+    private var nextID = 1
+    private var shuttingDown = false
+
+    // Shared state.
+    private let lock = Lock()
+    private var subscribers: [String: [Int: ChannelSocket]] = [:]
+    private var boundPort = 0
+
+    public init(
+        configuration: ChannelServerConfiguration, endpoints: [SocketEndpoint], routes: [HTTPRoute] = [],
+        logger: Logger = Logger(label: "channels.server")
+    ) {
+        self.configuration = configuration
+        self.endpoints = endpoints
+        self.routes = routes
+        self.logger = logger
+    }
+
+    deinit {
+        protocols?.deallocate()
+        retryPolicy?.deallocate()
+    }
+
+    /// The port listened on (the kernel's pick when the configuration said 0).
+    public var port: Int { lock.withLock { boundPort } }
+
+    public func start() throws {
+        lws_set_log_level(LLL_ERR, nil)
+        let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
+        protocols.initialize(repeating: lws_protocols(), count: 2)
+        protocols[0].name = cstrings.make("phoenix")
+        protocols[0].callback = lwsCallbackFunction
+        protocols[0].rx_buffer_size = 16 * 1024
+        self.protocols = protocols
+
+        let retry = UnsafeMutablePointer<lws_retry_bo_t>.allocate(capacity: 1)
+        retry.initialize(to: lws_retry_bo_t())
+        retry.pointee.secs_since_valid_ping = UInt16(configuration.pingIntervalSeconds)
+        retry.pointee.secs_since_valid_hangup = UInt16(configuration.pingIntervalSeconds + 10)
+        self.retryPolicy = retry
+
+        var info = lws_context_creation_info()
+        info.port = Int32(configuration.port)
+        info.iface = cstrings.make(configuration.host)
+        info.protocols = UnsafePointer(protocols)
+        info.user = Unmanaged.passUnretained(self as AnyObject).toOpaque()
+        info.retry_and_idle_policy = UnsafePointer(retry)
+        info.options = clws_server_options(configuration.tls == nil ? 0 : 1,
+                                           configuration.tls?.requireClientCertificate == true ? 1 : 0)
+        info.vhost_name = cstrings.make("default")
+        info.timeout_secs = 10
+        if let tls = configuration.tls {
+            info.ssl_cert_filepath = cstrings.make(tls.certificatePath)
+            info.ssl_private_key_filepath = cstrings.make(tls.privateKeyPath)
+            info.ssl_ca_filepath = cstrings.make(tls.caPath)
+            info.ssl_cipher_list = cstrings.make(
+                "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                    + "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+            info.tls1_3_plus_cipher_list = cstrings.make(
+                "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256")
+            info.ssl_options_set = clws_ssl_min_tls12()
+        }
+        try loop.start { lws_create_context(&info) }
+        // Read the bound port (service thread is running: ask it).
+        let done = DispatchSemaphore(value: 0)
+        loop.post { [self] in
+            if let ctx = loop.lwsContext, let vhost = lws_get_vhost_by_name(ctx, "default") {
+                let p = Int(lws_get_vhost_listen_port(vhost))
+                lock.withLock { boundPort = p }
+            }
+            done.signal()
+        }
+        done.wait()
+        logger.info("listening", metadata: ["host": "\(configuration.host)", "port": "\(port)",
+                                           "tls": "\(configuration.tls != nil)"])
+    }
+
+    /// Graceful shutdown: refuse new connections, close every socket with 1001 after its queued bytes are
+    /// written, wait up to `timeout` for them to go, then stop the service thread.
+    public func shutdown(timeout: Duration = .seconds(3)) async {
+        loop.post { [self] in
+            shuttingDown = true
+            for conn in connections.values where conn.kind == .websocket {
+                conn.requestClose(code: 1001, reason: "server shutting down")
+            }
+        }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let remaining = await withCheckedContinuation { (c: CheckedContinuation<Int, Never>) in
+                loop.post { [self] in c.resume(returning: connections.values.filter { $0.kind == .websocket }.count) }
+            }
+            if remaining == 0 { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        loop.stop()
+    }
+
+    /// Stops at once (tests, and a second signal).
+    public func stop() { loop.stop() }
+
+    // MARK: Sending (any thread)
+
+    func send(to id: Int, bytes: [UInt8], binary: Bool, onWritten: (@Sendable (Bool) -> Void)?) {
+        loop.post { [self] in
+            guard let conn = connections[id], conn.kind == .websocket, conn.closeCode == nil else {
+                onWritten?(false)
+                return
+            }
+            if conn.queuedBytes + bytes.count > configuration.maxQueuedBytesPerConnection {
+                logger.warning("closing a slow consumer", metadata: ["connection": "\(id)", "queued": "\(conn.queuedBytes)"])
+                onWritten?(false)
+                conn.failQueue()
+                conn.requestClose(code: 1008, reason: "slow consumer: send queue over limit")
+                return
+            }
+            conn.enqueue(bytes, binary: binary, onWritten: onWritten)
+        }
+    }
+
+    func close(connection id: Int, code: Int, reason: String) {
+        loop.post { [self] in connections[id]?.requestClose(code: code, reason: reason) }
+    }
+
+    func subscribe(topic: String, socket: ChannelSocket) {
+        lock.withLock { subscribers[topic, default: [:]][socket.id] = socket }
+    }
+
+    func unsubscribe(topic: String, socket: ChannelSocket) {
+        lock.withLock {
+            subscribers[topic]?[socket.id] = nil
+            if subscribers[topic]?.isEmpty == true { subscribers[topic] = nil }
+        }
+    }
+
+    /// Pushes an event to every socket that joined `topic`. Returns how many sockets it went to.
+    @discardableResult
+    public func broadcast(topic: String, event: String, payload: JSON) -> Int {
+        let sockets = lock.withLock { Array(subscribers[topic]?.values ?? [:].values) }
+        for s in sockets { s.push(topic: topic, event: event, payload: payload) }
+        return sockets.count
+    }
+
+    /// Sockets currently joined to `topic`.
+    public func sockets(joinedTo topic: String) -> [ChannelSocket] {
+        lock.withLock { Array(subscribers[topic]?.values ?? [:].values) }
+    }
+
+    // MARK: lws callbacks (service thread)
+
+    func callback(wsi: OpaquePointer?, reason: lws_callback_reasons, user: UnsafeMutableRawPointer?,
+                  input: UnsafeMutableRawPointer?, length: Int) -> Int32 {
+        guard let wsi else { return 0 }
+        switch reason {
+        case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+            loop.drain()
+            return 0
+
+        case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+            // `length` carries OpenSSL's preverify result: refuse what OpenSSL did not verify. (The default
+            // answer accepts everything, a self-signed rogue certificate included.)
+            return length != 0 ? 0 : 1
+
+        case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+            return confirmUpgrade(wsi)
+
+        case LWS_CALLBACK_ESTABLISHED:
+            guard let conn = connection(wsi) else { return -1 }
+            established(conn)
+            return 0
+
+        case LWS_CALLBACK_RECEIVE:
+            guard let conn = connection(wsi) else { return -1 }
+            return receive(conn, input, length)
+
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+            guard let conn = connection(wsi) else { return -1 }
+            return conn.writeFrames()
+
+        case LWS_CALLBACK_CLOSED:
+            if let conn = connection(wsi) { closed(conn) }
+            return 0
+
+        case LWS_CALLBACK_HTTP:
+            return httpRequest(wsi, path: input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "")
+
+        case LWS_CALLBACK_HTTP_BODY:
+            guard let conn = connection(wsi) else { return -1 }
+            if conn.response != nil { return 0 }  // already answered (413)
+            if conn.body.count + length > configuration.maxHTTPBodyBytes {
+                respond(conn, .error(413, "request body is over the \(configuration.maxHTTPBodyBytes)-byte limit"))
+                return 0
+            }
+            if let input { conn.body.append(contentsOf: UnsafeRawBufferPointer(start: input, count: length)) }
+            return 0
+
+        case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+            guard let conn = connection(wsi) else { return -1 }
+            if conn.response == nil { dispatchHTTP(conn) }
+            return 0
+
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+            guard let conn = connection(wsi), conn.response != nil else { return 0 }
+            return conn.writeHTTPResponse()
+
+        case LWS_CALLBACK_CLOSED_HTTP:
+            if let conn = connection(wsi), conn.kind == .http { forget(conn) }
+            return 0
+
+        case LWS_CALLBACK_WSI_DESTROY:
+            if let conn = connection(wsi) {
+                if conn.kind == .websocket { closed(conn) } else { forget(conn) }
+            }
+            return 0
+
+        default:
+            return lws_callback_http_dummy(wsi, reason, user, input, length)
+        }
+    }
+
+    private func connection(_ wsi: OpaquePointer) -> Connection? {
+        guard let raw = lws_get_opaque_user_data(wsi) else { return nil }
+        return connections[Int(bitPattern: raw)]
+    }
+
+    private func register(_ wsi: OpaquePointer, kind: Connection.Kind) -> Connection {
+        let id = nextID
+        nextID += 1
+        let conn = Connection(id: id, wsi: wsi, kind: kind, maxMessageBytes: configuration.maxMessageBytes)
+        connections[id] = conn
+        lws_set_opaque_user_data(wsi, UnsafeMutableRawPointer(bitPattern: id))
+        return conn
+    }
+
+    private func forget(_ conn: Connection) {
+        lws_set_opaque_user_data(conn.wsi, nil)
+        connections[conn.id] = nil
+    }
+
+    // MARK: Upgrade and WebSocket
+
+    private func confirmUpgrade(_ wsi: OpaquePointer) -> Int32 {
+        let request = UpgradeRequest(path: header(wsi, WSI_TOKEN_GET_URI) ?? "/", query: queryArguments(wsi),
+                                     headers: requestHeaders(wsi), peerCertificateSubject: peerSubject(wsi))
+        if shuttingDown { return rawHTTPStatus(wsi, 503, "server shutting down") }
+        guard let endpoint = endpoints.first(where: { $0.path == request.path }) else {
+            return rawHTTPStatus(wsi, 404, "no socket at \(request.path)")
+        }
+        switch endpoint.authenticate(request) {
+        case .reject(let status, let message):
+            logger.notice("refused a socket", metadata: ["path": "\(request.path)", "status": "\(status)",
+                                                         "reason": "\(message)"])
+            return rawHTTPStatus(wsi, status, message)
+        case .accept(let context):
+            let conn = register(wsi, kind: .upgrading)
+            conn.endpoint = endpoint
+            conn.socket = ChannelSocket(id: conn.id, context: context, request: request, server: self)
+            return 0
+        }
+    }
+
+    /// Writes a complete `HTTP/1.1` response on a connection being upgraded and ends it. (lws's own helper
+    /// writes an HTTP/1.0 status line there, which strict clients refuse.)
+    private func rawHTTPStatus(_ wsi: OpaquePointer, _ status: Int, _ message: String) -> Int32 {
+        let body = JSON.object(["error": .string(message)]).encoded()
+        let head = "HTTP/1.1 \(status) \(Self.reasonPhrase(status))\r\ncontent-type: application/json\r\n"
+            + "content-length: \(body.count)\r\nconnection: close\r\n\r\n"
+        var buffer = [UInt8](repeating: 0, count: Int(clws_pre)) + Array(head.utf8) + body
+        let n = buffer.count - Int(clws_pre)
+        _ = buffer.withUnsafeMutableBufferPointer { b in
+            lws_write(wsi, b.baseAddress! + Int(clws_pre), n, LWS_WRITE_HTTP_FINAL)
+        }
+        return 1
+    }
+
+    private func established(_ conn: Connection) {
+        guard let socket = conn.socket, let endpoint = conn.endpoint else { return }
+        conn.kind = .websocket
+        lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
+        let (stream, continuation) = AsyncStream<PhoenixMessage>.makeStream()
+        conn.inbound = continuation
+        Task { [self] in
+            await endpoint.onConnect?(socket)
+            for await message in stream {
+                await process(message, socket: socket, endpoint: endpoint)
+            }
+            for topic in socket.joinedTopics {
+                unsubscribe(topic: topic, socket: socket)
+                if let route = endpoint.channels.first(where: { $0.matches(topic) }) {
+                    await route.handler.leave(topic: topic, socket: socket)
+                }
+                socket.setJoinRef(topic, nil)
+            }
+            await endpoint.onDisconnect?(socket)
+        }
+    }
+
+    private func receive(_ conn: Connection, _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
+        lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
+        if conn.rx.isEmpty { conn.rxBinary = lws_frame_is_binary(conn.wsi) != 0 }
+        if conn.rx.count + length > configuration.maxMessageBytes {
+            logger.warning("closing a socket: message over the limit",
+                           metadata: ["connection": "\(conn.id)", "limit": "\(configuration.maxMessageBytes)"])
+            conn.rx = []
+            return conn.closeNow(code: 1009, reason: "message over \(configuration.maxMessageBytes) bytes")
+        }
+        if let input { conn.rx.append(contentsOf: UnsafeRawBufferPointer(start: input, count: length)) }
+        guard lws_is_final_fragment(conn.wsi) != 0, lws_remaining_packet_payload(conn.wsi) == 0 else { return 0 }
+        let bytes = conn.rx
+        conn.rx = []
+        do {
+            let message = conn.rxBinary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
+            conn.inbound?.yield(message)
+            return 0
+        } catch {
+            logger.notice("closing a socket: malformed message", metadata: ["connection": "\(conn.id)", "error": "\(error)"])
+            return conn.closeNow(code: 1003, reason: "malformed message: \(error)")
+        }
+    }
+
+    private func closed(_ conn: Connection) {
+        conn.inbound?.finish()
+        conn.inbound = nil
+        conn.failQueue()
+        forget(conn)
+    }
+
+    /// Phoenix semantics for one message, in the connection's own task.
+    private func process(_ m: PhoenixMessage, socket: ChannelSocket, endpoint: SocketEndpoint) async {
+        func reply(_ r: ChannelReply, joinRef: String?) {
+            let bytes: [UInt8]
+            var binary = false
+            switch r.body {
+            case .json(let j):
+                bytes = PhoenixMessage.reply(joinRef: joinRef, ref: m.ref, topic: m.topic, status: r.status, response: j)
+                    .encodeText()
+            case .binary(let raw):
+                bytes = PhoenixMessage.encodeBinary(kind: .reply, joinRef: joinRef, ref: m.ref, topic: m.topic,
+                                                    status: r.status, payload: raw)
+                binary = true
+            }
+            send(to: socket.id, bytes: bytes, binary: binary, onWritten: r.onDelivered)
+        }
+
+        if m.topic == "phoenix" {
+            if m.event == "heartbeat" { reply(.ok(), joinRef: nil) }
+            return
+        }
+        guard case .json(let payload) = m.payload else {
+            reply(.error(reason: "binary pushes are not supported"), joinRef: m.joinRef)
+            return
+        }
+        switch m.event {
+        case "phx_join":
+            guard let route = endpoint.channels.first(where: { $0.matches(m.topic) }) else {
+                reply(.error(reason: "unmatched topic"), joinRef: m.joinRef)
+                return
+            }
+            switch await route.handler.join(topic: m.topic, payload: payload, socket: socket) {
+            case .ok(let response):
+                socket.setJoinRef(m.topic, m.joinRef ?? m.ref ?? "")
+                subscribe(topic: m.topic, socket: socket)
+                reply(.ok(response), joinRef: m.joinRef)
+            case .error(let response):
+                reply(.error(response), joinRef: m.joinRef)
+            }
+        case "phx_leave":
+            guard socket.isJoined(m.topic) else {
+                reply(.error(reason: "unmatched topic"), joinRef: m.joinRef)
+                return
+            }
+            let joinRef = socket.joinRef(m.topic)
+            socket.setJoinRef(m.topic, nil)
+            unsubscribe(topic: m.topic, socket: socket)
+            if let route = endpoint.channels.first(where: { $0.matches(m.topic) }) {
+                await route.handler.leave(topic: m.topic, socket: socket)
+            }
+            reply(.ok(), joinRef: joinRef)
+        default:
+            guard let joinRef = socket.joinRef(m.topic),
+                let route = endpoint.channels.first(where: { $0.matches(m.topic) })
+            else {
+                reply(.error(reason: "unmatched topic"), joinRef: m.joinRef)
+                return
+            }
+            if let r = await route.handler.handle(event: m.event, topic: m.topic, payload: payload, socket: socket) {
+                reply(r, joinRef: joinRef)
+            }
+        }
+    }
+
+    // MARK: Plain HTTP
+
+    private func httpRequest(_ wsi: OpaquePointer, path: String) -> Int32 {
+        let conn = register(wsi, kind: .http)
+        conn.method = httpMethod(wsi)
+        conn.path = path.isEmpty ? (header(wsi, WSI_TOKEN_GET_URI) ?? "/") : path
+        conn.query = queryArguments(wsi)
+        conn.headers = requestHeaders(wsi)
+        if shuttingDown {
+            respond(conn, .error(503, "server shutting down"))
+            return 0
+        }
+        let declared = Int(conn.headers["content-length"] ?? "") ?? 0
+        if declared > configuration.maxHTTPBodyBytes {
+            respond(conn, .error(413, "request body of \(declared) bytes is over the \(configuration.maxHTTPBodyBytes)-byte limit"))
+            return 0
+        }
+        // Requests with a body are dispatched at HTTP_BODY_COMPLETION.
+        if declared == 0 && !["POST", "PUT", "PATCH"].contains(conn.method) { dispatchHTTP(conn) }
+        else if declared == 0 && conn.headers["transfer-encoding"] == nil { dispatchHTTP(conn) }
+        return 0
+    }
+
+    private func dispatchHTTP(_ conn: Connection) {
+        let request = HTTPRequest(method: conn.method, path: conn.path, query: conn.query, headers: conn.headers,
+                                  body: conn.body)
+        conn.body = []
+        guard let route = routes.first(where: { ($0.method == nil || $0.method == request.method)
+            && request.path.hasPrefix($0.pathPrefix) })
+        else {
+            let knownPath = routes.contains { request.path.hasPrefix($0.pathPrefix) }
+            respond(conn, knownPath ? .error(405, "method \(request.method) is not allowed on \(request.path)")
+                                    : .error(404, "nothing at \(request.path)"))
+            return
+        }
+        let id = conn.id
+        Task { [self] in
+            let response = await route.handler(request)
+            loop.post { [self] in
+                guard let conn = connections[id] else { return }
+                respond(conn, response)
+            }
+        }
+    }
+
+    private func respond(_ conn: Connection, _ response: HTTPResponse) {
+        conn.response = response
+        lws_callback_on_writable(conn.wsi)
+    }
+
+    // MARK: Request details
+
+    private func header(_ wsi: OpaquePointer, _ token: lws_token_indexes) -> String? {
+        let n = Int(lws_hdr_total_length(wsi, token))
+        guard n > 0 else { return nil }
+        var buffer = [CChar](repeating: 0, count: n + 1)
+        guard lws_hdr_copy(wsi, &buffer, Int32(n + 1), token) >= 0 else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private func httpMethod(_ wsi: OpaquePointer) -> String {
+        let methods: [(lws_token_indexes, String)] = [
+            (WSI_TOKEN_GET_URI, "GET"), (WSI_TOKEN_POST_URI, "POST"), (WSI_TOKEN_PUT_URI, "PUT"),
+            (WSI_TOKEN_PATCH_URI, "PATCH"), (WSI_TOKEN_DELETE_URI, "DELETE"), (WSI_TOKEN_OPTIONS_URI, "OPTIONS"),
+            (WSI_TOKEN_HEAD_URI, "HEAD"),
+        ]
+        return methods.first { lws_hdr_total_length(wsi, $0.0) > 0 }?.1 ?? "GET"
+    }
+
+    private func queryArguments(_ wsi: OpaquePointer) -> [String: String] {
+        var result: [String: String] = [:]
+        var buffer = [CChar](repeating: 0, count: 16 * 1024 + 1)
+        var index: Int32 = 0
+        while lws_hdr_copy_fragment(wsi, &buffer, Int32(buffer.count), WSI_TOKEN_HTTP_URI_ARGS, index) > 0 {
+            let fragment = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if let eq = fragment.firstIndex(of: "=") {
+                result[String(fragment[..<eq])] = String(fragment[fragment.index(after: eq)...])
+            } else {
+                result[fragment] = ""
+            }
+            index += 1
+        }
+        return result
+    }
+
+    private func requestHeaders(_ wsi: OpaquePointer) -> [String: String] {
+        let wanted: [(lws_token_indexes, String)] = [
+            (WSI_TOKEN_HTTP_AUTHORIZATION, "authorization"), (WSI_TOKEN_HTTP_CONTENT_TYPE, "content-type"),
+            (WSI_TOKEN_HTTP_CONTENT_LENGTH, "content-length"), (WSI_TOKEN_HTTP_USER_AGENT, "user-agent"),
+            (WSI_TOKEN_HTTP_ACCEPT, "accept"), (WSI_TOKEN_HOST, "host"),
+            (WSI_TOKEN_HTTP_TRANSFER_ENCODING, "transfer-encoding"), (WSI_TOKEN_X_FORWARDED_FOR, "x-forwarded-for"),
+        ]
+        var result: [String: String] = [:]
+        for (token, name) in wanted { if let v = header(wsi, token) { result[name] = v } }
+        return result
+    }
+
+    private func peerSubject(_ wsi: OpaquePointer) -> String? {
+        guard configuration.tls?.requireClientCertificate == true else { return nil }
+        let size = MemoryLayout<lws_tls_cert_info_results>.size + 256
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        defer { raw.deallocate() }
+        let results = raw.bindMemory(to: lws_tls_cert_info_results.self, capacity: 1)
+        guard lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_COMMON_NAME, results, 256) == 0 else { return nil }
+        return withUnsafePointer(to: &results.pointee.ns.name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+        }
+    }
+
+    static func reasonPhrase(_ status: Int) -> String {
+        switch status {
+        case 200: "OK"
+        case 201: "Created"
+        case 202: "Accepted"
+        case 204: "No Content"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 409: "Conflict"
+        case 413: "Payload Too Large"
+        case 422: "Unprocessable Entity"
+        case 429: "Too Many Requests"
+        case 500: "Internal Server Error"
+        case 503: "Service Unavailable"
+        default: "Status"
+        }
+    }
+}

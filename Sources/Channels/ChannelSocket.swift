@@ -1,0 +1,57 @@
+/// One connected client, as channel handlers see it. Safe to use from any task or thread.
+public final class ChannelSocket: Sendable, Hashable {
+    public let id: Int
+    /// What the endpoint's `authenticate` returned for this socket.
+    public let context: any Sendable
+    public let request: UpgradeRequest
+    weak let server: ChannelServer?
+    private let state = LockedJoins()
+
+    init(id: Int, context: any Sendable, request: UpgradeRequest, server: ChannelServer) {
+        self.id = id
+        self.context = context
+        self.request = request
+        self.server = server
+    }
+
+    public static func == (a: ChannelSocket, b: ChannelSocket) -> Bool { a === b }
+    public func hash(into h: inout Hasher) { h.combine(id) }
+
+    /// Topics this socket has joined.
+    public var joinedTopics: [String] { state.topics }
+    public func isJoined(_ topic: String) -> Bool { state.joinRef(topic) != nil }
+    func joinRef(_ topic: String) -> String? { state.joinRef(topic) }
+    func setJoinRef(_ topic: String, _ ref: String?) { state.set(topic, ref) }
+
+    /// Pushes an event on a joined topic (with that channel's join_ref, as clients require). Returns false
+    /// when the socket has not joined the topic or is gone.
+    @discardableResult
+    public func push(topic: String, event: String, payload: JSON) -> Bool {
+        guard let joinRef = state.joinRef(topic), let server else { return false }
+        let m = PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: payload)
+        server.send(to: id, bytes: m.encodeText(), binary: false, onWritten: nil)
+        return true
+    }
+
+    /// Closes the channel from the server side (`phx_close`).
+    public func closeChannel(topic: String) {
+        guard let joinRef = state.joinRef(topic), let server else { return }
+        state.set(topic, nil)
+        server.unsubscribe(topic: topic, socket: self)
+        let m = PhoenixMessage(joinRef: joinRef, ref: joinRef, topic: topic, event: "phx_close", payload: .object([:]))
+        server.send(to: id, bytes: m.encodeText(), binary: false, onWritten: nil)
+    }
+
+    /// Closes the WebSocket with a close code.
+    public func close(code: Int = 1000, reason: String = "") {
+        server?.close(connection: id, code: code, reason: reason)
+    }
+}
+
+final class LockedJoins: Sendable {
+    private let lock = Lock()
+    nonisolated(unsafe) private var refs: [String: String] = [:]
+    var topics: [String] { lock.withLock { Array(refs.keys) } }
+    func joinRef(_ topic: String) -> String? { lock.withLock { refs[topic] } }
+    func set(_ topic: String, _ ref: String?) { lock.withLock { refs[topic] = ref } }
+}

@@ -1,1 +1,0 @@
-// Phoenix Channels V2 over libwebsockets (issue 3).

@@ -1,0 +1,161 @@
+/// One Phoenix Channels V2 message: `[join_ref, ref, topic, event, payload]` in a text frame, or a binary frame.
+public struct PhoenixMessage: Sendable, Equatable {
+    public var joinRef: String?
+    public var ref: String?
+    public var topic: String
+    public var event: String
+    public var payload: Payload
+
+    public enum Payload: Sendable, Equatable {
+        case json(JSON)
+        /// Raw bytes carried by a binary frame.
+        case binary([UInt8])
+
+        public var json: JSON? { if case .json(let j) = self { j } else { nil } }
+    }
+
+    public init(joinRef: String?, ref: String?, topic: String, event: String, payload: JSON) {
+        self.init(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: .json(payload))
+    }
+
+    public init(joinRef: String?, ref: String?, topic: String, event: String, payload: Payload) {
+        self.joinRef = joinRef
+        self.ref = ref
+        self.topic = topic
+        self.event = event
+        self.payload = payload
+    }
+
+    /// A `phx_reply` to a request.
+    public static func reply(
+        joinRef: String?, ref: String?, topic: String, status: String, response: JSON
+    ) -> PhoenixMessage {
+        PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: "phx_reply",
+                       payload: .object(["status": .string(status), "response": response]))
+    }
+
+    /// For replies: `status` and `response` of the payload (binary replies have status in `binaryStatus`).
+    public var replyStatus: String? {
+        if case .json(let j) = payload { return j["status"]?.stringValue }
+        return binaryStatus
+    }
+    public var replyResponse: JSON? { payload.json?["response"] }
+
+    /// Status of a binary reply frame (kind 1).
+    public var binaryStatus: String?
+
+    public var isBinary: Bool { if case .binary = payload { true } else { false } }
+
+    // MARK: Codec
+
+    public enum DecodeError: Error, Equatable, CustomStringConvertible {
+        case notAnArray
+        case wrongFieldTypes
+        case json(JSONParseError)
+        case binaryTooShort
+        case unknownBinaryKind(UInt8)
+
+        public var description: String {
+            switch self {
+            case .notAnArray: "message is not a 5-element JSON array"
+            case .wrongFieldTypes: "message fields have the wrong types (join_ref, ref: string|null; topic, event: string)"
+            case .json(let e): "\(e)"
+            case .binaryTooShort: "binary frame is shorter than its header says"
+            case .unknownBinaryKind(let k): "binary frame of unknown kind \(k)"
+            }
+        }
+    }
+
+    /// Decodes a text frame.
+    public static func decode(text bytes: some Collection<UInt8>) throws -> PhoenixMessage {
+        let value: JSON
+        do { value = try JSON.parse(bytes) } catch let e as JSONParseError { throw DecodeError.json(e) }
+        guard case .array(let a) = value, a.count == 5 else { throw DecodeError.notAnArray }
+        func optString(_ v: JSON) throws -> String? {
+            switch v {
+            case .null: return nil
+            case .string(let s): return s
+            case .int(let i): return String(i)
+            default: throw DecodeError.wrongFieldTypes
+            }
+        }
+        guard case .string(let topic) = a[2], case .string(let event) = a[3] else { throw DecodeError.wrongFieldTypes }
+        return PhoenixMessage(joinRef: try optString(a[0]), ref: try optString(a[1]), topic: topic, event: event,
+                              payload: .json(a[4]))
+    }
+
+    /// Encodes as a text frame (JSON payloads only).
+    public func encodeText() -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(96)
+        out.append(UInt8(ascii: "["))
+        if let joinRef { JSON.writeString(joinRef, to: &out) } else { out.append(contentsOf: Array("null".utf8)) }
+        out.append(UInt8(ascii: ","))
+        if let ref { JSON.writeString(ref, to: &out) } else { out.append(contentsOf: Array("null".utf8)) }
+        out.append(UInt8(ascii: ","))
+        JSON.writeString(topic, to: &out)
+        out.append(UInt8(ascii: ","))
+        JSON.writeString(event, to: &out)
+        out.append(UInt8(ascii: ","))
+        switch payload {
+        case .json(let j): j.write(to: &out)
+        case .binary: out.append(contentsOf: Array("null".utf8))
+        }
+        out.append(UInt8(ascii: "]"))
+        return out
+    }
+
+    /// Binary frame kinds of the V2 serializer.
+    public enum BinaryKind: UInt8, Sendable { case push = 0, reply = 1, broadcast = 2 }
+
+    /// Encodes a binary frame: a reply (kind 1, with `status`), a push (kind 0) or a broadcast (kind 2).
+    public static func encodeBinary(
+        kind: BinaryKind, joinRef: String?, ref: String?, topic: String, event: String? = nil, status: String? = nil,
+        payload: [UInt8]
+    ) -> [UInt8] {
+        let j = Array((joinRef ?? "").utf8), r = Array((ref ?? "").utf8), t = Array(topic.utf8)
+        var out = [kind.rawValue]
+        switch kind {
+        case .reply:
+            let s = Array((status ?? "ok").utf8)
+            out += [UInt8(j.count), UInt8(r.count), UInt8(t.count), UInt8(s.count)] + j + r + t + s
+        case .push:
+            let e = Array((event ?? "").utf8)
+            out += [UInt8(j.count), UInt8(t.count), UInt8(e.count)] + j + t + e
+        case .broadcast:
+            let e = Array((event ?? "").utf8)
+            out += [UInt8(t.count), UInt8(e.count)] + t + e
+        }
+        return out + payload
+    }
+
+    /// Decodes a binary frame.
+    public static func decode(binary bytes: [UInt8]) throws -> PhoenixMessage {
+        guard let kindByte = bytes.first else { throw DecodeError.binaryTooShort }
+        guard let kind = BinaryKind(rawValue: kindByte) else { throw DecodeError.unknownBinaryKind(kindByte) }
+        let headerCount = kind == .reply ? 4 : (kind == .push ? 3 : 2)
+        guard bytes.count >= 1 + headerCount else { throw DecodeError.binaryTooShort }
+        let lengths = bytes[1..<(1 + headerCount)].map(Int.init)
+        var offset = 1 + headerCount
+        var fields: [String] = []
+        for n in lengths {
+            guard offset + n <= bytes.count else { throw DecodeError.binaryTooShort }
+            fields.append(String(decoding: bytes[offset..<(offset + n)], as: UTF8.self))
+            offset += n
+        }
+        let rest = Array(bytes[offset...])
+        func nonEmpty(_ s: String) -> String? { s.isEmpty ? nil : s }
+        switch kind {
+        case .reply:
+            var m = PhoenixMessage(joinRef: nonEmpty(fields[0]), ref: nonEmpty(fields[1]), topic: fields[2],
+                                   event: "phx_reply", payload: .binary(rest))
+            m.binaryStatus = fields[3]
+            return m
+        case .push:
+            return PhoenixMessage(joinRef: nonEmpty(fields[0]), ref: nil, topic: fields[1], event: fields[2],
+                                  payload: .binary(rest))
+        case .broadcast:
+            return PhoenixMessage(joinRef: nil, ref: nil, topic: fields[0], event: fields[1], payload: .binary(rest))
+        }
+    }
+}

@@ -1,0 +1,164 @@
+/// What the authentication hook sees of a WebSocket upgrade request.
+public struct UpgradeRequest: Sendable {
+    public var path: String
+    public var query: [String: String]
+    public var headers: [String: String]
+    /// Common name of the client certificate, when mutual TLS is on.
+    public var peerCertificateSubject: String?
+}
+
+public enum AuthDecision: Sendable {
+    /// Accept; `context` travels with the socket (e.g. the worker's name).
+    case accept(context: any Sendable)
+    /// Answer with a real `HTTP/1.1` status (401, 403, ...) before the upgrade.
+    case reject(status: Int, message: String)
+}
+
+public enum JoinResult: Sendable {
+    case ok(JSON)
+    case error(JSON)
+}
+
+/// A reply to a client's push. `onDelivered` learns whether the reply reached the kernel (true) or the
+/// connection closed first (false), so callers can undo work whose acknowledgement was lost.
+public struct ChannelReply: Sendable {
+    public enum Body: Sendable {
+        case json(JSON)
+        case binary([UInt8])
+    }
+
+    public var status: String
+    public var body: Body
+    public var onDelivered: (@Sendable (Bool) -> Void)?
+
+    public static func ok(_ response: JSON = .object([:]), onDelivered: (@Sendable (Bool) -> Void)? = nil) -> ChannelReply {
+        ChannelReply(status: "ok", body: .json(response), onDelivered: onDelivered)
+    }
+    public static func error(_ response: JSON) -> ChannelReply { ChannelReply(status: "error", body: .json(response)) }
+    public static func error(reason: String) -> ChannelReply { .error(["reason": .string(reason)]) }
+    public static func binary(_ bytes: [UInt8]) -> ChannelReply { ChannelReply(status: "ok", body: .binary(bytes)) }
+}
+
+/// Handles the channels whose topics match a pattern (`worker:queue`, `run:*`).
+public protocol ChannelHandler: Sendable {
+    func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult
+    /// Returns the reply, or nil to send none.
+    func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply?
+    /// The client left the topic, or the socket closed.
+    func leave(topic: String, socket: ChannelSocket) async
+}
+
+extension ChannelHandler {
+    public func leave(topic: String, socket: ChannelSocket) async {}
+}
+
+public struct ChannelRoute: Sendable {
+    public var pattern: String
+    public var handler: any ChannelHandler
+    public init(_ pattern: String, _ handler: any ChannelHandler) {
+        self.pattern = pattern
+        self.handler = handler
+    }
+
+    /// `run:*` matches every topic starting `run:`; anything else matches exactly.
+    func matches(_ topic: String) -> Bool {
+        pattern.hasSuffix("*") ? topic.hasPrefix(pattern.dropLast()) && topic.count > pattern.count - 1 : topic == pattern
+    }
+}
+
+/// A WebSocket endpoint: a path, its authentication and its channels.
+public struct SocketEndpoint: Sendable {
+    public var path: String
+    /// Runs on the socket service thread before the upgrade: keep it cheap (an HMAC check is fine).
+    public var authenticate: @Sendable (UpgradeRequest) -> AuthDecision
+    public var channels: [ChannelRoute]
+    public var onConnect: (@Sendable (ChannelSocket) async -> Void)?
+    public var onDisconnect: (@Sendable (ChannelSocket) async -> Void)?
+
+    public init(
+        path: String, authenticate: @escaping @Sendable (UpgradeRequest) -> AuthDecision, channels: [ChannelRoute],
+        onConnect: (@Sendable (ChannelSocket) async -> Void)? = nil,
+        onDisconnect: (@Sendable (ChannelSocket) async -> Void)? = nil
+    ) {
+        self.path = path
+        self.authenticate = authenticate
+        self.channels = channels
+        self.onConnect = onConnect
+        self.onDisconnect = onDisconnect
+    }
+}
+
+public struct HTTPRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var query: [String: String]
+    public var headers: [String: String]
+    public var body: [UInt8]
+}
+
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var contentType: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public init(status: Int, contentType: String = "application/json", headers: [(String, String)] = [], body: [UInt8]) {
+        self.status = status
+        self.contentType = contentType
+        self.headers = headers
+        self.body = body
+    }
+
+    public static func json(_ status: Int, _ value: JSON) -> HTTPResponse {
+        HTTPResponse(status: status, body: value.encoded() + [0x0A])
+    }
+    public static func error(_ status: Int, _ message: String) -> HTTPResponse {
+        .json(status, ["error": .string(message)])
+    }
+    public static func text(_ status: Int, _ text: String, contentType: String = "text/plain; charset=utf-8") -> HTTPResponse {
+        HTTPResponse(status: status, contentType: contentType, body: Array(text.utf8))
+    }
+}
+
+public struct HTTPRoute: Sendable {
+    /// nil matches any method.
+    public var method: String?
+    public var pathPrefix: String
+    public var handler: @Sendable (HTTPRequest) async -> HTTPResponse
+    public init(_ method: String?, _ pathPrefix: String, _ handler: @escaping @Sendable (HTTPRequest) async -> HTTPResponse) {
+        self.method = method
+        self.pathPrefix = pathPrefix
+        self.handler = handler
+    }
+}
+
+public struct TLSConfiguration: Sendable {
+    public var certificatePath: String
+    public var privateKeyPath: String
+    /// CA to verify client certificates against; with `requireClientCertificate`, mutual TLS.
+    public var caPath: String?
+    public var requireClientCertificate: Bool
+    public init(certificatePath: String, privateKeyPath: String, caPath: String? = nil, requireClientCertificate: Bool = false) {
+        self.certificatePath = certificatePath
+        self.privateKeyPath = privateKeyPath
+        self.caPath = caPath
+        self.requireClientCertificate = requireClientCertificate
+    }
+}
+
+public struct ChannelServerConfiguration: Sendable {
+    public var host: String = "127.0.0.1"
+    /// 0: the kernel picks; read `ChannelServer.port` after `start()`.
+    public var port: Int = 4000
+    public var maxMessageBytes: Int = 11_000_000
+    /// Bytes queued for one connection before it is closed as a slow consumer (1008).
+    public var maxQueuedBytesPerConnection: Int = 32 * 1024 * 1024
+    public var maxHTTPBodyBytes: Int = 11_000_000
+    /// A socket silent this long is closed.
+    public var idleTimeoutSeconds: Int = 60
+    /// lws keepalive: ping after this many idle seconds.
+    public var pingIntervalSeconds: Int = 20
+    public var tls: TLSConfiguration?
+
+    public init() {}
+}

@@ -1,0 +1,142 @@
+internal import CLibWebSockets
+import Foundation
+
+/// A pthread mutex. (Synchronization.Mutex gave ThreadSanitizer false positives on Linux here.)
+final class Lock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    init() { pthread_mutex_init(mutex, nil) }
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+    @inline(__always) func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}
+
+/// Receives every lws callback of one context.
+protocol LWSCallbackTarget: AnyObject {
+    func callback(wsi: OpaquePointer?, reason: lws_callback_reasons, user: UnsafeMutableRawPointer?,
+                  input: UnsafeMutableRawPointer?, length: Int) -> Int32
+}
+
+/// The one C callback: finds the owner through the context user pointer.
+func lwsCallbackFunction(
+    wsi: OpaquePointer?, reason: lws_callback_reasons, user: UnsafeMutableRawPointer?,
+    input: UnsafeMutableRawPointer?, length: Int
+) -> Int32 {
+    guard let wsi, let context = lws_get_context(wsi), let owner = lws_context_user(context) else {
+        return wsi.map { lws_callback_http_dummy($0, reason, user, input, length) } ?? 0
+    }
+    let target = Unmanaged<AnyObject>.fromOpaque(owner).takeUnretainedValue() as! LWSCallbackTarget
+    return target.callback(wsi: wsi, reason: reason, user: user, input: input, length: length)
+}
+
+/// One lws context and the one thread that services it (this lws build has LWS_MAX_SMP 1).
+///
+/// Every lws call except `lws_cancel_service` happens on the service thread. Other threads `post` closures
+/// into a locked inbox and wake the thread; it drains the whole inbox in `LWS_CALLBACK_EVENT_WAIT_CANCELLED`.
+final class ServiceLoop: @unchecked Sendable {
+    private let lock = Lock()
+    private var inbox: [() -> Void] = []
+    private var stopping = false
+    private var context: OpaquePointer?
+    private let finished = DispatchSemaphore(value: 0)
+    private let name: String
+
+    init(name: String) { self.name = name }
+
+    /// Creates the context on the calling thread (before the service thread exists) and starts servicing.
+    func start(_ create: () -> OpaquePointer?) throws {
+        guard let ctx = create() else { throw ChannelError.startFailed("lws_create_context failed (port in use?)") }
+        context = ctx
+        let thread = Thread { [self] in
+            while !lock.withLock({ stopping }), let ctx = context {
+                if lws_service(ctx, 0) < 0 { break }
+            }
+            finished.signal()
+        }
+        thread.name = name
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// The context, for use on the service thread only.
+    var lwsContext: OpaquePointer? { context }
+
+    func post(_ work: @escaping () -> Void) {
+        let ctx: OpaquePointer? = lock.withLock {
+            if stopping { return nil }
+            inbox.append(work)
+            return context
+        }
+        if let ctx { lws_cancel_service(ctx) }
+    }
+
+    /// Runs everything posted so far. Service thread only.
+    func drain() {
+        let work: [() -> Void] = lock.withLock {
+            let w = inbox
+            inbox.removeAll(keepingCapacity: true)
+            return w
+        }
+        for w in work { w() }
+    }
+
+    /// Stops the service thread, then destroys the context on this thread.
+    func stop() {
+        let ctx: OpaquePointer? = lock.withLock {
+            if stopping { return nil }
+            stopping = true
+            return context
+        }
+        guard let ctx else { return }
+        lws_cancel_service(ctx)
+        finished.wait()
+        drain()
+        lws_context_destroy(ctx)
+        lock.withLock { context = nil }
+    }
+}
+
+public enum ChannelError: Error, Equatable, CustomStringConvertible {
+    case startFailed(String)
+    case notConnected
+    case timeout
+    case closed
+    case authenticationFailed(status: Int)
+    case joinRefused(JSON)
+    case invalidURL(String)
+
+    public var description: String {
+        switch self {
+        case .startFailed(let m): "could not start: \(m)"
+        case .notConnected: "not connected"
+        case .timeout: "no reply in time"
+        case .closed: "the connection closed before a reply came"
+        case .authenticationFailed(let s): "the server refused our credentials (HTTP \(s))"
+        case .joinRefused(let r): "join refused: \(r.text)"
+        case .invalidURL(let u): "invalid URL: \(u)"
+        }
+    }
+}
+
+/// Copies a C string that lws hands us.
+func lwsString(_ pointer: UnsafeMutableRawPointer?, _ length: Int) -> String {
+    guard let pointer, length > 0 else { return "" }
+    return String(decoding: UnsafeRawBufferPointer(start: pointer, count: length), as: UTF8.self)
+}
+
+/// Frees a strdup'ed C string array when the owner goes away.
+final class CStrings: @unchecked Sendable {
+    private var pointers: [UnsafeMutablePointer<CChar>] = []
+    func make(_ s: String?) -> UnsafePointer<CChar>? {
+        guard let s else { return nil }
+        let p = strdup(s)!
+        pointers.append(p)
+        return UnsafePointer(p)
+    }
+    deinit { pointers.forEach { free($0) } }
+}

@@ -1,0 +1,57 @@
+import Testing
+@testable import Channels
+
+@Suite("JSON and the Phoenix V2 codec")
+struct CodecTests {
+    @Test("JSON round trips, keeping 16-digit integers exact and unicode intact")
+    func jsonRoundTrip() throws {
+        let text = #"{"ts":"1700000000123456","n":1700000000123456,"f":1.5,"neg":-3,"s":"héllo \"q\" \n\u0001 😀","a":[true,false,null],"o":{}}"#
+        let v = try JSON.parse(text)
+        #expect(v["n"] == .int(1_700_000_000_123_456))
+        #expect(v["f"] == .double(1.5))
+        #expect(v["s"]?.stringValue == "héllo \"q\" \n\u{1} 😀")
+        #expect(try JSON.parse(v.encoded()) == v)
+        #expect(try JSON.parse(#""\ud83d\ude00""#) == .string("😀"))
+    }
+
+    @Test("malformed JSON is refused with an offset", arguments: [
+        "{", "[1,]", "{\"a\" 1}", "01", "\"\\x\"", "\"\\ud800\"", "tru", "1 2", "\"a\u{1}\"", "-",
+    ])
+    func badJSON(text: String) {
+        #expect(throws: JSONParseError.self) { try JSON.parse(text) }
+    }
+
+    @Test("deep nesting is refused rather than crashing")
+    func deep() {
+        #expect(throws: JSONParseError.self) { try JSON.parse(String(repeating: "[", count: 100_000)) }
+    }
+
+    @Test("text frames: five-element arrays both ways")
+    func textFrames() throws {
+        let m = try PhoenixMessage.decode(text: Array(#"["1","2","run:a","fetch:plan",{"x":1}]"#.utf8))
+        #expect(m.joinRef == "1" && m.ref == "2" && m.topic == "run:a" && m.event == "fetch:plan")
+        #expect(m.payload.json?["x"] == .int(1))
+        let back = try PhoenixMessage.decode(text: m.encodeText())
+        #expect(back == m)
+        let nulls = try PhoenixMessage.decode(text: Array(#"[null,null,"phoenix","heartbeat",{}]"#.utf8))
+        #expect(nulls.joinRef == nil && nulls.ref == nil)
+        #expect(throws: PhoenixMessage.DecodeError.notAnArray) { try PhoenixMessage.decode(text: Array("{}".utf8)) }
+        #expect(throws: PhoenixMessage.DecodeError.wrongFieldTypes) {
+            try PhoenixMessage.decode(text: Array(#"[null,null,1,"e",{}]"#.utf8))
+        }
+    }
+
+    @Test("binary reply frames: kind 1, four lengths, then the raw payload")
+    func binaryFrames() throws {
+        let payload = Array(#"{"data":{"big":true}}"#.utf8)
+        let bytes = PhoenixMessage.encodeBinary(kind: .reply, joinRef: "3", ref: "12", topic: "run:x", status: "ok",
+                                                payload: payload)
+        #expect(Array(bytes.prefix(5)) == [1, 1, 2, 5, 2])
+        let m = try PhoenixMessage.decode(binary: bytes)
+        #expect(m.joinRef == "3" && m.ref == "12" && m.topic == "run:x" && m.event == "phx_reply")
+        #expect(m.binaryStatus == "ok")
+        #expect(m.payload == .binary(payload))
+        #expect(throws: PhoenixMessage.DecodeError.binaryTooShort) { try PhoenixMessage.decode(binary: [1, 9, 0, 0, 0]) }
+        #expect(throws: PhoenixMessage.DecodeError.unknownBinaryKind(7)) { try PhoenixMessage.decode(binary: [7]) }
+    }
+}

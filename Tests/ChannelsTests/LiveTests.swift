@@ -1,0 +1,223 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+import TestSupport
+@testable import Channels
+
+/// A channel handler for tests: echoes, answers in binary, refuses joins on request, counts leaves.
+struct EchoHandler: ChannelHandler {
+    let leaves = Counter()
+    func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult {
+        if payload["refuse"] == .bool(true) { return .error(["reason": "refused by test"]) }
+        return .ok(["joined": .string(topic), "who": .string("\(socket.context)")])
+    }
+    func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
+        switch event {
+        case "echo": return .ok(payload)
+        case "binary": return .binary(payload.encoded())
+        case "fail": return .error(["errors": ["field": ["bad"]]])
+        case "push-me":
+            socket.push(topic: topic, event: "pushed", payload: payload)
+            return .ok()
+        case "silent": return nil
+        default: return .error(reason: "unknown event \(event)")
+        }
+    }
+    func leave(topic: String, socket: ChannelSocket) async { leaves.increment() }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func increment() { lock.withLock { n += 1 } }
+    var value: Int { lock.withLock { n } }
+}
+
+func makeServer(port: Int = 0, configure: (inout ChannelServerConfiguration) -> Void = { _ in }) throws -> ChannelServer {
+    var config = ChannelServerConfiguration()
+    config.port = port
+    configure(&config)
+    let endpoint = SocketEndpoint(
+        path: "/socket/websocket",
+        authenticate: { req in
+            req.query["token"] == "good" ? .accept(context: "user-1") : .reject(status: 401, message: "bad token")
+        },
+        channels: [ChannelRoute("room:*", EchoHandler())])
+    let routes = [
+        HTTPRoute("POST", "/echo") { req in .json(200, ["len": .int(Int64(req.body.count)), "path": .string(req.path)]) },
+        HTTPRoute("GET", "/hello") { req in .json(200, ["q": .string(req.query["name"] ?? "")]) },
+    ]
+    let server = ChannelServer(configuration: config, endpoints: [endpoint], routes: routes)
+    try server.start()
+    return server
+}
+
+func makeClient(_ port: Int, token: String = "good", tweak: (inout ChannelClient.Configuration) -> Void = { _ in })
+    throws -> ChannelClient
+{
+    var config = ChannelClient.Configuration(url: "ws://127.0.0.1:\(port)/socket/websocket?vsn=2.0.0") { ["token": token] }
+    config.reconnectBase = .milliseconds(50)
+    config.reconnectCap = .milliseconds(400)
+    tweak(&config)
+    let client = try ChannelClient(configuration: config)
+    try client.connect()
+    return client
+}
+
+func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        if ContinuousClock.now > deadline { throw TestSupport.Failure("timed out waiting for \(what)") }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+@Suite("Server and client on loopback", .serialized)
+struct LiveTests {
+    @Test("join, echo with matching refs, binary reply, error reply, server push, leave")
+    func basics() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let client = try makeClient(server.port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+
+        let pushes = Counter()
+        let joined = try await client.join(topic: "room:1", onMessage: { m in
+            if m.event == "pushed" { pushes.increment() }
+        })
+        #expect(joined["joined"] == "room:1")
+        #expect(joined["who"] == "user-1")
+
+        let reply = try await client.push(topic: "room:1", event: "echo", payload: ["n": 1_700_000_000_123_456])
+        #expect(reply.isOK && reply.response["n"] == .int(1_700_000_000_123_456))
+
+        let binary = try await client.push(topic: "room:1", event: "binary", payload: ["k": "v"])
+        #expect(binary.binary.map { try? JSON.parse($0) } == .some(["k": "v"]))
+
+        let failed = try await client.push(topic: "room:1", event: "fail", payload: [:])
+        #expect(failed.status == "error" && failed.response["errors"]?["field"] == ["bad"])
+
+        _ = try await client.push(topic: "room:1", event: "push-me", payload: ["x": 1])
+        try await waitFor("server push") { pushes.value == 1 }
+        #expect(server.broadcast(topic: "room:1", event: "pushed", payload: [:]) == 1)
+        try await waitFor("broadcast") { pushes.value == 2 }
+
+        await client.leave(topic: "room:1")
+        #expect(server.sockets(joinedTo: "room:1").isEmpty)
+    }
+
+    @Test("unmatched topics and refused joins get error replies")
+    func refusals() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let client = try makeClient(server.port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        let r = try await client.push(topic: "room:never-joined", event: "echo", payload: [:])
+        #expect(r.status == "error" && r.response["reason"] == "unmatched topic")
+        await #expect(throws: ChannelError.joinRefused(["reason": "unmatched topic"])) {
+            try await client.join(topic: "nowhere")
+        }
+        await #expect(throws: ChannelError.joinRefused(["reason": "refused by test"])) {
+            try await client.join(topic: "room:2", payload: { ["refuse": true] })
+        }
+    }
+
+    @Test("a bad token is an authentication failure, not retried")
+    func unauthorized() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let client = try makeClient(server.port, token: "bad")
+        defer { client.close() }
+        var seen: ChannelClient.Event?
+        for await e in client.events {
+            seen = e
+            break
+        }
+        #expect(seen == .authenticationFailed(status: 401))
+        #expect(!client.connected)
+    }
+
+    @Test("plain HTTP: routes, query, 404, 405 and 413")
+    func http() async throws {
+        let server = try makeServer { $0.maxHTTPBodyBytes = 1000 }
+        defer { server.stop() }
+        let base = "http://127.0.0.1:\(server.port)"
+        func call(_ method: String, _ path: String, _ body: Data? = nil) async throws -> (Int, JSON?) {
+            var req = URLRequest(url: URL(string: base + path)!)
+            req.httpMethod = method
+            req.httpBody = body
+            let (data, response) = try await URLSession.shared.data(for: req)
+            return ((response as! HTTPURLResponse).statusCode, try? JSON.parse(Array(data)))
+        }
+        let (s1, b1) = try await call("GET", "/hello?name=ada")
+        #expect(s1 == 200 && b1?["q"] == "ada")
+        let (s2, b2) = try await call("POST", "/echo", Data(repeating: 65, count: 500))
+        #expect(s2 == 200 && b2?["len"] == 500)
+        let (s3, _) = try await call("GET", "/missing")
+        #expect(s3 == 404)
+        let (s4, _) = try await call("DELETE", "/echo")
+        #expect(s4 == 405)
+        let (s5, b5) = try await call("POST", "/echo", Data(repeating: 65, count: 5000))
+        #expect(s5 == 413)
+        #expect(b5?["error"]?.stringValue?.contains("limit") == true)
+        let (s6, _) = try await call("GET", "/hello")
+        #expect(s6 == 200, "the server keeps serving")
+    }
+
+    @Test("an oversize message closes the socket with 1009; the client reconnects")
+    func oversize() async throws {
+        let server = try makeServer { $0.maxMessageBytes = 10_000 }
+        defer { server.stop() }
+        let client = try makeClient(server.port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        try await client.join(topic: "room:big")
+        let big = JSON.string(String(repeating: "x", count: 20_000))
+        await #expect(throws: ChannelError.self) {
+            try await client.push(topic: "room:big", event: "echo", payload: ["b": big], timeout: .seconds(5))
+        }
+        try await waitFor("rejoin after reconnect") { client.isJoined("room:big") }
+        let ok = try await client.push(topic: "room:big", event: "echo", payload: ["small": true])
+        #expect(ok.isOK)
+    }
+
+    @Test("the client reconnects and rejoins after the server restarts on the same port")
+    func restart() async throws {
+        var server = try makeServer()
+        let port = server.port
+        let client = try makeClient(port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        try await client.join(topic: "room:r")
+        await server.shutdown()
+        try await waitFor("disconnect") { !client.connected }
+        server = try makeServer(port: port)
+        defer { server.stop() }
+        try await waitFor("rejoin") { client.isJoined("room:r") }
+        let r = try await client.push(topic: "room:r", event: "echo", payload: ["after": "restart"])
+        #expect(r.response["after"] == "restart")
+    }
+
+    @Test("pushes from many tasks all get their own replies")
+    func concurrentPushes() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let client = try makeClient(server.port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        try await client.join(topic: "room:c")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    let r = try await client.push(topic: "room:c", event: "echo", payload: ["i": .int(Int64(i))])
+                    #expect(r.response["i"] == .int(Int64(i)))
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+}

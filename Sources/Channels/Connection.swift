@@ -60,14 +60,14 @@ final class Connection {
         queuedBytes = 0
     }
 
-    /// Asks for a close with `code` once writable; a peer that never reads is cut off after 2 s anyway.
+    /// Asks for a close with `code` once writable; a peer that never reads is cut off after 10 s anyway.
     func requestClose(code: Int, reason: String) {
         guard closeCode == nil else { return }
         closeCode = code
         closeReason = reason
         if code != 1001 { failQueue() }
         lws_callback_on_writable(wsi)
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 2)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 10)
     }
 
     /// Closes from inside a callback: sets the close frame and returns the -1 lws expects.

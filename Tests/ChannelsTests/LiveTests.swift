@@ -22,6 +22,10 @@ struct EchoHandler: ChannelHandler {
             socket.push(topic: topic, event: "pushed", payload: payload)
             return .ok()
         case "silent": return nil
+        case "flood":
+            let chunk = JSON.string(String(repeating: "z", count: 10_000))
+            for _ in 0..<(payload["count"]?.intValue ?? 0) { socket.push(topic: topic, event: "flood", payload: ["z": chunk]) }
+            return .ok()
         default: return .error(reason: "unknown event \(event)")
         }
     }
@@ -35,7 +39,7 @@ final class Counter: @unchecked Sendable {
     var value: Int { lock.withLock { n } }
 }
 
-func makeServer(port: Int = 0, configure: (inout ChannelServerConfiguration) -> Void = { _ in }) throws -> ChannelServer {
+func makeServer(port: Int = 0, disconnects: Counter = Counter(), configure: (inout ChannelServerConfiguration) -> Void = { _ in }) throws -> ChannelServer {
     var config = ChannelServerConfiguration()
     config.port = port
     configure(&config)
@@ -44,7 +48,8 @@ func makeServer(port: Int = 0, configure: (inout ChannelServerConfiguration) -> 
         authenticate: { req in
             req.query["token"] == "good" ? .accept(context: "user-1") : .reject(status: 401, message: "bad token")
         },
-        channels: [ChannelRoute("room:*", EchoHandler())])
+        channels: [ChannelRoute("room:*", EchoHandler())],
+        onDisconnect: { _ in disconnects.increment() })
     let routes = [
         HTTPRoute("POST", "/echo") { req in .json(200, ["len": .int(Int64(req.body.count)), "path": .string(req.path)]) },
         HTTPRoute("GET", "/hello") { req in .json(200, ["q": .string(req.query["name"] ?? "")]) },
@@ -219,5 +224,41 @@ struct LiveTests {
             }
             try await group.waitForAll()
         }
+    }
+
+    @Test("a silent socket is closed after the idle timeout")
+    func idleTimeout() async throws {
+        let server = try makeServer { $0.idleTimeoutSeconds = 1 }
+        defer { server.stop() }
+        let client = try makeClient(server.port) { $0.heartbeatInterval = .seconds(60) }
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        try await waitFor("idle close") { !client.connected }
+    }
+
+    @Test("heartbeats keep a socket alive past the idle timeout")
+    func heartbeatsKeepAlive() async throws {
+        let server = try makeServer { $0.idleTimeoutSeconds = 1 }
+        defer { server.stop() }
+        let events = Counter()
+        let client = try makeClient(server.port) { $0.heartbeatInterval = .milliseconds(300) }
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        Task { for await e in client.events where e != .connected { events.increment() } }
+        try await Task.sleep(for: .seconds(2.5))
+        #expect(client.connected && events.value == 0)
+    }
+
+    @Test("a consumer that stops reading is closed with 1008 and its queue is dropped")
+    func slowConsumer() async throws {
+        let disconnects = Counter()
+        let server = try makeServer(disconnects: disconnects) { $0.maxQueuedBytesPerConnection = 512 * 1024 }
+        defer { server.stop() }
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/ChannelsTests/Interop/slow_consumer.py").path
+        let port = server.port
+        let result = try await Task.detached { try TestSupport.python(script, ["\(port)", "good"]) }.value
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("close 1008"), "\(result.stdout)")
+        try await waitFor("server-side cleanup") { disconnects.value == 1 }
     }
 }

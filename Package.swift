@@ -84,6 +84,9 @@ let package = Package(
 
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .executableTarget(name: "bench-jwt", dependencies: ["JWT"], path: "bench/jwt"),
+        .executableTarget(
+            name: "bench-channels", dependencies: ["Channels"], path: "bench/channels",
+            exclude: ["raw_lws_echo.c", "idle_clients.py"]),
         .testTarget(name: "JWTTests", dependencies: ["JWT", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "TestSupport"], exclude: ["Interop"]),

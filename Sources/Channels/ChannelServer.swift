@@ -51,7 +51,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         protocols.initialize(repeating: lws_protocols(), count: 2)
         protocols[0].name = cstrings.make("phoenix")
         protocols[0].callback = lwsCallbackFunction
-        protocols[0].rx_buffer_size = 16 * 1024
+        protocols[0].rx_buffer_size = 4096
         self.protocols = protocols
 
         let retry = UnsafeMutablePointer<lws_retry_bo_t>.allocate(capacity: 1)

@@ -39,6 +39,10 @@ def main():
                            "payload": json.loads(frame[o:])}
         ws.send(json.dumps(["9", "5", "room:other", "echo", {}]))
         found["unmatched"] = json.loads(ws.recv(timeout=5))
+        # A message in three fragments (websockets sends an iterable as a fragmented message).
+        text = json.dumps(["1", "6", "room:py", "echo", {"fragmented": "x" * 3000}])
+        ws.send([text[:1000], text[1000:2000], text[2000:]])
+        found["fragmented"] = json.loads(ws.recv(timeout=5))
     try:
         with connect("ws://127.0.0.1:%s/socket/websocket?token=%s&vsn=2.0.0" % (port, bad), open_timeout=5):
             found["bad_token"] = "connected?!"

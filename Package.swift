@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "JWTTests", dependencies: ["JWT", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "TestSupport"], exclude: ["Interop"]),
-        .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol"]),
+        .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol", "TestSupport"]),
         .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol"]),
         .testTarget(name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol"]),
     ],

@@ -1,0 +1,134 @@
+import GRDB
+
+/// Append-only, named migrations: never edit one that has shipped; add the next.
+enum Migrations {
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("2026-11-22-001-initial") { db in
+            try db.execute(sql: """
+                CREATE TABLE workflows (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    current_snapshot_id TEXT,
+                    concurrency INTEGER,
+                    inserted_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+                -- Immutable: a work order runs the snapshot it was created with.
+                CREATE TABLE workflow_snapshots (
+                    id TEXT PRIMARY KEY,
+                    workflow_id TEXT NOT NULL REFERENCES workflows(id),
+                    version INTEGER NOT NULL,
+                    definition TEXT NOT NULL,
+                    inserted_at INTEGER NOT NULL,
+                    UNIQUE (workflow_id, version)
+                );
+                CREATE TABLE jobs (
+                    id TEXT PRIMARY KEY,
+                    snapshot_id TEXT NOT NULL REFERENCES workflow_snapshots(id),
+                    position INTEGER NOT NULL,
+                    name TEXT NOT NULL,
+                    adaptor TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    credential_name TEXT
+                );
+                CREATE TABLE triggers (
+                    id TEXT PRIMARY KEY,
+                    snapshot_id TEXT NOT NULL REFERENCES workflow_snapshots(id),
+                    workflow_id TEXT NOT NULL REFERENCES workflows(id),
+                    name TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    webhook_path TEXT,
+                    cron_expression TEXT
+                );
+                CREATE INDEX triggers_webhook ON triggers(webhook_path);
+                CREATE TABLE edges (
+                    id TEXT PRIMARY KEY,
+                    snapshot_id TEXT NOT NULL REFERENCES workflow_snapshots(id),
+                    position INTEGER NOT NULL,
+                    source_trigger_id TEXT,
+                    source_job_id TEXT,
+                    target_job_id TEXT NOT NULL,
+                    condition TEXT NOT NULL,
+                    enabled INTEGER NOT NULL
+                );
+                CREATE TABLE credentials (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    sealed_body BLOB NOT NULL,
+                    inserted_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+                CREATE TABLE dataclips (
+                    id TEXT PRIMARY KEY,
+                    type TEXT NOT NULL,
+                    body BLOB NOT NULL,
+                    inserted_at INTEGER NOT NULL
+                );
+                CREATE TABLE work_orders (
+                    id TEXT PRIMARY KEY,
+                    workflow_id TEXT NOT NULL REFERENCES workflows(id),
+                    snapshot_id TEXT NOT NULL REFERENCES workflow_snapshots(id),
+                    trigger_id TEXT,
+                    dataclip_id TEXT NOT NULL REFERENCES dataclips(id),
+                    inserted_at INTEGER NOT NULL
+                );
+                CREATE TABLE attempts (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    work_order_id TEXT NOT NULL REFERENCES work_orders(id),
+                    workflow_id TEXT NOT NULL REFERENCES workflows(id),
+                    snapshot_id TEXT NOT NULL REFERENCES workflow_snapshots(id),
+                    dataclip_id TEXT NOT NULL REFERENCES dataclips(id),
+                    state TEXT NOT NULL,
+                    reason TEXT,
+                    error_type TEXT,
+                    error_message TEXT,
+                    worker_name TEXT,
+                    final_dataclip_id TEXT,
+                    run_timeout_ms INTEGER NOT NULL,
+                    inserted_at INTEGER NOT NULL,
+                    claimed_at INTEGER,
+                    started_at INTEGER,
+                    finished_at INTEGER
+                );
+                CREATE INDEX attempts_state ON attempts(state, seq);
+                CREATE TABLE steps (
+                    id TEXT PRIMARY KEY,
+                    attempt_id TEXT NOT NULL REFERENCES attempts(id),
+                    job_id TEXT NOT NULL,
+                    input_dataclip_id TEXT,
+                    output_dataclip_id TEXT,
+                    reason TEXT,
+                    error_type TEXT,
+                    error_message TEXT,
+                    duration_ms INTEGER,
+                    mem_job INTEGER,
+                    mem_system INTEGER,
+                    started_at INTEGER NOT NULL,
+                    finished_at INTEGER
+                );
+                CREATE INDEX steps_attempt ON steps(attempt_id);
+                CREATE TABLE log_lines (
+                    attempt_id TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    step_id TEXT,
+                    level TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    timestamp INTEGER NOT NULL,
+                    PRIMARY KEY (attempt_id, seq)
+                ) WITHOUT ROWID;
+                CREATE TABLE workers (
+                    name TEXT PRIMARY KEY,
+                    capacity INTEGER NOT NULL,
+                    version TEXT,
+                    connected_at INTEGER,
+                    last_seen_at INTEGER,
+                    disconnected_at INTEGER
+                );
+                """)
+        }
+        return m
+    }
+}

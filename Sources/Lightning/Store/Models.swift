@@ -1,0 +1,138 @@
+import Foundation
+
+public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
+    case notFound(String)
+    /// The request conflicts with the current state (e.g. an event for a final attempt).
+    case conflict(String)
+    case invalid(String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let m), .conflict(let m), .invalid(let m): m
+        }
+    }
+}
+
+public struct AppliedWorkflow: Sendable, Equatable {
+    public var workflowID: String
+    public var snapshotID: String
+    public var version: Int
+}
+
+public struct WorkflowSummary: Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var version: Int
+    public var concurrency: Int?
+    public var webhookPaths: [String]
+}
+
+public struct CreatedWork: Sendable, Equatable {
+    public var workOrderID: String
+    public var attemptID: String
+    public var dataclipID: String
+}
+
+public struct ClaimedAttempt: Sendable, Equatable {
+    public var id: String
+    public var runTimeoutMS: Int
+}
+
+public struct AttemptRecord: Sendable, Equatable {
+    public var id: String
+    public var workOrderID: String
+    public var workflowID: String
+    public var workflowName: String
+    public var state: AttemptState
+    public var reason: String?
+    public var errorType: String?
+    public var errorMessage: String?
+    public var workerName: String?
+    public var finalDataclipID: String?
+    public var runTimeoutMS: Int
+    public var insertedAt: Int64
+    public var claimedAt: Int64?
+    public var startedAt: Int64?
+    public var finishedAt: Int64?
+}
+
+public struct StepRecord: Sendable, Equatable {
+    public var id: String
+    public var attemptID: String
+    public var jobID: String
+    public var inputDataclipID: String?
+    public var outputDataclipID: String?
+    public var reason: String?
+    public var errorType: String?
+    public var errorMessage: String?
+    public var startedAt: Int64
+    public var finishedAt: Int64?
+}
+
+/// A log line to store; `message` is already joined, control characters stripped, and scrubbed.
+public struct NewLogLine: Sendable, Equatable {
+    public var stepID: String?
+    public var level: String
+    public var source: String
+    public var message: String
+    public var timestamp: Int64
+    public init(stepID: String?, level: String, source: String, message: String, timestamp: Int64) {
+        self.stepID = stepID
+        self.level = level
+        self.source = source
+        self.message = message
+        self.timestamp = timestamp
+    }
+}
+
+public struct LogLineRecord: Sendable, Equatable {
+    public var attemptID: String
+    /// Gap-free, per attempt, from 1.
+    public var seq: Int64
+    public var stepID: String?
+    public var level: String
+    public var source: String
+    public var message: String
+    public var timestamp: Int64
+}
+
+public struct WorkerRecord: Sendable, Equatable {
+    public var name: String
+    public var capacity: Int
+    public var version: String?
+    public var connectedAt: Int64?
+    public var lastSeenAt: Int64?
+    public var disconnectedAt: Int64?
+    public var currentAttempts: Int
+}
+
+/// What Lightning keeps, behind a protocol so a PostgreSQL store can follow the SQLite one.
+public protocol LightningStore: Sendable {
+    func applyWorkflow(_ definition: WorkflowDefinition) async throws -> AppliedWorkflow
+    func workflows() async throws -> [WorkflowSummary]
+    func setCredential(name: String, body: [UInt8]) async throws -> String
+    func credentialBody(id: String) async throws -> [UInt8]
+    func createWorkOrder(workflow: String, input: [UInt8]) async throws -> CreatedWork
+    func createWorkOrder(webhookPath: String, input: [UInt8]) async throws -> CreatedWork
+    func claim(demand: Int, workerName: String) async throws -> [ClaimedAttempt]
+    func unclaim(_ ids: [String], workerName: String) async throws
+    func attempt(_ id: String) async throws -> AttemptRecord
+    func attempts(state: AttemptState?, limit: Int) async throws -> [AttemptRecord]
+    func plan(attemptID: String) async throws -> Plan
+    func dataclip(_ id: String) async throws -> [UInt8]
+    func credentialIDs(attemptID: String) async throws -> Set<String>
+    func startAttempt(_ id: String, workerName: String, at: Int64) async throws
+    func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64) async throws
+    func completeStep(attemptID: String, _ step: StepComplete, outputState: [UInt8]?, at: Int64) async throws
+    func completeAttempt(_ id: String, _ complete: AttemptComplete, finalState: [UInt8]?, at: Int64) async throws -> AttemptState
+    func cancel(_ id: String, at: Int64) async throws -> AttemptState
+    func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> [Int64]
+    func logs(attemptID: String, since: Int64, limit: Int) async throws -> [LogLineRecord]
+    func steps(attemptID: String) async throws -> [StepRecord]
+    func workerConnected(name: String, capacity: Int, version: String?, at: Int64) async throws
+    func workerDisconnected(name: String, at: Int64) async throws
+    func workers() async throws -> [WorkerRecord]
+    /// Marks lost every unfinished attempt of `workerNames` (gone past the grace period), and every attempt
+    /// whose claim is older than its timeout plus `graceMicros`. Returns the ids marked lost.
+    func markLost(goneWorkers workerNames: [String], now: Int64, graceMicros: Int64) async throws -> [String]
+}

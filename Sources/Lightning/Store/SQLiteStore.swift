@@ -1,0 +1,525 @@
+import Foundation
+import GRDB
+
+/// The embedded store: one SQLite file in WAL mode, one writer, `synchronous = FULL`, so that a committed
+/// event survives a power cut and an acknowledged event is never lost.
+public final class SQLiteStore: LightningStore {
+    let pool: DatabasePool
+    let cipher: CredentialCipher?
+    let logWriter: LogWriter
+
+    /// Opens (creating when missing) the database at `path` and runs pending migrations.
+    public init(path: String, cipher: CredentialCipher?) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        var config = Configuration()
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        config.busyMode = .timeout(10)
+        pool = try DatabasePool(path: path, configuration: config)
+        try Migrations.migrator.migrate(pool)
+        self.cipher = cipher
+        logWriter = LogWriter(pool: pool)
+    }
+
+    static func newID() -> String { UUID().uuidString.lowercased() }
+
+    // MARK: Workflows
+
+    public func applyWorkflow(_ definition: WorkflowDefinition) async throws -> AppliedWorkflow {
+        try definition.validate()
+        let now = Timestamp.nowMicros()
+        let definitionJSON = String(decoding: try JSONEncoder().encode(definition), as: UTF8.self)
+        return try await pool.write { db in
+            var workflowID = try String.fetchOne(db, sql: "SELECT id FROM workflows WHERE name = ?", arguments: [definition.name])
+            if workflowID == nil {
+                workflowID = Self.newID()
+                try db.execute(sql: "INSERT INTO workflows (id, name, concurrency, inserted_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [workflowID, definition.name, definition.options.concurrency, now, now])
+            }
+            let wid = workflowID!
+            for trigger in definition.triggers where trigger.type == .webhook {
+                let owner = try String.fetchOne(db, sql: """
+                    SELECT w.name FROM triggers t JOIN workflows w ON w.current_snapshot_id = t.snapshot_id
+                    WHERE t.webhook_path = ? AND w.id != ?
+                    """, arguments: [trigger.path, wid])
+                if let owner {
+                    throw StoreError.conflict("webhook path \"\(trigger.path ?? "")\" is already used by workflow \"\(owner)\"")
+                }
+            }
+            let version = (try Int.fetchOne(db, sql: "SELECT MAX(version) FROM workflow_snapshots WHERE workflow_id = ?",
+                                            arguments: [wid]) ?? 0) + 1
+            let snapshotID = Self.newID()
+            try db.execute(sql: "INSERT INTO workflow_snapshots (id, workflow_id, version, definition, inserted_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [snapshotID, wid, version, definitionJSON, now])
+            var ids: [String: (id: String, isTrigger: Bool)] = [:]
+            for (i, job) in definition.jobs.enumerated() {
+                let id = Self.newID()
+                ids[job.name] = (id, false)
+                try db.execute(sql: """
+                    INSERT INTO jobs (id, snapshot_id, position, name, adaptor, body, credential_name) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [id, snapshotID, i, job.name, job.adaptor, job.body, job.credential])
+            }
+            for trigger in definition.triggers {
+                let id = Self.newID()
+                ids[trigger.name] = (id, true)
+                try db.execute(sql: """
+                    INSERT INTO triggers (id, snapshot_id, workflow_id, name, type, webhook_path, cron_expression)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [id, snapshotID, wid, trigger.name, trigger.type.rawValue, trigger.path, trigger.cron])
+            }
+            for (i, edge) in definition.edges.enumerated() {
+                let source = ids[edge.from]!
+                try db.execute(sql: """
+                    INSERT INTO edges (id, snapshot_id, position, source_trigger_id, source_job_id, target_job_id, condition, enabled)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [Self.newID(), snapshotID, i, source.isTrigger ? source.id : nil, source.isTrigger ? nil : source.id,
+                                     ids[edge.to]!.id, edge.condition, edge.enabled])
+            }
+            try db.execute(sql: "UPDATE workflows SET current_snapshot_id = ?, concurrency = ?, updated_at = ? WHERE id = ?",
+                           arguments: [snapshotID, definition.options.concurrency, now, wid])
+            return AppliedWorkflow(workflowID: wid, snapshotID: snapshotID, version: version)
+        }
+    }
+
+    public func workflows() async throws -> [WorkflowSummary] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT w.id, w.name, w.concurrency, s.version,
+                       (SELECT GROUP_CONCAT(webhook_path) FROM triggers t WHERE t.snapshot_id = w.current_snapshot_id
+                        AND t.webhook_path IS NOT NULL) AS paths
+                FROM workflows w JOIN workflow_snapshots s ON s.id = w.current_snapshot_id ORDER BY w.name
+                """).map { row in
+                WorkflowSummary(id: row["id"], name: row["name"], version: row["version"], concurrency: row["concurrency"],
+                                webhookPaths: (row["paths"] as String?)?.split(separator: ",").map(String.init) ?? [])
+            }
+        }
+    }
+
+    // MARK: Credentials
+
+    public func setCredential(name: String, body: [UInt8]) async throws -> String {
+        guard let cipher else {
+            throw StoreError.invalid("credentials need \(CredentialCipher.environmentVariable) (make one with: openssl rand -base64 32)")
+        }
+        guard (try? JSONSerialization.jsonObject(with: Data(body))) is [String: Any] else {
+            throw StoreError.invalid("a credential body must be a JSON object")
+        }
+        let sealed = try cipher.seal(body, associatedData: name)
+        let now = Timestamp.nowMicros()
+        return try await pool.write { db in
+            if let id = try String.fetchOne(db, sql: "SELECT id FROM credentials WHERE name = ?", arguments: [name]) {
+                try db.execute(sql: "UPDATE credentials SET sealed_body = ?, updated_at = ? WHERE id = ?",
+                               arguments: [Data(sealed), now, id])
+                return id
+            }
+            let id = Self.newID()
+            try db.execute(sql: "INSERT INTO credentials (id, name, sealed_body, inserted_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [id, name, Data(sealed), now, now])
+            return id
+        }
+    }
+
+    public func credentialBody(id: String) async throws -> [UInt8] {
+        guard let row = try await pool.read({ db in
+            try Row.fetchOne(db, sql: "SELECT name, sealed_body FROM credentials WHERE id = ?", arguments: [id])
+        }) else { throw StoreError.notFound("no credential \(id)") }
+        guard let cipher else { throw StoreError.invalid("credentials need \(CredentialCipher.environmentVariable)") }
+        let sealed: Data = row["sealed_body"]
+        return try cipher.open(Array(sealed), associatedData: row["name"])
+    }
+
+    // MARK: Work orders and claims
+
+    public func createWorkOrder(workflow: String, input: [UInt8]) async throws -> CreatedWork {
+        try await createWorkOrder(input: input) { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT id, current_snapshot_id FROM workflows WHERE name = ? OR id = ?",
+                                             arguments: [workflow, workflow]) else {
+                throw StoreError.notFound("no workflow named \"\(workflow)\"")
+            }
+            return (row["id"], row["current_snapshot_id"], nil)
+        }
+    }
+
+    public func createWorkOrder(webhookPath: String, input: [UInt8]) async throws -> CreatedWork {
+        try await createWorkOrder(input: input) { db in
+            guard let row = try Row.fetchOne(db, sql: """
+                SELECT w.id, w.current_snapshot_id, t.id AS trigger_id FROM triggers t
+                JOIN workflows w ON w.current_snapshot_id = t.snapshot_id WHERE t.webhook_path = ?
+                """, arguments: [webhookPath]) else { throw StoreError.notFound("no webhook at /i/\(webhookPath)") }
+            return (row["id"], row["current_snapshot_id"], row["trigger_id"])
+        }
+    }
+
+    private func createWorkOrder(input: [UInt8], find: @escaping @Sendable (Database) throws -> (String, String, String?))
+        async throws -> CreatedWork
+    {
+        guard (try? JSONSerialization.jsonObject(with: Data(input), options: [.fragmentsAllowed])) is [String: Any] else {
+            throw StoreError.invalid("the input must be a JSON object")
+        }
+        let now = Timestamp.nowMicros()
+        return try await pool.write { db in
+            let (workflowID, snapshotID, triggerID) = try find(db)
+            let definition = try String.fetchOne(db, sql: "SELECT definition FROM workflow_snapshots WHERE id = ?",
+                                                 arguments: [snapshotID]) ?? "{}"
+            let timeout = (try? JSONDecoder().decode(WorkflowDefinition.self, from: Data(definition.utf8)))?.planOptions.runTimeoutMS
+                ?? Wire.defaultRunTimeoutMS
+            let dataclipID = Self.newID(), workOrderID = Self.newID(), attemptID = Self.newID()
+            try db.execute(sql: "INSERT INTO dataclips (id, type, body, inserted_at) VALUES (?, 'http_request', ?, ?)",
+                           arguments: [dataclipID, Data(input), now])
+            try db.execute(sql: """
+                INSERT INTO work_orders (id, workflow_id, snapshot_id, trigger_id, dataclip_id, inserted_at) VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [workOrderID, workflowID, snapshotID, triggerID, dataclipID, now])
+            try db.execute(sql: """
+                INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms, inserted_at)
+                VALUES (?, ?, ?, ?, ?, 'available', ?, ?)
+                """, arguments: [attemptID, workOrderID, workflowID, snapshotID, dataclipID, timeout, now])
+            return CreatedWork(workOrderID: workOrderID, attemptID: attemptID, dataclipID: dataclipID)
+        }
+    }
+
+    /// FIFO by insertion, honouring each workflow's concurrency, in one write transaction: two workers never
+    /// get the same attempt.
+    public func claim(demand: Int, workerName: String) async throws -> [ClaimedAttempt] {
+        guard demand > 0 else { return [] }
+        let now = Timestamp.nowMicros()
+        return try await pool.write { db in
+            let candidates = try Row.fetchAll(db, sql: """
+                SELECT a.id, a.workflow_id, a.run_timeout_ms, w.concurrency,
+                       (SELECT COUNT(*) FROM attempts b WHERE b.workflow_id = a.workflow_id AND b.state IN ('claimed', 'started')) AS busy
+                FROM attempts a JOIN workflows w ON w.id = a.workflow_id
+                WHERE a.state = 'available' ORDER BY a.seq LIMIT ?
+                """, arguments: [max(demand * 20, 100)])
+            var busy: [String: Int] = [:]
+            var claimed: [ClaimedAttempt] = []
+            for row in candidates where claimed.count < demand {
+                let workflowID: String = row["workflow_id"]
+                let running = busy[workflowID] ?? row["busy"]
+                if let limit: Int = row["concurrency"], running >= limit { continue }
+                busy[workflowID] = running + 1
+                try db.execute(sql: "UPDATE attempts SET state = 'claimed', claimed_at = ?, worker_name = ? WHERE id = ? AND state = 'available'",
+                               arguments: [now, workerName, row["id"]])
+                if db.changesCount == 1 { claimed.append(ClaimedAttempt(id: row["id"], runTimeoutMS: row["run_timeout_ms"])) }
+            }
+            return claimed
+        }
+    }
+
+    public func unclaim(_ ids: [String], workerName: String) async throws {
+        guard !ids.isEmpty else { return }
+        try await pool.write { db in
+            for id in ids {
+                try db.execute(sql: """
+                    UPDATE attempts SET state = 'available', claimed_at = NULL, worker_name = NULL
+                    WHERE id = ? AND state = 'claimed' AND worker_name = ?
+                    """, arguments: [id, workerName])
+            }
+        }
+    }
+
+    // MARK: Attempts
+
+    static func attempt(from row: Row) -> AttemptRecord {
+        AttemptRecord(
+            id: row["id"], workOrderID: row["work_order_id"], workflowID: row["workflow_id"], workflowName: row["workflow_name"],
+            state: AttemptState(rawValue: row["state"]) ?? .available, reason: row["reason"], errorType: row["error_type"],
+            errorMessage: row["error_message"], workerName: row["worker_name"], finalDataclipID: row["final_dataclip_id"],
+            runTimeoutMS: row["run_timeout_ms"], insertedAt: row["inserted_at"], claimedAt: row["claimed_at"],
+            startedAt: row["started_at"], finishedAt: row["finished_at"])
+    }
+
+    static let attemptColumns = "a.*, w.name AS workflow_name FROM attempts a JOIN workflows w ON w.id = a.workflow_id"
+
+    public func attempt(_ id: String) async throws -> AttemptRecord {
+        guard let row = try await pool.read({ db in
+            try Row.fetchOne(db, sql: "SELECT \(Self.attemptColumns) WHERE a.id = ?", arguments: [id])
+        }) else { throw StoreError.notFound("no attempt \(id)") }
+        return Self.attempt(from: row)
+    }
+
+    public func attempts(state: AttemptState?, limit: Int) async throws -> [AttemptRecord] {
+        try await pool.read { db in
+            let rows = state == nil
+                ? try Row.fetchAll(db, sql: "SELECT \(Self.attemptColumns) ORDER BY a.seq DESC LIMIT ?", arguments: [limit])
+                : try Row.fetchAll(db, sql: "SELECT \(Self.attemptColumns) WHERE a.state = ? ORDER BY a.seq DESC LIMIT ?",
+                                   arguments: [state!.rawValue, limit])
+            return rows.map(Self.attempt(from:))
+        }
+    }
+
+    public func plan(attemptID: String) async throws -> Plan {
+        try await pool.read { db in
+            guard let a = try Row.fetchOne(db, sql: "SELECT snapshot_id, dataclip_id FROM attempts WHERE id = ?", arguments: [attemptID])
+            else { throw StoreError.notFound("no attempt \(attemptID)") }
+            let snapshotID: String = a["snapshot_id"]
+            let definitionText = try String.fetchOne(db, sql: "SELECT definition FROM workflow_snapshots WHERE id = ?",
+                                                     arguments: [snapshotID]) ?? "{}"
+            let definition = try JSONDecoder().decode(WorkflowDefinition.self, from: Data(definitionText.utf8))
+            let jobs = try Row.fetchAll(db, sql: """
+                SELECT j.id, j.name, j.body, j.adaptor, c.id AS credential_id FROM jobs j
+                LEFT JOIN credentials c ON c.name = j.credential_name WHERE j.snapshot_id = ? ORDER BY j.position
+                """, arguments: [snapshotID]).map {
+                Plan.Job(id: $0["id"], name: $0["name"], body: $0["body"], adaptor: $0["adaptor"], credentialID: $0["credential_id"])
+            }
+            let triggers = try String.fetchAll(db, sql: "SELECT id FROM triggers WHERE snapshot_id = ?", arguments: [snapshotID])
+            let edges = try Row.fetchAll(db, sql: "SELECT * FROM edges WHERE snapshot_id = ? ORDER BY position", arguments: [snapshotID]).map {
+                Plan.Edge(id: $0["id"], sourceTriggerID: $0["source_trigger_id"], sourceJobID: $0["source_job_id"],
+                          targetJobID: $0["target_job_id"], condition: $0["condition"], enabled: $0["enabled"])
+            }
+            let startName = definition.startingJob ?? jobs.first?.name ?? ""
+            let start = jobs.first { $0.name == startName }?.id ?? ""
+            return Plan(id: attemptID, dataclipID: a["dataclip_id"], startingNodeID: start,
+                        triggers: triggers.map(Plan.Trigger.init(id:)), jobs: jobs, edges: edges, options: definition.planOptions)
+        }
+    }
+
+    public func dataclip(_ id: String) async throws -> [UInt8] {
+        guard let data = try await pool.read({ db in
+            try Data.fetchOne(db, sql: "SELECT body FROM dataclips WHERE id = ?", arguments: [id])
+        }) else { throw StoreError.notFound("no dataclip \(id)") }
+        return Array(data)
+    }
+
+    public func credentialIDs(attemptID: String) async throws -> Set<String> {
+        try await pool.read { db in
+            Set(try String.fetchAll(db, sql: """
+                SELECT c.id FROM attempts a JOIN jobs j ON j.snapshot_id = a.snapshot_id
+                JOIN credentials c ON c.name = j.credential_name WHERE a.id = ?
+                """, arguments: [attemptID]))
+        }
+    }
+
+    /// The attempt's state, refusing events for attempts that are final or not this worker's.
+    private static func live(_ db: Database, _ id: String, worker: String? = nil) throws -> AttemptState {
+        guard let row = try Row.fetchOne(db, sql: "SELECT state, worker_name FROM attempts WHERE id = ?", arguments: [id]) else {
+            throw StoreError.notFound("no attempt \(id)")
+        }
+        let state = AttemptState(rawValue: row["state"]) ?? .available
+        if state.isFinal { throw StoreError.conflict("attempt \(id) is already \(state.rawValue); its events are refused") }
+        if let worker, let owner: String = row["worker_name"], owner != worker {
+            throw StoreError.conflict("attempt \(id) is claimed by another worker")
+        }
+        return state
+    }
+
+    public func startAttempt(_ id: String, workerName: String, at: Int64) async throws {
+        try await pool.write { db in
+            let state = try Self.live(db, id, worker: workerName)
+            guard state == .claimed || state == .started else {
+                throw StoreError.conflict("attempt \(id) is \(state.rawValue), not claimed")
+            }
+            try db.execute(sql: "UPDATE attempts SET state = 'started', started_at = COALESCE(started_at, ?) WHERE id = ?",
+                           arguments: [at, id])
+        }
+    }
+
+    public func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64) async throws {
+        try await pool.write { db in
+            let state = try Self.live(db, attemptID)
+            guard state == .started else { throw StoreError.conflict("attempt \(attemptID) has not started") }
+            // A replayed step:start (after a reconnect) is accepted once.
+            try db.execute(sql: """
+                INSERT OR IGNORE INTO steps (id, attempt_id, job_id, input_dataclip_id, started_at) VALUES (?, ?, ?, ?, ?)
+                """, arguments: [stepID, attemptID, jobID, inputDataclipID, at])
+        }
+    }
+
+    public func completeStep(attemptID: String, _ step: StepComplete, outputState: [UInt8]?, at: Int64) async throws {
+        try await pool.write { db in
+            _ = try Self.live(db, attemptID)
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM steps WHERE id = ? AND attempt_id = ?",
+                                    arguments: [step.stepID, attemptID]) == true
+            else { throw StoreError.notFound("no step \(step.stepID) in attempt \(attemptID)") }
+            var outputID = step.outputDataclipID
+            if let outputState {
+                outputID = outputID ?? Self.newID()
+                try db.execute(sql: "INSERT OR IGNORE INTO dataclips (id, type, body, inserted_at) VALUES (?, 'step_result', ?, ?)",
+                               arguments: [outputID, Data(outputState), at])
+            }
+            try db.execute(sql: """
+                UPDATE steps SET output_dataclip_id = ?, reason = ?, error_type = ?, error_message = ?, duration_ms = ?,
+                    mem_job = ?, mem_system = ?, finished_at = ? WHERE id = ?
+                """, arguments: [outputState == nil ? nil : outputID, step.reason.rawValue, step.errorType, step.errorMessage,
+                                 step.duration, step.mem.job, step.mem.system, at, step.stepID])
+        }
+    }
+
+    public func completeAttempt(_ id: String, _ complete: AttemptComplete, finalState: [UInt8]?, at: Int64) async throws
+        -> AttemptState
+    {
+        try await pool.write { db in
+            _ = try Self.live(db, id)
+            var finalID = complete.finalDataclipID
+            if let finalState {
+                finalID = Self.newID()
+                try db.execute(sql: "INSERT INTO dataclips (id, type, body, inserted_at) VALUES (?, 'final_state', ?, ?)",
+                               arguments: [finalID, Data(finalState), at])
+            }
+            let state = complete.reason.attemptState
+            try db.execute(sql: """
+                UPDATE attempts SET state = ?, reason = ?, error_type = ?, error_message = ?, final_dataclip_id = ?, finished_at = ?
+                WHERE id = ?
+                """, arguments: [state.rawValue, complete.reason.rawValue, complete.errorType, complete.errorMessage, finalID, at, id])
+            return state
+        }
+    }
+
+    public func cancel(_ id: String, at: Int64) async throws -> AttemptState {
+        try await pool.write { db in
+            let state = try Self.live(db, id)
+            if state == .available {
+                try db.execute(sql: """
+                    UPDATE attempts SET state = 'cancelled', reason = 'cancel', error_type = 'Cancelled',
+                    error_message = 'cancelled before a worker claimed it', finished_at = ? WHERE id = ?
+                    """, arguments: [at, id])
+                return .cancelled
+            }
+            return state
+        }
+    }
+
+    // MARK: Logs
+
+    public func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> [Int64] {
+        guard !lines.isEmpty else { return [] }
+        return try await logWriter.append(attemptID: attemptID, lines)
+    }
+
+    public func logs(attemptID: String, since: Int64, limit: Int) async throws -> [LogLineRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM log_lines WHERE attempt_id = ? AND seq > ? ORDER BY seq LIMIT ?
+                """, arguments: [attemptID, since, limit]).map {
+                LogLineRecord(attemptID: $0["attempt_id"], seq: $0["seq"], stepID: $0["step_id"], level: $0["level"],
+                              source: $0["source"], message: $0["message"], timestamp: $0["timestamp"])
+            }
+        }
+    }
+
+    public func steps(attemptID: String) async throws -> [StepRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM steps WHERE attempt_id = ? ORDER BY started_at, rowid", arguments: [attemptID]).map {
+                StepRecord(id: $0["id"], attemptID: $0["attempt_id"], jobID: $0["job_id"], inputDataclipID: $0["input_dataclip_id"],
+                           outputDataclipID: $0["output_dataclip_id"], reason: $0["reason"], errorType: $0["error_type"],
+                           errorMessage: $0["error_message"], startedAt: $0["started_at"], finishedAt: $0["finished_at"])
+            }
+        }
+    }
+
+    // MARK: Workers and the janitor
+
+    public func workerConnected(name: String, capacity: Int, version: String?, at: Int64) async throws {
+        try await pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO workers (name, capacity, version, connected_at, last_seen_at, disconnected_at) VALUES (?, ?, ?, ?, ?, NULL)
+                ON CONFLICT(name) DO UPDATE SET capacity = excluded.capacity, version = excluded.version,
+                    connected_at = excluded.connected_at, last_seen_at = excluded.last_seen_at, disconnected_at = NULL
+                """, arguments: [name, capacity, version, at, at])
+        }
+    }
+
+    public func workerDisconnected(name: String, at: Int64) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE workers SET disconnected_at = ?, last_seen_at = ? WHERE name = ?", arguments: [at, at, name])
+        }
+    }
+
+    public func workers() async throws -> [WorkerRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT w.*, (SELECT COUNT(*) FROM attempts a WHERE a.worker_name = w.name AND a.state IN ('claimed', 'started')) AS current
+                FROM workers w ORDER BY w.name
+                """).map {
+                WorkerRecord(name: $0["name"], capacity: $0["capacity"], version: $0["version"], connectedAt: $0["connected_at"],
+                             lastSeenAt: $0["last_seen_at"], disconnectedAt: $0["disconnected_at"], currentAttempts: $0["current"])
+            }
+        }
+    }
+
+    public func markLost(goneWorkers workerNames: [String], now: Int64, graceMicros: Int64) async throws -> [String] {
+        try await pool.write { db in
+            var ids = Set<String>()
+            for name in workerNames {
+                ids.formUnion(try String.fetchAll(db, sql: "SELECT id FROM attempts WHERE worker_name = ? AND state IN ('claimed', 'started')",
+                                                  arguments: [name]))
+            }
+            ids.formUnion(try String.fetchAll(db, sql: """
+                SELECT id FROM attempts WHERE state IN ('claimed', 'started') AND claimed_at + run_timeout_ms * 1000 + ? < ?
+                """, arguments: [graceMicros, now]))
+            for id in ids.sorted() {
+                let state: String = try String.fetchOne(db, sql: "SELECT state FROM attempts WHERE id = ?", arguments: [id]) ?? ""
+                let errorType = state == "claimed" ? ErrorType.lostAfterClaim : ErrorType.lostAfterStart
+                try db.execute(sql: """
+                    UPDATE attempts SET state = 'lost', reason = 'lost', error_type = ?,
+                    error_message = 'the worker went away and did not come back within the grace period', finished_at = ? WHERE id = ?
+                    """, arguments: [errorType, now, id])
+                try db.execute(sql: """
+                    UPDATE steps SET reason = 'lost', error_type = ?, finished_at = ? WHERE attempt_id = ? AND finished_at IS NULL
+                    """, arguments: [errorType, now, id])
+            }
+            return ids.sorted()
+        }
+    }
+}
+
+/// Group commit for log lines: callers arriving while a write is in progress are written together in the
+/// next transaction, so heavy logging costs one fsync per batch of batches, not one per line.
+actor LogWriter {
+    private let pool: DatabasePool
+    private var pending: [(attemptID: String, lines: [NewLogLine], done: CheckedContinuation<[Int64], any Error>)] = []
+    private var writing = false
+
+    init(pool: DatabasePool) { self.pool = pool }
+
+    func append(attemptID: String, _ lines: [NewLogLine]) async throws -> [Int64] {
+        try await withCheckedThrowingContinuation { c in
+            pending.append((attemptID, lines, c))
+            if !writing {
+                writing = true
+                Task { await self.flush() }
+            }
+        }
+    }
+
+    private func flush() async {
+        while !pending.isEmpty {
+            let batch = pending
+            pending = []
+            let requests = batch.map { ($0.attemptID, $0.lines) }
+            do {
+                // One transaction for everything that queued up while the last one was being written.
+                let results = try await pool.write { db in
+                    try requests.map { try Self.insert(db, attemptID: $0.0, lines: $0.1) }
+                }
+                for (item, result) in zip(batch, results) { item.done.resume(with: result) }
+            } catch {
+                for item in batch { item.done.resume(throwing: error) }
+            }
+        }
+        writing = false
+    }
+
+    /// Inserts one request's lines after the attempt's last seq. A refused request (unknown or final attempt)
+    /// is a failed result, so it cannot fail the others in the same transaction.
+    private static func insert(_ db: Database, attemptID: String, lines: [NewLogLine]) throws -> Result<[Int64], any Error> {
+        guard let state = try String.fetchOne(db, sql: "SELECT state FROM attempts WHERE id = ?", arguments: [attemptID]) else {
+            return .failure(StoreError.notFound("no attempt \(attemptID)"))
+        }
+        if AttemptState(rawValue: state)?.isFinal == true {
+            return .failure(StoreError.conflict("attempt \(attemptID) is \(state); its log lines are refused"))
+        }
+        var seq = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM log_lines WHERE attempt_id = ?", arguments: [attemptID]) ?? 0
+        var assigned: [Int64] = []
+        assigned.reserveCapacity(lines.count)
+        for line in lines {
+            seq += 1
+            try db.execute(sql: """
+                INSERT INTO log_lines (attempt_id, seq, step_id, level, source, message, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [attemptID, seq, line.stepID, line.level, line.source, line.message, line.timestamp])
+            assigned.append(seq)
+        }
+        return .success(assigned)
+    }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import Yams
+
+/// A workflow as an operator writes it, in YAML or JSON (docs/workflows.md).
+public struct WorkflowDefinition: Codable, Sendable, Equatable {
+    public var name: String
+    public var jobs: [Job]
+    public var triggers: [Trigger]
+    public var edges: [Edge]
+    public var options: Options
+
+    public struct Job: Codable, Sendable, Equatable {
+        public var name: String
+        public var adaptor: String
+        public var body: String
+        /// Name of a credential set with `lightning credentials set`.
+        public var credential: String?
+    }
+
+    public struct Trigger: Codable, Sendable, Equatable {
+        public enum Kind: String, Codable, Sendable { case webhook, cron, manual }
+        public var name: String
+        public var type: Kind
+        /// Webhook path: `POST /i/<path>`.
+        public var path: String?
+        /// Cron expression (5 fields, UTC).
+        public var cron: String?
+    }
+
+    public struct Edge: Codable, Sendable, Equatable {
+        /// A trigger's or a job's name.
+        public var from: String
+        /// A job's name.
+        public var to: String
+        public var condition: String
+        public var enabled: Bool
+
+        enum CodingKeys: String, CodingKey { case from, to, condition, enabled }
+        public init(from: String, to: String, condition: String = "always", enabled: Bool = true) {
+            self.from = from
+            self.to = to
+            self.condition = condition
+            self.enabled = enabled
+        }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            from = try c.decode(String.self, forKey: .from)
+            to = try c.decode(String.self, forKey: .to)
+            condition = try c.decodeIfPresent(String.self, forKey: .condition) ?? "always"
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? true
+        }
+    }
+
+    public struct Options: Codable, Sendable, Equatable {
+        /// At most this many attempts of the workflow claimed or started at once (nil: no limit).
+        public var concurrency: Int?
+        public var runTimeoutMS: Int?
+        public var runMemoryLimitMB: Int?
+        public var outputDataclips: Bool?
+        public var payloadLimitMB: Int?
+        public var logPayloadLimitMB: Int?
+
+        public init() {}
+        enum CodingKeys: String, CodingKey {
+            case concurrency
+            case runTimeoutMS = "run_timeout_ms"
+            case runMemoryLimitMB = "run_memory_limit_mb"
+            case outputDataclips = "output_dataclips"
+            case payloadLimitMB = "payload_limit_mb"
+            case logPayloadLimitMB = "log_payload_limit_mb"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey { case name, jobs, triggers, edges, options }
+
+    public init(name: String, jobs: [Job], triggers: [Trigger] = [], edges: [Edge] = [], options: Options = Options()) {
+        self.name = name
+        self.jobs = jobs
+        self.triggers = triggers
+        self.edges = edges
+        self.options = options
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        jobs = try c.decodeIfPresent([Job].self, forKey: .jobs) ?? []
+        triggers = try c.decodeIfPresent([Trigger].self, forKey: .triggers) ?? []
+        edges = try c.decodeIfPresent([Edge].self, forKey: .edges) ?? []
+        options = try c.decodeIfPresent(Options.self, forKey: .options) ?? Options()
+    }
+
+    /// The plan options, with defaults for what the definition leaves out.
+    public var planOptions: Plan.Options {
+        let d = Plan.Options()
+        return Plan.Options(
+            runTimeoutMS: options.runTimeoutMS ?? d.runTimeoutMS, runMemoryLimitMB: options.runMemoryLimitMB ?? d.runMemoryLimitMB,
+            outputDataclips: options.outputDataclips ?? d.outputDataclips, payloadLimitMB: options.payloadLimitMB ?? d.payloadLimitMB,
+            logPayloadLimitMB: options.logPayloadLimitMB ?? d.logPayloadLimitMB)
+    }
+}
+
+/// Why a workflow definition was refused; `description` names the exact problem.
+public struct WorkflowValidationError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var problems: [String]
+    public var description: String { problems.joined(separator: "; ") }
+}
+
+extension WorkflowDefinition {
+    /// Parses YAML or JSON text (JSON is YAML), then validates.
+    public static func parse(_ text: String) throws -> WorkflowDefinition {
+        let definition: WorkflowDefinition
+        do {
+            definition = try YAMLDecoder().decode(WorkflowDefinition.self, from: text)
+        } catch let error as DecodingError {
+            throw WorkflowValidationError(problems: [Self.describe(error)])
+        } catch {
+            throw WorkflowValidationError(problems: ["not valid YAML or JSON: \(error)"])
+        }
+        try definition.validate()
+        return definition
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ c: DecodingError.Context) -> String {
+            c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+        }
+        switch error {
+        case .keyNotFound(let key, let c): return "missing field \"\(key.stringValue)\" at \(path(c).isEmpty ? "top level" : path(c))"
+        case .typeMismatch(let t, let c): return "wrong type at \(path(c)): expected \(t)"
+        case .valueNotFound(let t, let c): return "missing value at \(path(c)): expected \(t)"
+        case .dataCorrupted(let c): return "invalid value at \(path(c)): \(c.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+
+    /// Every problem at once, each naming what is wrong and where.
+    public func validate() throws {
+        var problems: [String] = []
+        if name.trimmingCharacters(in: .whitespaces).isEmpty { problems.append("the workflow has no name") }
+        if jobs.isEmpty { problems.append("the workflow has no jobs") }
+        var seen = Set<String>()
+        for job in jobs {
+            if job.name.isEmpty { problems.append("a job has an empty name") }
+            if !seen.insert(job.name).inserted { problems.append("duplicate name \"\(job.name)\"") }
+            if job.body.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                problems.append("job \"\(job.name)\" has no body")
+            }
+            if job.adaptor.isEmpty { problems.append("job \"\(job.name)\" has no adaptor") }
+        }
+        for trigger in triggers {
+            if !seen.insert(trigger.name).inserted { problems.append("duplicate name \"\(trigger.name)\"") }
+            switch trigger.type {
+            case .webhook:
+                let path = trigger.path ?? ""
+                if path.isEmpty || path.contains("/") || path.contains(" ") || path.contains("?") {
+                    problems.append("webhook trigger \"\(trigger.name)\" needs a path of one segment (letters, digits, - and _)")
+                }
+            case .cron:
+                do { _ = try CronExpression(trigger.cron ?? "") } catch {
+                    problems.append("cron trigger \"\(trigger.name)\": \(error)")
+                }
+            case .manual: break
+            }
+        }
+        let jobNames = Set(jobs.map(\.name)), triggerNames = Set(triggers.map(\.name))
+        for (i, edge) in edges.enumerated() {
+            let label = "edge \(i + 1) (\(edge.from) -> \(edge.to))"
+            if !jobNames.contains(edge.from) && !triggerNames.contains(edge.from) {
+                problems.append("\(label) starts at unknown node \"\(edge.from)\"")
+            }
+            if !jobNames.contains(edge.to) {
+                problems.append(triggerNames.contains(edge.to) ? "\(label) points at trigger \"\(edge.to)\"; edges end at jobs"
+                                                               : "\(label) points at unknown job \"\(edge.to)\"")
+            }
+            do { _ = try EdgeCondition.parse(edge.condition) } catch {
+                problems.append("\(label) has an invalid condition: \(error)")
+            }
+        }
+        if let c = options.concurrency, c < 1 { problems.append("options.concurrency must be at least 1") }
+        if let t = options.runTimeoutMS, t < 1 { problems.append("options.run_timeout_ms must be positive") }
+        if let m = options.runMemoryLimitMB, m < 1 { problems.append("options.run_memory_limit_mb must be positive") }
+        if let cycle = findCycle() { problems.append("the edges form a cycle: \(cycle.joined(separator: " -> "))") }
+        if problems.isEmpty, startingJob == nil { problems.append("no job to start from") }
+        if !problems.isEmpty { throw WorkflowValidationError(problems: problems) }
+    }
+
+    /// The job a run starts at: the target of the first trigger edge, or else the first job no edge points at.
+    public var startingJob: String? {
+        if let e = edges.first(where: { e in triggers.contains { $0.name == e.from } }) { return e.to }
+        let targets = Set(edges.map(\.to))
+        return jobs.first { !targets.contains($0.name) }?.name
+    }
+
+    private func findCycle() -> [String]? {
+        var next: [String: [String]] = [:]
+        for e in edges { next[e.from, default: []].append(e.to) }
+        var state: [String: Int] = [:]  // 1 visiting, 2 done
+        var stack: [String] = []
+        func visit(_ n: String) -> [String]? {
+            if state[n] == 2 { return nil }
+            if state[n] == 1 {
+                let start = stack.firstIndex(of: n) ?? 0
+                return Array(stack[start...]) + [n]
+            }
+            state[n] = 1
+            stack.append(n)
+            for m in next[n] ?? [] { if let c = visit(m) { return c } }
+            stack.removeLast()
+            state[n] = 2
+            return nil
+        }
+        for job in jobs { if let c = visit(job.name) { return c } }
+        return nil
+    }
+}

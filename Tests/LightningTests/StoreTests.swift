@@ -1,0 +1,269 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Lightning
+
+let exampleYAML = """
+    name: greet
+    options:
+      concurrency: 2
+      run_timeout_ms: 60000
+    triggers:
+      - name: hook
+        type: webhook
+        path: greet
+    jobs:
+      - name: hello
+        adaptor: sh
+        body: echo hello
+        credential: api
+      - name: recover
+        adaptor: python3
+        body: print("recovering")
+    edges:
+      - from: hook
+        to: hello
+      - from: hello
+        to: recover
+        condition: on_job_failure
+    """
+
+struct TestStore {
+    let dir: URL
+    let store: SQLiteStore
+    let key = Array(repeating: UInt8(7), count: 32)
+    var path: String { dir.appendingPathComponent("lightning.db").path }
+
+    init() throws {
+        dir = try TestSupport.temporaryDirectory("store")
+        store = try SQLiteStore(path: dir.appendingPathComponent("lightning.db").path, cipher: CredentialCipher(key: key))
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: dir) }
+
+    func workflow(_ yaml: String = exampleYAML) async throws {
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse(yaml))
+    }
+
+    func work(_ n: Int, workflow: String = "greet") async throws -> [String] {
+        var ids: [String] = []
+        for i in 0..<n { ids.append(try await store.createWorkOrder(workflow: workflow, input: Array(#"{"n":\#(i)}"#.utf8)).attemptID) }
+        return ids
+    }
+}
+
+private func yaml(concurrency: Int?, name: String = "free") -> String {
+    """
+    name: \(name)
+    \(concurrency.map { "options:\n  concurrency: \($0)" } ?? "")
+    jobs:
+      - name: a
+        adaptor: sh
+        body: "true"
+    """
+}
+
+@Suite("SQLite store, queue and claims", .serialized)
+struct StoreTests {
+    @Test("claims are FIFO and honour a workflow's concurrency")
+    func fifoAndConcurrency() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow()
+        let ids = try await t.work(4)
+        let first = try await t.store.claim(demand: 10, workerName: "w1")
+        #expect(first.map(\.id) == Array(ids.prefix(2)), "concurrency 2 caps the claim, oldest first")
+        #expect(try await t.store.claim(demand: 10, workerName: "w1").isEmpty)
+        try await t.store.startAttempt(ids[0], workerName: "w1", at: 1)
+        _ = try await t.store.completeAttempt(ids[0], AttemptComplete(reason: .success), finalState: Array("{}".utf8), at: 2)
+        #expect(try await t.store.claim(demand: 10, workerName: "w2").map(\.id) == [ids[2]])
+    }
+
+    @Test("many concurrent claimers: every attempt is claimed exactly once")
+    func concurrentClaims() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil))
+        let ids = try await t.work(300, workflow: "free")
+        let claimed = try await withThrowingTaskGroup(of: [String].self) { group in
+            for w in 0..<8 {
+                group.addTask {
+                    var mine: [String] = []
+                    while true {
+                        let got = try await t.store.claim(demand: 3, workerName: "w\(w)")
+                        if got.isEmpty { return mine }
+                        mine += got.map(\.id)
+                    }
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(claimed.count == 300)
+        #expect(Set(claimed) == Set(ids))
+    }
+
+    @Test("an undelivered claim goes back to available, only for the worker that had it")
+    func unclaim() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil))
+        let ids = try await t.work(1, workflow: "free")
+        _ = try await t.store.claim(demand: 1, workerName: "w1")
+        try await t.store.unclaim(ids, workerName: "someone-else")
+        #expect(try await t.store.attempt(ids[0]).state == .claimed)
+        try await t.store.unclaim(ids, workerName: "w1")
+        let back = try await t.store.attempt(ids[0])
+        #expect(back.state == .available && back.workerName == nil && back.claimedAt == nil)
+    }
+
+    @Test("final states never change; late events and logs are refused")
+    func finalStates() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil))
+        let id = try await t.work(1, workflow: "free")[0]
+        _ = try await t.store.claim(demand: 1, workerName: "w1")
+        await #expect(throws: StoreError.self) { try await t.store.startAttempt(id, workerName: "w2", at: 1) }
+        try await t.store.startAttempt(id, workerName: "w1", at: 1)
+        #expect(try await t.store.completeAttempt(id, AttemptComplete(reason: .fail, errorType: "JobError"), finalState: nil, at: 2) == .failed)
+        await #expect(throws: StoreError.self) {
+            try await t.store.completeAttempt(id, AttemptComplete(reason: .success), finalState: nil, at: 3)
+        }
+        await #expect(throws: StoreError.self) {
+            try await t.store.appendLogs(attemptID: id, [NewLogLine(stepID: nil, level: "info", source: "JOB", message: "late", timestamp: 4)])
+        }
+        #expect(try await t.store.attempt(id).state == .failed)
+    }
+
+    @Test("log seq numbers are gap-free under concurrent batches")
+    func logSequence() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil))
+        let ids = try await t.work(2, workflow: "free")
+        for id in ids {
+            _ = try await t.store.claim(demand: 1, workerName: "w")
+            try await t.store.startAttempt(id, workerName: "w", at: 1)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for b in 0..<40 {
+                group.addTask {
+                    let lines = (0..<25).map { NewLogLine(stepID: nil, level: "info", source: "JOB", message: "b\(b) l\($0)", timestamp: 1) }
+                    let seqs = try await t.store.appendLogs(attemptID: ids[b % 2], lines)
+                    #expect(seqs == Array(seqs.first!...seqs.last!), "a batch gets consecutive numbers")
+                }
+            }
+            try await group.waitForAll()
+        }
+        for id in ids {
+            let logs = try await t.store.logs(attemptID: id, since: 0, limit: 10_000)
+            #expect(logs.map(\.seq) == Array(1...500))
+        }
+        #expect(try await t.store.logs(attemptID: ids[0], since: 490, limit: 100).map(\.seq) == Array(491...500))
+    }
+
+    @Test("credentials are encrypted at rest and never appear in the database file")
+    func credentialsEncrypted() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        let secret = "hunter2-very-secret-value"
+        let id = try await t.store.setCredential(name: "api", body: Array(#"{"password":"\#(secret)"}"#.utf8))
+        #expect(String(decoding: try await t.store.credentialBody(id: id), as: UTF8.self).contains(secret))
+        for suffix in ["", "-wal"] {
+            let bytes = (try? Data(contentsOf: URL(fileURLWithPath: t.path + suffix))) ?? Data()
+            #expect(bytes.range(of: Data(secret.utf8)) == nil, "plaintext found in lightning.db\(suffix)")
+        }
+        let other = try SQLiteStore(path: t.path, cipher: CredentialCipher(key: Array(repeating: 9, count: 32)))
+        await #expect(throws: CredentialCipher.Error.self) { try await other.credentialBody(id: id) }
+        await #expect(throws: StoreError.self) { try await t.store.setCredential(name: "bad", body: Array("[1]".utf8)) }
+    }
+
+    @Test("reopening the same file keeps everything and runs no migration twice")
+    func reopen() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow()
+        let ids = try await t.work(2)
+        let again = try SQLiteStore(path: t.path, cipher: nil)
+        #expect(try await again.attempt(ids[1]).state == .available)
+        #expect(try await again.workflows().map(\.name) == ["greet"])
+    }
+
+    @Test("the plan comes from the snapshot taken when the work order was made")
+    func planFromSnapshot() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        _ = try await t.store.setCredential(name: "api", body: Array(#"{"token":"abc123"}"#.utf8))
+        try await t.workflow()
+        let id = try await t.work(1)[0]
+        try await t.workflow(exampleYAML.replacingOccurrences(of: "echo hello", with: "echo changed"))
+        let plan = try await t.store.plan(attemptID: id)
+        #expect(plan.jobs.map(\.body) == ["echo hello", "print(\"recovering\")"])
+        #expect(plan.jobs[0].credentialID != nil)
+        #expect(plan.startingNodeID == plan.jobs[0].id)
+        #expect(plan.edges.count == 2 && plan.edges[1].condition == "on_job_failure")
+        #expect(plan.options.runTimeoutMS == 60_000)
+        #expect(try await t.store.credentialIDs(attemptID: id) == [plan.jobs[0].credentialID!])
+        let webhook = try await t.store.createWorkOrder(webhookPath: "greet", input: Array("{}".utf8))
+        #expect(try await t.store.plan(attemptID: webhook.attemptID).jobs[0].body == "echo changed")
+    }
+
+    @Test("lost attempts: a vanished worker's attempts and overdue claims, with their open steps")
+    func lost() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil))
+        let ids = try await t.work(2, workflow: "free")
+        _ = try await t.store.claim(demand: 1, workerName: "gone")
+        _ = try await t.store.claim(demand: 1, workerName: "alive")
+        try await t.store.startAttempt(ids[0], workerName: "gone", at: 1)
+        try await t.store.startStep(attemptID: ids[0], stepID: "s1", jobID: "j", inputDataclipID: nil, at: 2)
+        let lost = try await t.store.markLost(goneWorkers: ["gone"], now: Timestamp.nowMicros(), graceMicros: 30_000_000)
+        #expect(lost == [ids[0]])
+        let a = try await t.store.attempt(ids[0])
+        #expect(a.state == .lost && a.errorType == "LostAfterStart")
+        #expect(try await t.store.steps(attemptID: ids[0]).first?.reason == "lost")
+        #expect(try await t.store.attempt(ids[1]).state == .claimed)
+        let overdue = try await t.store.markLost(goneWorkers: [], now: Timestamp.nowMicros() + 400_000_000_000, graceMicros: 0)
+        #expect(overdue == [ids[1]])
+        #expect(try await t.store.attempt(ids[1]).errorType == "LostAfterClaim")
+    }
+}
+
+@Suite("Workflow definitions")
+struct WorkflowDefinitionTests {
+    @Test("the example parses from YAML and from JSON")
+    func parses() throws {
+        let w = try WorkflowDefinition.parse(exampleYAML)
+        #expect(w.jobs.map(\.name) == ["hello", "recover"])
+        #expect(w.startingJob == "hello")
+        let json = String(decoding: try JSONEncoder().encode(w), as: UTF8.self)
+        #expect(try WorkflowDefinition.parse(json) == w)
+    }
+
+    @Test("validation names the exact problem", arguments: [
+        ("edges:\n  - from: a\n    to: nope", "points at unknown job \"nope\""),
+        ("edges:\n  - from: a\n    to: b\n  - from: b\n    to: a", "cycle: a -> b -> a"),
+        ("edges:\n  - from: a\n    to: b\n    condition: state.x = 1", "invalid condition"),
+        ("edges:\n  - from: ghost\n    to: b", "starts at unknown node \"ghost\""),
+    ])
+    func problems(edges: String, fragment: String) throws {
+        let text = "name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n  - {name: b, adaptor: sh, body: y}\n" + edges
+        let error = #expect(throws: WorkflowValidationError.self) { try WorkflowDefinition.parse(text) }
+        #expect(error?.description.contains(fragment) == true, "\(error?.description ?? "")")
+    }
+
+    @Test("missing bodies, duplicate names, bad triggers and missing fields are named")
+    func moreProblems() throws {
+        let dup = "name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n  - {name: a, adaptor: sh, body: '  '}"
+        let e1 = #expect(throws: WorkflowValidationError.self) { try WorkflowDefinition.parse(dup) }
+        #expect(e1?.description.contains("duplicate name \"a\"") == true)
+        #expect(e1?.description.contains("job \"a\" has no body") == true)
+        let cron = "name: w\ntriggers:\n  - {name: t, type: cron, cron: '61 * * * *'}\njobs:\n  - {name: a, adaptor: sh, body: x}"
+        let e2 = #expect(throws: WorkflowValidationError.self) { try WorkflowDefinition.parse(cron) }
+        #expect(e2?.description.contains("minute value 61") == true)
+        let missing = "name: w\njobs:\n  - {name: a, body: x}"
+        let e3 = #expect(throws: WorkflowValidationError.self) { try WorkflowDefinition.parse(missing) }
+        #expect(e3?.description.contains("missing field \"adaptor\"") == true, "\(e3?.description ?? "")")
+    }
+}

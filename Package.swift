@@ -65,8 +65,10 @@ let package = Package(
         .executableTarget(
             name: "LightningCommand",
             dependencies: [
-                "Lightning",
+                "Lightning", "Channels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .executableTarget(
             name: "RuntimeWorkerCommand",
@@ -90,7 +92,7 @@ let package = Package(
         .testTarget(name: "JWTTests", dependencies: ["JWT", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "TestSupport"], exclude: ["Interop"]),
-        .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol", "TestSupport"]),
+        .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol", "TestSupport", "JWT", "Channels"]),
         .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol"]),
         .testTarget(name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol"]),
     ],

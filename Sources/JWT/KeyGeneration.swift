@@ -120,5 +120,6 @@ public struct WorkerKeySet: Sendable {
 
 public struct KeyFileError: Error, CustomStringConvertible, Equatable {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }

@@ -1,0 +1,182 @@
+import Channels
+import Foundation
+import JWT
+
+/// `run:<attempt id>` (PROTOCOL.md 4 and 5): one worker's events for one attempt, each committed before its
+/// reply goes out.
+struct AttemptChannel: ChannelHandler {
+    let lightning: Lightning
+    private let scrubbers = ScrubberCache()
+
+    var store: any LightningStore { lightning.store }
+
+    func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult {
+        guard let worker = socket.context as? WorkerIdentity, let id = Wire.Topic.attemptID(fromAttemptTopic: topic) else {
+            return .error(["reason": "unauthorized"])
+        }
+        let attempt: AttemptRecord
+        do { attempt = try await store.attempt(id) } catch { return .error(["reason": "not_found"]) }
+        guard let token = payload["token"]?.stringValue,
+            (try? AttemptTokenClaims.verify(token, key: lightning.attemptVerifyKey, attemptID: id)) != nil
+        else { return .error(["reason": "unauthorized"]) }
+        guard attempt.workerName == worker.name, !attempt.state.isFinal else {
+            return .error(["reason": "unauthorized"])
+        }
+        lightning.workerRejoined(worker.name)
+        return .ok([:])
+    }
+
+    func leave(topic: String, socket: ChannelSocket) async {}
+
+    func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
+        guard let id = Wire.Topic.attemptID(fromAttemptTopic: topic), let worker = socket.context as? WorkerIdentity else {
+            return .error(reason: "unauthorized")
+        }
+        do {
+            return try await handle(event: event, attemptID: id, worker: worker, payload: payload)
+        } catch let error as StoreError {
+            return Self.errors(event == Wire.Event.fetchCredential || event == Wire.Event.fetchDataclip ? "id" : "attempt",
+                               error.description)
+        } catch let error as FieldError {
+            return Self.errors(error.field, error.message)
+        } catch {
+            return Self.errors("event", "\(error)")
+        }
+    }
+
+    static func errors(_ field: String, _ message: String) -> ChannelReply {
+        .error(["errors": [field: .array([.string(message)])]])
+    }
+
+    struct FieldError: Error {
+        var field: String
+        var message: String
+    }
+
+    private func field(_ payload: JSON, _ name: String) throws -> String {
+        guard let v = payload[name]?.stringValue, !v.isEmpty else { throw FieldError(field: name, message: "can't be blank") }
+        return v
+    }
+
+    private func timestamp(_ payload: JSON) -> Int64 {
+        if let s = payload["timestamp"]?.stringValue, let t = Timestamp.parse(s) { return t }
+        if let i = payload["timestamp"]?.intValue { return Timestamp.parse(String(i)) ?? Timestamp.nowMicros() }
+        return Timestamp.nowMicros()
+    }
+
+    private func handle(event: String, attemptID id: String, worker: WorkerIdentity, payload: JSON) async throws -> ChannelReply {
+        switch event {
+        case Wire.Event.fetchPlan:
+            return .ok(try JSON(encoding: try await store.plan(attemptID: id)))
+
+        case Wire.Event.fetchDataclip:
+            let dataclipID = try field(payload, "id")
+            let plan = try await store.plan(attemptID: id)
+            guard dataclipID == plan.dataclipID else {
+                throw FieldError(field: "id", message: "dataclip \(dataclipID) is not this attempt's input")
+            }
+            return .binary(try await store.dataclip(dataclipID))
+
+        case Wire.Event.fetchCredential:
+            let credentialID = try field(payload, "id")
+            guard try await store.credentialIDs(attemptID: id).contains(credentialID) else {
+                throw FieldError(field: "id", message: "credential \(credentialID) is not used by this attempt")
+            }
+            let body = try await store.credentialBody(id: credentialID)
+            return .ok(try JSON.parse(body))
+
+        case Wire.Event.attemptStart:
+            try await store.startAttempt(id, workerName: worker.name, at: timestamp(payload))
+            return .ok(.null)
+
+        case Wire.Event.stepStart:
+            let stepID = try field(payload, "step_id"), jobID = try field(payload, "job_id")
+            try await store.startStep(attemptID: id, stepID: stepID, jobID: jobID,
+                                      inputDataclipID: payload["input_dataclip_id"]?.stringValue, at: timestamp(payload))
+            return .ok(["step_id": .string(stepID)])
+
+        case Wire.Event.log:
+            let line = try await logLine(payload, attemptID: id)
+            let seqs = try await store.appendLogs(attemptID: id, [line])
+            return .ok(["log_line_id": .string("\(id):\(seqs.first ?? 0)")])
+
+        case Wire.Event.batchLogs:
+            guard let logs = payload["logs"]?.arrayValue else { throw FieldError(field: "logs", message: "must be a list") }
+            var lines: [NewLogLine] = []
+            for entry in logs { lines.append(try await logLine(entry, attemptID: id)) }
+            _ = try await store.appendLogs(attemptID: id, lines)
+            return .ok([:])
+
+        case Wire.Event.stepComplete:
+            let step: StepComplete
+            do { step = try payload.decode(StepComplete.self) } catch {
+                throw FieldError(field: "step", message: "invalid step:complete payload: \(error)")
+            }
+            let plan = try await store.plan(attemptID: id)
+            var output: [UInt8]? = nil
+            if let text = step.outputDataclip {
+                let bytes = Array(text.utf8)
+                if bytes.count <= plan.options.payloadLimitMB * 1_000_000 { output = bytes }
+            }
+            try await store.completeStep(attemptID: id, step, outputState: output, at: timestamp(payload))
+            return .ok(["step_id": .string(step.stepID)])
+
+        case Wire.Event.attemptComplete:
+            let complete: AttemptComplete
+            do { complete = try payload.decode(AttemptComplete.self) } catch {
+                throw FieldError(field: "reason", message: "invalid run:complete payload: \(error)")
+            }
+            let state = try await store.completeAttempt(id, complete, finalState: complete.finalState.map { Array($0.utf8) },
+                                                        at: timestamp(payload))
+            scrubbers.forget(id)
+            lightning.logger.info("attempt finished", metadata: ["attempt.id": "\(id)", "attempt.state": "\(state.rawValue)"])
+            return .ok(.null)
+
+        default:
+            throw FieldError(field: "event", message: "unknown event \(event)")
+        }
+    }
+
+    /// A stored log line: message items joined by a space, control characters stripped, credential values
+    /// masked, and a line over the limit replaced by a notice.
+    private func logLine(_ payload: JSON, attemptID: String) async throws -> NewLogLine {
+        guard let items = payload["message"]?.arrayValue else { throw FieldError(field: "message", message: "must be a list") }
+        var text = items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
+        text = String(String.UnicodeScalarView(text.unicodeScalars.filter {
+            $0 == "\t" || !($0.properties.generalCategory == .control)
+        }))
+        text = try await scrubber(attemptID).scrub(text)
+        if text.utf8.count > lightning.configuration.maxLogLineBytes {
+            text = "(log line of \(text.utf8.count) bytes removed: over the \(lightning.configuration.maxLogLineBytes)-byte limit)"
+        }
+        let level = payload["level"]?.stringValue ?? "info"
+        guard LogLevel(rawValue: level) != nil else { throw FieldError(field: "level", message: "unknown level \(level)") }
+        let source = payload["source"]?.stringValue ?? "JOB"
+        guard source.count <= LogSource.maxLength else {
+            throw FieldError(field: "source", message: "at most \(LogSource.maxLength) characters")
+        }
+        return NewLogLine(stepID: payload["step_id"]?.stringValue, level: level, source: source, message: text,
+                          timestamp: timestamp(payload))
+    }
+
+    private func scrubber(_ attemptID: String) async throws -> CredentialScrubber {
+        if let s = scrubbers.get(attemptID) { return s }
+        var bodies: [Any] = []
+        for id in try await store.credentialIDs(attemptID: attemptID) {
+            if let body = try? await store.credentialBody(id: id), let json = try? JSONSerialization.jsonObject(with: Data(body)) {
+                bodies.append(json)
+            }
+        }
+        let s = CredentialScrubber(credentialBodies: bodies)
+        scrubbers.put(attemptID, s)
+        return s
+    }
+}
+
+final class ScrubberCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cache: [String: CredentialScrubber] = [:]
+    func get(_ id: String) -> CredentialScrubber? { lock.withLock { cache[id] } }
+    func put(_ id: String, _ s: CredentialScrubber) { lock.withLock { cache[id] = s } }
+    func forget(_ id: String) { lock.withLock { _ = cache.removeValue(forKey: id) } }
+}

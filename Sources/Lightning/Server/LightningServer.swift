@@ -1,0 +1,229 @@
+import Channels
+import Foundation
+import JWT
+import Logging
+
+/// Keys and settings of one Lightning server.
+public struct LightningConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 4000
+    public var databasePath = "./data/lightning.db"
+    /// Key that signs attempt tokens (RS256 private key).
+    public var attemptSigningKey: JWTKey
+    /// Key that checks worker tokens (HS256, the UTF-8 bytes of WORKER_SECRET).
+    public var workerSecretKey: JWTKey
+    public var requireWorkerTokenExpiry = false
+    /// How long a worker may be gone before its attempts are lost.
+    public var graceSeconds: Double = 30
+    public var janitorIntervalSeconds: Double = 5
+    public var channel = ChannelServerConfiguration()
+    /// Longest log line stored as is; longer ones are replaced by a notice.
+    public var maxLogLineBytes = 1_000_000
+
+    public init(attemptSigningKey: JWTKey, workerSecretKey: JWTKey) {
+        self.attemptSigningKey = attemptSigningKey
+        self.workerSecretKey = workerSecretKey
+    }
+}
+
+/// Who a worker socket belongs to, from its verified token.
+public struct WorkerIdentity: Sendable, Equatable {
+    public var name: String
+}
+
+/// The orchestrator: the store, the worker socket (`worker:queue`, `run:<id>`), webhooks and the janitor.
+public final class Lightning: Sendable {
+    public let configuration: LightningConfiguration
+    public let store: any LightningStore
+    let logger: Logger
+    let attemptVerifyKey: JWTKey
+    let state = LightningState()
+    private let serverBox = ServerBox()
+
+    public init(configuration: LightningConfiguration, store: any LightningStore, logger: Logger = Logger(label: "lightning")) throws {
+        self.configuration = configuration
+        self.store = store
+        self.logger = logger
+        attemptVerifyKey = try configuration.attemptSigningKey.publicKey()
+    }
+
+    public var port: Int { serverBox.server?.port ?? 0 }
+
+    /// Starts listening. Call `shutdown()` to stop.
+    public func start() throws {
+        var channel = configuration.channel
+        channel.host = configuration.host
+        channel.port = configuration.port
+        let workerEndpoint = SocketEndpoint(
+            path: Wire.Path.workerSocket,
+            authenticate: { [self] request in authenticateWorker(request) },
+            channels: [ChannelRoute(Wire.Topic.queue, QueueChannel(lightning: self)),
+                       ChannelRoute(Wire.Topic.attemptPrefix + "*", AttemptChannel(lightning: self))],
+            onDisconnect: { [self] socket in await workerSocketClosed(socket) })
+        let routes = [
+            HTTPRoute("GET", "/healthz") { _ in .json(200, ["status": "ok"]) },
+            HTTPRoute("POST", "/i/") { [self] request in await webhook(request) },
+        ]
+        let server = ChannelServer(configuration: channel, endpoints: [workerEndpoint], routes: routes,
+                                   logger: Logger(label: "lightning.channels"))
+        try server.start()
+        serverBox.server = server
+        let janitor = Task { [self] in await runJanitor() }
+        serverBox.janitor = janitor
+        logger.info("Lightning is listening", metadata: ["port": "\(server.port)", "database": "\(configuration.databasePath)"])
+    }
+
+    public func shutdown() async {
+        serverBox.janitor?.cancel()
+        await serverBox.server?.shutdown()
+    }
+
+    // MARK: Worker sockets
+
+    func authenticateWorker(_ request: UpgradeRequest) -> AuthDecision {
+        guard let token = request.query["token"], !token.isEmpty else {
+            return .reject(status: 401, message: "missing worker token")
+        }
+        do {
+            let claims = try WorkerTokenClaims.verify(token, key: configuration.workerSecretKey,
+                                                      requireExpiry: configuration.requireWorkerTokenExpiry)
+            return .accept(context: WorkerIdentity(name: claims.workerID))
+        } catch {
+            return .reject(status: 401, message: "invalid worker token: \(error)")
+        }
+    }
+
+    func workerSocketClosed(_ socket: ChannelSocket) async {
+        guard let worker = socket.context as? WorkerIdentity else { return }
+        let stillConnected = serverBox.server?.sockets(joinedTo: Wire.Topic.queue)
+            .contains { ($0.context as? WorkerIdentity) == worker && $0 != socket } ?? false
+        if !stillConnected {
+            state.workerGone(worker.name, at: Timestamp.nowMicros())
+            try? await store.workerDisconnected(name: worker.name, at: Timestamp.nowMicros())
+            logger.info("worker disconnected", metadata: ["worker.name": "\(worker.name)"])
+        }
+    }
+
+    /// A worker back within the grace period carries on: its attempts are not lost.
+    func workerRejoined(_ name: String) { state.workerBack(name) }
+
+    func workerJoined(_ worker: WorkerIdentity, capacity: Int, version: String?) async throws {
+        state.workerBack(worker.name)
+        try await store.workerConnected(name: worker.name, capacity: capacity, version: version, at: Timestamp.nowMicros())
+        logger.info("worker joined the queue", metadata: ["worker.name": "\(worker.name)", "worker.capacity": "\(capacity)"])
+    }
+
+    /// Tells every worker that attempts are waiting (debounced: one push per 50 ms at most).
+    public func nudgeWorkers() {
+        guard state.scheduleNudge() else { return }
+        Task { [self] in
+            try? await Task.sleep(for: .milliseconds(50))
+            state.nudgeSent()
+            serverBox.server?.broadcast(topic: Wire.Topic.queue, event: Wire.Event.workAvailable, payload: [:])
+        }
+    }
+
+    func signAttemptToken(_ claimed: ClaimedAttempt) throws -> String {
+        let lifetime = Double(claimed.runTimeoutMS) / 1000 + configuration.graceSeconds
+        return try JWT.sign(AttemptTokenClaims(attemptID: claimed.id, lifetime: lifetime), key: configuration.attemptSigningKey)
+    }
+
+    // MARK: Work
+
+    /// Creates a work order and its attempt for a workflow, and nudges the workers.
+    public func startWork(workflow: String, input: [UInt8]) async throws -> CreatedWork {
+        let created = try await store.createWorkOrder(workflow: workflow, input: input)
+        nudgeWorkers()
+        return created
+    }
+
+    func webhook(_ request: HTTPRequest) async -> HTTPResponse {
+        let path = String(request.path.dropFirst("/i/".count))
+        guard !path.isEmpty else { return .error(404, "no webhook path given: POST /i/<path>") }
+        let body = request.body.isEmpty ? Array("{}".utf8) : request.body
+        do {
+            let created = try await store.createWorkOrder(webhookPath: path, input: body)
+            nudgeWorkers()
+            return .json(200, ["work_order_id": .string(created.workOrderID), "attempt_id": .string(created.attemptID)])
+        } catch let error as StoreError {
+            switch error {
+            case .notFound(let m): return .error(404, m)
+            default: return .error(400, error.description)
+            }
+        } catch {
+            return .error(500, "could not create the work order: \(error)")
+        }
+    }
+
+    /// Cancels an attempt: at once when no worker has it, otherwise by asking its worker (`run:cancel`).
+    public func cancel(attemptID: String) async throws -> AttemptState {
+        let state = try await store.cancel(attemptID, at: Timestamp.nowMicros())
+        if state == .claimed || state == .started {
+            serverBox.server?.broadcast(topic: Wire.Topic.attempt(attemptID), event: Wire.Event.cancel,
+                                        payload: ["reason": "cancelled by an operator"])
+        }
+        return state
+    }
+
+    // MARK: Janitor
+
+    func runJanitor() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(configuration.janitorIntervalSeconds))
+            await sweep()
+        }
+    }
+
+    /// Marks lost the attempts of workers gone past the grace period, and attempts overdue past their timeout.
+    public func sweep() async {
+        let now = Timestamp.nowMicros()
+        let grace = Int64(configuration.graceSeconds * 1_000_000)
+        let gone = state.workersGone(before: now - grace)
+        do {
+            let lost = try await store.markLost(goneWorkers: gone, now: now, graceMicros: grace)
+            for id in lost { logger.warning("attempt lost", metadata: ["attempt.id": "\(id)"]) }
+            state.forget(gone)
+        } catch {
+            logger.error("janitor failed", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Mutable bits of Lightning, behind a lock.
+final class LightningState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var goneSince: [String: Int64] = [:]
+    private var nudgePending = false
+    private var undelivered = 0
+
+    /// Claim replies that never reached their worker (their attempts went back to the queue).
+    var undeliveredClaims: Int { lock.withLock { undelivered } }
+    func claimUndelivered() { lock.withLock { undelivered += 1 } }
+
+    func workerGone(_ name: String, at: Int64) { lock.withLock { goneSince[name] = at } }
+    func workerBack(_ name: String) { lock.withLock { _ = goneSince.removeValue(forKey: name) } }
+    func workersGone(before: Int64) -> [String] { lock.withLock { goneSince.filter { $0.value < before }.map(\.key).sorted() } }
+    func forget(_ names: [String]) { lock.withLock { for n in names { goneSince[n] = nil } } }
+    func scheduleNudge() -> Bool {
+        lock.withLock {
+            if nudgePending { return false }
+            nudgePending = true
+            return true
+        }
+    }
+    func nudgeSent() { lock.withLock { nudgePending = false } }
+}
+
+final class ServerBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _server: ChannelServer?
+    private var _janitor: Task<Void, Never>?
+    var server: ChannelServer? {
+        get { lock.withLock { _server } }
+        set { lock.withLock { _server = newValue } }
+    }
+    var janitor: Task<Void, Never>? {
+        get { lock.withLock { _janitor } }
+        set { lock.withLock { _janitor = newValue } }
+    }
+}

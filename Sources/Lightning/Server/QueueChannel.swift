@@ -1,0 +1,51 @@
+import Channels
+import Foundation
+import JWT
+
+/// `worker:queue` (PROTOCOL.md 3): workers join with their capacity and push `claim`.
+struct QueueChannel: ChannelHandler {
+    let lightning: Lightning
+
+    func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult {
+        guard let worker = socket.context as? WorkerIdentity else { return .error(["reason": "unauthorized"]) }
+        let capacity = Int(payload["capacity"]?.intValue ?? 1)
+        do {
+            try await lightning.workerJoined(worker, capacity: capacity, version: socket.request.query["worker_version"])
+            return .ok([:])
+        } catch {
+            return .error(["reason": .string("could not record the worker: \(error)")])
+        }
+    }
+
+    func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
+        guard event == Wire.Event.claim else { return .error(["errors": ["event": .array([.string("unknown event \(event)")])]]) }
+        guard let worker = socket.context as? WorkerIdentity else { return .error(reason: "unauthorized") }
+        guard let demand = payload["demand"]?.intValue, demand > 0, demand <= 1000 else {
+            return .error(["errors": ["demand": ["must be a number from 1 to 1000"]]])
+        }
+        do {
+            let claimed = try await lightning.store.claim(demand: Int(demand), workerName: worker.name)
+            // RS256 signing runs here, in the connection's task, never on the socket service thread.
+            let runs = try claimed.map { c -> JSON in
+                ["id": .string(c.id), "token": .string(try lightning.signAttemptToken(c))]
+            }
+            let ids = claimed.map(\.id)
+            let store = lightning.store
+            let logger = lightning.logger
+            let state = lightning.state
+            return .ok(["runs": .array(runs)], onDelivered: { delivered in
+                guard !delivered, !ids.isEmpty else { return }
+                state.claimUndelivered()
+                // The worker never got them: put them back for someone else.
+                Task {
+                    do { try await store.unclaim(ids, workerName: worker.name) } catch {
+                        logger.error("could not return undelivered claims", metadata: ["error": "\(error)"])
+                    }
+                    logger.warning("claim reply undelivered; attempts returned to the queue", metadata: ["attempts": "\(ids)"])
+                }
+            })
+        } catch {
+            return .error(["errors": ["claim": .array([.string("\(error)")])]])
+        }
+    }
+}

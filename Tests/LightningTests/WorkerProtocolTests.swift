@@ -1,0 +1,304 @@
+import Channels
+import Foundation
+import JWT
+import Testing
+import TestSupport
+@testable import Lightning
+
+/// A Lightning server on a kernel-picked port with its own database, keys and a scripted worker's tools.
+struct Harness {
+    let t: TestStore
+    let lightning: Lightning
+    let keys: WorkerKeySet
+    var port: Int { lightning.port }
+
+    init(grace: Double = 30) throws {
+        t = try TestStore()
+        keys = try WorkerKeySet.generate()
+        var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),
+                                            workerSecretKey: try .hmac(secret: keys.workerSecret))
+        config.port = 0
+        config.graceSeconds = grace
+        config.janitorIntervalSeconds = 0.2
+        lightning = try Lightning(configuration: config, store: t.store)
+        try lightning.start()
+    }
+
+    func stop() async {
+        await lightning.shutdown()
+        t.remove()
+    }
+
+    func workerToken(_ name: String = "worker-1", secret: String? = nil, claims: WorkerTokenClaims? = nil) throws -> String {
+        try JWT.sign(claims ?? WorkerTokenClaims(workerID: name), key: .hmac(secret: secret ?? keys.workerSecret))
+    }
+
+    func client(token: @escaping @Sendable () -> String) throws -> ChannelClient {
+        var config = ChannelClient.Configuration(url: "ws://127.0.0.1:\(port)/worker/websocket") {
+            ["token": token(), "api_version": "1.2", "worker_version": "test", "vsn": "2.0.0"]
+        }
+        config.reconnectBase = .milliseconds(50)
+        config.reconnectCap = .milliseconds(200)
+        let c = try ChannelClient(configuration: config)
+        try c.connect()
+        return c
+    }
+
+    func connectedWorker(_ name: String = "worker-1") async throws -> ChannelClient {
+        let token = try workerToken(name)
+        let c = try client { token }
+        try await waitUntil("\(name) connected") { c.connected }
+        try await c.join(topic: "worker:queue", payload: { ["capacity": 2] })
+        return c
+    }
+}
+
+func waitUntil(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        if ContinuousClock.now > deadline { throw TestSupport.Failure("timed out waiting for \(what)") }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+/// Waits for the first client event other than `.connected`.
+func firstProblem(_ client: ChannelClient) async -> ChannelClient.Event? {
+    for await e in client.events where e != .connected { return e }
+    return nil
+}
+
+@Suite("The worker protocol over a real socket", .serialized)
+struct WorkerProtocolTests {
+    @Test("a scripted worker runs an attempt through every event of section 5")
+    func fullAttempt() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        _ = try await h.t.store.setCredential(name: "api", body: Array(#"{"username":"ada","password":"pa55word-xyz"}"#.utf8))
+        try await h.t.workflow()
+        let worker = try await h.connectedWorker()
+        defer { worker.close() }
+
+        let created = try await h.lightning.startWork(workflow: "greet", input: Array(#"{"hello":"world"}"#.utf8))
+        let claim = try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1, "worker_name": "worker-1"])
+        let runs = try #require(claim.response["runs"]?.arrayValue)
+        #expect(runs.count == 1 && runs[0]["id"]?.stringValue == created.attemptID)
+        let token = try #require(runs[0]["token"]?.stringValue)
+        let claims = try AttemptTokenClaims.verify(token, key: .rsa(pem: h.keys.keyPair.publicKeyPEM), attemptID: created.attemptID)
+        #expect(claims.sub == "run:\(created.attemptID)")
+        #expect(try await h.t.store.attempt(created.attemptID).state == .claimed)
+
+        let topic = "run:\(created.attemptID)"
+        try await worker.join(topic: topic, payload: { ["token": .string(token)] })
+        let plan = try await worker.push(topic: topic, event: "fetch:plan", payload: [:]).response.decode(Plan.self)
+        #expect(plan.jobs.count == 2 && plan.dataclipID == created.dataclipID)
+
+        let dataclip = try await worker.push(topic: topic, event: "fetch:dataclip", payload: ["id": .string(plan.dataclipID)])
+        #expect(dataclip.binary.map { String(decoding: $0, as: UTF8.self) } == #"{"hello":"world"}"#)
+
+        let credentialID = try #require(plan.jobs[0].credentialID)
+        let credential = try await worker.push(topic: topic, event: "fetch:credential", payload: ["id": .string(credentialID)])
+        #expect(credential.response["username"] == "ada")
+
+        #expect(try await worker.push(topic: topic, event: "run:start", payload: ["versions": [:], "timestamp": "1700000000000000"]).isOK)
+        #expect(try await h.t.store.attempt(created.attemptID).state == .started)
+        let step = try await worker.push(topic: topic, event: "step:start",
+                                         payload: ["step_id": "s-1", "job_id": .string(plan.jobs[0].id), "timestamp": "1700000000000001"])
+        #expect(step.response["step_id"] == "s-1")
+        let log = try await worker.push(topic: topic, event: "run:log", payload: [
+            "run_id": .string(created.attemptID), "message": ["logging in as ada with pa55word-xyz", ["n": 1]],
+            "level": "info", "source": "JOB", "timestamp": "1700000000000002", "step_id": "s-1"])
+        #expect(log.isOK && log.response["log_line_id"] != nil)
+        let batch = try await worker.push(topic: topic, event: "run:batch_logs", payload: [
+            "run_id": .string(created.attemptID),
+            "logs": .array((0..<3).map { i in ["message": .array([.string("line \(i)\u{7}")]), "level": "info", "source": "JOB",
+                                              "timestamp": "1700000000000003", "step_id": "s-1"] })])
+        #expect(batch.isOK)
+        let complete = StepComplete(stepID: "s-1", jobID: plan.jobs[0].id, reason: .success, outputDataclip: #"{"out":1}"#)
+        #expect(try await worker.push(topic: topic, event: "step:complete", payload: JSON(encoding: complete)).isOK)
+        #expect(try await worker.push(topic: topic, event: "run:complete",
+                                      payload: JSON(encoding: AttemptComplete(reason: .success, finalState: #"{"out":1}"#))).isOK)
+
+        let a = try await h.t.store.attempt(created.attemptID)
+        #expect(a.state == .success && a.finalDataclipID != nil)
+        let logs = try await h.t.store.logs(attemptID: created.attemptID, since: 0, limit: 100)
+        #expect(logs.map(\.seq) == [1, 2, 3, 4])
+        #expect(logs[0].message == #"logging in as *** with *** {"n":1}"#)
+        #expect(logs[1].message == "line 0", "control characters are stripped")
+        let steps = try await h.t.store.steps(attemptID: created.attemptID)
+        #expect(steps.first?.reason == "success" && steps.first?.outputDataclipID != nil)
+
+        // Late events for a final attempt are refused and change nothing.
+        let late = try await worker.push(topic: topic, event: "run:complete", payload: JSON(encoding: AttemptComplete(reason: .fail)))
+        #expect(late.status == "error")
+        #expect(try await h.t.store.attempt(created.attemptID).state == .success)
+    }
+
+    @Test("bad worker tokens get a real 401 and the server keeps serving", arguments: ["none", "other-secret", "expired", "issuer", "missing"])
+    func badWorkerTokens(kind: String) async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        let token: String
+        switch kind {
+        case "none":
+            let b = { (s: String) in Data(s.utf8).base64EncodedString().replacingOccurrences(of: "=", with: "")
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_") }
+            token = b(#"{"alg":"none"}"#) + "." + b(#"{"worker_id":"w","iss":"urn:openfn:worker","iat":1}"#) + "."
+        case "other-secret": token = try h.workerToken(secret: String(repeating: "z", count: 44))
+        case "expired": token = try h.workerToken(claims: WorkerTokenClaims(workerID: "w", now: 1_000_000, lifetime: 60))
+        case "issuer":
+            var c = WorkerTokenClaims(workerID: "w")
+            c.iss = "someone-else"
+            token = try h.workerToken(claims: c)
+        default: token = ""
+        }
+        let bad = try h.client { token }
+        defer { bad.close() }
+        #expect(await firstProblem(bad) == .authenticationFailed(status: 401))
+        let good = try await h.connectedWorker()
+        good.close()
+    }
+
+    @Test("joining run:<id> needs that attempt's valid token and the claim", arguments: ["other-token", "expired", "other-worker", "unknown"])
+    func attemptJoinAttacks(kind: String) async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        try await h.t.workflow(exampleYAML.replacingOccurrences(of: "concurrency: 2", with: "concurrency: 5"))
+        let mine = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
+        let other = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
+        let worker = try await h.connectedWorker("worker-1")
+        defer { worker.close() }
+        let claim = try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 2])
+        let tokens = Dictionary(uniqueKeysWithValues: claim.response["runs"]!.arrayValue!.map {
+            ($0["id"]!.stringValue!, $0["token"]!.stringValue!)
+        })
+        let signer = try JWTKey.rsa(pem: h.keys.keyPair.privateKeyPEM)
+        var client = worker
+        var topic = "run:\(mine.attemptID)"
+        var token = tokens[mine.attemptID]!
+        var expected: JSON = ["reason": "unauthorized"]
+        switch kind {
+        case "other-token": token = tokens[other.attemptID]!
+        case "expired": token = try JWT.sign(AttemptTokenClaims(attemptID: mine.attemptID, now: 1_000_000, lifetime: 10), key: signer)
+        case "other-worker": client = try await h.connectedWorker("worker-2")
+        default:
+            topic = "run:does-not-exist"
+            expected = ["reason": "not_found"]
+        }
+        let t = token
+        await #expect(throws: ChannelError.joinRefused(expected)) { try await client.join(topic: topic, payload: { ["token": .string(t)] }) }
+        if kind == "other-worker" { client.close() }
+        // The rightful join still works.
+        let right = tokens[mine.attemptID]!
+        try await worker.join(topic: "run:\(mine.attemptID)", payload: { ["token": .string(right)] })
+    }
+
+    @Test("a claim whose reply cannot be delivered goes back to the queue")
+    func undeliveredClaim() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        try await h.t.workflow()
+        let created = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
+        // A raw socket that sends a claim and closes at once, before the reply can be written.
+        let token = try h.workerToken("vanishing")
+        let script = """
+            import json, sys
+            from websockets.sync.client import connect
+            ws = connect("ws://127.0.0.1:%s/worker/websocket?token=%s&vsn=2.0.0" % (sys.argv[1], sys.argv[2]))
+            ws.send(json.dumps(["1", "1", "worker:queue", "phx_join", {"capacity": 1}]))
+            ws.recv(timeout=5)
+            ws.send(json.dumps(["1", "2", "worker:queue", "claim", {"demand": 1}]))
+            ws.socket.shutdown(2)
+            """
+        let file = h.t.dir.appendingPathComponent("vanish.py").path
+        try script.write(toFile: file, atomically: true, encoding: .utf8)
+        let port = h.port
+        _ = try await Task.detached { try TestSupport.python(file, ["\(port)", token]) }.value
+        try await waitUntil("the undelivered reply noticed") { h.lightning.state.undeliveredClaims == 1 }
+        try await waitUntil("attempt back in the queue") { try await h.t.store.attempt(created.attemptID).state == .available }
+    }
+
+    @Test("a worker that vanishes past the grace period loses its attempts")
+    func lostAfterGrace() async throws {
+        let h = try Harness(grace: 0.5)
+        defer { Task { await h.stop() } }
+        try await h.t.workflow()
+        let a = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
+        let worker = try await h.connectedWorker("flaky")
+        _ = try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1])
+        worker.close()
+        try await waitUntil("attempt lost") { try await h.t.store.attempt(a.attemptID).state == .lost }
+        #expect(try await h.t.store.attempt(a.attemptID).errorType == "LostAfterClaim")
+    }
+
+    @Test("a worker that comes back within the grace period keeps its attempt")
+    func backInTime() async throws {
+        let h = try Harness(grace: 1.5)
+        defer { Task { await h.stop() } }
+        try await h.t.workflow()
+        let a = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
+        let first = try await h.connectedWorker("steady")
+        _ = try await first.push(topic: "worker:queue", event: "claim", payload: ["demand": 1])
+        first.close()
+        let second = try await h.connectedWorker("steady")
+        defer { second.close() }
+        try await Task.sleep(for: .seconds(2.5))
+        #expect(try await h.t.store.attempt(a.attemptID).state == .claimed)
+    }
+
+    @Test("cancel: an unclaimed attempt at once; a claimed one by a run:cancel push to its worker")
+    func cancel() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        try await h.t.workflow()
+        let waiting = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
+        let running = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
+        let worker = try await h.connectedWorker()
+        defer { worker.close() }
+        let claim = try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1])
+        let token = claim.response["runs"]![0]!["token"]!.stringValue!
+        #expect(claim.response["runs"]![0]!["id"]!.stringValue == waiting.attemptID)
+        let cancels = Box()
+        try await worker.join(topic: "run:\(waiting.attemptID)", payload: { ["token": .string(token)] }, onMessage: { m in
+            if m.event == "run:cancel" { cancels.set() }
+        })
+        #expect(try await h.lightning.cancel(attemptID: running.attemptID) == .cancelled)
+        #expect(try await h.t.store.attempt(running.attemptID).state == .cancelled)
+        #expect(try await h.lightning.cancel(attemptID: waiting.attemptID) == .claimed)
+        try await waitUntil("run:cancel pushed") { cancels.isSet }
+    }
+
+    @Test("webhooks create work and nudge joined workers; bad input gets a 4xx")
+    func webhookAndNudge() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        try await h.t.workflow()
+        let nudged = Box()
+        let token = try h.workerToken()
+        let worker = try h.client { token }
+        defer { worker.close() }
+        try await waitUntil("connected") { worker.connected }
+        try await worker.join(topic: "worker:queue", payload: { ["capacity": 1] }, onMessage: { m in
+            if m.event == "work-available" { nudged.set() }
+        })
+        let ok = try TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-d", #"{"a":1}"#,
+                                                         "http://127.0.0.1:\(h.port)/i/greet"])
+        #expect(ok.stdout.hasSuffix("200"), "\(ok.stdout)")
+        #expect(ok.stdout.contains("attempt_id"))
+        try await waitUntil("work-available") { nudged.isSet }
+        let unknown = try TestSupport.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", "{}",
+                                                              "http://127.0.0.1:\(h.port)/i/nope"])
+        #expect(unknown.stdout == "404")
+        let badJSON = try TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-d", "{not json",
+                                                              "http://127.0.0.1:\(h.port)/i/greet"])
+        #expect(badJSON.stdout.hasSuffix("400") && badJSON.stdout.contains("JSON object"), "\(badJSON.stdout)")
+        let health = try TestSupport.run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(h.port)/healthz"])
+        #expect(health.stdout.contains("ok"))
+    }
+}
+
+final class Box: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flag = false
+    func set() { lock.withLock { flag = true } }
+    var isSet: Bool { lock.withLock { flag } }
+}

@@ -133,6 +133,90 @@ struct WorkerProtocolTests {
         #expect(try await h.t.store.attempt(created.attemptID).state == .success)
     }
 
+    @Test("four workers claiming over real sockets: each of 120 attempts is claimed exactly once")
+    func concurrentSocketClaims() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        try await h.t.workflow("name: free\njobs:\n  - {name: a, adaptor: sh, body: 'true'}")
+        var ids: [String] = []
+        for _ in 0..<120 { ids.append(try await h.lightning.startWork(workflow: "free", input: Array("{}".utf8)).attemptID) }
+        var workers: [ChannelClient] = []
+        for i in 0..<4 { workers.append(try await h.connectedWorker("w\(i)")) }
+        defer { workers.forEach { $0.close() } }
+        let claimed = try await withThrowingTaskGroup(of: [String].self) { group in
+            for w in workers {
+                group.addTask {
+                    var mine: [String] = []
+                    while true {
+                        let r = try await w.push(topic: "worker:queue", event: "claim", payload: ["demand": 2])
+                        let runs = r.response["runs"]?.arrayValue ?? []
+                        if runs.isEmpty { return mine }
+                        mine += runs.compactMap { $0["id"]?.stringValue }
+                    }
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(claimed.count == 120 && Set(claimed) == Set(ids))
+    }
+
+    @Test("malformed frames, bad JSON and oversize messages close only that socket; the server keeps serving")
+    func malformedInput() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        let token = try h.workerToken()
+        let script = """
+            import json, sys
+            from websockets.sync.client import connect
+            from websockets.exceptions import ConnectionClosed
+            url = "ws://127.0.0.1:%s/worker/websocket?token=%s&vsn=2.0.0" % (sys.argv[1], sys.argv[2])
+            codes = []
+            for frame in ["{not json", json.dumps({"an": "object"}), json.dumps([1, 2, 3]), "x" * 12000000]:
+                with connect(url, max_size=None) as ws:
+                    ws.send(frame)
+                    try:
+                        ws.recv(timeout=10)
+                        codes.append("no close")
+                    except ConnectionClosed as e:
+                        codes.append(e.rcvd.code if e.rcvd else "none")
+            print(json.dumps(codes))
+            """
+        let file = h.t.dir.appendingPathComponent("malformed.py").path
+        try script.write(toFile: file, atomically: true, encoding: .utf8)
+        let port = h.port
+        let r = try await Task.detached { try TestSupport.python(file, ["\(port)", token]) }.value
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[1003, 1003, 1003, 1009]", "\(r.stdout) \(r.stderr)")
+        let good = try await h.connectedWorker()
+        good.close()
+    }
+
+    @Test("events with missing or foreign fields get error replies naming the field")
+    func errorReplies() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        _ = try await h.t.store.setCredential(name: "other", body: Array(#"{"k":"secret-of-another-workflow"}"#.utf8))
+        try await h.t.workflow()
+        let created = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
+        let worker = try await h.connectedWorker()
+        defer { worker.close() }
+        let token = try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1]).response["runs"]![0]!["token"]!.stringValue!
+        let topic = "run:\(created.attemptID)"
+        try await worker.join(topic: topic, payload: { ["token": .string(token)] })
+        let foreignID = try await h.t.store.setCredential(name: "other", body: Array(#"{"k":"secret-of-another-workflow"}"#.utf8))
+        func errors(_ event: String, _ payload: JSON) async throws -> JSON? {
+            let r = try await worker.push(topic: topic, event: event, payload: payload)
+            return r.status == "error" ? r.response["errors"] : nil
+        }
+        #expect(try await errors("step:start", ["job_id": "j"])?["step_id"] == ["can't be blank"])
+        #expect(try await errors("fetch:credential", ["id": .string(foreignID)])?["id"] != nil)
+        #expect(try await errors("fetch:dataclip", ["id": "not-mine"])?["id"] != nil)
+        #expect(try await errors("step:start", ["step_id": "s", "job_id": "j"]) != nil, "step before run:start")
+        #expect(try await errors("run:log", ["message": "not a list"])?["message"] == ["must be a list"])
+        #expect(try await errors("no:such-event", [:])?["event"] != nil)
+        let mystery = try await worker.push(topic: "run:\(created.attemptID)x", event: "fetch:plan", payload: [:])
+        #expect(mystery.response["reason"] == "unmatched topic")
+    }
+
     @Test("bad worker tokens get a real 401 and the server keeps serving", arguments: ["none", "other-secret", "expired", "issuer", "missing"])
     func badWorkerTokens(kind: String) async throws {
         let h = try Harness()

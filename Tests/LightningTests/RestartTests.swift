@@ -1,0 +1,121 @@
+import Channels
+import Foundation
+import JWT
+import Testing
+import TestSupport
+@testable import Lightning
+
+/// `lightning serve` as a real process.
+final class ServeProcess: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+
+    init(directory: URL, keys: WorkerKeySet, database: String) throws {
+        process.executableURL = URL(fileURLWithPath: try TestSupport.builtBinary("lightning"))
+        process.arguments = ["serve", "--port", "0", "--database", database, "--keys-dir", directory.appendingPathComponent("keys").path]
+        process.currentDirectoryURL = directory
+        process.environment = ProcessInfo.processInfo.environment.merging([
+            "ATTEMPTS_PRIVATE_KEY": keys.attemptsPrivateKeyBase64, "WORKER_SECRET": keys.workerSecret,
+        ]) { $1 }
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        var text = ""
+        let deadline = Date().addingTimeInterval(20)
+        while !text.contains("Lightning is listening"), Date() < deadline {
+            let d = err.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            text += String(decoding: d, as: UTF8.self)
+        }
+        guard let range = text.range(of: #"port=(\d+)"#, options: .regularExpression),
+            let p = Int(text[range].dropFirst(5))
+        else {
+            process.terminate()
+            throw TestSupport.Failure("lightning serve did not start: \(text)")
+        }
+        port = p
+        // Keep draining stderr so the child never blocks on a full pipe.
+        Thread.detachNewThread { while !err.fileHandleForReading.availableData.isEmpty {} }
+    }
+
+    func kill9() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func terminate() {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+    }
+}
+
+@Suite("Restart", .serialized)
+struct RestartTests {
+    @Test("kill -9 during a stream of events: after a restart every acknowledged event is there, once")
+    func killNine() async throws {
+        let dir = try TestSupport.temporaryDirectory("restart")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let keys = try WorkerKeySet.generate()
+        let database = dir.appendingPathComponent("lightning.db").path
+        do {
+            let store = try SQLiteStore(path: database, cipher: nil)
+            _ = try await store.applyWorkflow(try WorkflowDefinition.parse(
+                "name: w\njobs:\n  - {name: a, adaptor: sh, body: 'true'}"))
+            _ = try await store.createWorkOrder(workflow: "w", input: Array("{}".utf8))
+        }
+        let server = try ServeProcess(directory: dir, keys: keys, database: database)
+        defer { server.terminate() }
+        let token = try JWT.sign(WorkerTokenClaims(workerID: "w1"), key: .hmac(secret: keys.workerSecret))
+        var config = ChannelClient.Configuration(url: "ws://127.0.0.1:\(server.port)/worker/websocket") { ["token": token] }
+        config.reconnectBase = .seconds(30)
+        let client = try ChannelClient(configuration: config)
+        try client.connect()
+        defer { client.close() }
+        try await waitUntil("connected") { client.connected }
+        try await client.join(topic: "worker:queue", payload: { ["capacity": 1] })
+        let run = try await client.push(topic: "worker:queue", event: "claim", payload: ["demand": 1]).response["runs"]![0]!
+        let id = run["id"]!.stringValue!
+        let topic = "run:\(id)"
+        let attemptToken = run["token"]!.stringValue!
+        try await client.join(topic: topic, payload: { ["token": .string(attemptToken)] })
+        #expect(try await client.push(topic: topic, event: "run:start", payload: ["versions": [:]]).isOK)
+
+        // Stream log lines from several tasks; kill -9 the server in the middle.
+        let acked = AckedLines()
+        let streamers = (0..<4).map { s in
+            Task {
+                for i in 0..<100_000 {
+                    let message = "s\(s)-\(i)"
+                    guard let r = try? await client.push(topic: topic, event: "run:log", payload: [
+                        "run_id": .string(id), "message": [.string(message)], "level": "info", "source": "JOB"]), r.isOK
+                    else { return }
+                    acked.add(message)
+                }
+            }
+        }
+        try await waitUntil("some lines acknowledged") { acked.count > 300 }
+        server.kill9()
+        for s in streamers { await s.value }
+        let acknowledged = acked.all
+
+        let restarted = try ServeProcess(directory: dir, keys: keys, database: database)
+        defer { restarted.terminate() }
+        let store = try SQLiteStore(path: database, cipher: nil)
+        let stored = try await store.logs(attemptID: id, since: 0, limit: 1_000_000)
+        print("restart test: \(acknowledged.count) acknowledged, \(stored.count) stored")
+        let messages = stored.map(\.message)
+        #expect(Set(messages).count == messages.count, "no line is stored twice")
+        #expect(Set(acknowledged).isSubset(of: Set(messages)), "\(Set(acknowledged).subtracting(messages).count) acknowledged lines lost")
+        #expect(stored.map(\.seq) == Array(1...Int64(stored.count)), "seq stays gap-free")
+        #expect(try await store.attempt(id).state == .started)
+    }
+}
+
+final class AckedLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func add(_ s: String) { lock.withLock { lines.append(s) } }
+    var count: Int { lock.withLock { lines.count } }
+    var all: [String] { lock.withLock { lines } }
+}

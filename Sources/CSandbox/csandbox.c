@@ -1,2 +1,256 @@
+#define _GNU_SOURCE
 #include "csandbox.h"
-int csandbox_version(void) { return 0; }
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct child_args {
+    const struct csandbox_config *c;
+    int sync_read, err_write;
+    int userns;
+};
+
+// Child-side failure: report "stage\n<errno>" to the parent (which formats it), then exit. Only
+// async-signal-safe calls here: the child of a multithreaded process may not take locks.
+static void fail(int fd, const char *stage) {
+    int e = errno;
+    char buf[200];
+    size_t n = 0;
+    while (stage[n] && n < 150) { buf[n] = stage[n]; n++; }
+    buf[n++] = '\n';
+    char digits[12];
+    int k = 0;
+    do { digits[k++] = (char)('0' + e % 10); e /= 10; } while (e && k < 11);
+    while (k) buf[n++] = digits[--k];
+    (void)!write(fd, buf, n);
+    _exit(127);
+}
+
+static int write_text(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    close(fd);
+    return n < 0 ? -1 : 0;
+}
+
+// Builds dst + path into out (no allocation).
+static void join_path(char *out, size_t size, const char *a, const char *b) {
+    size_t n = 0;
+    for (size_t i = 0; a[i] && n < size - 1; i++) out[n++] = a[i];
+    for (size_t i = 0; b[i] && n < size - 1; i++) out[n++] = b[i];
+    out[n] = 0;
+}
+
+static void mkdirs(char *path) {
+    for (char *p = path + 1; *p; p++) {
+        if (*p == '/') { *p = 0; mkdir(path, 0755); *p = '/'; }
+    }
+    mkdir(path, 0755);
+}
+
+static int bind(const char *src, const char *dst, int readonly, int err) {
+    struct stat st;
+    if (stat(src, &st) != 0) return 0;  // absent on this host: skip
+    char d[4096];
+    strncpy(d, dst, sizeof d - 1);
+    d[sizeof d - 1] = 0;
+    if (S_ISDIR(st.st_mode)) mkdirs(d);
+    else {
+        char parent[4096];
+        strncpy(parent, dst, sizeof parent - 1);
+        parent[sizeof parent - 1] = 0;
+        char *slash = strrchr(parent, '/');
+        if (slash) { *slash = 0; mkdirs(parent); }
+        int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd >= 0) close(fd);
+    }
+    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0) fail(err, "bind mount");
+    if (readonly && mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REC, NULL) != 0)
+        fail(err, "read-only remount");
+    return 0;
+}
+
+static int child_main(void *arg) {
+    struct child_args *a = arg;
+    const struct csandbox_config *c = a->c;
+    int err = a->err_write;
+    char x;
+    if (read(a->sync_read, &x, 1) != 1) _exit(126);  // the parent set up cgroups and id maps
+    close(a->sync_read);
+
+    if (setsid() < 0) fail(err, "setsid");
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(err, "prctl(PDEATHSIG)");
+    if ((c->flags & CSANDBOX_SHARE_NETNS) && setns(c->netns_fd, CLONE_NEWNET) != 0) fail(err, "join the empty network namespace");
+
+    if (c->flags & CSANDBOX_NAMESPACES) {
+        char root[4096], p[4096];
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) fail(err, "make mounts private");
+        strncpy(root, c->rootdir, sizeof root - 1);
+        root[sizeof root - 1] = 0;
+        if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755") != 0) fail(err, "mount the new root");
+        for (const char *const *b = c->ro_binds; b && *b; b++) {
+            join_path(p, sizeof p, root, *b);
+            bind(*b, p, 1, err);
+        }
+        join_path(p, sizeof p, root, "/work");
+        mkdirs(p);
+        if (mount(c->workdir, p, NULL, MS_BIND | MS_NOSUID | MS_NODEV, NULL) != 0) fail(err, "bind the work directory");
+        join_path(p, sizeof p, root, "/tmp");
+        mkdirs(p);
+        if (mount(c->tmpdir, p, NULL, MS_BIND | MS_NOSUID | MS_NODEV, NULL) != 0) fail(err, "bind the private /tmp");
+        const char *devs[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", NULL};
+        for (const char **d = devs; *d; d++) {
+            join_path(p, sizeof p, root, *d);
+            bind(*d, p, 0, err);
+        }
+        join_path(p, sizeof p, root, "/proc");
+        mkdirs(p);
+        if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) fail(err, "mount /proc");
+        join_path(p, sizeof p, root, "/.old");
+        mkdirs(p);
+        if (syscall(SYS_pivot_root, root, p) != 0) fail(err, "pivot_root");
+        if (chdir("/") != 0) fail(err, "chdir /");
+        if (umount2("/.old", MNT_DETACH) != 0) fail(err, "detach the old root");
+        rmdir("/.old");
+        if (mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
+            fail(err, "make the new root read-only");
+        if (sethostname("step", 4) != 0) fail(err, "sethostname");
+    }
+
+    struct rlimit r;
+    r.rlim_cur = r.rlim_max = 0;
+    if (setrlimit(RLIMIT_CORE, &r) != 0) fail(err, "setrlimit(CORE)");
+    if (c->rlimit_nofile > 0) { r.rlim_cur = r.rlim_max = c->rlimit_nofile; if (setrlimit(RLIMIT_NOFILE, &r) != 0) fail(err, "setrlimit(NOFILE)"); }
+    if (c->rlimit_fsize > 0) { r.rlim_cur = r.rlim_max = c->rlimit_fsize; if (setrlimit(RLIMIT_FSIZE, &r) != 0) fail(err, "setrlimit(FSIZE)"); }
+
+    if (!a->userns && geteuid() == 0) {
+        if (setgroups(0, NULL) != 0) fail(err, "setgroups");
+        if (setgid(c->gid) != 0) fail(err, "setgid");
+        if (setuid(c->uid) != 0) fail(err, "setuid");
+    }
+    if (c->rlimit_nproc > 0) { r.rlim_cur = r.rlim_max = c->rlimit_nproc; if (setrlimit(RLIMIT_NPROC, &r) != 0) fail(err, "setrlimit(NPROC)"); }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(err, "no_new_privs");
+
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull < 0) fail(err, "open /dev/null");
+    if (dup2(devnull, 0) < 0 || dup2(c->stdout_fd, 1) < 0 || dup2(c->stderr_fd, 2) < 0) fail(err, "dup2");
+    // Everything else closes on exec (the error pipe too, which tells the parent exec worked).
+    for (int fd = 3; fd < 1024; fd++) if (fd != err) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (chdir((c->flags & CSANDBOX_NAMESPACES) ? "/work" : c->workdir) != 0) fail(err, "chdir to the work directory");
+    execve(c->path, c->argv, c->envp);
+    fail(err, "exec");
+    return 127;
+}
+
+pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_size) {
+    int sync[2], errp[2];
+    if (pipe2(sync, O_CLOEXEC) != 0) { snprintf(error, error_size, "pipe: %s", strerror(errno)); return -1; }
+    if (pipe2(errp, O_CLOEXEC) != 0) {
+        snprintf(error, error_size, "pipe: %s", strerror(errno));
+        close(sync[0]); close(sync[1]);
+        return -1;
+    }
+    struct child_args args = {c, sync[0], errp[1], 0};
+    int flags = SIGCHLD;
+    if (c->flags & CSANDBOX_NAMESPACES) {
+        flags |= CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
+        if (geteuid() != 0) { flags |= CLONE_NEWUSER; args.userns = 1; }
+    }
+    size_t stack_size = 256 * 1024;
+    char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) { snprintf(error, error_size, "mmap: %s", strerror(errno)); return -1; }
+    pid_t pid = clone(child_main, stack + stack_size, flags, &args);
+    int saved = errno;
+    close(sync[0]);
+    close(errp[1]);
+    if (pid < 0) {
+        snprintf(error, error_size, "clone: %s", strerror(saved));
+        close(sync[1]); close(errp[0]);
+        munmap(stack, stack_size);
+        return -1;
+    }
+    char buf[256];
+    if (args.userns) {
+        snprintf(buf, sizeof buf, "/proc/%d/setgroups", pid);
+        write_text(buf, "deny");
+        char map[64];
+        snprintf(buf, sizeof buf, "/proc/%d/uid_map", pid);
+        snprintf(map, sizeof map, "0 %d 1", geteuid());
+        write_text(buf, map);
+        snprintf(buf, sizeof buf, "/proc/%d/gid_map", pid);
+        snprintf(map, sizeof map, "0 %d 1", getegid());
+        write_text(buf, map);
+    }
+    char pidtext[32];
+    int len = snprintf(pidtext, sizeof pidtext, "%d", pid);
+    for (int i = 0; i < c->cgroup_count; i++) {
+        if (pwrite(c->cgroup_procs_fds[i], pidtext, len, 0) < 0 && write(c->cgroup_procs_fds[i], pidtext, len) < 0) {
+            snprintf(error, error_size, "join cgroup: %s", strerror(errno));
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            close(sync[1]); close(errp[0]);
+            munmap(stack, stack_size);
+            return -1;
+        }
+    }
+    (void)!write(sync[1], "x", 1);
+    close(sync[1]);
+    ssize_t n = read(errp[0], buf, sizeof buf - 1);
+    close(errp[0]);
+    munmap(stack, stack_size);  // the child has exec'd or died: its stack is no longer in use
+    if (n > 0) {
+        buf[n] = 0;
+        char *nl = strchr(buf, '\n');
+        int code = 0;
+        if (nl) { *nl = 0; code = atoi(nl + 1); }
+        snprintf(error, error_size, "%s: %s", buf, strerror(code));
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return pid;
+}
+
+int csandbox_empty_netns(void) {
+    int ready[2], done[2];  // two pipes: one per direction
+    if (pipe2(ready, O_CLOEXEC) != 0) return -1;
+    if (pipe2(done, O_CLOEXEC) != 0) { close(ready[0]); close(ready[1]); return -1; }
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        char x;
+        if (unshare(CLONE_NEWNET) != 0) _exit(1);
+        (void)!write(ready[1], "r", 1);
+        (void)!read(done[0], &x, 1);  // hold the namespace until the parent opened it
+        _exit(0);
+    }
+    close(ready[1]);
+    close(done[0]);
+    char x;
+    int fd = -1;
+    if (read(ready[0], &x, 1) == 1) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/net", pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    (void)!write(done[1], "x", 1);
+    close(ready[0]);
+    close(done[1]);
+    waitpid(pid, NULL, 0);
+    return fd;
+}
+
+int csandbox_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

@@ -1,5 +1,40 @@
 #ifndef CSANDBOX_H
 #define CSANDBOX_H
-// Placeholder until the sandbox lands (issue 6): the spawn happens here, in C.
-int csandbox_version(void);
+// The step spawn, in C: only async-signal-safe code runs between clone() and execve(), which Swift cannot
+// guarantee. Swift prepares everything (paths, fds, limits); this file only carries it out.
+#include <stddef.h>
+#include <sys/types.h>
+
+enum {
+    CSANDBOX_NAMESPACES = 1 << 0,   // pid, mount, ipc, uts (+ user when not root)
+    CSANDBOX_SHARE_NETNS = 1 << 1,  // join netns_fd (an empty network namespace made once)
+};
+
+struct csandbox_config {
+    const char *path;            // executable (absolute)
+    char *const *argv;
+    char *const *envp;
+    const char *workdir;         // host path of the private work directory; seen as /work inside
+    const char *tmpdir;          // host path of the private /tmp
+    const char *rootdir;         // an empty host directory to build the new root on (namespaces only)
+    const char *const *ro_binds; // NULL-terminated host paths bound read-only at the same place
+    int stdout_fd, stderr_fd;    // write ends; stdin is /dev/null
+    int flags;
+    int netns_fd;                // with CSANDBOX_SHARE_NETNS
+    const int *cgroup_procs_fds; // cgroup.procs files to put the child in (parent writes the pid)
+    int cgroup_count;
+    uid_t uid; gid_t gid;        // identity of the step when the worker is root
+    long rlimit_nofile, rlimit_fsize, rlimit_nproc; // 0 = leave as is
+};
+
+/// Spawns the step. Returns its pid (in the host's pid namespace) or -1 with `error` filled in
+/// ("mount /proc: Operation not permitted").
+pid_t csandbox_spawn(const struct csandbox_config *config, char *error, size_t error_size);
+
+/// pipe2(O_CLOEXEC), which Swift's Glibc module does not export.
+int csandbox_pipe_cloexec(int fds[2]);
+
+/// Makes an empty network namespace and returns an fd to it (-1 on failure, errno set).
+int csandbox_empty_netns(void);
+
 #endif

@@ -1,0 +1,396 @@
+internal import CSandbox
+import Foundation
+import Logging
+
+public enum SandboxMode: String, Sendable, CaseIterable {
+    /// Namespaces when the host allows them; refuse to run steps otherwise.
+    case auto
+    case namespaces
+    /// No isolation beyond a clean environment, rlimits, a process group and cgroups when available.
+    case none
+}
+
+public enum StepNetwork: String, Sendable, CaseIterable {
+    /// An empty network namespace: no interfaces but a down loopback.
+    case none
+    case host
+}
+
+public enum SandboxError: Error, CustomStringConvertible, Equatable {
+    case unavailable(String)
+    case spawn(String)
+    case cgroup(String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let m): m
+        case .spawn(let m): "the step could not start: \(m)"
+        case .cgroup(let m): "cgroup: \(m)"
+        }
+    }
+}
+
+/// What one step is and may use.
+public struct StepLaunch: Sendable {
+    public var executable: String
+    public var arguments: [String]
+    public var environment: [String: String]
+    /// Private writable directory (seen as /work inside the sandbox).
+    public var workDirectory: String
+    /// Private /tmp.
+    public var tmpDirectory: String
+    public var memoryLimitBytes: Int64
+    public var pidsLimit: Int
+    public var timeout: Duration
+    public var maxLineBytes: Int
+    public var fileSizeLimitBytes: Int
+
+    public init(
+        executable: String, arguments: [String], environment: [String: String], workDirectory: String, tmpDirectory: String,
+        memoryLimitBytes: Int64 = 500 << 20, pidsLimit: Int = 256, timeout: Duration = .seconds(300),
+        maxLineBytes: Int = 1_000_000, fileSizeLimitBytes: Int = 1 << 30
+    ) {
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.workDirectory = workDirectory
+        self.tmpDirectory = tmpDirectory
+        self.memoryLimitBytes = memoryLimitBytes
+        self.pidsLimit = pidsLimit
+        self.timeout = timeout
+        self.maxLineBytes = maxLineBytes
+        self.fileSizeLimitBytes = fileSizeLimitBytes
+    }
+}
+
+public enum StepStream: Sendable { case stdout, stderr }
+
+public struct StepTermination: Sendable, Equatable {
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var timedOut: Bool
+    public var oomKilled: Bool
+    public var cancelled: Bool
+    public var peakMemoryBytes: Int64
+    public var durationMS: Int64
+}
+
+/// Stops a running step from outside (cancel, shutdown).
+public final class StepControl: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pid: pid_t = 0
+    private var cancelled = false
+    private var group: Cgroups.Group?
+
+    public init() {}
+
+    func attach(pid: pid_t, group: Cgroups.Group?) -> Bool {
+        lock.withLock {
+            self.pid = pid
+            self.group = group
+            return !cancelled
+        }
+    }
+
+    var wasCancelled: Bool { lock.withLock { cancelled } }
+
+    /// SIGTERM to the step's whole tree, then SIGKILL after `grace`.
+    public func terminate(grace: Duration = .seconds(5)) {
+        let (p, g): (pid_t, Cgroups.Group?) = lock.withLock {
+            cancelled = true
+            return (pid, group)
+        }
+        guard p > 0 else { return }
+        kill(-p, SIGTERM)
+        kill(p, SIGTERM)
+        Task.detached {
+            try? await Task.sleep(for: grace)
+            Self.killTree(p, g)
+        }
+    }
+
+    static func killTree(_ p: pid_t, _ g: Cgroups.Group?) {
+        kill(-p, SIGKILL)
+        kill(p, SIGKILL)
+        for q in g?.pids ?? [] { kill(q, SIGKILL) }
+    }
+
+    func killNow() {
+        let (p, g) = lock.withLock { (pid, group) }
+        if p > 0 { Self.killTree(p, g) }
+    }
+}
+
+/// Spawns steps in the sandbox and reads their output (see ARCHITECTURE.md, "Sandbox").
+///
+/// With namespaces the step is PID 1 of its own pid namespace (when it exits, the kernel kills everything it
+/// left behind), in its own mount, IPC and UTS namespaces, in one empty network namespace shared by all steps
+/// (or the host's with `--step-network host`), as uid/gid 65534 with no capabilities and no_new_privs, and sees
+/// only a read-only system (`/usr`, `/bin`, `/lib*`, a few `/etc` files), its work directory at `/work`, a private
+/// `/tmp`, a fresh `/proc` and `/dev/null`-like devices: never the worker's files, keys or environment.
+public final class SandboxRunner: @unchecked Sendable {
+    public let mode: SandboxMode
+    public let network: StepNetwork
+    let useNamespaces: Bool
+    let cgroups: Cgroups?
+    let netnsFD: Int32
+    let rootDirectory: String
+    let logger: Logger
+    private let counter = NSLock()
+    private var sequence = 0
+
+    public static let defaultReadOnlyPaths = [
+        "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc/alternatives", "/etc/ld.so.cache",
+        "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/ssl/certs", "/etc/ca-certificates",
+        "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/python3", "/etc/mime.types", "/opt/swift/usr/bin/never",
+    ]
+    public let readOnlyPaths: [String]
+
+    public init(mode: SandboxMode, network: StepNetwork = .none, stateDirectory: String, extraReadOnlyPaths: [String] = [],
+                logger: Logger = Logger(label: "runtime-worker.sandbox")) throws {
+        self.mode = mode
+        self.network = network
+        self.logger = logger
+        readOnlyPaths = Self.defaultReadOnlyPaths.filter { !$0.hasPrefix("/opt/swift") } + extraReadOnlyPaths
+            + (network == .host ? ["/etc/resolv.conf", "/etc/hosts"] : [])
+        rootDirectory = stateDirectory + "/sandbox-root"
+        try FileManager.default.createDirectory(atPath: rootDirectory, withIntermediateDirectories: true)
+        cgroups = Cgroups(name: "lightning-runtime-\(getpid())")
+        useNamespaces = mode != .none
+        if useNamespaces && network == .none {
+            netnsFD = csandbox_empty_netns()
+            if netnsFD < 0 {
+                throw SandboxError.unavailable(Self.howToFix("could not create an empty network namespace: \(String(cString: strerror(errno)))"))
+            }
+        } else {
+            netnsFD = -1
+        }
+        if useNamespaces { try probe() }
+        logger.info("sandbox ready", metadata: [
+            "sandbox.mode": "\(mode.rawValue)", "sandbox.namespaces": "\(useNamespaces)", "sandbox.network": "\(network.rawValue)",
+            "sandbox.cgroups": "\(cgroups?.description ?? "unavailable: no memory or pids limits")",
+        ])
+    }
+
+    static func howToFix(_ problem: String) -> String {
+        """
+        the step sandbox is unavailable: \(problem). Run the worker as root, or allow unprivileged user \
+        namespaces (sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0), or pass \
+        --sandbox none to run steps without isolation, knowingly.
+        """
+    }
+
+    /// Runs /bin/true in the sandbox once, so a host without namespaces is found at start, not at the first step.
+    private func probe() throws {
+        let dir = rootDirectory + "-probe"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chown(dir, 65534, 65534)
+        var pipe: [Int32] = [0, 0]
+        guard Glibc.pipe(&pipe) == 0 else { throw SandboxError.unavailable("pipe failed") }
+        defer { close(pipe[0]) }
+        do {
+            let pid = try spawn(StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: dir,
+                                           tmpDirectory: dir), stdout: pipe[1], stderr: pipe[1], group: nil)
+            close(pipe[1])
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        } catch {
+            close(pipe[1])
+            throw SandboxError.unavailable(Self.howToFix("\(error)"))
+        }
+    }
+
+    private func spawn(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?) throws -> pid_t {
+        var cStrings: [UnsafeMutablePointer<CChar>?] = []
+        defer { cStrings.forEach { free($0) } }
+        func c(_ s: String) -> UnsafeMutablePointer<CChar>? {
+            let p = strdup(s)
+            cStrings.append(p)
+            return p
+        }
+        let argv = launch.arguments.map(c) + [nil]
+        let envp = launch.environment.sorted { $0.key < $1.key }.map { c("\($0.key)=\($0.value)") } + [nil]
+        let binds = readOnlyPaths.map { UnsafePointer(c($0)) } + [nil]
+        let fds = group?.procsFDs ?? []
+        var error = [CChar](repeating: 0, count: 512)
+        let pid: pid_t = argv.withUnsafeBufferPointer { argvBuf in
+            envp.withUnsafeBufferPointer { envBuf in
+                binds.withUnsafeBufferPointer { bindBuf in
+                    fds.withUnsafeBufferPointer { fdBuf in
+                        var config = csandbox_config()
+                        config.path = UnsafePointer(c(launch.executable))
+                        config.argv = UnsafePointer(argvBuf.baseAddress)
+                        config.envp = UnsafePointer(envBuf.baseAddress)
+                        config.workdir = UnsafePointer(c(launch.workDirectory))
+                        config.tmpdir = UnsafePointer(c(launch.tmpDirectory))
+                        config.rootdir = UnsafePointer(c(rootDirectory))
+                        config.ro_binds = UnsafePointer(bindBuf.baseAddress)
+                        config.stdout_fd = stdout
+                        config.stderr_fd = stderr
+                        config.flags = (useNamespaces ? Int32(CSANDBOX_NAMESPACES) : 0)
+                            | (netnsFD >= 0 ? Int32(CSANDBOX_SHARE_NETNS) : 0)
+                        config.netns_fd = netnsFD
+                        config.cgroup_procs_fds = fdBuf.baseAddress
+                        config.cgroup_count = Int32(fdBuf.count)
+                        config.uid = 65534
+                        config.gid = 65534
+                        config.rlimit_nofile = 1024
+                        config.rlimit_fsize = launch.fileSizeLimitBytes
+                        // Without a pids cgroup, RLIMIT_NPROC is the fork-bomb guard (per uid: shared by all steps).
+                        config.rlimit_nproc = group == nil ? launch.pidsLimit * 4 : 0
+                        return csandbox_spawn(&config, &error, error.count)
+                    }
+                }
+            }
+        }
+        if pid < 0 {
+            throw SandboxError.spawn(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        return pid
+    }
+
+    /// Runs one step to completion. `onLines` gets its output lines in order, from a reader thread; it may
+    /// block, which pauses reading (and so, once the pipe is full, the step): nothing is dropped.
+    public func run(_ launch: StepLaunch, control: StepControl = StepControl(),
+                    onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async throws -> StepTermination {
+        let n = counter.withLock { () -> Int in
+            sequence += 1
+            return sequence
+        }
+        // The step's uid must be able to use its directories.
+        if useNamespaces && geteuid() == 0 {
+            chown(launch.workDirectory, 65534, 65534)
+            chown(launch.tmpDirectory, 65534, 65534)
+        }
+        let group = try cgroups?.group(name: "step-\(n)", memoryBytes: launch.memoryLimitBytes, pids: launch.pidsLimit)
+        var out: [Int32] = [0, 0], err: [Int32] = [0, 0]
+        guard csandbox_pipe_cloexec(&out) == 0, csandbox_pipe_cloexec(&err) == 0 else {
+            group?.destroy()
+            throw SandboxError.spawn("pipe: \(String(cString: strerror(errno)))")
+        }
+        let started = ContinuousClock.now
+        let pid: pid_t
+        do {
+            pid = try spawn(launch, stdout: out[1], stderr: err[1], group: group)
+        } catch {
+            for fd in out + err { close(fd) }
+            group?.destroy()
+            throw error
+        }
+        close(out[1])
+        close(err[1])
+        if !control.attach(pid: pid, group: group) { control.killNow() }
+
+        let timedOut = Flag()
+        let timer = Task.detached {
+            try await Task.sleep(for: launch.timeout)
+            timedOut.set()
+            control.killNow()
+        }
+        let reader = LineReader(fds: [out[0], err[0]], maxLineBytes: launch.maxLineBytes, onLines: onLines)
+        let status: Int32 = await withCheckedContinuation { continuation in
+            let thread = Thread {
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                // The step is gone: nothing it left behind may keep running (or keep the pipes open).
+                StepControl.killTree(pid, group)
+                reader.finish()
+                continuation.resume(returning: status)
+            }
+            thread.name = "step-wait"
+            thread.start()
+            reader.start()
+        }
+        timer.cancel()
+        let termination = StepTermination(
+            exitCode: (status & 0x7f) == 0 ? (status >> 8) & 0xff : nil,
+            signal: (status & 0x7f) != 0 ? status & 0x7f : nil,
+            timedOut: timedOut.isSet, oomKilled: group?.oomKilled ?? false, cancelled: control.wasCancelled,
+            peakMemoryBytes: group?.peakMemoryBytes ?? 0,
+            durationMS: Int64((ContinuousClock.now - started).components.seconds * 1000
+                + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000))
+        group?.destroy()
+        return termination
+    }
+}
+
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
+
+/// Reads stdout and stderr together on one thread with poll(), splitting lines. A line over the limit is
+/// replaced by a notice; a partial last line is flushed at the end.
+final class LineReader: @unchecked Sendable {
+    let fds: [Int32]
+    let maxLineBytes: Int
+    let onLines: @Sendable ([(StepStream, String)]) -> Void
+    private let done = DispatchSemaphore(value: 0)
+
+    init(fds: [Int32], maxLineBytes: Int, onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) {
+        self.fds = fds
+        self.maxLineBytes = maxLineBytes
+        self.onLines = onLines
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            run()
+            done.signal()
+        }
+        thread.name = "step-output"
+        thread.start()
+    }
+
+    /// Waits until both pipes reached end of file.
+    func finish() { done.wait() }
+
+    private func run() {
+        var partial: [[UInt8]] = [[], []]
+        var oversize = [false, false]
+        var open = [true, true]
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while open.contains(true) {
+            var polls = fds.enumerated().map { i, fd in pollfd(fd: open[i] ? fd : -1, events: Int16(POLLIN), revents: 0) }
+            let r = poll(&polls, nfds_t(polls.count), 1000)
+            if r < 0 && errno == EINTR { continue }
+            var batch: [(StepStream, String)] = []
+            for i in 0..<2 where open[i] && polls[i].revents != 0 {
+                let n = read(fds[i], &buffer, buffer.count)
+                if n <= 0 {
+                    if n < 0 && errno == EINTR { continue }
+                    open[i] = false
+                    close(fds[i])
+                    if !partial[i].isEmpty || oversize[i] { batch.append(line(i, partial[i], oversize[i])) }
+                    partial[i] = []
+                    continue
+                }
+                var start = 0
+                for j in 0..<n where buffer[j] == 0x0A {
+                    if !oversize[i] { partial[i].append(contentsOf: buffer[start..<j]) }
+                    batch.append(line(i, partial[i], oversize[i] || partial[i].count > maxLineBytes))
+                    partial[i] = []
+                    oversize[i] = false
+                    start = j + 1
+                }
+                if start < n && !oversize[i] {
+                    partial[i].append(contentsOf: buffer[start..<n])
+                    if partial[i].count > maxLineBytes {
+                        oversize[i] = true
+                        partial[i] = []
+                    }
+                }
+            }
+            if !batch.isEmpty { onLines(batch) }
+        }
+    }
+
+    private func line(_ i: Int, _ bytes: [UInt8], _ tooLong: Bool) -> (StepStream, String) {
+        let stream: StepStream = i == 0 ? .stdout : .stderr
+        if tooLong { return (stream, "(a line over \(maxLineBytes) bytes was removed)") }
+        return (stream, String(decoding: bytes, as: UTF8.self))
+    }
+}

@@ -1,0 +1,205 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import RuntimeWorker
+
+final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [(StepStream, String)] = []
+    private var bytes = 0
+    func add(_ batch: [(StepStream, String)]) {
+        lock.withLock {
+            for l in batch { bytes += l.1.utf8.count + 1 }
+            if lines.count < 10_000 { lines += batch }
+        }
+    }
+    var stdout: [String] { lock.withLock { lines.filter { $0.0 == .stdout }.map(\.1) } }
+    var stderr: [String] { lock.withLock { lines.filter { $0.0 == .stderr }.map(\.1) } }
+    var byteCount: Int { lock.withLock { bytes } }
+}
+
+struct SandboxFixture {
+    let dir: URL
+    let runner: SandboxRunner
+
+    init(mode: SandboxMode = .namespaces, network: StepNetwork = .none) throws {
+        dir = try TestSupport.temporaryDirectory("sandbox")
+        runner = try SandboxRunner(mode: mode, network: network, stateDirectory: dir.path)
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: dir) }
+
+    func run(_ script: String, env: [String: String] = [:], timeout: Duration = .seconds(20), memoryMB: Int64 = 256,
+             pids: Int = 64, interpreter: String = "/bin/sh") async throws -> (StepTermination, Collected) {
+        let work = dir.appendingPathComponent("work-\(UUID().uuidString.prefix(6))")
+        let tmp = dir.appendingPathComponent("tmp-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        try script.write(to: work.appendingPathComponent("step"), atomically: true, encoding: .utf8)
+        let inside = runner.useNamespaces ? "/work/step" : work.appendingPathComponent("step").path
+        let launch = StepLaunch(executable: interpreter, arguments: [interpreter, inside],
+                                environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work"].merging(env) { $1 },
+                                workDirectory: work.path, tmpDirectory: tmp.path, memoryLimitBytes: memoryMB << 20,
+                                pidsLimit: pids, timeout: timeout)
+        let collected = Collected()
+        let t = try await runner.run(launch) { collected.add($0) }
+        return (t, collected)
+    }
+}
+
+@Suite("The step sandbox, with real processes", .serialized)
+struct SandboxTests {
+    @Test("a step runs, its stdout and stderr arrive as lines, its exit code is kept")
+    func basics() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let (t, out) = try await f.run("echo one; echo two >&2; printf 'no newline'; exit 3")
+        #expect(t.exitCode == 3 && !t.timedOut && !t.oomKilled)
+        #expect(out.stdout == ["one", "no newline"])
+        #expect(out.stderr == ["two"])
+    }
+
+    @Test("the step cannot see the worker's environment")
+    func environment() async throws {
+        setenv("LR_WORKER_SECRET", "do-not-leak", 1)
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let (_, out) = try await f.run("env", env: ["STEP_ONLY": "yes"])
+        #expect(out.stdout.contains("STEP_ONLY=yes"))
+        #expect(!out.stdout.joined().contains("do-not-leak"))
+    }
+
+    @Test("the step cannot read the worker's files or write outside its directories")
+    func filesystem() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let keyDir = URL(fileURLWithPath: "/var/tmp/lr-key-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: keyDir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: keyDir) }
+        try "PRIVATE".write(to: keyDir.appendingPathComponent("attempts_private.pem"), atomically: true, encoding: .utf8)
+        let script = """
+            cat \(keyDir.path)/attempts_private.pem && echo READ-KEY
+            ls /root && echo SAW-ROOT
+            cat \(f.dir.path)/../*/attempts_private.pem 2>/dev/null && echo READ-OTHER
+            touch /usr/lr-evil && echo WROTE-USR
+            touch /etc/lr-evil && echo WROTE-ETC
+            touch /lr-evil && echo WROTE-ROOT
+            echo ok > /work/out && echo WROTE-WORK
+            echo ok > /tmp/x && echo WROTE-TMP
+            id -u
+            """
+        let (_, out) = try await f.run(script)
+        for bad in ["READ-KEY", "SAW-ROOT", "READ-OTHER", "WROTE-USR", "WROTE-ETC", "WROTE-ROOT"] {
+            #expect(!out.stdout.contains(bad), "\(bad): \(out.stdout)")
+        }
+        #expect(out.stdout.contains("WROTE-WORK") && out.stdout.contains("WROTE-TMP"))
+        #expect(out.stdout.last == "65534", "the step runs unprivileged")
+        #expect(!FileManager.default.fileExists(atPath: "/usr/lr-evil"))
+    }
+
+    @Test("the step cannot connect to a port on the host's loopback")
+    func network() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(listener, 8)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let probe = "import socket\ntry:\n    socket.create_connection(('127.0.0.1', \(port)), timeout=3)\n    print('CONNECTED')\nexcept OSError as e:\n    print('refused', e)\n"
+        let (_, out) = try await f.run(probe, interpreter: "/usr/bin/python3")
+        #expect(!out.stdout.contains("CONNECTED"), "\(out.stdout) \(out.stderr)")
+        // The same probe with the host's network connects: the test can tell.
+        let host = try SandboxFixture(network: .host)
+        defer { host.remove() }
+        let (_, hostOut) = try await host.run(probe, interpreter: "/usr/bin/python3")
+        #expect(hostOut.stdout.contains("CONNECTED"), "\(hostOut.stdout) \(hostOut.stderr)")
+    }
+
+    @Test("the step has its own PID namespace and a fresh /proc")
+    func pidNamespace() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let (_, out) = try await f.run("echo $$; ls /proc | grep -c '^[0-9]'; hostname")
+        #expect(out.stdout.first == "1")
+        #expect((Int(out.stdout.dropFirst().first ?? "99") ?? 99) < 5)
+        #expect(out.stdout.last == "step")
+    }
+
+    @Test("a fork bomb is contained and nothing of it survives")
+    func forkBomb() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let (t, _) = try await f.run("b() { b | b & }; b; sleep 2; echo survived", timeout: .seconds(6), pids: 32, interpreter: "/bin/bash")
+        #expect(t.exitCode != nil || t.signal != nil)
+        let left = try TestSupport.run("/usr/bin/pgrep", ["-u", "65534", "-c", "bash"])
+        #expect(left.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "bash processes left: \(left.stdout)")
+    }
+
+    @Test("a memory hog ends OOM-killed")
+    func memoryHog() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let (t, _) = try await f.run("x = bytearray(400 * 1024 * 1024)\nprint('allocated')", memoryMB: 64, interpreter: "/usr/bin/python3")
+        #expect(t.oomKilled, "\(t)")
+        #expect(t.exitCode != 0)
+    }
+
+    @Test("a sleeper past the timeout is killed, with no process left")
+    func timeout() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let marker = "lr-sleeper-\(UUID().uuidString.prefix(6))"
+        let (t, _) = try await f.run("sleep 300 & exec -a \(marker) sleep 300", timeout: .milliseconds(500), interpreter: "/bin/bash")
+        #expect(t.timedOut && t.signal == SIGKILL)
+        let left = try TestSupport.run("/usr/bin/pgrep", ["-f", marker])
+        #expect(left.stdout.isEmpty)
+        let sleepers = try TestSupport.run("/usr/bin/pgrep", ["-u", "65534", "sleep"])
+        #expect(sleepers.stdout.isEmpty, "sleep processes left: \(sleepers.stdout)")
+    }
+
+    @Test("1 GB of output passes without the worker's memory growing")
+    func bigOutput() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        func rss() -> Int {
+            let s = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+            return Int(s.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }?.split(separator: " ")[1] ?? "0") ?? 0
+        }
+        let before = rss()
+        let (t, out) = try await f.run("yes 'a line of output that is about sixty bytes long, give or take' | head -c 1000000000")
+        #expect(t.exitCode == 0)
+        // Every byte arrived; the count adds one newline per line, including the cut-off last line, which had none.
+        #expect(out.byteCount == 1_000_000_001)
+        #expect(rss() - before < 150_000, "RSS grew by \(rss() - before) KB")
+    }
+
+    @Test("a missing interpreter is a clear spawn error")
+    func missingInterpreter() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        await #expect(throws: SandboxError.self) { try await f.run("x", interpreter: "/usr/bin/no-such-interpreter") }
+        do { _ = try await f.run("x", interpreter: "/usr/bin/no-such-interpreter") } catch {
+            #expect("\(error)".contains("exec: No such file or directory"), "\(error)")
+        }
+    }
+
+    @Test("--sandbox none still gives a clean environment and kills the tree on timeout")
+    func noneMode() async throws {
+        setenv("LR_WORKER_SECRET", "do-not-leak", 1)
+        let f = try SandboxFixture(mode: .none)
+        defer { f.remove() }
+        let (_, out) = try await f.run("env")
+        #expect(!out.stdout.joined().contains("do-not-leak"))
+        let marker = "lr-none-\(UUID().uuidString.prefix(6))"
+        let (t, _) = try await f.run("(exec -a \(marker) sleep 300) & sleep 300", timeout: .milliseconds(500), interpreter: "/bin/bash")
+        #expect(t.timedOut)
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(try TestSupport.run("/usr/bin/pgrep", ["-f", marker]).stdout.isEmpty)
+    }
+}

@@ -73,8 +73,11 @@ let package = Package(
         .executableTarget(
             name: "RuntimeWorkerCommand",
             dependencies: [
-                "RuntimeWorker",
+                "RuntimeWorker", "JWT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
             ]),
         .executableTarget(
             name: "GenWorkerKeys",

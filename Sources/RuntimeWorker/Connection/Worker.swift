@@ -1,0 +1,278 @@
+import Channels
+import Foundation
+import JWT
+import Logging
+
+public struct WorkerConfiguration: Sendable {
+    /// e.g. ws://127.0.0.1:4000/worker (`/websocket` is added when missing).
+    public var lightningURL: String
+    public var name: String
+    public var capacity: Int = 5
+    /// The UTF-8 bytes of WORKER_SECRET sign our worker tokens.
+    public var workerSecret: String
+    /// LIGHTNING_PUBLIC_KEY; nil only with `skipTokenVerification`.
+    public var lightningPublicKey: JWTKey?
+    public var skipTokenVerification = false
+    public var workRoot: String
+    public var shutdownTimeout: Duration = .seconds(30)
+    public var reconnectBase: Duration = .seconds(1)
+    public var reconnectCap: Duration = .seconds(60)
+
+    public init(lightningURL: String, name: String, workerSecret: String, lightningPublicKey: JWTKey?, workRoot: String) {
+        self.lightningURL = lightningURL
+        self.name = name
+        self.workerSecret = workerSecret
+        self.lightningPublicKey = lightningPublicKey
+        self.workRoot = workRoot
+    }
+
+    /// The socket URL: OpenFn workers are given `.../worker` and connect to `.../worker/websocket`.
+    var socketURL: String {
+        var url = lightningURL
+        while url.hasSuffix("/") { url.removeLast() }
+        return url.hasSuffix("/websocket") ? url : url + "/websocket"
+    }
+}
+
+public enum WorkerError: Error, CustomStringConvertible {
+    case authenticationRefused(Int)
+    public var description: String {
+        switch self {
+        case .authenticationRefused(let s):
+            "Lightning refused this worker's token (HTTP \(s)): check that WORKER_SECRET matches Lightning's"
+        }
+    }
+}
+
+/// The worker: connects outbound to Lightning, claims attempts while it has free slots, and runs each one.
+public final class Worker: @unchecked Sendable {
+    public let configuration: WorkerConfiguration
+    let runner: any StepRunning
+    let logger: Logger
+    let client: ChannelClient
+    private let lock = NSLock()
+    private var running: [String: AttemptControl] = [:]
+    private var draining = false
+    private var nudged: CheckedContinuation<Void, Never>?
+    private var tasks: [String: Task<Void, Never>] = [:]
+    private var authFailure: Int?
+    private var queueRegistered = false
+    private var drained = false
+
+    public init(configuration: WorkerConfiguration, runner: any StepRunning, logger: Logger = Logger(label: "runtime-worker")) throws {
+        self.configuration = configuration
+        self.runner = runner
+        self.logger = logger
+        let secret = configuration.workerSecret, name = configuration.name
+        let tokenKey = try JWTKey.hmac(secret: secret)
+        var client = ChannelClient.Configuration(url: configuration.socketURL) {
+            // A fresh token on every connect.
+            let token = (try? JWT.sign(WorkerTokenClaims(workerID: name), key: tokenKey)) ?? ""
+            return ["token": token, "api_version": RuntimeVersion.workerAPI, "worker_version": RuntimeVersion.current, "vsn": "2.0.0"]
+        }
+        client.reconnectBase = configuration.reconnectBase
+        client.reconnectCap = configuration.reconnectCap
+        self.client = try ChannelClient(configuration: client, logger: Logger(label: "runtime-worker.socket"))
+    }
+
+    var freeSlots: Int { lock.withLock { draining ? 0 : configuration.capacity - running.count } }
+    public var runningAttempts: Int { lock.withLock { running.count } }
+
+    /// Runs until `stop()`; throws when Lightning refuses our credentials.
+    public func run() async throws {
+        if configuration.lightningPublicKey == nil {
+            logger.warning("RUNNING WITHOUT LIGHTNING_PUBLIC_KEY: attempt tokens are NOT verified. Never do this in production.")
+        }
+        try client.connect()
+        let events = Task { [self] () -> WorkerError? in
+            for await event in client.events {
+                switch event {
+                case .connected:
+                    logger.info("connected to Lightning", metadata: ["url": "\(configuration.socketURL)"])
+                    // After a reconnect the client rejoins worker:queue itself.
+                    if !lock.withLock({ queueRegistered }) { Task { await joinQueue() } }
+                case .disconnected(let reason):
+                    logger.warning("lost the connection to Lightning; reconnecting", metadata: ["reason": "\(reason)"])
+                case .authenticationFailed(let status):
+                    logger.error("\(WorkerError.authenticationRefused(status).description)")
+                    lock.withLock { authFailure = status }
+                    wake()
+                    return .authenticationRefused(status)
+                case .rejoined(let topic):
+                    logger.info("rejoined", metadata: ["topic": "\(topic)"])
+                case .rejoinFailed(let topic, let response):
+                    logger.error("could not rejoin", metadata: ["topic": "\(topic)", "response": "\(response.text)"])
+                    if let id = Wire.Topic.attemptID(fromAttemptTopic: topic) { cancelAttempt(id, reason: "Lightning refused our rejoin") }
+                }
+            }
+            return nil
+        }
+        var pause: Duration = .seconds(1)
+        while !lock.withLock({ draining }) {
+            if client.isJoined(Wire.Topic.queue), freeSlots > 0 {
+                let claimed = await claim(demand: freeSlots)
+                pause = claimed > 0 ? .seconds(1) : min(pause * 2, .seconds(10))
+                if claimed > 0 { continue }
+            }
+            await waitForNudge(upTo: pause)
+            if let status = lock.withLock({ authFailure }) {
+                events.cancel()
+                throw WorkerError.authenticationRefused(status)
+            }
+        }
+        events.cancel()
+        // Stopping: wait for drain() to let the running attempts finish (or stop them).
+        while !lock.withLock({ drained }) { try? await Task.sleep(for: .milliseconds(50)) }
+    }
+
+    private func joinQueue() async {
+        do {
+            try await client.join(topic: Wire.Topic.queue, payload: { [configuration] in
+                ["capacity": .int(Int64(configuration.capacity))]
+            }, onMessage: { [weak self] m in
+                if m.event == Wire.Event.workAvailable { self?.wake() }
+            })
+            lock.withLock { queueRegistered = true }
+            wake()
+        } catch {
+            logger.error("could not join worker:queue", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func waitForNudge(upTo pause: Duration) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            lock.withLock { nudged = c }
+            Task {
+                try? await Task.sleep(for: pause)
+                self.wake()
+            }
+        }
+    }
+
+    func wake() {
+        let c: CheckedContinuation<Void, Never>? = lock.withLock {
+            let c = nudged
+            nudged = nil
+            return c
+        }
+        c?.resume()
+    }
+
+    /// Claims up to `demand` attempts and starts them. Returns how many it started.
+    private func claim(demand: Int) async -> Int {
+        let reply: ChannelClientReply
+        do {
+            reply = try await client.push(topic: Wire.Topic.queue, event: Wire.Event.claim,
+                                          payload: try JSON(encoding: ClaimRequest(demand: demand, workerName: configuration.name)))
+        } catch {
+            return 0
+        }
+        guard reply.isOK, let runs = reply.response["runs"]?.arrayValue else {
+            logger.warning("claim refused", metadata: ["response": "\(reply.response.text)"])
+            return 0
+        }
+        var started = 0
+        for run in runs {
+            guard let id = run["id"]?.stringValue, let token = run["token"]?.stringValue else { continue }
+            if let key = configuration.lightningPublicKey {
+                do { _ = try AttemptTokenClaims.verify(token, key: key, attemptID: id) } catch {
+                    logger.error("refusing an attempt whose token does not verify", metadata: ["attempt.id": "\(id)", "error": "\(error)"])
+                    continue
+                }
+            }
+            let control = AttemptControl()
+            lock.withLock { running[id] = control }
+            let task = Task { [self] in
+                await runAttempt(id: id, token: token, control: control)
+                lock.withLock {
+                    running[id] = nil
+                    tasks[id] = nil
+                }
+                wake()
+            }
+            lock.withLock { tasks[id] = task }
+            started += 1
+        }
+        return started
+    }
+
+    func cancelAttempt(_ id: String, reason: String) {
+        lock.withLock { running[id] }?.cancel(reason: reason)
+    }
+
+    private func runAttempt(id: String, token: String, control: AttemptControl) async {
+        let topic = Wire.Topic.attempt(id)
+        let log = logger.with(["attempt.id": "\(id)"])
+        do {
+            try await client.join(topic: topic, payload: { ["token": .string(token)] }, onMessage: { [weak self] m in
+                if m.event == Wire.Event.cancel {
+                    self?.cancelAttempt(id, reason: m.payload.json?["reason"]?.stringValue ?? "cancelled by Lightning")
+                }
+            })
+            let sink = ChannelEventSink(client: client, topic: topic)
+            let planReply = try await sink.send(Wire.Event.fetchPlan, [:])
+            let plan = try planReply.response.decode(Plan.self)
+            let input = try await sink.send(Wire.Event.fetchDataclip, ["id": .string(plan.dataclipID)]).binary ?? Array("{}".utf8)
+            var credentials: [String: [UInt8]] = [:]
+            for credentialID in Set(plan.jobs.compactMap(\.credentialID)) {
+                let r = try await sink.send(Wire.Event.fetchCredential, ["id": .string(credentialID)])
+                if r.isOK { credentials[credentialID] = r.response.encoded() }
+            }
+            log.info("running attempt", metadata: ["steps.planned": "\(plan.jobs.count)"])
+            let executor = AttemptExecutor(attemptID: id, plan: plan, input: input, credentials: credentials, runner: runner,
+                                           events: sink, workRoot: configuration.workRoot, control: control, logger: log)
+            let result = try await executor.run()
+            log.info("attempt finished", metadata: ["reason": "\(result.reason.rawValue)"])
+        } catch {
+            log.error("attempt failed in the worker", metadata: ["error": "\(error)"])
+        }
+        await client.leave(topic: topic)
+    }
+
+    /// Stops claiming, lets running attempts finish up to the shutdown timeout, then stops them.
+    public func drain() async {
+        lock.withLock { draining = true }
+        wake()
+        let deadline = ContinuousClock.now + configuration.shutdownTimeout
+        while runningAttempts > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        let left = lock.withLock { Array(running.values) }
+        for c in left {
+            c.grace = .seconds(2)
+            c.cancel(reason: "the worker is shutting down")
+        }
+        for t in lock.withLock({ Array(tasks.values) }) { await t.value }
+        client.close()
+        lock.withLock { drained = true }
+    }
+}
+
+/// Sends an attempt's events over the channel, in order; across a reconnect it waits for the rejoin and
+/// sends again, so the step keeps running and nothing is lost (a reply lost after Lightning committed can make
+/// one event arrive twice; step and attempt events are idempotent, a log batch may repeat).
+struct ChannelEventSink: AttemptEventSink {
+    let client: ChannelClient
+    let topic: String
+
+    func send(_ event: String, _ payload: JSON) async throws -> ChannelClientReply {
+        while true {
+            do {
+                let r = try await client.push(topic: topic, event: event, payload: payload, timeout: .seconds(30))
+                if !r.isOK && r.response["reason"] == "unmatched topic" {
+                    try await Task.sleep(for: .milliseconds(200))
+                    continue
+                }
+                return r
+            } catch ChannelError.notConnected, ChannelError.closed, ChannelError.timeout {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+}
+
+extension Logger {
+    func with(_ metadata: Logger.Metadata) -> Logger {
+        var l = self
+        for (k, v) in metadata { l[metadataKey: k] = v }
+        return l
+    }
+}

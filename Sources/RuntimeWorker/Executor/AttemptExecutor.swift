@@ -1,0 +1,336 @@
+import Channels
+import Foundation
+import Logging
+
+/// Runs a step in some process runner: the sandbox in production, a fake in tests.
+public protocol StepRunning: Sendable {
+    /// Where a file of the work directory is seen by the step.
+    func stepPath(_ hostPath: String, workDirectory: String) -> String
+    func run(_ launch: StepLaunch, control: StepControl, onLines: @escaping @Sendable ([(StepStream, String)]) -> Void)
+        async throws -> StepTermination
+}
+
+extension SandboxRunner: StepRunning {
+    public func stepPath(_ hostPath: String, workDirectory: String) -> String {
+        useNamespaces ? "/work" + hostPath.dropFirst(workDirectory.count) : hostPath
+    }
+}
+
+/// Sends one attempt's events in order and waits for each reply.
+public protocol AttemptEventSink: Sendable {
+    func send(_ event: String, _ payload: JSON) async throws -> ChannelClientReply
+}
+
+/// Executes one attempt: steps one after another from the plan's starting node, following edges (PROTOCOL.md
+/// 5.1), with the step contract of ARCHITECTURE.md, and every event of section 5 in order.
+public struct AttemptExecutor: Sendable {
+    public let attemptID: String
+    public let plan: Plan
+    public let input: [UInt8]
+    /// Credential bodies by credential id.
+    public let credentials: [String: [UInt8]]
+    public let runner: any StepRunning
+    public let events: any AttemptEventSink
+    public let workRoot: String
+    public let control: AttemptControl
+    public let logger: Logger
+    public var interpreters: [String: String] = AttemptExecutor.defaultInterpreters()
+    public var maxLogBytesPerAttempt = 100_000_000
+
+    public init(attemptID: String, plan: Plan, input: [UInt8], credentials: [String: [UInt8]], runner: any StepRunning,
+                events: any AttemptEventSink, workRoot: String, control: AttemptControl = AttemptControl(),
+                logger: Logger = Logger(label: "runtime-worker.attempt")) {
+        self.attemptID = attemptID
+        self.plan = plan
+        self.input = input
+        self.credentials = credentials
+        self.runner = runner
+        self.events = events
+        self.workRoot = workRoot
+        self.control = control
+        self.logger = logger
+    }
+
+    public static func defaultInterpreters() -> [String: String] {
+        var found: [String: String] = [:]
+        for (name, candidates) in [("sh", ["/bin/sh"]), ("bash", ["/bin/bash", "/usr/bin/bash"]),
+                                   ("python3", ["/usr/bin/python3"]), ("node", ["/usr/bin/node", "/usr/local/bin/node"])] {
+            if let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) { found[name] = path }
+        }
+        return found
+    }
+
+    struct Outcome {
+        var reason: ExitReason
+        var errorType: String?
+        var errorMessage: String?
+        var state: [String: Any]
+    }
+
+    /// Runs the attempt and returns how it ended (after sending `run:complete`).
+    @discardableResult
+    public func run() async throws -> AttemptComplete {
+        let scrubber = CredentialScrubber(credentialBodies: credentials.values.compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0))
+        })
+        let attemptDir = workRoot + "/" + attemptID
+        try FileManager.default.createDirectory(atPath: attemptDir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: attemptDir) }
+        let deadline = ContinuousClock.now + .milliseconds(plan.options.runTimeoutMS)
+        let logs = LogBatcher(attemptID: attemptID, events: events, scrubber: scrubber, maxBytes: maxLogBytesPerAttempt)
+
+        _ = try await events.send(Wire.Event.attemptStart, ["versions": ["runtime-worker": .string(RuntimeVersion.current)],
+                                                            "timestamp": .string(Timestamp.now())])
+        guard let initial = (try? JSONSerialization.jsonObject(with: Data(input))) as? [String: Any] else {
+            return try await complete(Outcome(reason: .exception, errorType: ErrorType.dataclip,
+                                              errorMessage: "the input dataclip is not a JSON object", state: [:]))
+        }
+        var queue: [(jobID: String, state: [String: Any], dataclipID: String?)] = []
+        if plan.job(plan.startingNodeID) != nil {
+            queue.append((plan.startingNodeID, initial, plan.dataclipID))
+        } else {
+            for edge in plan.edges(from: plan.startingNodeID) { queue.append((edge.targetJobID, initial, plan.dataclipID)) }
+        }
+        var leaves: [Outcome] = []
+        var stepNumber = 0
+        while !queue.isEmpty {
+            let (jobID, state, inputDataclipID) = queue.removeFirst()
+            guard let job = plan.job(jobID) else { continue }
+            stepNumber += 1
+            if control.isCancelled {
+                leaves.append(Outcome(reason: .cancel, errorType: ErrorType.cancelled, errorMessage: control.reason, state: state))
+                break
+            }
+            let (outcome, outputID) = try await runStep(job, number: stepNumber, state: state, inputDataclipID: inputDataclipID,
+                                                        dir: attemptDir, deadline: deadline, logs: logs)
+            if [.crash, .kill, .exception, .cancel].contains(outcome.reason) {
+                leaves.append(outcome)
+                break
+            }
+            var followed = 0
+            for edge in plan.edges(from: jobID) {
+                let condition: EdgeCondition
+                do {
+                    condition = try EdgeCondition.parse(edge.condition)
+                    guard try condition.holds(upstreamFailed: outcome.reason != .success, state: outcome.state) else { continue }
+                } catch {
+                    leaves.append(Outcome(reason: .crash, errorType: ErrorType.edgeCondition,
+                                          errorMessage: "edge \(edge.id): \(error)", state: outcome.state))
+                    queue = []
+                    break
+                }
+                queue.append((edge.targetJobID, outcome.state, outputID))
+                followed += 1
+            }
+            if followed == 0 { leaves.append(outcome) }
+        }
+        let worst = leaves.max { $0.reason.severity < $1.reason.severity }
+            ?? Outcome(reason: .success, state: initial)
+        var final = worst
+        final.state = leaves.last?.state ?? initial
+        return try await complete(final)
+    }
+
+    private func complete(_ o: Outcome) async throws -> AttemptComplete {
+        let finalState = (try? JSONSerialization.data(withJSONObject: o.state)).map { String(decoding: $0, as: UTF8.self) }
+        let c = AttemptComplete(reason: o.reason, errorType: o.errorType, errorMessage: o.errorMessage, finalState: finalState)
+        _ = try await events.send(Wire.Event.attemptComplete, try JSON(encoding: c))
+        return c
+    }
+
+    private func runStep(_ job: Plan.Job, number: Int, state input: [String: Any], inputDataclipID: String?, dir: String,
+                         deadline: ContinuousClock.Instant, logs: LogBatcher) async throws -> (Outcome, String?) {
+        let stepID = UUID().uuidString.lowercased()
+        _ = try await events.send(Wire.Event.stepStart, try JSON(encoding: StepStart(stepID: stepID, jobID: job.id,
+                                                                                      inputDataclipID: inputDataclipID)))
+        let started = ContinuousClock.now
+        var outcome = Outcome(reason: .success, state: input)
+        var termination: StepTermination?
+        do {
+            (outcome, termination) = try await execute(job, stepID: stepID, number: number, input: input, dir: dir,
+                                                       deadline: deadline, logs: logs)
+        } catch let error as SandboxError {
+            outcome = Outcome(reason: .exception, errorType: ErrorType.sandbox, errorMessage: error.description, state: input)
+        }
+        await logs.flush()
+        outcome.state.removeValue(forKey: "configuration")
+        let outputID = UUID().uuidString.lowercased()
+        var outputText = (try? JSONSerialization.data(withJSONObject: outcome.state)).map { String(decoding: $0, as: UTF8.self) }
+        var outputError: String?
+        if let text = outputText, text.utf8.count > plan.options.payloadLimitMB * 1_000_000 {
+            outputText = nil
+            outputError = "DATACLIP_TOO_LARGE"
+        }
+        let complete = StepComplete(
+            stepID: stepID, jobID: job.id, reason: outcome.reason, errorType: outcome.errorType, errorMessage: outcome.errorMessage,
+            outputDataclipID: outputText == nil ? nil : outputID, outputDataclip: plan.options.outputDataclips ? outputText : nil,
+            outputDataclipError: outputError,
+            mem: MemoryUse(job: termination?.peakMemoryBytes ?? 0, system: Int64(ProcessInfo.processInfo.physicalMemory)),
+            duration: termination?.durationMS ?? Int64((ContinuousClock.now - started).components.seconds * 1000))
+        _ = try await events.send(Wire.Event.stepComplete, try JSON(encoding: complete))
+        return (outcome, outputText == nil ? nil : outputID)
+    }
+
+    private func execute(_ job: Plan.Job, stepID: String, number: Int, input: [String: Any], dir: String,
+                         deadline: ContinuousClock.Instant, logs: LogBatcher) async throws -> (Outcome, StepTermination?) {
+        guard let interpreter = interpreters[job.adaptor] else {
+            let known = interpreters.keys.sorted().joined(separator: ", ")
+            return (Outcome(reason: .crash, errorType: ErrorType.importError,
+                            errorMessage: "adaptor \"\(job.adaptor)\" cannot run on this worker (it runs: \(known))", state: input), nil)
+        }
+        let stepDir = dir + "/step-\(number)"
+        let work = stepDir + "/work", tmp = stepDir + "/tmp"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        var state = input
+        if let credentialID = job.credentialID {
+            guard let body = credentials[credentialID], let config = try? JSONSerialization.jsonObject(with: Data(body)) else {
+                return (Outcome(reason: .exception, errorType: ErrorType.credential,
+                                errorMessage: "credential \(credentialID) could not be loaded", state: input), nil)
+            }
+            state["configuration"] = config
+        }
+        let statePath = work + "/state.json", outputPath = work + "/output.json", bodyPath = work + "/job"
+        try JSONSerialization.data(withJSONObject: state).write(to: URL(fileURLWithPath: statePath))
+        try job.body.write(toFile: bodyPath, atomically: true, encoding: .utf8)
+        chmod(statePath, 0o444)
+        let remaining = deadline - ContinuousClock.now
+        guard remaining > .zero else {
+            return (Outcome(reason: .kill, errorType: ErrorType.timeout, errorMessage: "the attempt ran out of time", state: input), nil)
+        }
+        let inside = { (p: String) in runner.stepPath(p, workDirectory: work) }
+        let launch = StepLaunch(
+            executable: interpreter, arguments: [interpreter, inside(bodyPath)],
+            environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": inside(work), "LANG": "C.UTF-8",
+                          "STATE_PATH": inside(statePath), "OUTPUT_PATH": inside(outputPath), "ATTEMPT_ID": attemptID,
+                          "STEP_ID": stepID, "JOB_ID": job.id],
+            workDirectory: work, tmpDirectory: tmp, memoryLimitBytes: Int64(plan.options.runMemoryLimitMB) << 20,
+            timeout: remaining, maxLineBytes: plan.options.logPayloadLimitMB * 1_000_000)
+        let stepControl = StepControl()
+        control.attach(stepControl)
+        defer { control.detach() }
+        let t = try await runner.run(launch, control: stepControl) { lines in logs.add(lines, stepID: stepID) }
+
+        if t.cancelled || control.isCancelled {
+            return (Outcome(reason: .cancel, errorType: ErrorType.cancelled, errorMessage: control.reason, state: input), t)
+        }
+        if t.timedOut {
+            return (Outcome(reason: .kill, errorType: ErrorType.timeout,
+                            errorMessage: "the attempt's time limit of \(plan.options.runTimeoutMS) ms ran out", state: input), t)
+        }
+        if t.oomKilled {
+            return (Outcome(reason: .kill, errorType: ErrorType.oom,
+                            errorMessage: "the step went over its memory limit of \(plan.options.runMemoryLimitMB) MB", state: input), t)
+        }
+        if let signal = t.signal {
+            return (Outcome(reason: .crash, errorType: ErrorType.crash, errorMessage: "the step was killed by signal \(signal)",
+                            state: input), t)
+        }
+        if let code = t.exitCode, code != 0 {
+            return (Outcome(reason: .fail, errorType: ErrorType.job, errorMessage: "the step exited with code \(code)", state: input), t)
+        }
+        guard let data = FileManager.default.contents(atPath: outputPath) else { return (Outcome(reason: .success, state: input), t) }
+        guard let output = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            return (Outcome(reason: .crash, errorType: ErrorType.crash,
+                            errorMessage: "the step wrote an output that is not a JSON object to OUTPUT_PATH", state: input), t)
+        }
+        return (Outcome(reason: .success, state: output), t)
+    }
+}
+
+/// Cancelling a running attempt from outside (`run:cancel`, shutdown).
+public final class AttemptControl: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cancelled = false
+    private var why = "cancelled"
+    private var step: StepControl?
+    public var grace: Duration = .seconds(5)
+
+    public init() {}
+
+    public var isCancelled: Bool { lock.withLock { cancelled } }
+    var reason: String { lock.withLock { why } }
+
+    public func cancel(reason: String) {
+        let s: StepControl? = lock.withLock {
+            cancelled = true
+            why = reason
+            return step
+        }
+        s?.terminate(grace: grace)
+    }
+
+    func attach(_ s: StepControl) {
+        let already = lock.withLock { () -> Bool in
+            step = s
+            return cancelled
+        }
+        if already { s.terminate(grace: grace) }
+    }
+
+    func detach() { lock.withLock { step = nil } }
+}
+
+/// Batches a step's output lines into `run:batch_logs`: flushed every 10 ms or 50 lines, in order, scrubbed of
+/// credential values. The step's reader thread blocks when 2,000 lines are waiting (backpressure on the pipe).
+final class LogBatcher: @unchecked Sendable {
+    let attemptID: String
+    let events: any AttemptEventSink
+    let scrubber: CredentialScrubber
+    let maxBytes: Int
+    private let lock = NSCondition()
+    private var pending: [JSON] = []
+    private var bytes = 0
+    private var capped = false
+    private var flushing: Task<Void, Never>?
+
+    init(attemptID: String, events: any AttemptEventSink, scrubber: CredentialScrubber, maxBytes: Int) {
+        self.attemptID = attemptID
+        self.events = events
+        self.scrubber = scrubber
+        self.maxBytes = maxBytes
+    }
+
+    func add(_ lines: [(StepStream, String)], stepID: String) {
+        lock.lock()
+        while pending.count >= 2000 { lock.wait() }
+        for (stream, text) in lines {
+            if capped { continue }
+            bytes += text.utf8.count
+            var message = scrubber.scrub(text)
+            if bytes > maxBytes {
+                capped = true
+                message = "(log output over \(maxBytes) bytes for this attempt: further lines are not kept)"
+            }
+            pending.append(["message": [.string(message)], "level": stream == .stdout ? "info" : "error", "source": "JOB",
+                            "timestamp": .string(Timestamp.now()), "step_id": .string(stepID)])
+        }
+        let start = flushing == nil
+        if start { flushing = Task { await self.flushLoop() } }
+        lock.unlock()
+    }
+
+    private func flushLoop() async {
+        while true {
+            try? await Task.sleep(for: .milliseconds(10))
+            let batch: [JSON] = lock.withLock {
+                let b = Array(pending.prefix(500))
+                pending.removeFirst(b.count)
+                if b.isEmpty { flushing = nil }
+                lock.broadcast()
+                return b
+            }
+            if batch.isEmpty { return }
+            _ = try? await events.send(Wire.Event.batchLogs, ["run_id": .string(attemptID), "logs": .array(batch)])
+        }
+    }
+
+    /// Waits until every line added so far was sent.
+    func flush() async {
+        while true {
+            let task: Task<Void, Never>? = lock.withLock { flushing }
+            guard let task else { return }
+            await task.value
+        }
+    }
+}

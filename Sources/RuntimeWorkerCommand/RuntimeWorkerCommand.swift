@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import JWT
+import Logging
+import RuntimeWorker
+import ServiceLifecycle
+import Yams
+
+/// Settings are layered: flags over environment variables over a YAML `--config` file over defaults.
+@main
+struct RuntimeWorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runtime-worker",
+        abstract: "The lightning-runtime worker: claims attempts from Lightning and runs their steps in a sandbox.",
+        discussion: """
+            Environment: LIGHTNING_URL (or WORKER_LIGHTNING_SERVICE_URL), WORKER_SECRET, LIGHTNING_PUBLIC_KEY (or \
+            WORKER_LIGHTNING_PUBLIC_KEY; base64 of a PEM). Without the variables, a development key set in --keys-dir \
+            (made by `lightning serve` or `gen-worker-keys --out keys`) is used. A YAML --config file may set any \
+            option by its long name (e.g. `capacity: 4`).
+            """,
+        version: RuntimeVersion.current)
+
+    @Option(help: "Lightning's worker socket, e.g. ws://127.0.0.1:4000/worker (env LIGHTNING_URL).")
+    var lightning: String?
+    @Option(help: "Attempts run at once (default 5).")
+    var capacity: Int?
+    @Option(help: "This worker's name (default: host name and pid).")
+    var name: String?
+    @Option(help: "Step isolation: auto, namespaces or none (default auto).")
+    var sandbox: String?
+    @Option(help: "Steps' network: none or host (default none).")
+    var stepNetwork: String?
+    @Option(help: "Where steps' work directories are made (default ./data/worker).")
+    var workDir: String?
+    @Option(help: "Seconds running attempts get to finish on SIGTERM before they are stopped (default 30).")
+    var shutdownTimeout: Double?
+    @Option(help: "Where development keys are looked up (default keys).")
+    var keysDir: String?
+    @Option(help: "A YAML file of settings.")
+    var config: String?
+    @Flag(help: "Run attempts without verifying their tokens. Dangerous; for development only.")
+    var insecureSkipTokenVerification = false
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = Logger(label: "runtime-worker")
+        let env = ProcessInfo.processInfo.environment
+        var file: [String: String] = [:]
+        if let config {
+            let text = try String(contentsOfFile: config, encoding: .utf8)
+            guard let map = try Yams.load(yaml: text) as? [String: Any] else {
+                throw ValidationError("\(config) is not a YAML mapping of settings")
+            }
+            file = map.mapValues { "\($0)" }
+        }
+        func setting(_ flag: String?, _ envNames: [String], _ key: String, _ fallback: String) -> String {
+            flag ?? envNames.lazy.compactMap { env[$0] }.first ?? file[key] ?? fallback
+        }
+        let keysDir = setting(keysDir, [], "keys-dir", "keys")
+        let url = setting(lightning, ["LIGHTNING_URL", "WORKER_LIGHTNING_SERVICE_URL"], "lightning", "ws://127.0.0.1:4000/worker")
+        guard let capacity = Int(setting(capacity.map(String.init), ["WORKER_CAPACITY"], "capacity", "5")), capacity > 0 else {
+            throw ValidationError("capacity must be a positive number")
+        }
+        guard let mode = SandboxMode(rawValue: setting(sandbox, ["WORKER_SANDBOX"], "sandbox", "auto")) else {
+            throw ValidationError("--sandbox must be auto, namespaces or none")
+        }
+        guard let network = StepNetwork(rawValue: setting(stepNetwork, [], "step-network", "none")) else {
+            throw ValidationError("--step-network must be none or host")
+        }
+        let workRoot = setting(workDir, [], "work-dir", "./data/worker")
+        let shutdown = Double(setting(shutdownTimeout.map { String($0) }, [], "shutdown-timeout", "30")) ?? 30
+        let workerName = setting(name, ["WORKER_NAME"], "name", "\(ProcessInfo.processInfo.hostName)-\(getpid())")
+
+        guard let secret = env["WORKER_SECRET"]
+            ?? (try? String(contentsOfFile: keysDir + "/worker_secret", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        else {
+            throw ValidationError("WORKER_SECRET is not set and \(keysDir)/worker_secret does not exist")
+        }
+        var publicKey: JWTKey?
+        if let b64 = env["LIGHTNING_PUBLIC_KEY"] ?? env["WORKER_LIGHTNING_PUBLIC_KEY"] {
+            publicKey = try JWTKey.rsa(base64PEM: b64)
+        } else if let pem = try? String(contentsOfFile: keysDir + "/attempts_public.pem", encoding: .utf8) {
+            publicKey = try JWTKey.rsa(pem: pem)
+        }
+        if publicKey == nil && !insecureSkipTokenVerification {
+            throw ValidationError("LIGHTNING_PUBLIC_KEY is not set (nor \(keysDir)/attempts_public.pem): attempt tokens cannot be verified. "
+                + "Set it, or pass --insecure-skip-token-verification knowingly.")
+        }
+
+        try FileManager.default.createDirectory(atPath: workRoot, withIntermediateDirectories: true)
+        let runner: SandboxRunner
+        do {
+            runner = try SandboxRunner(mode: mode, network: network, stateDirectory: workRoot)
+        } catch let error as SandboxError {
+            logger.critical("\(error.description)")
+            throw ExitCode(78)
+        }
+        var config = WorkerConfiguration(lightningURL: url, name: workerName, workerSecret: secret,
+                                         lightningPublicKey: insecureSkipTokenVerification ? nil : publicKey, workRoot: workRoot)
+        config.capacity = capacity
+        config.shutdownTimeout = .milliseconds(Int(shutdown * 1000))
+        let worker = try Worker(configuration: config, runner: runner, logger: logger)
+        logger.info("runtime-worker starting", metadata: ["worker.name": "\(workerName)", "worker.capacity": "\(capacity)",
+                                                          "lightning": "\(url)"])
+        let group = ServiceGroup(configuration: .init(services: [WorkerService(worker: worker)],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await group.run()
+        } catch let error as WorkerError {
+            logger.critical("\(error.description)")
+            throw ExitCode(77)
+        }
+    }
+}
+
+/// Runs the worker until SIGTERM/SIGINT, then drains it.
+struct WorkerService: Service {
+    let worker: Worker
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await worker.run()
+        } onGracefulShutdown: {
+            Task { await worker.drain() }
+        }
+    }
+}

@@ -11,7 +11,7 @@ struct LightningCommand: AsyncParsableCommand {
         commandName: "lightning",
         abstract: "The lightning-runtime orchestrator.",
         version: RuntimeVersion.current,
-        subcommands: [Serve.self, Workflows.self, Attempts.self])
+        subcommands: [Serve.self, Workflows.self, Attempts.self, Credentials.self])
 }
 
 /// Options every subcommand that touches the database shares.
@@ -133,6 +133,26 @@ extension LightningCommand {
                 for line in try await store.logs(attemptID: id, since: 0, limit: 100_000) {
                     print("\(line.seq)\t\(line.level)\t\(line.source)\t\(line.message)")
                 }
+            }
+        }
+    }
+}
+
+extension LightningCommand {
+    struct Credentials: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Credentials.", subcommands: [Set.self])
+
+        struct Set: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Store a credential (a JSON object), encrypted with LIGHTNING_ENCRYPTION_KEY.")
+            @OptionGroup var db: DatabaseOptions
+            @Argument(help: "Credential name, as jobs refer to it.") var name: String
+            @Option(help: "The JSON object, or @FILE to read it from a file.") var body: String
+
+            func run() async throws {
+                let text = body.hasPrefix("@") ? try String(contentsOfFile: String(body.dropFirst()), encoding: .utf8) : body
+                let id = try await db.open().setCredential(name: name, body: Array(text.utf8))
+                print("credential \(name) stored (\(id))")
             }
         }
     }

@@ -97,7 +97,8 @@ let package = Package(
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol", "TestSupport", "JWT", "Channels"]),
         .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol", "TestSupport", "JWT", "Channels"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol"]),
+        .testTarget(
+            name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol", "Lightning", "RuntimeWorker", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -8,6 +8,12 @@ public struct ChannelClientReply: Sendable {
     public var response: JSON
     public var binary: [UInt8]?
     public var isOK: Bool { status == "ok" }
+
+    public init(status: String, response: JSON, binary: [UInt8]? = nil) {
+        self.status = status
+        self.response = response
+        self.binary = binary
+    }
 }
 
 /// A Phoenix Channels V2 client on libwebsockets: joins, pushes with replies, incoming pushes, heartbeats,

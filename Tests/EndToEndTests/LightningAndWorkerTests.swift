@@ -1,0 +1,125 @@
+import Foundation
+import JWT
+import Lightning
+import RuntimeWorker
+import Testing
+import TestSupport
+
+/// Lightning and a worker in one process, over a real loopback socket, with the real sandbox.
+struct Stack {
+    let dir: URL
+    let store: SQLiteStore
+    let lightning: Lightning
+    let worker: Worker
+    let workerTask: Task<Void, any Error>
+
+    init(capacity: Int = 2) async throws {
+        dir = try TestSupport.temporaryDirectory("e2e")
+        let keys = try WorkerKeySet.generate()
+        store = try SQLiteStore(path: dir.appendingPathComponent("lightning.db").path,
+                                cipher: CredentialCipher(key: Array(repeating: 1, count: 32)))
+        var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),
+                                            workerSecretKey: try .hmac(secret: keys.workerSecret))
+        config.port = 0
+        lightning = try Lightning(configuration: config, store: store)
+        try lightning.start()
+        let work = dir.appendingPathComponent("worker").path
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let runner = try SandboxRunner(mode: .auto, stateDirectory: work)
+        var wc = WorkerConfiguration(lightningURL: "ws://127.0.0.1:\(lightning.port)/worker", name: "e2e-worker",
+                                     workerSecret: keys.workerSecret, lightningPublicKey: try .rsa(pem: keys.keyPair.publicKeyPEM),
+                                     workRoot: work)
+        wc.capacity = capacity
+        wc.shutdownTimeout = .seconds(2)
+        worker = try Worker(configuration: wc, runner: runner)
+        let w = worker
+        workerTask = Task { try await w.run() }
+    }
+
+    func stop() async {
+        await worker.drain()
+        _ = try? await workerTask.value
+        await lightning.shutdown()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    func finished(_ id: String, timeout: Duration = .seconds(60)) async throws -> AttemptRecord {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let a = try await store.attempt(id)
+            if a.state.isFinal { return a }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestSupport.Failure("attempt \(id) did not finish")
+    }
+}
+
+@Suite("Lightning and a worker, end to end", .serialized)
+struct LightningAndWorkerTests {
+    @Test("the example workflow succeeds, with its credential masked in the log")
+    func example() async throws {
+        let s = try await Stack()
+        defer { Task { await s.stop() } }
+        _ = try await s.store.setCredential(name: "example-api", body: Array(#"{"username":"ada","password":"correct-horse"}"#.utf8))
+        let text = try String(contentsOf: TestSupport.packageRoot.appendingPathComponent("examples/hello.yaml"), encoding: .utf8)
+        _ = try await s.store.applyWorkflow(try WorkflowDefinition.parse(text))
+        let created = try await s.lightning.startWork(workflow: "hello", input: Array(#"{"data":{"name":"Ada"}}"#.utf8))
+        let a = try await s.finished(created.attemptID)
+        let logs = try await s.store.logs(attemptID: created.attemptID, since: 0, limit: 100).map(\.message)
+        #expect(a.state == .success, "\(a) \(logs)")
+        #expect(logs.contains("counting for ***"))
+        #expect(logs.contains("total is 9"))
+        #expect(logs.first?.hasPrefix("hello from sh") == true)
+    }
+
+    @Test("the failure branch runs when a step fails")
+    func failureBranch() async throws {
+        let s = try await Stack()
+        defer { Task { await s.stop() } }
+        _ = try await s.store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: branchy
+            jobs:
+              - {name: fails, adaptor: sh, body: "echo trying; exit 4"}
+              - {name: never, adaptor: sh, body: "echo never"}
+              - {name: recover, adaptor: python3, body: "print('recovered')"}
+            edges:
+              - {from: fails, to: never, condition: on_job_success}
+              - {from: fails, to: recover, condition: on_job_failure}
+            """))
+        let created = try await s.lightning.startWork(workflow: "branchy", input: Array("{}".utf8))
+        _ = try await s.finished(created.attemptID)
+        let logs = try await s.store.logs(attemptID: created.attemptID, since: 0, limit: 100).map(\.message)
+        #expect(logs == ["trying", "recovered"])
+        let steps = try await s.store.steps(attemptID: created.attemptID)
+        #expect(steps.map(\.reason) == ["fail", "success"])
+    }
+
+    @Test("timeout and cancel end with the right reasons")
+    func timeoutAndCancel() async throws {
+        let s = try await Stack()
+        defer { Task { await s.stop() } }
+        _ = try await s.store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: slow
+            options: {run_timeout_ms: 1000}
+            jobs:
+              - {name: sleep, adaptor: sh, body: "echo sleeping; sleep 30"}
+            """))
+        _ = try await s.store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: long
+            jobs:
+              - {name: sleep, adaptor: sh, body: "echo waiting; sleep 30"}
+            """))
+        let timed = try await s.lightning.startWork(workflow: "slow", input: Array("{}".utf8))
+        let t = try await s.finished(timed.attemptID)
+        #expect(t.state == .killed && t.errorType == "TimeoutError")
+
+        let long = try await s.lightning.startWork(workflow: "long", input: Array("{}".utf8))
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try await s.store.logs(attemptID: long.attemptID, since: 0, limit: 1).isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        _ = try await s.lightning.cancel(attemptID: long.attemptID)
+        let c = try await s.finished(long.attemptID)
+        #expect(c.state == .cancelled)
+    }
+}

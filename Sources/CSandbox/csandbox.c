@@ -92,6 +92,15 @@ static int child_main(void *arg) {
     if (read(a->sync_read, &x, 1) != 1) _exit(126);  // the parent set up cgroups and id maps
     close(a->sync_read);
 
+    // Signal dispositions the worker ignores (SIGPIPE: Swift ignores it) would be inherited across exec:
+    // give the step the defaults and an empty mask.
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < 32; sig++) if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     if (setsid() < 0) fail(err, "setsid");
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(err, "prctl(PDEATHSIG)");
     if ((c->flags & CSANDBOX_SHARE_NETNS) && setns(c->netns_fd, CLONE_NEWNET) != 0) fail(err, "join the empty network namespace");

@@ -9,7 +9,7 @@ final class Collected: @unchecked Sendable {
     private var bytes = 0
     func add(_ batch: [(StepStream, String)]) {
         lock.withLock {
-            for l in batch { bytes += l.1.utf8.count + 1 }
+            for l in batch where l.0 == .stdout { bytes += l.1.utf8.count + 1 }
             if lines.count < 10_000 { lines += batch }
         }
     }
@@ -177,6 +177,18 @@ struct SandboxTests {
         // Every byte arrived; the count adds one newline per line, including the cut-off last line, which had none.
         #expect(out.byteCount == 1_000_000_001)
         #expect(rss() - before < 150_000, "RSS grew by \(rss() - before) KB")
+    }
+
+    @Test("the step gets default signal dispositions, not the worker's (SIGPIPE ends a writer to a closed pipe)")
+    func signals() async throws {
+        signal(SIGPIPE, SIG_IGN)  // as a Swift server process has it
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let (t, out) = try await f.run("yes | head -c 10 > /dev/null; echo \"${PIPESTATUS[0]}\"; grep SigIgn /proc/self/status",
+                                       interpreter: "/bin/bash")
+        #expect(t.exitCode == 0)
+        #expect(out.stdout.first == "141", "yes must die of SIGPIPE (128 + 13): \(out.stdout) \(out.stderr)")
+        #expect(out.stderr.isEmpty, "\(out.stderr)")
     }
 
     @Test("a missing interpreter is a clear spawn error")

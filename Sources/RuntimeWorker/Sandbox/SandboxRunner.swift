@@ -136,8 +136,14 @@ public final class SandboxRunner: @unchecked Sendable {
     let netnsFD: Int32
     let rootDirectory: String
     let logger: Logger
-    private let counter = NSLock()
-    private var sequence = 0
+    private static let counter = NSLock()
+    nonisolated(unsafe) private static var sequence = 0
+    static func nextStepNumber() -> Int {
+        counter.withLock {
+            sequence += 1
+            return sequence
+        }
+    }
 
     public static let defaultReadOnlyPaths = [
         "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc/alternatives", "/etc/ld.so.cache",
@@ -254,10 +260,8 @@ public final class SandboxRunner: @unchecked Sendable {
     /// block, which pauses reading (and so, once the pipe is full, the step): nothing is dropped.
     public func run(_ launch: StepLaunch, control: StepControl = StepControl(),
                     onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async throws -> StepTermination {
-        let n = counter.withLock { () -> Int in
-            sequence += 1
-            return sequence
-        }
+        // Unique in this process, whatever number of runners it has: cgroups are per host.
+        let n = SandboxRunner.nextStepNumber()
         // The step's uid must be able to use its directories.
         if useNamespaces && geteuid() == 0 {
             chown(launch.workDirectory, 65534, 65534)

@@ -13,7 +13,7 @@ struct Stack {
     let worker: Worker
     let workerTask: Task<Void, any Error>
 
-    init(capacity: Int = 2) async throws {
+    init(capacity: Int = 2, workerTrusts foreignKey: Bool = false) async throws {
         dir = try TestSupport.temporaryDirectory("e2e")
         let keys = try WorkerKeySet.generate()
         store = try SQLiteStore(path: dir.appendingPathComponent("lightning.db").path,
@@ -27,7 +27,8 @@ struct Stack {
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         let runner = try SandboxRunner(mode: .auto, stateDirectory: work)
         var wc = WorkerConfiguration(lightningURL: "ws://127.0.0.1:\(lightning.port)/worker", name: "e2e-worker",
-                                     workerSecret: keys.workerSecret, lightningPublicKey: try .rsa(pem: keys.keyPair.publicKeyPEM),
+                                     workerSecret: keys.workerSecret,
+                                     lightningPublicKey: try .rsa(pem: foreignKey ? RSAKeyPair.generate().publicKeyPEM : keys.keyPair.publicKeyPEM),
                                      workRoot: work)
         wc.capacity = capacity
         wc.shutdownTimeout = .seconds(2)
@@ -121,5 +122,22 @@ struct LightningAndWorkerTests {
         _ = try await s.lightning.cancel(attemptID: long.attemptID)
         let c = try await s.finished(long.attemptID)
         #expect(c.state == .cancelled)
+    }
+
+    @Test("a worker refuses to run an attempt whose token its LIGHTNING_PUBLIC_KEY does not verify")
+    func foreignToken() async throws {
+        let s = try await Stack(workerTrusts: true)
+        defer { Task { await s.stop() } }
+        _ = try await s.store.applyWorkflow(try WorkflowDefinition.parse("name: w\njobs:\n  - {name: a, adaptor: sh, body: 'echo ran'}"))
+        let created = try await s.lightning.startWork(workflow: "w", input: Array("{}".utf8))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try await s.store.attempt(created.attemptID).state == .available, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .seconds(1))
+        let a = try await s.store.attempt(created.attemptID)
+        #expect(a.state == .claimed, "claimed but never started: \(a.state)")
+        #expect(try await s.store.steps(attemptID: created.attemptID).isEmpty)
+        #expect(try await s.store.logs(attemptID: created.attemptID, since: 0, limit: 10).isEmpty)
     }
 }

@@ -1,0 +1,85 @@
+// Step spawn cost, printed, never asserted: the sandboxed spawn of /bin/true next to a plain posix_spawn of the
+// same program and next to bubblewrap, in the same run; and lines per second read from a step.
+// Run (as root, for namespaces and cgroups): swift run -c release bench-sandbox [spawns]
+import Foundation
+import RuntimeWorker
+
+let count = Int(CommandLine.arguments.dropFirst().first ?? "") ?? 300
+let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bench-sandbox-\(getpid())").path
+try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+defer { try? FileManager.default.removeItem(atPath: dir) }
+
+func micros(_ d: Duration) -> Double { Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12 }
+
+func stats(_ name: String, _ samples: [Double]) -> Double {
+    let s = samples.sorted()
+    let median = s[s.count / 2], p99 = s[min(s.count - 1, s.count * 99 / 100)]
+    print(name.padding(toLength: 34, withPad: " ", startingAt: 0)
+        + String(format: "median %8.0f µs   p99 %8.0f µs   %7.0f /s one at a time", median, p99, 1e6 / median))
+    return median
+}
+
+func spawnWait(_ argv: [String]) -> Bool {
+    var pid: pid_t = 0
+    let cArgs = argv.map { strdup($0) } + [nil]
+    defer { cArgs.forEach { free($0) } }
+    guard posix_spawn(&pid, argv[0], nil, nil, cArgs, environ) == 0 else { return false }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    return status == 0
+}
+
+func measure(_ n: Int, _ body: () async throws -> Void) async rethrows -> [Double] {
+    var samples: [Double] = []
+    for _ in 0..<n {
+        let t = ContinuousClock.now
+        try await body()
+        samples.append(micros(ContinuousClock.now - t))
+    }
+    return samples
+}
+
+print("Step spawn, \(count) runs each\n")
+let plain = stats("plain posix_spawn /bin/true", await measure(count) { _ = spawnWait(["/bin/true"]) })
+
+let runner = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
+let work = dir + "/work", tmp = dir + "/tmp"
+try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+let launch = StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: work, tmpDirectory: tmp)
+let sandboxed = stats("sandboxed (namespaces, cgroups)", try await measure(count) {
+    _ = try await runner.run(launch) { _ in }
+})
+let noneRunner = try SandboxRunner(mode: .none, stateDirectory: dir)
+let unsandboxed = stats("runner with --sandbox none", try await measure(count) { _ = try await noneRunner.run(launch) { _ in } })
+
+var bwrap: Double?
+if FileManager.default.isExecutableFile(atPath: "/usr/bin/bwrap") {
+    bwrap = stats("bubblewrap --unshare-all", await measure(max(20, count / 5)) {
+        _ = spawnWait(["/usr/bin/bwrap", "--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+                       "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev",
+                       "--die-with-parent", "/bin/true"])
+    })
+} else {
+    print("bubblewrap: not installed (apt-get install bubblewrap)")
+}
+print(String(format: "\nsandboxed / plain spawn: %.2f×   (aim ≤ 1.5×)", sandboxed / plain))
+print(String(format: "--sandbox none / plain:  %.2f×", unsandboxed / plain))
+if let bwrap { print(String(format: "bubblewrap / sandboxed:  %.2f×   (aim ≥ 4×)", bwrap / sandboxed)) }
+
+// Lines per second from a step's stdout into the worker.
+let lines = 2_000_000
+let counted = Counter()
+let seqLaunch = StepLaunch(executable: "/usr/bin/seq", arguments: ["seq", "\(lines)"], environment: [:], workDirectory: work,
+                           tmpDirectory: tmp)
+let t0 = ContinuousClock.now
+_ = try await runner.run(seqLaunch) { batch in counted.add(batch.count) }
+let seconds = micros(ContinuousClock.now - t0) / 1e6
+print(String(format: "\nlines from a step: %.0f lines/s (%d lines in %.2f s)", Double(counted.value) / seconds, counted.value, seconds))
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func add(_ k: Int) { lock.withLock { n += k } }
+    var value: Int { lock.withLock { n } }
+}

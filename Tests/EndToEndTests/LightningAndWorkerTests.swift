@@ -9,13 +9,14 @@ import TestSupport
 struct Stack {
     let dir: URL
     let store: SQLiteStore
-    let lightning: Lightning
+    let keys: WorkerKeySet
+    var lightning: Lightning
     let worker: Worker
     let workerTask: Task<Void, any Error>
 
     init(capacity: Int = 2, workerTrusts foreignKey: Bool = false) async throws {
         dir = try TestSupport.temporaryDirectory("e2e")
-        let keys = try WorkerKeySet.generate()
+        keys = try WorkerKeySet.generate()
         store = try SQLiteStore(path: dir.appendingPathComponent("lightning.db").path,
                                 cipher: CredentialCipher(key: Array(repeating: 1, count: 32)))
         var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),
@@ -32,9 +33,22 @@ struct Stack {
                                      workRoot: work)
         wc.capacity = capacity
         wc.shutdownTimeout = .seconds(2)
+        wc.reconnectBase = .milliseconds(100)
+        wc.reconnectCap = .milliseconds(400)
         worker = try Worker(configuration: wc, runner: runner)
         let w = worker
         workerTask = Task { try await w.run() }
+    }
+
+    /// Stops Lightning and starts a new one on the same port and database.
+    mutating func restartLightning() async throws {
+        let port = lightning.port
+        await lightning.shutdown()
+        var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),
+                                            workerSecretKey: try .hmac(secret: keys.workerSecret))
+        config.port = port
+        lightning = try Lightning(configuration: config, store: store)
+        try lightning.start()
     }
 
     func stop() async {
@@ -139,5 +153,27 @@ struct LightningAndWorkerTests {
         #expect(a.state == .claimed, "claimed but never started: \(a.state)")
         #expect(try await s.store.steps(attemptID: created.attemptID).isEmpty)
         #expect(try await s.store.logs(attemptID: created.attemptID, since: 0, limit: 10).isEmpty)
+    }
+
+    @Test("Lightning restarts mid-attempt: the worker reconnects, rejoins, and the attempt completes with every line")
+    func lightningRestart() async throws {
+        var s = try await Stack()
+        _ = try await s.store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: chatty
+            jobs:
+              - {name: talk, adaptor: bash, body: "for i in $(seq 1 30); do echo line $i; sleep 0.1; done"}
+            """))
+        let created = try await s.lightning.startWork(workflow: "chatty", input: Array("{}".utf8))
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try await s.store.logs(attemptID: created.attemptID, since: 0, limit: 1).isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await s.restartLightning()
+        let a = try await s.finished(created.attemptID)
+        let stack = s
+        defer { Task { await stack.stop() } }
+        #expect(a.state == .success)
+        let lines = try await s.store.logs(attemptID: created.attemptID, since: 0, limit: 1000).map(\.message)
+        #expect(lines == (1...30).map { "line \($0)" }, "\(lines)")
     }
 }

@@ -102,7 +102,6 @@ static int child_main(void *arg) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     if (setsid() < 0) fail(err, "setsid");
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(err, "prctl(PDEATHSIG)");
     if ((c->flags & CSANDBOX_SHARE_NETNS) && setns(c->netns_fd, CLONE_NEWNET) != 0) fail(err, "join the empty network namespace");
 
     if (c->flags & CSANDBOX_NAMESPACES) {
@@ -153,6 +152,8 @@ static int child_main(void *arg) {
     }
     if (c->rlimit_nproc > 0) { r.rlim_cur = r.rlim_max = c->rlimit_nproc; if (setrlimit(RLIMIT_NPROC, &r) != 0) fail(err, "setrlimit(NPROC)"); }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(err, "no_new_privs");
+    // After setuid: changing credentials clears the parent-death signal. The step dies with the worker.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(err, "prctl(PDEATHSIG)");
 
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull < 0) fail(err, "open /dev/null");

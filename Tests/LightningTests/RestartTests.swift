@@ -5,49 +5,27 @@ import Testing
 import TestSupport
 @testable import Lightning
 
-/// `lightning serve` as a real process.
+/// `lightning serve` as a real process on a kernel-picked port.
 final class ServeProcess: @unchecked Sendable {
-    let process = Process()
+    let child: ChildProcess
     let port: Int
 
     init(directory: URL, keys: WorkerKeySet, database: String) throws {
-        process.executableURL = URL(fileURLWithPath: try TestSupport.builtBinary("lightning"))
-        process.arguments = ["serve", "--port", "0", "--database", database, "--keys-dir", directory.appendingPathComponent("keys").path]
-        process.currentDirectoryURL = directory
-        process.environment = ProcessInfo.processInfo.environment.merging([
-            "ATTEMPTS_PRIVATE_KEY": keys.attemptsPrivateKeyBase64, "WORKER_SECRET": keys.workerSecret,
-        ]) { $1 }
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        var text = ""
-        let deadline = Date().addingTimeInterval(20)
-        while !text.contains("Lightning is listening"), Date() < deadline {
-            let d = err.fileHandleForReading.availableData
-            if d.isEmpty { break }
-            text += String(decoding: d, as: UTF8.self)
-        }
-        guard let range = text.range(of: #"port=(\d+)"#, options: .regularExpression),
-            let p = Int(text[range].dropFirst(5))
-        else {
-            process.terminate()
-            throw TestSupport.Failure("lightning serve did not start: \(text)")
-        }
-        port = p
-        // Keep draining stderr so the child never blocks on a full pipe.
-        Thread.detachNewThread { while !err.fileHandleForReading.availableData.isEmpty {} }
+        child = try ChildProcess(
+            try TestSupport.builtBinary("lightning"),
+            ["serve", "--port", "0", "--database", database, "--keys-dir", directory.appendingPathComponent("keys").path],
+            environment: ["ATTEMPTS_PRIVATE_KEY": keys.attemptsPrivateKeyBase64, "WORKER_SECRET": keys.workerSecret],
+            directory: directory, logName: "lightning-\(UUID().uuidString.prefix(4)).log")
+        let line = try child.waitForLog(#"port=\d+ \[Lightning\] Lightning is listening"#)
+        port = Int(line.dropFirst(5).prefix { $0.isNumber }) ?? 0
     }
 
     func kill9() {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        child.signal(SIGKILL)
+        _ = child.waitForExit()
     }
 
-    func terminate() {
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-    }
+    func terminate() { child.stop() }
 }
 
 @Suite("Restart", .serialized)

@@ -1,0 +1,56 @@
+import Foundation
+
+/// A long-running program started by a test (a server, a worker): its stderr goes to a file the test can
+/// search, and it is killed when the test is done with it.
+public final class ChildProcess: @unchecked Sendable {
+    public let process = Process()
+    public let logPath: String
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], directory: URL,
+                logName: String) throws {
+        logPath = directory.appendingPathComponent(logName).path
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+    }
+
+    public var pid: pid_t { process.processIdentifier }
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Waits until the log matches `pattern` (a regular expression) and returns the first match.
+    @discardableResult
+    public func waitForLog(_ pattern: String, timeout: TimeInterval = 30) throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let text = log
+            if let r = text.range(of: pattern, options: .regularExpression) { return String(text[r]) }
+            if !process.isRunning { break }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        throw TestSupport.Failure("no \(pattern) in the log of \(process.executableURL?.lastPathComponent ?? "?"):\n\(log)")
+    }
+
+    public func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Waits for the exit and returns the status (nil on timeout).
+    public func waitForExit(timeout: TimeInterval = 30) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    public func stop() {
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
+}

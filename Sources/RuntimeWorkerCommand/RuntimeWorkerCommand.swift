@@ -113,14 +113,32 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
     }
 }
 
-/// Runs the worker until SIGTERM/SIGINT, then drains it.
+/// Runs the worker until SIGTERM/SIGINT, then drains it; a second signal exits at once.
 struct WorkerService: Service {
     let worker: Worker
     func run() async throws {
         try await withGracefulShutdownHandler {
             try await worker.run()
         } onGracefulShutdown: {
+            SecondSignal.exitOnNext()
             Task { await worker.drain() }
+        }
+    }
+}
+
+/// After the first SIGTERM/SIGINT started a graceful shutdown, the next one ends the process at once.
+enum SecondSignal {
+    nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []
+
+    static func exitOnNext() {
+        for sig in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                FileHandle.standardError.write(Data("runtime-worker: second signal, exiting now\n".utf8))
+                exit(130)
+            }
+            source.resume()
+            sources.append(source)
         }
     }
 }

@@ -78,6 +78,36 @@ struct BinaryTests {
         #expect(try await store.attempt(second.attemptID).state == .available, "a draining worker claims nothing")
     }
 
+    @Test("SIGTERM past --shutdown-timeout stops the attempt with reason kill; a second signal exits at once")
+    func shutdownTimeout() async throws {
+        let b = try Binaries()
+        defer { b.remove() }
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: endless
+            jobs:
+              - {name: s, adaptor: sh, body: "echo start; sleep 60"}
+            """))
+        for secondSignal in [false, true] {
+            let worker = try b.worker("stopper-\(secondSignal)", extra: ["--shutdown-timeout", secondSignal ? "30" : "0.5"])
+            let created = try await store.createWorkOrder(workflow: "endless", input: Array("{}".utf8))
+            let deadline = ContinuousClock.now + .seconds(20)
+            while try await store.logs(attemptID: created.attemptID, since: 0, limit: 1).isEmpty, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            worker.signal(SIGTERM)
+            if secondSignal {
+                try await Task.sleep(for: .milliseconds(300))
+                worker.signal(SIGTERM)
+                #expect(worker.waitForExit(timeout: 5) == 130, "\(worker.log)")
+            } else {
+                #expect(worker.waitForExit(timeout: 20) == 0, "\(worker.log)")
+                let a = try await store.attempt(created.attemptID)
+                #expect(a.state == .killed && a.errorType == "ShutdownError", "\(a)")
+            }
+        }
+    }
+
     @Test("kill -9 of a worker mid-attempt: the attempt is lost after the grace period, its step dies with the worker")
     func killedWorker() async throws {
         let b = try Binaries()

@@ -238,7 +238,7 @@ public final class Worker: @unchecked Sendable {
         let left = lock.withLock { Array(running.values) }
         for c in left {
             c.grace = .seconds(2)
-            c.cancel(reason: "the worker is shutting down")
+            c.shutDown(reason: "the worker shut down before the attempt finished (--shutdown-timeout ran out)")
         }
         for t in lock.withLock({ Array(tasks.values) }) { await t.value }
         client.close()

@@ -98,7 +98,7 @@ public struct AttemptExecutor: Sendable {
             guard let job = plan.job(jobID) else { continue }
             stepNumber += 1
             if control.isCancelled {
-                leaves.append(Outcome(reason: .cancel, errorType: ErrorType.cancelled, errorMessage: control.reason, state: state))
+                leaves.append(stopped(state))
                 break
             }
             let (outcome, outputID) = try await runStep(job, number: stepNumber, state: state, inputDataclipID: inputDataclipID,
@@ -129,6 +129,13 @@ public struct AttemptExecutor: Sendable {
         var final = worst
         final.state = leaves.last?.state ?? initial
         return try await complete(final)
+    }
+
+    /// How an attempt stopped from outside ends: `cancel` for an operator, `kill` for the worker's shutdown.
+    private func stopped(_ state: [String: Any]) -> Outcome {
+        control.isShutdown
+            ? Outcome(reason: .kill, errorType: ErrorType.shutdown, errorMessage: control.reason, state: state)
+            : Outcome(reason: .cancel, errorType: ErrorType.cancelled, errorMessage: control.reason, state: state)
     }
 
     private func complete(_ o: Outcome) async throws -> AttemptComplete {
@@ -211,9 +218,7 @@ public struct AttemptExecutor: Sendable {
         defer { control.detach() }
         let t = try await runner.run(launch, control: stepControl) { lines in logs.add(lines, stepID: stepID) }
 
-        if t.cancelled || control.isCancelled {
-            return (Outcome(reason: .cancel, errorType: ErrorType.cancelled, errorMessage: control.reason, state: input), t)
-        }
+        if t.cancelled || control.isCancelled { return (stopped(input), t) }
         if t.timedOut {
             return (Outcome(reason: .kill, errorType: ErrorType.timeout,
                             errorMessage: "the attempt's time limit of \(plan.options.runTimeoutMS) ms ran out", state: input), t)
@@ -242,6 +247,7 @@ public struct AttemptExecutor: Sendable {
 public final class AttemptControl: @unchecked Sendable {
     private let lock = NSLock()
     private var cancelled = false
+    private var shutdown = false
     private var why = "cancelled"
     private var step: StepControl?
     public var grace: Duration = .seconds(5)
@@ -249,11 +255,20 @@ public final class AttemptControl: @unchecked Sendable {
     public init() {}
 
     public var isCancelled: Bool { lock.withLock { cancelled } }
+    /// Stopped by the worker's own shutdown rather than by an operator.
+    public var isShutdown: Bool { lock.withLock { shutdown } }
     var reason: String { lock.withLock { why } }
 
-    public func cancel(reason: String) {
+    /// An operator's cancel (`run:cancel`): the attempt ends with reason `cancel`.
+    public func cancel(reason: String) { stop(reason: reason, shutdown: false) }
+
+    /// The worker is shutting down and its timeout ran out: the attempt ends with reason `kill`.
+    public func shutDown(reason: String) { stop(reason: reason, shutdown: true) }
+
+    private func stop(reason: String, shutdown: Bool) {
         let s: StepControl? = lock.withLock {
             cancelled = true
+            self.shutdown = shutdown
             why = reason
             return step
         }

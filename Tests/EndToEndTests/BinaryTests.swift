@@ -33,16 +33,6 @@ struct Binaries {
 
     func store() throws -> SQLiteStore { try SQLiteStore(path: database, cipher: nil) }
 
-    func finished(_ id: String, timeout: Duration = .seconds(60)) async throws -> AttemptRecord {
-        let store = try store()
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let a = try await store.attempt(id)
-            if a.state.isFinal { return a }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw TestSupport.Failure("attempt \(id) did not finish")
-    }
 
     func remove() {
         lightning.stop()
@@ -91,10 +81,7 @@ struct BinaryTests {
         for secondSignal in [false, true] {
             let worker = try b.worker("stopper-\(secondSignal)", extra: ["--shutdown-timeout", secondSignal ? "30" : "0.5"])
             let created = try await store.createWorkOrder(workflow: "endless", input: Array("{}".utf8))
-            let deadline = ContinuousClock.now + .seconds(20)
-            while try await store.logs(attemptID: created.attemptID, since: 0, limit: 1).isEmpty, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            try await store.waitForFirstLog(created.attemptID)
             worker.signal(SIGTERM)
             if secondSignal {
                 try await Task.sleep(for: .milliseconds(300))
@@ -121,13 +108,10 @@ struct BinaryTests {
             """))
         let worker = try b.worker("doomed")
         let created = try await store.createWorkOrder(workflow: "forever", input: Array("{}".utf8))
-        let deadline = ContinuousClock.now + .seconds(20)
-        while try await store.logs(attemptID: created.attemptID, since: 0, limit: 1).isEmpty, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await store.waitForFirstLog(created.attemptID)
         worker.signal(SIGKILL)
         _ = worker.waitForExit()
-        let a = try await b.finished(created.attemptID, timeout: .seconds(30))
+        let a = try await b.store().waitUntilFinal(created.attemptID, timeout: .seconds(30))
         #expect(a.state == .lost && a.errorType == "LostAfterStart")
         try await Task.sleep(for: .milliseconds(200))
         #expect(try TestSupport.run("/usr/bin/pgrep", ["-f", marker]).stdout.isEmpty, "the step outlived its worker")

@@ -58,15 +58,6 @@ struct Stack {
         try? FileManager.default.removeItem(at: dir)
     }
 
-    func finished(_ id: String, timeout: Duration = .seconds(60)) async throws -> AttemptRecord {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let a = try await store.attempt(id)
-            if a.state.isFinal { return a }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw TestSupport.Failure("attempt \(id) did not finish")
-    }
 }
 
 @Suite("Lightning and a worker, end to end", .serialized)
@@ -79,7 +70,7 @@ struct LightningAndWorkerTests {
         let text = try String(contentsOf: TestSupport.packageRoot.appendingPathComponent("examples/hello.yaml"), encoding: .utf8)
         _ = try await s.store.applyWorkflow(try WorkflowDefinition.parse(text))
         let created = try await s.lightning.startWork(workflow: "hello", input: Array(#"{"data":{"name":"Ada"}}"#.utf8))
-        let a = try await s.finished(created.attemptID)
+        let a = try await s.store.waitUntilFinal(created.attemptID)
         let logs = try await s.store.logs(attemptID: created.attemptID, since: 0, limit: 100).map(\.message)
         #expect(a.state == .success, "\(a) \(logs)")
         #expect(logs.contains("counting for ***"))
@@ -102,7 +93,7 @@ struct LightningAndWorkerTests {
               - {from: fails, to: recover, condition: on_job_failure}
             """))
         let created = try await s.lightning.startWork(workflow: "branchy", input: Array("{}".utf8))
-        _ = try await s.finished(created.attemptID)
+        _ = try await s.store.waitUntilFinal(created.attemptID)
         let logs = try await s.store.logs(attemptID: created.attemptID, since: 0, limit: 100).map(\.message)
         #expect(logs == ["trying", "recovered"])
         let steps = try await s.store.steps(attemptID: created.attemptID)
@@ -125,16 +116,13 @@ struct LightningAndWorkerTests {
               - {name: sleep, adaptor: sh, body: "echo waiting; sleep 30"}
             """))
         let timed = try await s.lightning.startWork(workflow: "slow", input: Array("{}".utf8))
-        let t = try await s.finished(timed.attemptID)
+        let t = try await s.store.waitUntilFinal(timed.attemptID)
         #expect(t.state == .killed && t.errorType == "TimeoutError")
 
         let long = try await s.lightning.startWork(workflow: "long", input: Array("{}".utf8))
-        let deadline = ContinuousClock.now + .seconds(20)
-        while try await s.store.logs(attemptID: long.attemptID, since: 0, limit: 1).isEmpty, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await s.store.waitForFirstLog(long.attemptID)
         _ = try await s.lightning.cancel(attemptID: long.attemptID)
-        let c = try await s.finished(long.attemptID)
+        let c = try await s.store.waitUntilFinal(long.attemptID)
         #expect(c.state == .cancelled)
     }
 
@@ -164,12 +152,9 @@ struct LightningAndWorkerTests {
               - {name: talk, adaptor: bash, body: "for i in $(seq 1 30); do echo line $i; sleep 0.1; done"}
             """))
         let created = try await s.lightning.startWork(workflow: "chatty", input: Array("{}".utf8))
-        let deadline = ContinuousClock.now + .seconds(20)
-        while try await s.store.logs(attemptID: created.attemptID, since: 0, limit: 1).isEmpty, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await s.store.waitForFirstLog(created.attemptID)
         try await s.restartLightning()
-        let a = try await s.finished(created.attemptID)
+        let a = try await s.store.waitUntilFinal(created.attemptID)
         let stack = s
         defer { Task { await stack.stop() } }
         #expect(a.state == .success)

@@ -5,7 +5,8 @@ import TestSupport
 @testable import RuntimeWorker
 
 /// Plays a step without a process: each job body is a small script of what the "step" does.
-///   "exit N" | "signal" | "timeout" | "oom" | "out {json}" | "print TEXT" (lines joined by ';')
+///   "exit N" | "signal" | "timeout" | "oom" | "out {json}" | "print TEXT" | "print-many N" | "wait-cancel"
+///   (commands joined by ';')
 struct FakeRunner: StepRunning {
     func stepPath(_ hostPath: String, workDirectory: String) -> String { hostPath }
     func run(_ launch: StepLaunch, control: StepControl, onLines: @escaping @Sendable ([(StepStream, String)]) -> Void)
@@ -21,6 +22,19 @@ struct FakeRunner: StepRunning {
             else if command.hasPrefix("out ") {
                 try String(command.dropFirst(4)).write(toFile: launch.environment["OUTPUT_PATH"]!, atomically: true, encoding: .utf8)
             } else if command.hasPrefix("print ") { onLines([(.stdout, String(command.dropFirst(6)))]) }
+            else if command.hasPrefix("print-many ") {
+                // On a thread of its own, as the sandbox's line reader: backpressure blocks it, not the executor.
+                let count = Int(command.dropFirst(11))!
+                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                    Thread.detachNewThread {
+                        for i in 0..<count { onLines([(i % 2 == 0 ? .stdout : .stderr, "line \(i)")]) }
+                        done.resume()
+                    }
+                }
+            } else if command == "wait-cancel" {
+                while !control.wasCancelled { try await Task.sleep(for: .milliseconds(2)) }
+                t.exitCode = nil; t.signal = 15; t.cancelled = true
+            }
             else if command == "echo-state" {
                 onLines([(.stdout, try String(contentsOfFile: launch.environment["STATE_PATH"]!, encoding: .utf8))])
             }

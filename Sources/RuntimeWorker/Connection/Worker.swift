@@ -174,11 +174,9 @@ public final class Worker: @unchecked Sendable {
         var started = 0
         for run in runs {
             guard let id = run["id"]?.stringValue, let token = run["token"]?.stringValue else { continue }
-            if let key = configuration.lightningPublicKey {
-                do { _ = try AttemptTokenClaims.verify(token, key: key, attemptID: id) } catch {
-                    logger.error("refusing an attempt whose token does not verify", metadata: ["attempt.id": "\(id)", "error": "\(error)"])
-                    continue
-                }
+            do { try Self.checkAttemptToken(token, attemptID: id, key: configuration.lightningPublicKey) } catch {
+                logger.error("refusing an attempt whose token does not verify", metadata: ["attempt.id": "\(id)", "error": "\(error)"])
+                continue
             }
             let control = AttemptControl()
             lock.withLock { running[id] = control }
@@ -194,6 +192,13 @@ public final class Worker: @unchecked Sendable {
             started += 1
         }
         return started
+    }
+
+    /// Section 4: an attempt runs only if its token verifies with Lightning's public key (RS256, iss Lightning,
+    /// nbf/exp with 5 s leeway) and names the claimed attempt. No key: only with --insecure-skip-token-verification.
+    static func checkAttemptToken(_ token: String, attemptID: String, key: JWTKey?) throws {
+        guard let key else { return }
+        _ = try AttemptTokenClaims.verify(token, key: key, attemptID: attemptID)
     }
 
     func cancelAttempt(_ id: String, reason: String) {
@@ -247,23 +252,36 @@ public final class Worker: @unchecked Sendable {
 }
 
 /// Sends an attempt's events over the channel, in order; across a reconnect it waits for the rejoin and
-/// sends again, so the step keeps running and nothing is lost (a reply lost after Lightning committed can make
-/// one event arrive twice; step and attempt events are idempotent, a log batch may repeat).
+/// sends again, so the step keeps running and nothing is lost. The executor sends one event at a time and
+/// waits for its reply, so this one-deep outbox keeps the order, and the log batcher in front of it is the
+/// bounded buffer (2,000 lines) whose backpressure reaches the step's pipe. An event is only "sent" once its
+/// reply arrived; a reply lost after Lightning committed makes that one event arrive twice (step and attempt
+/// events carry their step id / attempt id, so Lightning can tell; a log batch may repeat).
 struct ChannelEventSink: AttemptEventSink {
-    let client: ChannelClient
-    let topic: String
+    let push: @Sendable (String, JSON) async throws -> ChannelClientReply
+    var retryPause: Duration = .milliseconds(200)
+
+    init(client: ChannelClient, topic: String) {
+        push = { event, payload in try await client.push(topic: topic, event: event, payload: payload, timeout: .seconds(30)) }
+    }
+
+    init(retryPause: Duration, push: @escaping @Sendable (String, JSON) async throws -> ChannelClientReply) {
+        self.push = push
+        self.retryPause = retryPause
+    }
 
     func send(_ event: String, _ payload: JSON) async throws -> ChannelClientReply {
         while true {
             do {
-                let r = try await client.push(topic: topic, event: event, payload: payload, timeout: .seconds(30))
+                let r = try await push(event, payload)
                 if !r.isOK && r.response["reason"] == "unmatched topic" {
-                    try await Task.sleep(for: .milliseconds(200))
+                    // Reconnected, but run:<id> is not rejoined yet.
+                    try await Task.sleep(for: retryPause)
                     continue
                 }
                 return r
             } catch ChannelError.notConnected, ChannelError.closed, ChannelError.timeout {
-                try await Task.sleep(for: .milliseconds(200))
+                try await Task.sleep(for: retryPause)
             }
         }
     }

@@ -23,6 +23,12 @@ public protocol AttemptEventSink: Sendable {
 
 /// Executes one attempt: steps one after another from the plan's starting node, following edges (PROTOCOL.md
 /// 5.1), with the step contract of ARCHITECTURE.md, and every event of section 5 in order.
+///
+/// A state over the payload limit (`payload_limit_mb`) does not stop the attempt: as PROTOCOL.md 5.2 describes,
+/// its `step:complete` omits `output_dataclip` (and `output_dataclip_id`) and says `output_dataclip_error:
+/// "DATACLIP_TOO_LARGE"`, the next steps still get the whole state, and an oversize final state is left out
+/// of `run:complete`. `StateTooLargeError`/kill is therefore never used for state size; the step's own memory
+/// and file-size limits bound how large a state can get.
 public struct AttemptExecutor: Sendable {
     public let attemptID: String
     public let plan: Plan
@@ -77,7 +83,8 @@ public struct AttemptExecutor: Sendable {
         try FileManager.default.createDirectory(atPath: attemptDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: attemptDir) }
         let deadline = ContinuousClock.now + .milliseconds(plan.options.runTimeoutMS)
-        let logs = LogBatcher(attemptID: attemptID, events: events, scrubber: scrubber, maxBytes: maxLogBytesPerAttempt)
+        let logs = LogBatcher(attemptID: attemptID, events: events, scrubber: scrubber, maxBytes: maxLogBytesPerAttempt,
+                                logger: logger)
 
         _ = try await events.send(Wire.Event.attemptStart, ["versions": ["runtime-worker": .string(RuntimeVersion.current)],
                                                             "timestamp": .string(Timestamp.now())])
@@ -139,7 +146,12 @@ public struct AttemptExecutor: Sendable {
     }
 
     private func complete(_ o: Outcome) async throws -> AttemptComplete {
-        let finalState = (try? JSONSerialization.data(withJSONObject: o.state)).map { String(decoding: $0, as: UTF8.self) }
+        var finalState = (try? JSONSerialization.data(withJSONObject: o.state)).map { String(decoding: $0, as: UTF8.self) }
+        if let text = finalState, text.utf8.count > plan.options.payloadLimitMB * 1_000_000 {
+            // Same rule as an oversize step output (5.2): the state is not sent, the attempt's reason stands.
+            logger.warning("the final state is over the payload limit and is not sent", metadata: ["bytes": "\(text.utf8.count)"])
+            finalState = nil
+        }
         let c = AttemptComplete(reason: o.reason, errorType: o.errorType, errorMessage: o.errorMessage, finalState: finalState)
         _ = try await events.send(Wire.Event.attemptComplete, try JSON(encoding: c))
         return c
@@ -293,13 +305,16 @@ final class LogBatcher: @unchecked Sendable {
     let events: any AttemptEventSink
     let scrubber: CredentialScrubber
     let maxBytes: Int
+    let logger: Logger
     private let lock = NSCondition()
     private var pending: [JSON] = []
     private var bytes = 0
     private var capped = false
     private var flushing: Task<Void, Never>?
 
-    init(attemptID: String, events: any AttemptEventSink, scrubber: CredentialScrubber, maxBytes: Int) {
+    init(attemptID: String, events: any AttemptEventSink, scrubber: CredentialScrubber, maxBytes: Int,
+         logger: Logger = Logger(label: "runtime-worker.logs")) {
+        self.logger = logger
         self.attemptID = attemptID
         self.events = events
         self.scrubber = scrubber
@@ -336,7 +351,12 @@ final class LogBatcher: @unchecked Sendable {
                 return b
             }
             if batch.isEmpty { return }
-            _ = try? await events.send(Wire.Event.batchLogs, ["run_id": .string(attemptID), "logs": .array(batch)])
+            do {
+                _ = try await events.send(Wire.Event.batchLogs, ["run_id": .string(attemptID), "logs": .array(batch)])
+            } catch {
+                // The sink retries across reconnects itself; an error here means the attempt's channel is gone.
+                logger.error("log lines could not be sent", metadata: ["lines": "\(batch.count)", "error": "\(error)"])
+            }
         }
     }
 

@@ -136,6 +136,22 @@ struct OutboxAndCancelTests {
         #expect(starts[0] == starts[1], "the resent event carries the same step id, so Lightning can tell it is a repeat")
     }
 
+    @Test("when Lightning refuses to rejoin the attempt's topic, sending stops with an error instead of retrying forever")
+    func abandoned() async throws {
+        let refusedRejoin = Flag()
+        let lightning = FlakyLightning(notRejoined: Set(3...1_000_000))
+        var sink = ChannelEventSink(retryPause: .milliseconds(1)) { event, payload in
+            let r = try lightning.push(event, payload)
+            if r.response["reason"] == "unmatched topic" { refusedRejoin.set() }
+            return r
+        }
+        sink.isAbandoned = { refusedRejoin.isSet }
+        await #expect(throws: WorkerError.self) {
+            try await run(makePlan([("a", "print one"), ("b", "print two")], edges: [("a", "b", "always")]), events: sink)
+        }
+        #expect(lightning.names == ["run:start", "step:start"])
+    }
+
     @Test("a final state over the payload limit is left out of run:complete")
     func finalStateTooLarge() async throws {
         var plan = makePlan([("a", "out {\"big\":\"" + String(repeating: "x", count: 1_100_000) + "\"}")], edges: [])
@@ -144,4 +160,11 @@ struct OutboxAndCancelTests {
         let c = try await run(plan, events: recorder)
         #expect(c.reason == .success && c.finalState == nil)
     }
+}
+
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }

@@ -36,8 +36,11 @@ public struct WorkerConfiguration: Sendable {
 
 public enum WorkerError: Error, CustomStringConvertible {
     case authenticationRefused(Int)
+    case attemptAbandoned(String)
     public var description: String {
         switch self {
+        case .attemptAbandoned(let topic):
+            "Lightning refused to rejoin \(topic) after a reconnect: the attempt's remaining events cannot be delivered"
         case .authenticationRefused(let s):
             "Lightning refused this worker's token (HTTP \(s)): check that WORKER_SECRET matches Lightning's"
         }
@@ -58,6 +61,8 @@ public final class Worker: @unchecked Sendable {
     private var authFailure: Int?
     private var queueRegistered = false
     private var drained = false
+    /// Attempts whose run:<id> Lightning refused to rejoin: their events can no longer be delivered.
+    private var abandoned: Set<String> = []
 
     public init(configuration: WorkerConfiguration, runner: any StepRunning, logger: Logger = Logger(label: "runtime-worker")) throws {
         self.configuration = configuration
@@ -102,7 +107,10 @@ public final class Worker: @unchecked Sendable {
                     logger.info("rejoined", metadata: ["topic": "\(topic)"])
                 case .rejoinFailed(let topic, let response):
                     logger.error("could not rejoin", metadata: ["topic": "\(topic)", "response": "\(response.text)"])
-                    if let id = Wire.Topic.attemptID(fromAttemptTopic: topic) { cancelAttempt(id, reason: "Lightning refused our rejoin") }
+                    if let id = Wire.Topic.attemptID(fromAttemptTopic: topic) {
+                        lock.withLock { _ = abandoned.insert(id) }
+                        cancelAttempt(id, reason: "Lightning refused our rejoin")
+                    }
                 }
             }
             return nil
@@ -214,7 +222,8 @@ public final class Worker: @unchecked Sendable {
                     self?.cancelAttempt(id, reason: m.payload.json?["reason"]?.stringValue ?? "cancelled by Lightning")
                 }
             })
-            let sink = ChannelEventSink(client: client, topic: topic)
+            var sink = ChannelEventSink(client: client, topic: topic)
+            sink.isAbandoned = { [weak self] in self?.lock.withLock { self?.abandoned.contains(id) } ?? true }
             let planReply = try await sink.send(Wire.Event.fetchPlan, [:])
             let plan = try planReply.response.decode(Plan.self)
             let input = try await sink.send(Wire.Event.fetchDataclip, ["id": .string(plan.dataclipID)]).binary ?? Array("{}".utf8)
@@ -232,6 +241,7 @@ public final class Worker: @unchecked Sendable {
             log.error("attempt failed in the worker", metadata: ["error": "\(error)"])
         }
         await client.leave(topic: topic)
+        lock.withLock { _ = abandoned.remove(id) }
     }
 
     /// Stops claiming, lets running attempts finish up to the shutdown timeout, then stops them.
@@ -258,20 +268,28 @@ public final class Worker: @unchecked Sendable {
 /// reply arrived; a reply lost after Lightning committed makes that one event arrive twice (step and attempt
 /// events carry their step id / attempt id, so Lightning can tell; a log batch may repeat).
 struct ChannelEventSink: AttemptEventSink {
+    let topicName: String
     let push: @Sendable (String, JSON) async throws -> ChannelClientReply
     var retryPause: Duration = .milliseconds(200)
+    /// True once Lightning refused to rejoin the attempt's topic: sending stops with an error instead of
+    /// retrying forever.
+    var isAbandoned: @Sendable () -> Bool = { false }
 
     init(client: ChannelClient, topic: String) {
+        topicName = topic
         push = { event, payload in try await client.push(topic: topic, event: event, payload: payload, timeout: .seconds(30)) }
     }
 
-    init(retryPause: Duration, push: @escaping @Sendable (String, JSON) async throws -> ChannelClientReply) {
+    init(topic: String = "run:test", retryPause: Duration,
+         push: @escaping @Sendable (String, JSON) async throws -> ChannelClientReply) {
+        topicName = topic
         self.push = push
         self.retryPause = retryPause
     }
 
     func send(_ event: String, _ payload: JSON) async throws -> ChannelClientReply {
         while true {
+            if isAbandoned() { throw WorkerError.attemptAbandoned(topicName) }
             do {
                 let r = try await push(event, payload)
                 if !r.isOK && r.response["reason"] == "unmatched topic" {

@@ -20,13 +20,13 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             """,
         version: RuntimeVersion.current)
 
-    @Option(help: "Lightning's worker socket, e.g. ws://127.0.0.1:4000/worker (env LIGHTNING_URL).")
+    @Option(help: "Lightning's worker socket, e.g. ws://127.0.0.1:4000/worker (env LIGHTNING_URL or WORKER_LIGHTNING_SERVICE_URL); /websocket is added when missing.")
     var lightning: String?
-    @Option(help: "Attempts run at once (default 5).")
+    @Option(help: "Attempts run at once (env WORKER_CAPACITY; default 5).")
     var capacity: Int?
-    @Option(help: "This worker's name (default: host name and pid).")
+    @Option(help: "This worker's name (env WORKER_NAME; default: host name and pid).")
     var name: String?
-    @Option(help: "Step isolation: auto, namespaces or none (default auto).")
+    @Option(help: "Step isolation: auto, namespaces or none (env WORKER_SANDBOX; default auto). auto refuses to run steps when namespaces are unavailable.")
     var sandbox: String?
     @Option(help: "Steps' network: none or host (default none).")
     var stepNetwork: String?

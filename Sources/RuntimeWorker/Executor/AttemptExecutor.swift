@@ -298,7 +298,7 @@ public final class AttemptControl: @unchecked Sendable {
     func detach() { lock.withLock { step = nil } }
 }
 
-/// Batches a step's output lines into `run:batch_logs`: flushed every 10 ms or 50 lines, in order, scrubbed of
+/// Batches a step's output lines into `run:batch_logs`: flushed every 10 ms (at most 500 lines a batch), in order, scrubbed of
 /// credential values. The step's reader thread blocks when 2,000 lines are waiting (backpressure on the pipe).
 final class LogBatcher: @unchecked Sendable {
     let attemptID: String

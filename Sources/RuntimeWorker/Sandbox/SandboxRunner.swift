@@ -207,7 +207,13 @@ public final class SandboxRunner: @unchecked Sendable {
         }
     }
 
+    /// Spawns on the one long-lived spawner thread: the parent-death signal follows the thread that cloned the
+    /// step, and Dispatch's pool threads exit when idle (which killed steps after about 5 s).
     private func spawn(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?) throws -> pid_t {
+        try SpawnerThread.shared.run { try self.spawnHere(launch, stdout: stdout, stderr: stderr, group: group) }
+    }
+
+    private func spawnHere(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?) throws -> pid_t {
         var cStrings: [UnsafeMutablePointer<CChar>?] = []
         defer { cStrings.forEach { free($0) } }
         func c(_ s: String) -> UnsafeMutablePointer<CChar>? {
@@ -316,6 +322,42 @@ public final class SandboxRunner: @unchecked Sendable {
                 + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000))
         group?.destroy()
         return termination
+    }
+}
+
+/// One thread that lives as long as the process and does every clone(), so that steps die with the worker
+/// (PR_SET_PDEATHSIG fires when the *thread* that created the child exits).
+final class SpawnerThread: @unchecked Sendable {
+    static let shared = SpawnerThread()
+    private let condition = NSCondition()
+    private var work: [() -> Void] = []
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                condition.lock()
+                while work.isEmpty { condition.wait() }
+                let next = work.removeFirst()
+                condition.unlock()
+                next()
+            }
+        }
+        thread.name = "step-spawner"
+        thread.start()
+    }
+
+    func run<T>(_ body: @escaping () throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: Result<T, any Error>?
+        condition.lock()
+        work.append {
+            result = Result { try body() }
+            done.signal()
+        }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        return try result!.get()
     }
 }
 

@@ -238,14 +238,16 @@ struct LiveTests {
 
     @Test("heartbeats keep a socket alive past the idle timeout")
     func heartbeatsKeepAlive() async throws {
-        let server = try makeServer { $0.idleTimeoutSeconds = 1 }
+        // Without heartbeats the 3 s idle timeout would close the socket within the 4.5 s watched here; with one
+        // every 250 ms (12 chances per timeout, so load on the machine cannot starve them) it stays up.
+        let server = try makeServer { $0.idleTimeoutSeconds = 3 }
         defer { server.stop() }
         let events = Counter()
-        let client = try makeClient(server.port) { $0.heartbeatInterval = .milliseconds(300) }
+        let client = try makeClient(server.port) { $0.heartbeatInterval = .milliseconds(250) }
         defer { client.close() }
         try await waitFor("connection") { client.connected }
         Task { for await e in client.events where e != .connected { events.increment() } }
-        try await Task.sleep(for: .seconds(2.5))
+        try await Task.sleep(for: .seconds(4.5))
         #expect(client.connected && events.value == 0)
     }
 

@@ -282,16 +282,27 @@ struct WorkerProtocolTests {
         defer { Task { await h.stop() } }
         try await h.t.workflow()
         let created = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
-        // A raw socket that sends a claim and closes at once, before the reply can be written.
+        // A raw socket that sends a claim and resets the connection at once (SO_LINGER 0): lws sees the reset
+        // before the claim's database write is done, so the reply cannot be delivered.
         let token = try h.workerToken("vanishing")
         let script = """
-            import json, sys
-            from websockets.sync.client import connect
-            ws = connect("ws://127.0.0.1:%s/worker/websocket?token=%s&vsn=2.0.0" % (sys.argv[1], sys.argv[2]))
-            ws.send(json.dumps(["1", "1", "worker:queue", "phx_join", {"capacity": 1}]))
-            ws.recv(timeout=5)
-            ws.send(json.dumps(["1", "2", "worker:queue", "claim", {"demand": 1}]))
-            ws.socket.shutdown(2)
+            import base64, json, os, socket, struct, sys
+            def frame(text):
+                data = text.encode(); mask = os.urandom(4)
+                head = bytes([0x81, 0x80 | len(data)]) if len(data) < 126 else bytes([0x81, 0xFE]) + struct.pack(">H", len(data))
+                return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+            key = base64.b64encode(os.urandom(16)).decode()
+            s.sendall(("GET /worker/websocket?token=%s&vsn=2.0.0 HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\n"
+                       "Connection: Upgrade\\r\\nSec-WebSocket-Key: %s\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n" % (sys.argv[2], key)).encode())
+            head = b""
+            while b"\\r\\n\\r\\n" not in head:
+                head += s.recv(1)
+            s.sendall(frame(json.dumps(["1", "1", "worker:queue", "phx_join", {"capacity": 1}])))
+            s.recv(4096)
+            s.sendall(frame(json.dumps(["1", "2", "worker:queue", "claim", {"demand": 1}])))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
             """
         let file = h.t.dir.appendingPathComponent("vanish.py").path
         try script.write(toFile: file, atomically: true, encoding: .utf8)

@@ -31,7 +31,7 @@ def main():
     assert b" 101 " in head.split(b"\r\n")[0], head
     s.sendall(frame(json.dumps(["1", "1", "room:slow", "phx_join", {}])))
     time.sleep(0.3)
-    s.sendall(frame(json.dumps(["1", "2", "room:slow", "flood", {"count": 400}])))
+    s.sendall(frame(json.dumps(["1", "2", "room:slow", "flood", {"count": 3000}])))  # 30 MB: more than the kernel buffers
     time.sleep(3)  # not reading: the server's queue for us grows past its limit
     data, i = b"", 0
     while True:

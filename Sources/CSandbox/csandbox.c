@@ -145,10 +145,13 @@ static int child_main(void *arg) {
     if (c->rlimit_nofile > 0) { r.rlim_cur = r.rlim_max = c->rlimit_nofile; if (setrlimit(RLIMIT_NOFILE, &r) != 0) fail(err, "setrlimit(NOFILE)"); }
     if (c->rlimit_fsize > 0) { r.rlim_cur = r.rlim_max = c->rlimit_fsize; if (setrlimit(RLIMIT_FSIZE, &r) != 0) fail(err, "setrlimit(FSIZE)"); }
 
+    // Raw system calls, not glibc's setgroups/setgid/setuid: in a multithreaded parent those broadcast the
+    // change to every thread under a lock, and in this copy of the process (whose other threads do not exist)
+    // that lock can be held forever: the step hung before exec.
     if (!a->userns && geteuid() == 0) {
-        if (setgroups(0, NULL) != 0) fail(err, "setgroups");
-        if (setgid(c->gid) != 0) fail(err, "setgid");
-        if (setuid(c->uid) != 0) fail(err, "setuid");
+        if (syscall(SYS_setgroups, 0, NULL) != 0) fail(err, "setgroups");
+        if (syscall(SYS_setgid, c->gid) != 0) fail(err, "setgid");
+        if (syscall(SYS_setuid, c->uid) != 0) fail(err, "setuid");
     }
     if (c->rlimit_nproc > 0) { r.rlim_cur = r.rlim_max = c->rlimit_nproc; if (setrlimit(RLIMIT_NPROC, &r) != 0) fail(err, "setrlimit(NPROC)"); }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(err, "no_new_privs");

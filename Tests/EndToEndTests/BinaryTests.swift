@@ -84,7 +84,7 @@ struct BinaryTests {
             try await store.waitForFirstLog(created.attemptID)
             worker.signal(SIGTERM)
             if secondSignal {
-                try await Task.sleep(for: .milliseconds(300))
+                try worker.waitForLog("shutting down: claiming nothing more")
                 worker.signal(SIGTERM)
                 #expect(worker.waitForExit(timeout: 5) == 130, "\(worker.log)")
             } else {

@@ -248,6 +248,8 @@ public final class Worker: @unchecked Sendable {
     public func drain() async {
         lock.withLock { draining = true }
         wake()
+        logger.notice("shutting down: claiming nothing more; running attempts get \(configuration.shutdownTimeout) to finish",
+                      metadata: ["attempts.running": "\(runningAttempts)"])
         let deadline = ContinuousClock.now + configuration.shutdownTimeout
         while runningAttempts > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         let left = lock.withLock { Array(running.values) }

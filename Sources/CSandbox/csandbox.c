@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -222,6 +223,19 @@ pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_
     }
     (void)!write(sync[1], "x", 1);
     close(sync[1]);
+    // The child reports a failure, or its exec closes the pipe. A child that does neither within 10 s is
+    // stuck before exec: kill it rather than hang the worker.
+    struct pollfd pfd = {errp[0], POLLIN, 0};
+    int ready;
+    do { ready = poll(&pfd, 1, 10000); } while (ready < 0 && errno == EINTR);
+    if (ready == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        close(errp[0]);
+        munmap(stack, stack_size);
+        snprintf(error, error_size, "the sandboxed child did not reach exec within 10 s");
+        return -1;
+    }
     ssize_t n = read(errp[0], buf, sizeof buf - 1);
     close(errp[0]);
     munmap(stack, stack_size);  // the child has exec'd or died: its stack is no longer in use

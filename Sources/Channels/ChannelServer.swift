@@ -26,6 +26,10 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     private let lock = Lock()
     private var subscribers: [String: [Int: ChannelSocket]] = [:]
     private var boundPort = 0
+    private var readPauses = 0
+
+    /// How many times reading from a client was paused because its messages queued up faster than they were handled.
+    public var readPauseCount: Int { lock.withLock { readPauses } }
 
     public init(
         configuration: ChannelServerConfiguration, endpoints: [SocketEndpoint], routes: [HTTPRoute] = [],
@@ -297,12 +301,22 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         guard let socket = conn.socket, let endpoint = conn.endpoint else { return }
         conn.kind = .websocket
         lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
-        let (stream, continuation) = AsyncStream<PhoenixMessage>.makeStream()
+        let (stream, continuation) = AsyncStream<(PhoenixMessage, Int)>.makeStream()
         conn.inbound = continuation
+        let backlog = conn.backlog
+        let id = conn.id
+        let limit = configuration.maxQueuedBytesPerConnection
         Task { [self] in
             await endpoint.onConnect?(socket)
-            for await message in stream {
+            for await (message, size) in stream {
                 await process(message, socket: socket, endpoint: endpoint)
+                // Reading was paused while the backlog was over the limit: resume once half of it is handled.
+                if backlog.remove(size, resumeBelow: limit / 2) {
+                    loop.post { [self] in
+                        guard let conn = connections[id] else { return }
+                        lws_rx_flow_control(conn.wsi, 1)
+                    }
+                }
             }
             for topic in socket.joinedTopics {
                 unsubscribe(topic: topic, socket: socket)
@@ -330,7 +344,13 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         conn.rx = []
         do {
             let message = conn.rxBinary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
-            conn.inbound?.yield(message)
+            conn.inbound?.yield((message, bytes.count))
+            // Messages wait for the connection's task; past the limit, stop reading (TCP pushes back on the
+            // client) instead of holding an unbounded backlog in memory.
+            if conn.backlog.add(bytes.count, pauseAbove: configuration.maxQueuedBytesPerConnection) {
+                lws_rx_flow_control(conn.wsi, 0)
+                lock.withLock { readPauses += 1 }
+            }
             return 0
         } catch {
             logger.notice("closing a socket: malformed message", metadata: ["connection": "\(conn.id)", "error": "\(error)"])

@@ -22,6 +22,9 @@ struct EchoHandler: ChannelHandler {
             socket.push(topic: topic, event: "pushed", payload: payload)
             return .ok()
         case "silent": return nil
+        case "slow":
+            try? await Task.sleep(for: .milliseconds(5))
+            return .ok(["i": payload["i"] ?? .null])
         case "flood":
             let chunk = JSON.string(String(repeating: "z", count: 10_000))
             for _ in 0..<(payload["count"]?.intValue ?? 0) { socket.push(topic: topic, event: "flood", payload: ["z": chunk]) }
@@ -262,5 +265,28 @@ struct LiveTests {
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("close 1008"), "\(result.stdout)")
         try await waitFor("server-side cleanup") { disconnects.value == 1 }
+    }
+
+    @Test("a client sending faster than its messages are handled is paused, not buffered without bound; nothing is lost")
+    func inboundBackpressure() async throws {
+        let server = try makeServer { $0.maxQueuedBytesPerConnection = 64 * 1024 }
+        defer { server.stop() }
+        let client = try makeClient(server.port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        try await client.join(topic: "room:flood")
+        let filler = JSON.string(String(repeating: "f", count: 8_000))
+        let replies = try await withThrowingTaskGroup(of: Int64?.self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    let r = try await client.push(topic: "room:flood", event: "slow", payload: ["i": .int(Int64(i)), "f": filler],
+                                                  timeout: .seconds(60))
+                    return r.response["i"]?.intValue
+                }
+            }
+            return try await group.reduce(into: [Int64]()) { if let v = $1 { $0.append(v) } }
+        }
+        #expect(Set(replies) == Set(0..<200), "every message was handled once")
+        #expect(server.readPauseCount > 0, "reading was paused at least once")
     }
 }

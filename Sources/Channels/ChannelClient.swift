@@ -64,6 +64,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
 
     private struct Channel {
         var joinRef: String?
+        /// The ref of a join in flight: a push can arrive right behind its reply, before `joinRef` is set.
+        var pendingJoinRef: String?
         var payload: @Sendable () -> JSON
         var onMessage: @Sendable (PhoenixMessage) -> Void
     }
@@ -156,7 +158,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         onMessage: @escaping @Sendable (PhoenixMessage) -> Void = { _ in }
     ) async throws -> JSON {
         let joinRef = nextRef()
-        lock.withLock { channels[topic] = Channel(joinRef: nil, payload: payload, onMessage: onMessage) }
+        lock.withLock { channels[topic] = Channel(joinRef: nil, pendingJoinRef: joinRef, payload: payload, onMessage: onMessage) }
         let reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(),
                                    ref: joinRef, timeout: timeout)
         guard reply.isOK else {
@@ -372,8 +374,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
             for k in channels.keys { channels[k]?.joinRef = nil }
         }
         failPending(ChannelError.closed)
-        if status == 401 || status == 403 || reason.contains("401") || reason.contains("403") {
-            let s = status != 0 ? status : (reason.contains("401") ? 401 : 403)
+        if status == 401 || status == 403 {
+            let s = status
             logger.error("the server refused our credentials", metadata: ["status": "\(s)", "url": "\(configuration.url)"])
             lock.withLock { wantConnected = false }
             eventSink.yield(.authenticationFailed(status: s))
@@ -417,7 +419,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
             return
         }
         let handler: (@Sendable (PhoenixMessage) -> Void)? = lock.withLock {
-            guard let c = channels[m.topic], c.joinRef == m.joinRef || m.joinRef == nil else { return nil }
+            guard let c = channels[m.topic], c.joinRef == m.joinRef || c.pendingJoinRef == m.joinRef || m.joinRef == nil
+            else { return nil }
             if m.event == "phx_close" || m.event == "phx_error" { channels[m.topic]?.joinRef = nil }
             return c.onMessage
         }
@@ -429,6 +432,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         for topic in topics {
             guard let payload = lock.withLock({ channels[topic]?.payload }) else { continue }
             let joinRef = nextRef()
+            lock.withLock { channels[topic]?.pendingJoinRef = joinRef }
             do {
                 let reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(),
                                            ref: joinRef, timeout: .seconds(10))

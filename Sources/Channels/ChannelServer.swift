@@ -432,6 +432,8 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     // MARK: Plain HTTP
 
     private func httpRequest(_ wsi: OpaquePointer, path: String) -> Int32 {
+        // A keep-alive connection carries several requests: drop the previous one's record first.
+        if let previous = connection(wsi), previous.kind == .http { forget(previous) }
         let conn = register(wsi, kind: .http)
         conn.method = httpMethod(wsi)
         conn.path = path.isEmpty ? (header(wsi, WSI_TOKEN_GET_URI) ?? "/") : path

@@ -54,6 +54,8 @@ public struct PhoenixMessage: Sendable, Equatable {
         case json(JSONParseError)
         case binaryTooShort
         case unknownBinaryKind(UInt8)
+        /// join_ref, ref and topic must fit the one-byte lengths of binary frames.
+        case fieldTooLong(String)
 
         public var description: String {
             switch self {
@@ -62,6 +64,7 @@ public struct PhoenixMessage: Sendable, Equatable {
             case .json(let e): "\(e)"
             case .binaryTooShort: "binary frame is shorter than its header says"
             case .unknownBinaryKind(let k): "binary frame of unknown kind \(k)"
+            case .fieldTooLong(let f): "\(f) is longer than 255 bytes"
             }
         }
     }
@@ -80,8 +83,13 @@ public struct PhoenixMessage: Sendable, Equatable {
             }
         }
         guard case .string(let topic) = a[2], case .string(let event) = a[3] else { throw DecodeError.wrongFieldTypes }
-        return PhoenixMessage(joinRef: try optString(a[0]), ref: try optString(a[1]), topic: topic, event: event,
-                              payload: .json(a[4]))
+        let joinRef = try optString(a[0]), ref = try optString(a[1])
+        // A reply to this message may go out as a binary frame, whose lengths are one byte each.
+        for (name, value) in [("join_ref", joinRef), ("ref", ref), ("topic", topic), ("event", event)]
+        where (value?.utf8.count ?? 0) > 255 {
+            throw DecodeError.fieldTooLong(name)
+        }
+        return PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: .json(a[4]))
     }
 
     /// Encodes as a text frame (JSON payloads only).
@@ -113,17 +121,19 @@ public struct PhoenixMessage: Sendable, Equatable {
         kind: BinaryKind, joinRef: String?, ref: String?, topic: String, event: String? = nil, status: String? = nil,
         payload: [UInt8]
     ) -> [UInt8] {
-        let j = Array((joinRef ?? "").utf8), r = Array((ref ?? "").utf8), t = Array(topic.utf8)
+        // Lengths are one byte: longer fields are cut (decode refuses them, so only our own code could pass one).
+        func field(_ s: String?) -> [UInt8] { Array(Array((s ?? "").utf8).prefix(255)) }
+        let j = field(joinRef), r = field(ref), t = field(topic)
         var out = [kind.rawValue]
         switch kind {
         case .reply:
-            let s = Array((status ?? "ok").utf8)
+            let s = field(status ?? "ok")
             out += [UInt8(j.count), UInt8(r.count), UInt8(t.count), UInt8(s.count)] + j + r + t + s
         case .push:
-            let e = Array((event ?? "").utf8)
+            let e = field(event)
             out += [UInt8(j.count), UInt8(t.count), UInt8(e.count)] + j + t + e
         case .broadcast:
-            let e = Array((event ?? "").utf8)
+            let e = field(event)
             out += [UInt8(t.count), UInt8(e.count)] + t + e
         }
         return out + payload

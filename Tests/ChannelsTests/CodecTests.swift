@@ -54,4 +54,14 @@ struct CodecTests {
         #expect(throws: PhoenixMessage.DecodeError.binaryTooShort) { try PhoenixMessage.decode(binary: [1, 9, 0, 0, 0]) }
         #expect(throws: PhoenixMessage.DecodeError.unknownBinaryKind(7)) { try PhoenixMessage.decode(binary: [7]) }
     }
+
+    @Test("refs longer than a binary frame's one-byte length are refused, and encoding never traps")
+    func longFields() {
+        let long = String(repeating: "r", count: 300)
+        #expect(throws: PhoenixMessage.DecodeError.fieldTooLong("ref")) {
+            try PhoenixMessage.decode(text: Array(#"["1","\#(long)","run:a","fetch:dataclip",{}]"#.utf8))
+        }
+        let bytes = PhoenixMessage.encodeBinary(kind: .reply, joinRef: "1", ref: long, topic: "t", status: "ok", payload: [1])
+        #expect(bytes[2] == 255)
+    }
 }

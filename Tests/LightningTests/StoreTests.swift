@@ -79,6 +79,19 @@ struct StoreTests {
         #expect(try await t.store.claim(demand: 10, workerName: "w2").map(\.id) == [ids[2]])
     }
 
+    @Test("a long backlog of a workflow at its concurrency limit does not starve other workflows")
+    func noStarvation() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: 1, name: "capped"))
+        try await t.workflow(yaml(concurrency: nil, name: "free"))
+        let capped = try await t.work(500, workflow: "capped")
+        let free = try await t.work(3, workflow: "free")
+        let got = try await t.store.claim(demand: 4, workerName: "w1")
+        #expect(got.map(\.id) == [capped[0]] + free, "one capped attempt, then the free ones behind 499 waiting")
+        #expect(try await t.store.claim(demand: 4, workerName: "w1").isEmpty)
+    }
+
     @Test("many concurrent claimers: every attempt is claimed exactly once")
     func concurrentClaims() async throws {
         let t = try TestStore()
@@ -160,6 +173,31 @@ struct StoreTests {
             #expect(logs.map(\.seq) == Array(1...500))
         }
         #expect(try await t.store.logs(attemptID: ids[0], since: 490, limit: 100).map(\.seq) == Array(491...500))
+    }
+
+    @Test("a log batch resent after a lost reply is stored once; lines without worker_seq are always stored")
+    func resentBatch() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil))
+        let id = try await t.work(1, workflow: "free")[0]
+        _ = try await t.store.claim(demand: 1, workerName: "w")
+        try await t.store.startAttempt(id, workerName: "w", at: 1)
+        func line(_ n: Int64?, _ text: String) -> NewLogLine {
+            NewLogLine(stepID: nil, level: "info", source: "JOB", message: text, timestamp: 1, workerSeq: n)
+        }
+        let first = (1...3).map { line(Int64($0), "line \($0)") }
+        #expect(try await t.store.appendLogs(attemptID: id, first) == [1, 2, 3])
+        // The reply to the next batch is lost; the worker resends it, then an overlapping one.
+        let second = (4...6).map { line(Int64($0), "line \($0)") }
+        #expect(try await t.store.appendLogs(attemptID: id, second) == [4, 5, 6])
+        #expect(try await t.store.appendLogs(attemptID: id, second) == [4, 5, 6], "the resend is answered with the first seqs")
+        #expect(try await t.store.appendLogs(attemptID: id, (5...7).map { line(Int64($0), "line \($0)") }) == [5, 6, 7])
+        // A worker that does not number its lines (OpenFn's own) is never deduplicated.
+        _ = try await t.store.appendLogs(attemptID: id, [line(nil, "plain"), line(nil, "plain")])
+        let logs = try await t.store.logs(attemptID: id, since: 0, limit: 100)
+        #expect(logs.map(\.message) == (1...7).map { "line \($0)" } + ["plain", "plain"])
+        #expect(logs.map(\.seq) == Array(1...9))
     }
 
     @Test("credentials are encrypted at rest and never appear in the database file")

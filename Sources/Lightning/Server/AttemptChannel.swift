@@ -155,8 +155,13 @@ struct AttemptChannel: ChannelHandler {
         guard source.count <= LogSource.maxLength else {
             throw FieldError(field: "source", message: "at most \(LogSource.maxLength) characters")
         }
+        var workerSeq: Int64? = nil
+        if let w = payload["worker_seq"] {
+            guard let n = w.intValue, n > 0 else { throw FieldError(field: "worker_seq", message: "must be a positive integer") }
+            workerSeq = Int64(n)
+        }
         return NewLogLine(stepID: payload["step_id"]?.stringValue, level: level, source: source, message: text,
-                          timestamp: timestamp(payload))
+                          timestamp: timestamp(payload), workerSeq: workerSeq)
     }
 
     private func scrubber(_ attemptID: String) async throws -> CredentialScrubber {

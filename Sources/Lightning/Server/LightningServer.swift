@@ -183,6 +183,8 @@ public final class Lightning: Sendable {
             let lost = try await store.markLost(goneWorkers: gone, now: now, graceMicros: grace)
             for id in lost { logger.warning("attempt lost", metadata: ["attempt.id": "\(id)"]) }
             state.forget(gone)
+        } catch is CancellationError {
+            // Shutting down: the sweep was interrupted, not failed.
         } catch {
             logger.error("janitor failed", metadata: ["error": "\(error)"])
         }

@@ -129,6 +129,11 @@ enum Migrations {
                 );
                 """)
         }
+        m.registerMigration("2026-12-01-002-log-worker-seq") { db in
+            // Makes run:batch_logs idempotent: a batch resent after a lost reply (Lightning restarted, the socket
+            // dropped) is recognised by the worker's line numbers and not stored twice.
+            try db.execute(sql: "ALTER TABLE log_lines ADD COLUMN worker_seq INTEGER")
+        }
         return m
     }
 }

@@ -76,7 +76,11 @@ public struct NewLogLine: Sendable, Equatable {
     public var source: String
     public var message: String
     public var timestamp: Int64
-    public init(stepID: String?, level: String, source: String, message: String, timestamp: Int64) {
+    /// The worker's own per-attempt line counter (our extension, `worker_seq`): a line resent after a lost reply
+    /// carries the same number and is stored once. Nil for workers that do not send it.
+    public var workerSeq: Int64?
+    public init(stepID: String?, level: String, source: String, message: String, timestamp: Int64, workerSeq: Int64? = nil) {
+        self.workerSeq = workerSeq
         self.stepID = stepID
         self.level = level
         self.source = source

@@ -186,22 +186,41 @@ public final class SQLiteStore: LightningStore {
         guard demand > 0 else { return [] }
         let now = Timestamp.nowMicros()
         return try await pool.write { db in
-            let candidates = try Row.fetchAll(db, sql: """
-                SELECT a.id, a.workflow_id, a.run_timeout_ms, w.concurrency,
-                       (SELECT COUNT(*) FROM attempts b WHERE b.workflow_id = a.workflow_id AND b.state IN ('claimed', 'started')) AS busy
-                FROM attempts a JOIN workflows w ON w.id = a.workflow_id
-                WHERE a.state = 'available' ORDER BY a.seq LIMIT ?
-                """, arguments: [max(demand * 20, 100)])
+            // Running counts for workflows with a concurrency limit, once per claim rather than per candidate.
             var busy: [String: Int] = [:]
+            for row in try Row.fetchAll(db, sql: """
+                SELECT a.workflow_id, COUNT(*) AS n FROM attempts a JOIN workflows w ON w.id = a.workflow_id
+                WHERE a.state IN ('claimed', 'started') AND w.concurrency IS NOT NULL GROUP BY a.workflow_id
+                """) { busy[row["workflow_id"]] = row["n"] }
+            var full = Set<String>()
             var claimed: [ClaimedAttempt] = []
-            for row in candidates where claimed.count < demand {
-                let workflowID: String = row["workflow_id"]
-                let running = busy[workflowID] ?? row["busy"]
-                if let limit: Int = row["concurrency"], running >= limit { continue }
-                busy[workflowID] = running + 1
-                try db.execute(sql: "UPDATE attempts SET state = 'claimed', claimed_at = ?, worker_name = ? WHERE id = ? AND state = 'available'",
-                               arguments: [now, workerName, row["id"]])
-                if db.changesCount == 1 { claimed.append(ClaimedAttempt(id: row["id"], runTimeoutMS: row["run_timeout_ms"])) }
+            var afterSeq: Int64 = 0
+            // Oldest first, in windows; a workflow at its limit is left out of the next window's query, so a
+            // backlog of one capped workflow cannot hide the attempts of others behind it.
+            while claimed.count < demand {
+                let exclude = full.isEmpty ? "" : "AND a.workflow_id NOT IN (\(full.map { _ in "?" }.joined(separator: ",")))"
+                var arguments: StatementArguments = [afterSeq]
+                for id in full { arguments += [id] }
+                arguments += [max((demand - claimed.count) * 4, 64)]
+                let window = try Row.fetchAll(db, sql: """
+                    SELECT a.id, a.seq, a.workflow_id, a.run_timeout_ms, w.concurrency
+                    FROM attempts a JOIN workflows w ON w.id = a.workflow_id
+                    WHERE a.state = 'available' AND a.seq > ? \(exclude) ORDER BY a.seq LIMIT ?
+                    """, arguments: arguments)
+                if window.isEmpty { break }
+                for row in window where claimed.count < demand {
+                    afterSeq = row["seq"]
+                    let workflowID: String = row["workflow_id"]
+                    if full.contains(workflowID) { continue }
+                    if let limit: Int = row["concurrency"] {
+                        let running = busy[workflowID] ?? 0
+                        if running >= limit { full.insert(workflowID); continue }
+                        busy[workflowID] = running + 1
+                    }
+                    try db.execute(sql: "UPDATE attempts SET state = 'claimed', claimed_at = ?, worker_name = ? WHERE id = ? AND state = 'available'",
+                                   arguments: [now, workerName, row["id"]])
+                    if db.changesCount == 1 { claimed.append(ClaimedAttempt(id: row["id"], runTimeoutMS: row["run_timeout_ms"])) }
+                }
             }
             return claimed
         }
@@ -510,14 +529,32 @@ actor LogWriter {
         if AttemptState(rawValue: state)?.isFinal == true {
             return .failure(StoreError.conflict("attempt \(attemptID) is \(state); its log lines are refused"))
         }
-        var seq = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM log_lines WHERE attempt_id = ?", arguments: [attemptID]) ?? 0
+        // The attempt's last line gives both the next seq and the worker's high-water mark; lines are stored in
+        // the worker's order, so every worker_seq at or below the mark is already stored (a resent batch).
+        let last = try Row.fetchOne(db, sql: """
+            SELECT seq, worker_seq FROM log_lines WHERE attempt_id = ? ORDER BY seq DESC LIMIT 1
+            """, arguments: [attemptID])
+        var seq: Int64 = last?["seq"] ?? 0
+        var highWater: Int64 = last?["worker_seq"] ?? 0
         var assigned: [Int64] = []
         assigned.reserveCapacity(lines.count)
         for line in lines {
+            if let w = line.workerSeq, w <= highWater {
+                // Already stored: answer with the seq it got the first time.
+                if let existing = try Int64.fetchOne(db, sql: """
+                    SELECT seq FROM log_lines WHERE attempt_id = ? AND worker_seq = ?
+                    """, arguments: [attemptID, w]) {
+                    assigned.append(existing)
+                }
+                continue
+            }
             seq += 1
             try db.execute(sql: """
-                INSERT INTO log_lines (attempt_id, seq, step_id, level, source, message, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [attemptID, seq, line.stepID, line.level, line.source, line.message, line.timestamp])
+                INSERT INTO log_lines (attempt_id, seq, step_id, level, source, message, timestamp, worker_seq)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [attemptID, seq, line.stepID, line.level, line.source, line.message, line.timestamp,
+                                 line.workerSeq])
+            if let w = line.workerSeq { highWater = w }
             assigned.append(seq)
         }
         return .success(assigned)

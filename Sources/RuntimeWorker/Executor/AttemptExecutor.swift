@@ -310,6 +310,9 @@ final class LogBatcher: @unchecked Sendable {
     private var pending: [JSON] = []
     private var bytes = 0
     private var capped = false
+    /// Numbers every line this attempt sends (`worker_seq`), so Lightning stores a batch resent after a lost
+    /// reply only once.
+    private var nextSeq: Int64 = 0
     private var flushing: Task<Void, Never>?
 
     init(attemptID: String, events: any AttemptEventSink, scrubber: CredentialScrubber, maxBytes: Int,
@@ -332,8 +335,9 @@ final class LogBatcher: @unchecked Sendable {
                 capped = true
                 message = "(log output over \(maxBytes) bytes for this attempt: further lines are not kept)"
             }
+            nextSeq += 1
             pending.append(["message": [.string(message)], "level": stream == .stdout ? "info" : "error", "source": "JOB",
-                            "timestamp": .string(Timestamp.now()), "step_id": .string(stepID)])
+                            "timestamp": .string(Timestamp.now()), "step_id": .string(stepID), "worker_seq": .int(nextSeq)])
         }
         let start = flushing == nil
         if start { flushing = Task { await self.flushLoop() } }

@@ -67,7 +67,8 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
         guard let network = StepNetwork(rawValue: setting(stepNetwork, [], "step-network", "none")) else {
             throw ValidationError("--step-network must be none or host")
         }
-        let workRoot = setting(workDir, [], "work-dir", "./data/worker")
+        // Absolute, so a step that runs from its own directory (as with --sandbox none) still finds its files.
+        let workRoot = URL(fileURLWithPath: setting(workDir, [], "work-dir", "./data/worker")).standardizedFileURL.path
         let shutdown = Double(setting(shutdownTimeout.map { String($0) }, [], "shutdown-timeout", "30")) ?? 30
         let workerName = setting(name, ["WORKER_NAME"], "name", "\(ProcessInfo.processInfo.hostName)-\(getpid())")
 

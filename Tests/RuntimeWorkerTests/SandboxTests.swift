@@ -213,6 +213,9 @@ struct SandboxTests {
         defer { f.remove() }
         let (_, out) = try await f.run("env")
         #expect(!out.stdout.joined().contains("do-not-leak"))
+        // The step (uid 65534 when the worker is root) can write its output next to its script.
+        let (w, written) = try await f.run("echo '{}' > \"$(dirname \"$0\")/output.json\" && echo wrote")
+        #expect(w.exitCode == 0 && written.stdout == ["wrote"], "\(written.stderr)")
         let marker = "lr-none-\(UUID().uuidString.prefix(6))"
         let (t, _) = try await f.run("(exec -a \(marker) sleep 300) & sleep 300", timeout: .milliseconds(500), interpreter: "/bin/bash")
         #expect(t.timedOut)

@@ -268,8 +268,8 @@ public final class SandboxRunner: @unchecked Sendable {
                     onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async throws -> StepTermination {
         // Unique in this process, whatever number of runners it has: cgroups are per host.
         let n = SandboxRunner.nextStepNumber()
-        // The step's uid must be able to use its directories.
-        if useNamespaces && geteuid() == 0 {
+        // The step's uid must be able to use its directories (as root it drops to 65534 in every mode).
+        if geteuid() == 0 {
             chown(launch.workDirectory, 65534, 65534)
             chown(launch.tmpDirectory, 65534, 65534)
         }

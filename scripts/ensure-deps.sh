@@ -1,7 +1,7 @@
 # Sourced by scripts/test and scripts/run-example: installs what is missing, and only that.
 # Debian packages need root (or sudo); Python test tools come from PyPI.
 
-APT_PACKAGES=(pkg-config libssl-dev libwebsockets-dev libsqlite3-dev python3 python3-pip openssl procps)
+APT_PACKAGES=(pkg-config libssl-dev libwebsockets-dev libsqlite3-dev libcurl4 curl python3 python3-pip openssl procps)
 PY_MODULES=("jwt:PyJWT" "websockets:websockets" "cryptography:cryptography")
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -49,7 +49,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         case disconnected(reason: String)
         /// The server answered the upgrade with 401 or 403: no automatic retry.
         case authenticationFailed(status: Int)
-        case rejoined(topic: String)
+        /// Rejoined after a reconnect; `response` is the join reply.
+        case rejoined(topic: String, response: JSON)
         case rejoinFailed(topic: String, response: JSON)
     }
 
@@ -438,7 +439,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
                                            ref: joinRef, timeout: .seconds(10))
                 if reply.isOK {
                     lock.withLock { channels[topic]?.joinRef = joinRef }
-                    eventSink.yield(.rejoined(topic: topic))
+                    eventSink.yield(.rejoined(topic: topic, response: reply.response))
                 } else {
                     lock.withLock { _ = channels.removeValue(forKey: topic) }
                     eventSink.yield(.rejoinFailed(topic: topic, response: reply.response))

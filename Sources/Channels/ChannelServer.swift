@@ -25,6 +25,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     // Shared state.
     private let lock = Lock()
     private var subscribers: [String: [Int: ChannelSocket]] = [:]
+    private var openSockets: [Int: ChannelSocket] = [:]
     private var boundPort = 0
     private var readPauses = 0
 
@@ -126,12 +127,15 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     // MARK: Sending (any thread)
 
     func send(to id: Int, bytes: [UInt8], binary: Bool, onWritten: (@Sendable (Bool) -> Void)?) {
-        loop.post { [self] in
+        let posted = loop.post { [self] in
             guard let conn = connections[id], conn.kind == .websocket, conn.closeCode == nil else {
                 onWritten?(false)
                 return
             }
-            if conn.queuedBytes + bytes.count > configuration.maxQueuedBytesPerConnection {
+            let limit = conn.endpoint?.maxQueuedBytes ?? configuration.maxQueuedBytesPerConnection
+            // Over the limit with a backlog: the client is not reading. (A single message bigger than the limit
+            // still goes when nothing is waiting.)
+            if conn.queuedBytes > 0 && conn.queuedBytes + bytes.count > limit {
                 logger.warning("closing a slow consumer", metadata: ["connection": "\(id)", "queued": "\(conn.queuedBytes)"])
                 onWritten?(false)
                 conn.failQueue()
@@ -140,6 +144,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             }
             conn.enqueue(bytes, binary: binary, onWritten: onWritten)
         }
+        if !posted { onWritten?(false) }
     }
 
     func close(connection id: Int, code: Int, reason: String) {
@@ -163,6 +168,11 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         let sockets = lock.withLock { Array(subscribers[topic]?.values ?? [:].values) }
         for s in sockets { s.push(topic: topic, event: event, payload: payload) }
         return sockets.count
+    }
+
+    /// Every open WebSocket, of every endpoint.
+    public func allSockets() -> [ChannelSocket] {
+        lock.withLock { Array(openSockets.values) }
     }
 
     /// Sockets currently joined to `topic`.
@@ -220,7 +230,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
         case LWS_CALLBACK_HTTP_BODY_COMPLETION:
             guard let conn = connection(wsi) else { return -1 }
-            if conn.response == nil { dispatchHTTP(conn) }
+            if conn.response == nil && !conn.dispatched { dispatchHTTP(conn) }
             return 0
 
         case LWS_CALLBACK_HTTP_WRITEABLE:
@@ -299,6 +309,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
     private func established(_ conn: Connection) {
         guard let socket = conn.socket, let endpoint = conn.endpoint else { return }
+        lock.withLock { openSockets[socket.id] = socket }
         conn.kind = .websocket
         lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
         let (stream, continuation) = AsyncStream<(PhoenixMessage, Int)>.makeStream()
@@ -359,6 +370,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     }
 
     private func closed(_ conn: Connection) {
+        if let socket = conn.socket { lock.withLock { _ = openSockets.removeValue(forKey: socket.id) } }
         conn.inbound?.finish()
         conn.inbound = nil
         conn.failQueue()
@@ -401,6 +413,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
                 socket.setJoinRef(m.topic, m.joinRef ?? m.ref ?? "")
                 subscribe(topic: m.topic, socket: socket)
                 reply(.ok(response), joinRef: m.joinRef)
+                await route.handler.joined(topic: m.topic, socket: socket)
             case .error(let response):
                 reply(.error(response), joinRef: m.joinRef)
             }
@@ -450,11 +463,18 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         }
         // Requests with a body are dispatched at HTTP_BODY_COMPLETION.
         if declared == 0 && !["POST", "PUT", "PATCH"].contains(conn.method) { dispatchHTTP(conn) }
-        else if declared == 0 && conn.headers["transfer-encoding"] == nil { dispatchHTTP(conn) }
+        else if declared == 0 && conn.headers["transfer-encoding"] == nil {
+            // lws cannot keep such a connection alive (it does not know where the body ends) and closes it
+            // after the response: say so, or a client reuses it and has to retry a request it already made.
+            if conn.headers["content-length"] == nil { conn.closeAfterResponse = true }
+            dispatchHTTP(conn)
+        }
         return 0
     }
 
     private func dispatchHTTP(_ conn: Connection) {
+        guard !conn.dispatched else { return }
+        conn.dispatched = true
         let request = HTTPRequest(method: conn.method, path: conn.path, query: conn.query, headers: conn.headers,
                                   body: conn.body)
         conn.body = []

@@ -33,6 +33,16 @@ public final class ChannelSocket: Sendable, Hashable {
         return true
     }
 
+    /// Like `push`, then waits until the frame is written to the kernel (true) or dropped because the socket
+    /// closed (false). Lets a sender of a long backlog go at the client's pace.
+    public func pushAndWait(topic: String, event: String, payload: JSON) async -> Bool {
+        guard let joinRef = state.joinRef(topic), let server else { return false }
+        let m = PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: payload)
+        return await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+            server.send(to: id, bytes: m.encodeText(), binary: false, onWritten: { c.resume(returning: $0) })
+        }
+    }
+
     /// Closes the channel from the server side (`phx_close`).
     public func closeChannel(topic: String) {
         guard let joinRef = state.joinRef(topic), let server else { return }

@@ -38,6 +38,11 @@ final class Connection {
     var headers: [String: String] = [:]
     var body: [UInt8] = []
     var response: HTTPResponse?
+    /// The request went to its handler: never twice (lws may still report a body completion for a POST
+    /// without a body, after it was dispatched on arrival).
+    var dispatched = false
+    /// Answer with `Connection: close` (lws will not keep this connection alive).
+    var closeAfterResponse = false
 
     init(id: Int, wsi: OpaquePointer, kind: Kind, maxMessageBytes: Int) {
         self.id = id
@@ -120,7 +125,9 @@ final class Connection {
             var p: UnsafeMutablePointer<UInt8>? = start
             guard lws_add_http_common_headers(wsi, UInt32(response.status), response.contentType,
                                               lws_filepos_t(response.body.count), &p, end) == 0 else { return false }
-            for (name, value) in response.headers {
+            var headers = response.headers
+            if closeAfterResponse { headers.append(("connection", "close")) }
+            for (name, value) in headers {
                 let n = Array((name.lowercased() + ":").utf8), v = Array(value.utf8)
                 if lws_add_http_header_by_name(wsi, n, v, Int32(v.count), &p, end) != 0 { return false }
             }

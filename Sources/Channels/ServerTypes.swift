@@ -46,10 +46,14 @@ public protocol ChannelHandler: Sendable {
     func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply?
     /// The client left the topic, or the socket closed.
     func leave(topic: String, socket: ChannelSocket) async
+    /// Runs after a successful join's reply is queued and the socket is subscribed: pushes made from here on
+    /// reach the client after the reply.
+    func joined(topic: String, socket: ChannelSocket) async
 }
 
 extension ChannelHandler {
     public func leave(topic: String, socket: ChannelSocket) async {}
+    public func joined(topic: String, socket: ChannelSocket) async {}
 }
 
 public struct ChannelRoute: Sendable {
@@ -74,12 +78,17 @@ public struct SocketEndpoint: Sendable {
     public var channels: [ChannelRoute]
     public var onConnect: (@Sendable (ChannelSocket) async -> Void)?
     public var onDisconnect: (@Sendable (ChannelSocket) async -> Void)?
+    /// Bytes queued for one of this endpoint's sockets before it is closed as a slow consumer (1008); nil uses
+    /// the server's `maxQueuedBytesPerConnection`. Viewers get a small one so they never hold memory for long.
+    public var maxQueuedBytes: Int?
 
     public init(
         path: String, authenticate: @escaping @Sendable (UpgradeRequest) -> AuthDecision, channels: [ChannelRoute],
         onConnect: (@Sendable (ChannelSocket) async -> Void)? = nil,
-        onDisconnect: (@Sendable (ChannelSocket) async -> Void)? = nil
+        onDisconnect: (@Sendable (ChannelSocket) async -> Void)? = nil,
+        maxQueuedBytes: Int? = nil
     ) {
+        self.maxQueuedBytes = maxQueuedBytes
         self.path = path
         self.authenticate = authenticate
         self.channels = channels

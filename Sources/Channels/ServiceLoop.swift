@@ -66,13 +66,18 @@ final class ServiceLoop: @unchecked Sendable {
     /// The context, for use on the service thread only.
     var lwsContext: OpaquePointer? { context }
 
-    func post(_ work: @escaping () -> Void) {
+    /// Queues `work` for the service thread. Returns false, and drops it, once the loop is stopping: callers
+    /// that wait on the work's outcome must answer their waiters themselves then.
+    @discardableResult
+    func post(_ work: @escaping () -> Void) -> Bool {
         let ctx: OpaquePointer? = lock.withLock {
             if stopping { return nil }
             inbox.append(work)
             return context
         }
-        if let ctx { lws_cancel_service(ctx) }
+        guard let ctx else { return false }
+        lws_cancel_service(ctx)
+        return true
     }
 
     /// Runs everything posted so far. Service thread only.

@@ -11,7 +11,7 @@ struct LightningCommand: AsyncParsableCommand {
         commandName: "lightning",
         abstract: "The lightning-runtime orchestrator.",
         version: RuntimeVersion.current,
-        subcommands: [Serve.self, Workflows.self, Attempts.self, Credentials.self])
+        subcommands: [Serve.self, Workflows.self, Attempts.self, Workers.self, Tokens.self, Credentials.self])
 }
 
 /// Options every subcommand that touches the database shares.
@@ -27,7 +27,8 @@ struct DatabaseOptions: ParsableArguments {
 
 extension LightningCommand {
     struct Serve: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Run Lightning: the worker socket, webhooks, the janitor.")
+        static let configuration = CommandConfiguration(
+            abstract: "Run Lightning: the worker and operator sockets, the HTTP API, webhooks, cron and the janitor.")
 
         @OptionGroup var db: DatabaseOptions
         @Option(help: "Address to listen on (env LIGHTNING_HOST).")
@@ -52,6 +53,10 @@ extension LightningCommand {
         var tlsCA: String?
         @Flag(help: "Require client certificates signed by --tls-ca.")
         var requireClientCert = false
+        @Flag(help: "Do not serve GET /metrics.")
+        var noMetrics = false
+        @Flag(help: "Do not run the cron scheduler here (another Lightning on this database does).")
+        var noCron = false
 
         func validate() throws {
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -75,85 +80,14 @@ extension LightningCommand {
                 config.channel.tls = TLSConfiguration(certificatePath: tlsCert, privateKeyPath: tlsKey, caPath: tlsCA,
                                                       requireClientCertificate: requireClientCert)
             }
-            let lightning = try Lightning(configuration: config, store: try db.open(), logger: logger)
+            config.metricsEnabled = !noMetrics
+            config.cronEnabled = !noCron
+            let store = try db.open()
+            try await OperatorBootstrap.firstAdminToken(store: store, keysDirectory: keysDir, logger: logger)
+            let lightning = try Lightning(configuration: config, store: store, logger: logger)
             let group = ServiceGroup(configuration: .init(
                 services: [LightningService(lightning: lightning)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
-        }
-    }
-
-    struct Workflows: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Workflows.", subcommands: [Apply.self, List.self])
-
-        struct Apply: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Create or update a workflow from a YAML or JSON file.")
-            @OptionGroup var db: DatabaseOptions
-            @Argument(help: "The workflow file.") var file: String
-            func run() async throws {
-                let text = try String(contentsOfFile: file, encoding: .utf8)
-                let definition = try WorkflowDefinition.parse(text)
-                let applied = try await db.open().applyWorkflow(definition)
-                print("workflow \(definition.name): version \(applied.version) (\(applied.workflowID))")
-            }
-        }
-
-        struct List: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List workflows.")
-            @OptionGroup var db: DatabaseOptions
-            func run() async throws {
-                for w in try await db.open().workflows() {
-                    print("\(w.name)\tv\(w.version)\t\(w.webhookPaths.map { "/i/\($0)" }.joined(separator: " "))")
-                }
-            }
-        }
-    }
-
-    struct Attempts: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Attempts.", subcommands: [Start.self, Status.self])
-
-        struct Start: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Start an attempt of a workflow.")
-            @OptionGroup var db: DatabaseOptions
-            @Argument(help: "Workflow name.") var workflow: String
-            @Option(help: "Input state as a JSON object.") var input: String = "{}"
-            func run() async throws {
-                let created = try await db.open().createWorkOrder(workflow: workflow, input: Array(input.utf8))
-                print(created.attemptID)
-            }
-        }
-
-        struct Status: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Show an attempt and its log.")
-            @OptionGroup var db: DatabaseOptions
-            @Argument(help: "Attempt id.") var id: String
-            func run() async throws {
-                let store = try db.open()
-                let a = try await store.attempt(id)
-                print("\(a.id) \(a.workflowName) \(a.state.rawValue)\(a.errorType.map { " \($0)" } ?? "") \(a.errorMessage ?? "")")
-                for line in try await store.logs(attemptID: id, since: 0, limit: 100_000) {
-                    print("\(line.seq)\t\(line.level)\t\(line.source)\t\(line.message)")
-                }
-            }
-        }
-    }
-}
-
-extension LightningCommand {
-    struct Credentials: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Credentials.", subcommands: [Set.self])
-
-        struct Set: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(
-                abstract: "Store a credential (a JSON object), encrypted with LIGHTNING_ENCRYPTION_KEY.")
-            @OptionGroup var db: DatabaseOptions
-            @Argument(help: "Credential name, as jobs refer to it.") var name: String
-            @Option(help: "The JSON object, or @FILE to read it from a file.") var body: String
-
-            func run() async throws {
-                let text = body.hasPrefix("@") ? try String(contentsOfFile: String(body.dropFirst()), encoding: .utf8) : body
-                let id = try await db.open().setCredential(name: name, body: Array(text.utf8))
-                print("credential \(name) stored (\(id))")
-            }
         }
     }
 }

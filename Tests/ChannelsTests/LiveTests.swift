@@ -176,6 +176,21 @@ struct LiveTests {
         #expect(s6 == 200, "the server keeps serving")
     }
 
+    @Test("body-less POSTs in a row: each handled exactly once and answered; no client retries a dead connection")
+    func keepAlivePosts() async throws {
+        let calls = Counter()
+        let server = ChannelServer(configuration: { var c = ChannelServerConfiguration(); c.port = 0; return c }(), endpoints: [],
+                                   routes: [HTTPRoute("POST", "/count") { _ in calls.increment(); return .json(200, ["ok": true]) }])
+        try server.start()
+        defer { server.stop() }
+        let url = "http://127.0.0.1:\(server.port)/count"
+        // curl sends no Content-Length for -X POST without data and would reuse the connection for all five.
+        let r = try TestSupport.run("/usr/bin/curl", ["-sv", "-X", "POST", url, url, url, url, url])
+        #expect(calls.value == 5, "\(r.stderr)")
+        #expect(!r.stderr.contains("Connection died"), "\(r.stderr)")
+        #expect(r.stdout.components(separatedBy: "\"ok\":true").count - 1 == 5)
+    }
+
     @Test("an oversize message closes the socket with 1009; the client reconnects")
     func oversize() async throws {
         let server = try makeServer { $0.maxMessageBytes = 10_000 }

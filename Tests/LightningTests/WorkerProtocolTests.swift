@@ -12,7 +12,7 @@ struct Harness {
     let keys: WorkerKeySet
     var port: Int { lightning.port }
 
-    init(grace: Double = 30) throws {
+    init(grace: Double = 30, configure: (inout LightningConfiguration) -> Void = { _ in }) throws {
         t = try TestStore()
         keys = try WorkerKeySet.generate()
         var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),
@@ -20,6 +20,7 @@ struct Harness {
         config.port = 0
         config.graceSeconds = grace
         config.janitorIntervalSeconds = 0.2
+        configure(&config)
         lightning = try Lightning(configuration: config, store: t.store)
         try lightning.start()
     }

@@ -32,6 +32,11 @@ struct AttemptChannel: ChannelHandler {
         guard let id = Wire.Topic.attemptID(fromAttemptTopic: topic), let worker = socket.context as? WorkerIdentity else {
             return .error(reason: "unauthorized")
         }
+        let started = ContinuousClock.now
+        defer {
+            let d = ContinuousClock.now - started
+            lightning.metrics.eventHandled(event, seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+        }
         do {
             return try await handle(event: event, attemptID: id, worker: worker, payload: payload)
         } catch let error as StoreError {
@@ -87,24 +92,30 @@ struct AttemptChannel: ChannelHandler {
 
         case Wire.Event.attemptStart:
             try await store.startAttempt(id, workerName: worker.name, at: timestamp(payload))
+            await lightning.viewers.attemptChanged(id)
             return .ok(.null)
 
         case Wire.Event.stepStart:
             let stepID = try field(payload, "step_id"), jobID = try field(payload, "job_id")
             try await store.startStep(attemptID: id, stepID: stepID, jobID: jobID,
                                       inputDataclipID: payload["input_dataclip_id"]?.stringValue, at: timestamp(payload))
+            await lightning.viewers.event(attemptID: id, event: "step:start", payload: [
+                "step_id": .string(stepID), "job_id": .string(jobID), "attempt_id": .string(id),
+            ])
             return .ok(["step_id": .string(stepID)])
 
         case Wire.Event.log:
             let line = try await logLine(payload, attemptID: id)
             let seqs = try await store.appendLogs(attemptID: id, [line])
+            await publish(id, [line], seqs)
             return .ok(["log_line_id": .string("\(id):\(seqs.first ?? 0)")])
 
         case Wire.Event.batchLogs:
             guard let logs = payload["logs"]?.arrayValue else { throw FieldError(field: "logs", message: "must be a list") }
             var lines: [NewLogLine] = []
             for entry in logs { lines.append(try await logLine(entry, attemptID: id)) }
-            _ = try await store.appendLogs(attemptID: id, lines)
+            let seqs = try await store.appendLogs(attemptID: id, lines)
+            await publish(id, lines, seqs)
             return .ok([:])
 
         case Wire.Event.stepComplete:
@@ -119,6 +130,11 @@ struct AttemptChannel: ChannelHandler {
                 if bytes.count <= plan.options.payloadLimitMB * 1_000_000 { output = bytes }
             }
             try await store.completeStep(attemptID: id, step, outputState: output, at: timestamp(payload))
+            await lightning.viewers.event(attemptID: id, event: "step:complete", payload: [
+                "step_id": .string(step.stepID), "job_id": .string(step.jobID), "attempt_id": .string(id),
+                "reason": .string(step.reason.rawValue), "error_type": Render.opt(step.errorType),
+                "error_message": Render.opt(step.errorMessage),
+            ])
             return .ok(["step_id": .string(step.stepID)])
 
         case Wire.Event.attemptComplete:
@@ -129,12 +145,25 @@ struct AttemptChannel: ChannelHandler {
             let state = try await store.completeAttempt(id, complete, finalState: complete.finalState.map { Array($0.utf8) },
                                                         at: timestamp(payload))
             scrubbers.forget(id)
+            await lightning.viewers.attemptChanged(id)
             lightning.logger.info("attempt finished", metadata: ["attempt.id": "\(id)", "attempt.state": "\(state.rawValue)"])
             return .ok(.null)
 
         default:
             throw FieldError(field: "event", message: "unknown event \(event)")
         }
+    }
+
+    /// Hands newly stored lines to the attempt's viewers (a resent line has the seq it got the first time, which
+    /// viewers already passed, so it is not shown twice).
+    private func publish(_ attemptID: String, _ lines: [NewLogLine], _ seqs: [Int64]) async {
+        lightning.metrics.logLines.increment(by: Int64(lines.count))
+        guard lines.count == seqs.count else { return }
+        let records = zip(lines, seqs).map { line, seq in
+            LogLineRecord(attemptID: attemptID, seq: seq, stepID: line.stepID, level: line.level, source: line.source,
+                          message: line.message, timestamp: line.timestamp)
+        }
+        await lightning.viewers.published(attemptID: attemptID, lines: records)
     }
 
     /// A stored log line: message items joined by a space, control characters stripped, credential values

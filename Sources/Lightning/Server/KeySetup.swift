@@ -38,3 +38,25 @@ public enum KeySetup {
                     source: keysDirectory + "/")
     }
 }
+
+/// The first operator token: made when a database has none, written where the CLI looks by default.
+public enum OperatorBootstrap {
+    public static let fileName = "operator_token"
+
+    public static func firstAdminToken(store: any LightningStore, keysDirectory: String, logger: Logger) async throws {
+        guard try await store.operatorTokens().isEmpty else { return }
+        let (record, secret) = try await store.createOperatorToken(name: "admin", role: .admin)
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: keysDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let path = keysDirectory + "/" + fileName
+        // Written 0600 from the start: never readable by others, not even for a moment.
+        if fm.fileExists(atPath: path) { try fm.removeItem(atPath: path) }
+        guard fm.createFile(atPath: path, contents: Data((secret + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw KeyFileError(message: "could not write \(path)")
+        }
+        logger.notice("""
+            this database had no operator token: created admin token \(record.id) into \(path) (mode 0600). \
+            The lightning CLI reads it from there; make others with `lightning tokens create`.
+            """)
+    }
+}

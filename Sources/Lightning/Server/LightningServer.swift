@@ -19,6 +19,14 @@ public struct LightningConfiguration: Sendable {
     public var channel = ChannelServerConfiguration()
     /// Longest log line stored as is; longer ones are replaced by a notice.
     public var maxLogLineBytes = 1_000_000
+    /// Log lines in a viewer's join reply; the rest of the backlog follows as pushes.
+    public var joinBacklogLines = 1000
+    /// Bytes queued for one viewer before it is closed as too slow (it resumes with `since`).
+    public var viewerMaxQueuedBytes = 4 * 1024 * 1024
+    /// `GET /metrics` (no authentication, like Lightning's own; turn it off where that port is public).
+    public var metricsEnabled = true
+    /// Run the cron scheduler (one per database is enough; two are safe).
+    public var cronEnabled = true
 
     public init(attemptSigningKey: JWTKey, workerSecretKey: JWTKey) {
         self.attemptSigningKey = attemptSigningKey
@@ -38,6 +46,8 @@ public final class Lightning: Sendable {
     let logger: Logger
     let attemptVerifyKey: JWTKey
     let state = LightningState()
+    let metrics = LightningMetrics()
+    let viewers: ViewerHub
     private let serverBox = ServerBox()
 
     public init(configuration: LightningConfiguration, store: any LightningStore, logger: Logger = Logger(label: "lightning")) throws {
@@ -45,6 +55,7 @@ public final class Lightning: Sendable {
         self.store = store
         self.logger = logger
         attemptVerifyKey = try configuration.attemptSigningKey.publicKey()
+        viewers = ViewerHub(store: store, logger: logger)
     }
 
     public var port: Int { serverBox.server?.port ?? 0 }
@@ -60,21 +71,41 @@ public final class Lightning: Sendable {
             channels: [ChannelRoute(Wire.Topic.queue, QueueChannel(lightning: self)),
                        ChannelRoute(Wire.Topic.attemptPrefix + "*", AttemptChannel(lightning: self))],
             onDisconnect: { [self] socket in await workerSocketClosed(socket) })
-        let routes = [
+        let operatorEndpoint = SocketEndpoint(
+            path: Wire.Path.operatorSocket,
+            authenticate: { [self] request in authenticateOperator(request) },
+            channels: [ChannelRoute("attempt:*", OperatorChannel(lightning: self))],
+            onDisconnect: { [self] socket in
+                await viewers.detachAll(socketID: socket.id)
+                metrics.viewersConnected.record(await viewers.count)
+            },
+            maxQueuedBytes: configuration.viewerMaxQueuedBytes)
+        var routes = [
             HTTPRoute("GET", "/healthz") { _ in .json(200, ["status": "ok"]) },
             HTTPRoute("POST", "/i/") { [self] request in await webhook(request) },
+            HTTPRoute(nil, "/api/") { [self] request in await operatorAPI(request) },
         ]
-        let server = ChannelServer(configuration: channel, endpoints: [workerEndpoint], routes: routes,
+        if configuration.metricsEnabled {
+            routes.append(HTTPRoute("GET", "/metrics") { [self] _ in await renderMetrics() })
+        }
+        let server = ChannelServer(configuration: channel, endpoints: [workerEndpoint, operatorEndpoint], routes: routes,
                                    logger: Logger(label: "lightning.channels"))
         try server.start()
         serverBox.server = server
-        let janitor = Task { [self] in await runJanitor() }
-        serverBox.janitor = janitor
+        serverBox.janitor = Task { [self] in await runJanitor() }
+        if configuration.cronEnabled {
+            let scheduler = CronScheduler(store: store, logger: logger) { [self] _ in
+                metrics.cronFired.increment()
+                nudgeWorkers()
+            }
+            serverBox.cron = Task { await scheduler.run() }
+        }
         logger.info("Lightning is listening", metadata: ["port": "\(server.port)", "database": "\(configuration.databasePath)"])
     }
 
     public func shutdown() async {
         serverBox.janitor?.cancel()
+        serverBox.cron?.cancel()
         await serverBox.server?.shutdown()
     }
 
@@ -91,6 +122,36 @@ public final class Lightning: Sendable {
         } catch {
             return .reject(status: 401, message: "invalid worker token: \(error)")
         }
+    }
+
+    /// Operator sockets: the token in `?token=` or `Authorization: Bearer`, checked before the upgrade.
+    func authenticateOperator(_ request: UpgradeRequest) -> AuthDecision {
+        let presented = request.query["token"].flatMap { $0.isEmpty ? nil : $0 } ?? request.headers["authorization"]
+        switch authorize(presented, needed: .viewer) {
+        case .success(let identity): return .accept(context: identity)
+        case .failure(let refusal):
+            return .reject(status: refusal.response.status, message: String(decoding: refusal.response.body, as: UTF8.self))
+        }
+    }
+
+    /// Closes the operator sockets whose token matches (after a revocation).
+    func closeOperatorSockets(where matches: (OperatorIdentity) -> Bool) {
+        guard let server = serverBox.server else { return }
+        for topicSocket in server.allSockets() {
+            if let who = topicSocket.context as? OperatorIdentity, matches(who) {
+                topicSocket.close(code: 1008, reason: "token revoked")
+            }
+        }
+    }
+
+    func connectedWorkerNames() -> [String] {
+        (serverBox.server?.sockets(joinedTo: Wire.Topic.queue) ?? []).compactMap { ($0.context as? WorkerIdentity)?.name }
+    }
+
+    func renderMetrics() async -> HTTPResponse {
+        if let counts = try? await store.attemptCounts() { metrics.attempts(counts) }
+        metrics.workersConnected.record(Set(connectedWorkerNames()).count)
+        return .text(200, metrics.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
     }
 
     func workerSocketClosed(_ socket: ChannelSocket) async {
@@ -142,6 +203,7 @@ public final class Lightning: Sendable {
         guard !path.isEmpty else { return .error(404, "no webhook path given: POST /i/<path>") }
         let body = request.body.isEmpty ? Array("{}".utf8) : request.body
         do {
+            metrics.webhooks.increment()
             let created = try await store.createWorkOrder(webhookPath: path, input: body)
             nudgeWorkers()
             return .json(200, ["work_order_id": .string(created.workOrderID), "attempt_id": .string(created.attemptID)])
@@ -158,6 +220,7 @@ public final class Lightning: Sendable {
     /// Cancels an attempt: at once when no worker has it, otherwise by asking its worker (`run:cancel`).
     public func cancel(attemptID: String) async throws -> AttemptState {
         let state = try await store.cancel(attemptID, at: Timestamp.nowMicros())
+        await viewers.attemptChanged(attemptID)
         if state == .claimed || state == .started {
             serverBox.server?.broadcast(topic: Wire.Topic.attempt(attemptID), event: Wire.Event.cancel,
                                         payload: ["reason": "cancelled by an operator"])
@@ -181,7 +244,10 @@ public final class Lightning: Sendable {
         let gone = state.workersGone(before: now - grace)
         do {
             let lost = try await store.markLost(goneWorkers: gone, now: now, graceMicros: grace)
-            for id in lost { logger.warning("attempt lost", metadata: ["attempt.id": "\(id)"]) }
+            for id in lost {
+                logger.warning("attempt lost", metadata: ["attempt.id": "\(id)"])
+                await viewers.attemptChanged(id)
+            }
             state.forget(gone)
         } catch is CancellationError {
             // Shutting down: the sweep was interrupted, not failed.
@@ -220,6 +286,11 @@ final class ServerBox: @unchecked Sendable {
     private let lock = NSLock()
     private var _server: ChannelServer?
     private var _janitor: Task<Void, Never>?
+    private var _cron: Task<Void, Never>?
+    var cron: Task<Void, Never>? {
+        get { lock.withLock { _cron } }
+        set { lock.withLock { _cron = newValue } }
+    }
     var server: ChannelServer? {
         get { lock.withLock { _server } }
         set { lock.withLock { _server = newValue } }

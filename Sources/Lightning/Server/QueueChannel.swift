@@ -25,11 +25,21 @@ struct QueueChannel: ChannelHandler {
         }
         do {
             let claimed = try await lightning.store.claim(demand: Int(demand), workerName: worker.name)
-            // RS256 signing runs here, in the connection's task, never on the socket service thread.
-            let runs = try claimed.map { c -> JSON in
-                ["id": .string(c.id), "token": .string(try lightning.signAttemptToken(c))]
-            }
             let ids = claimed.map(\.id)
+            lightning.metrics.claims.increment()
+            lightning.metrics.claimedAttempts.increment(by: Int64(claimed.count))
+            // RS256 signing runs here, in the connection's task, never on the socket service thread.
+            let runs: [JSON]
+            do {
+                runs = try claimed.map { c -> JSON in
+                    ["id": .string(c.id), "token": .string(try lightning.signAttemptToken(c))]
+                }
+            } catch {
+                // Nothing was handed out: put the claims back rather than leave them to time out.
+                try? await lightning.store.unclaim(ids, workerName: worker.name)
+                lightning.logger.error("could not sign attempt tokens; claims returned to the queue", metadata: ["error": "\(error)"])
+                return .error(["errors": ["claim": .array([.string("could not sign attempt tokens")])]])
+            }
             let store = lightning.store
             let logger = lightning.logger
             let state = lightning.state

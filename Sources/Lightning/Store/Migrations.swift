@@ -134,6 +134,30 @@ enum Migrations {
             // dropped) is recognised by the worker's line numbers and not stored twice.
             try db.execute(sql: "ALTER TABLE log_lines ADD COLUMN worker_seq INTEGER")
         }
+        m.registerMigration("2026-12-01-003-operators-and-cron") { db in
+            try db.execute(sql: """
+                -- Operator tokens: only the SHA-256 of the secret is kept.
+                CREATE TABLE operator_tokens (
+                    id TEXT PRIMARY KEY,
+                    hash TEXT NOT NULL UNIQUE,
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    inserted_at INTEGER NOT NULL,
+                    last_used_at INTEGER,
+                    revoked_at INTEGER
+                );
+                -- The next due slot of each cron trigger, keyed by workflow and trigger name so that it survives
+                -- a re-applied workflow; advanced by compare-and-set in the transaction that makes the work order.
+                CREATE TABLE cron_slots (
+                    workflow_id TEXT NOT NULL REFERENCES workflows(id),
+                    trigger_name TEXT NOT NULL,
+                    expression TEXT NOT NULL,
+                    next_slot INTEGER NOT NULL,
+                    last_fired_slot INTEGER,
+                    PRIMARY KEY (workflow_id, trigger_name)
+                );
+                """)
+        }
         return m
     }
 }

@@ -132,6 +132,8 @@ public protocol LightningStore: Sendable {
     func cancel(_ id: String, at: Int64) async throws -> AttemptState
     func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> [Int64]
     func logs(attemptID: String, since: Int64, limit: Int) async throws -> [LogLineRecord]
+    /// The attempt's highest log seq (0 when it has none).
+    func lastLogSeq(attemptID: String) async throws -> Int64
     func steps(attemptID: String) async throws -> [StepRecord]
     func workerConnected(name: String, capacity: Int, version: String?, at: Int64) async throws
     func workerDisconnected(name: String, at: Int64) async throws
@@ -139,4 +141,44 @@ public protocol LightningStore: Sendable {
     /// Marks lost every unfinished attempt of `workerNames` (gone past the grace period), and every attempt
     /// whose claim is older than its timeout plus `graceMicros`. Returns the ids marked lost.
     func markLost(goneWorkers workerNames: [String], now: Int64, graceMicros: Int64) async throws -> [String]
+
+    // Operators (PROTOCOL.md 6)
+    func createOperatorToken(name: String, role: OperatorToken.Role) async throws -> (record: OperatorTokenRecord, secret: String)
+    /// The live (not revoked) token with this plaintext, or nil. Synchronous (one indexed read), so that the
+    /// socket's upgrade hook can answer 401 itself.
+    func verifyOperatorToken(secret: String) throws -> OperatorTokenRecord?
+    /// Records a token's use (to the minute).
+    func touchOperatorToken(_ record: OperatorTokenRecord, at: Int64) async throws
+    func operatorTokens() async throws -> [OperatorTokenRecord]
+    /// Revokes by id or by name; returns how many were revoked.
+    func revokeOperatorToken(_ idOrName: String, at: Int64) async throws -> Int
+    func attemptCounts() async throws -> [AttemptState: Int]
+    func logLineCount() async throws -> Int64
+
+    // Cron
+    func cronTriggers() async throws -> [CronTrigger]
+    /// Fires `trigger` for the slot `due` if that slot is still its next due one: advances it to `next` and
+    /// makes the work order in one transaction. Returns nil when another scheduler (or an earlier run) fired it.
+    func fireCron(_ trigger: CronTrigger, due: Int64, next: Int64) async throws -> CreatedWork?
+    /// Records the first due slot of a trigger seen for the first time; keeps an existing one.
+    func scheduleCron(_ trigger: CronTrigger, next: Int64) async throws -> Int64
+}
+
+public struct OperatorTokenRecord: Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var role: OperatorToken.Role
+    public var insertedAt: Int64
+    public var lastUsedAt: Int64?
+    public var revokedAt: Int64?
+}
+
+public struct CronTrigger: Sendable, Equatable {
+    public var workflowID: String
+    public var workflowName: String
+    public var triggerID: String
+    public var triggerName: String
+    public var expression: String
+    /// The stored next due slot (µs), when the scheduler has seen this trigger before.
+    public var nextSlot: Int64?
 }

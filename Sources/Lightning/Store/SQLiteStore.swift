@@ -153,7 +153,7 @@ public final class SQLiteStore: LightningStore {
         }
     }
 
-    private func createWorkOrder(input: [UInt8], find: @escaping @Sendable (Database) throws -> (String, String, String?))
+    func createWorkOrder(input: [UInt8], find: @escaping @Sendable (Database) throws -> (String, String, String?))
         async throws -> CreatedWork
     {
         guard (try? JSONSerialization.jsonObject(with: Data(input), options: [.fragmentsAllowed])) is [String: Any] else {

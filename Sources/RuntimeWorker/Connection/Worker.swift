@@ -103,7 +103,7 @@ public final class Worker: @unchecked Sendable {
                     lock.withLock { authFailure = status }
                     wake()
                     return .authenticationRefused(status)
-                case .rejoined(let topic):
+                case .rejoined(let topic, _):
                     logger.info("rejoined", metadata: ["topic": "\(topic)"])
                 case .rejoinFailed(let topic, let response):
                     logger.error("could not rejoin", metadata: ["topic": "\(topic)", "response": "\(response.text)"])

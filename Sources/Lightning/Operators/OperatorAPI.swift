@@ -1,0 +1,189 @@
+import Channels
+import Foundation
+import LightningProtocol
+
+/// The operator HTTP API (PROTOCOL.md 6): JSON, `Authorization: Bearer <operator token>`. Viewers may read;
+/// admins may also create, start and cancel. Every refusal says what is wrong.
+extension Lightning {
+    func operatorAPI(_ request: HTTPRequest) async -> HTTPResponse {
+        let parts = request.path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        // parts[0] == "api"
+        let route = Array(parts.dropFirst())
+        let method = request.method.uppercased()
+        let needed: OperatorToken.Role = method == "GET" ? .viewer : .admin
+        let who: OperatorIdentity
+        switch authorize(request.headers["authorization"], needed: needed) {
+        case .success(let identity): who = identity
+        case .failure(let refusal): return refusal.response
+        }
+        do {
+            return try await dispatch(method: method, route: route, request: request, who: who)
+        } catch let e as StoreError {
+            switch e {
+            case .notFound(let m): return .error(404, m)
+            case .conflict(let m): return .error(409, m)
+            case .invalid(let m): return .error(400, m)
+            }
+        } catch let e as APIError {
+            return .error(e.status, e.message)
+        } catch {
+            logger.error("operator API request failed", metadata: ["path": "\(request.path)", "error": "\(error)"])
+            return .error(500, "internal error: \(error)")
+        }
+    }
+
+    struct APIError: Error {
+        var status: Int
+        var message: String
+    }
+
+    struct Refusal: Error {
+        var response: HTTPResponse
+    }
+
+    /// Checks a bearer token (an `Authorization` header value, or a bare token) for a role.
+    func authorize(_ header: String?, needed: OperatorToken.Role) -> Result<OperatorIdentity, Refusal> {
+        guard let header, !header.isEmpty else {
+            return .failure(Refusal(response: .error(401, "missing operator token: send Authorization: Bearer <token>")))
+        }
+        let secret = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces) : header
+        let record: OperatorTokenRecord?
+        do { record = try store.verifyOperatorToken(secret: secret) } catch {
+            return .failure(Refusal(response: .error(503, "could not check the token: \(error)")))
+        }
+        guard let record else {
+            return .failure(Refusal(response: .error(401, "invalid or revoked operator token")))
+        }
+        guard record.role.allows(needed) else {
+            return .failure(Refusal(response: .error(403, "token \"\(record.name)\" is a \(record.role.rawValue); this needs \(needed.rawValue)")))
+        }
+        let store = self.store
+        Task { try? await store.touchOperatorToken(record, at: Timestamp.nowMicros()) }
+        return .success(OperatorIdentity(tokenID: record.id, name: record.name, role: record.role))
+    }
+
+    private func dispatch(method: String, route: [String], request: HTTPRequest, who: OperatorIdentity) async throws -> HTTPResponse {
+        switch (method, route.first, route.count) {
+        case ("GET", "workflows", 1):
+            return .json(200, ["workflows": .array(try await store.workflows().map(Render.workflow))])
+
+        case ("PUT", "workflows", 1), ("POST", "workflows", 1):
+            let text = try utf8(request.body, what: "the workflow")
+            let definition: WorkflowDefinition
+            do { definition = try WorkflowDefinition.parse(text) } catch {
+                throw APIError(status: 400, message: "invalid workflow: \(error)")
+            }
+            let applied = try await store.applyWorkflow(definition)
+            logger.info("workflow applied", metadata: ["workflow": "\(definition.name)", "version": "\(applied.version)", "by": "\(who.name)"])
+            return .json(200, ["id": .string(applied.workflowID), "name": .string(definition.name),
+                               "version": .int(Int64(applied.version)), "snapshot_id": .string(applied.snapshotID)])
+
+        case ("POST", "attempts", 1):
+            let body = try jsonObject(request.body)
+            guard let workflow = body["workflow"]?.stringValue, !workflow.isEmpty else {
+                throw APIError(status: 400, message: "\"workflow\" (a workflow name or id) is required")
+            }
+            let input = body["input"] ?? .object([:])
+            guard case .object = input else { throw APIError(status: 400, message: "\"input\" must be a JSON object") }
+            let created = try await startWork(workflow: workflow, input: input.encoded())
+            logger.info("attempt started by an operator", metadata: ["attempt.id": "\(created.attemptID)", "by": "\(who.name)"])
+            return .json(201, ["work_order_id": .string(created.workOrderID), "attempt_id": .string(created.attemptID)])
+
+        case ("GET", "attempts", 1):
+            var state: AttemptState? = nil
+            if let s = request.query["state"], !s.isEmpty {
+                guard let parsed = AttemptState(rawValue: s) else {
+                    throw APIError(status: 400, message: "unknown state \"\(s)\"; one of: \(AttemptState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                state = parsed
+            }
+            let limit = try intParameter(request.query["limit"], name: "limit", default: 50, range: 1...1000)
+            return .json(200, ["attempts": .array(try await store.attempts(state: state, limit: limit).map { Render.attempt($0) })])
+
+        case ("GET", "attempts", 2):
+            let id = route[1]
+            let attempt = try await store.attempt(id)
+            return .json(200, Render.attempt(attempt, steps: try await store.steps(attemptID: id),
+                                             lastSeq: try await store.lastLogSeq(attemptID: id)))
+
+        case ("GET", "attempts", 3) where route[2] == "logs":
+            let id = route[1]
+            _ = try await store.attempt(id)
+            let since = try intParameter(request.query["since"], name: "since", default: 0, range: 0...Int.max)
+            let limit = try intParameter(request.query["limit"], name: "limit", default: 1000, range: 1...10_000)
+            let lines = try await store.logs(attemptID: id, since: Int64(since), limit: limit)
+            return .json(200, ["logs": .array(lines.map(Render.log)), "last_seq": .int(lines.last?.seq ?? Int64(since))])
+
+        case ("POST", "attempts", 3) where route[2] == "cancel":
+            let state = try await cancel(attemptID: route[1])
+            logger.info("attempt cancel requested", metadata: ["attempt.id": "\(route[1])", "by": "\(who.name)"])
+            return .json(200, ["state": .string(state.rawValue),
+                               "message": .string(state.isFinal ? "the attempt is \(state.rawValue)" : "its worker was asked to stop it")])
+
+        case ("GET", "workers", 1):
+            let connected = Set(connectedWorkerNames())
+            return .json(200, ["workers": .array(try await store.workers().map { Render.worker($0, connected: connected.contains($0.name)) })])
+
+        case ("PUT", "credentials", 2):
+            let name = route[1]
+            guard name.count <= 100, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+                throw APIError(status: 400, message: "a credential name is 1-100 letters, digits, - _ or .")
+            }
+            _ = try jsonObject(request.body)
+            let id = try await store.setCredential(name: name, body: request.body)
+            logger.info("credential set", metadata: ["credential": "\(name)", "by": "\(who.name)"])
+            return .json(200, ["id": .string(id), "name": .string(name)])
+
+        case ("GET", "tokens", 1):
+            guard who.role == .admin else { throw APIError(status: 403, message: "listing tokens needs admin") }
+            return .json(200, ["tokens": .array(try await store.operatorTokens().map(Render.token))])
+
+        case ("POST", "tokens", 1):
+            let body = try jsonObject(request.body)
+            guard let name = body["name"]?.stringValue else { throw APIError(status: 400, message: "\"name\" is required") }
+            let roleText = body["role"]?.stringValue ?? "viewer"
+            guard let role = OperatorToken.Role(rawValue: roleText) else {
+                throw APIError(status: 400, message: "unknown role \"\(roleText)\"; one of: viewer, admin")
+            }
+            let (record, secret) = try await store.createOperatorToken(name: name, role: role)
+            logger.info("operator token created", metadata: ["token.id": "\(record.id)", "token.name": "\(record.name)", "by": "\(who.name)"])
+            var out = Render.token(record)
+            if case .object(var o) = out { o["token"] = .string(secret); out = .object(o) }
+            return .json(201, out)
+
+        case ("DELETE", "tokens", 2):
+            let n = try await store.revokeOperatorToken(route[1], at: Timestamp.nowMicros())
+            guard n > 0 else { throw APIError(status: 404, message: "no live token with id or name \"\(route[1])\"") }
+            closeOperatorSockets { $0.tokenID == route[1] || $0.name == route[1] }
+            logger.info("operator token revoked", metadata: ["token": "\(route[1])", "by": "\(who.name)"])
+            return .json(200, ["revoked": .int(Int64(n))])
+
+        default:
+            let known = "GET|PUT /api/workflows, POST|GET /api/attempts, GET /api/attempts/<id>, GET /api/attempts/<id>/logs, "
+                + "POST /api/attempts/<id>/cancel, GET /api/workers, PUT /api/credentials/<name>, GET|POST /api/tokens, DELETE /api/tokens/<id>"
+            return .error(404, "no such endpoint: \(method) \(request.path) (the API has: \(known))")
+        }
+    }
+
+    private func utf8(_ body: [UInt8], what: String) throws -> String {
+        guard !body.isEmpty else { throw APIError(status: 400, message: "the request body is empty: send \(what)") }
+        guard let text = String(validating: body, as: UTF8.self) else { throw APIError(status: 400, message: "\(what) is not UTF-8 text") }
+        return text
+    }
+
+    private func jsonObject(_ body: [UInt8]) throws -> [String: JSON] {
+        guard !body.isEmpty else { throw APIError(status: 400, message: "the request body is empty: send a JSON object") }
+        let parsed: JSON
+        do { parsed = try JSON.parse(body) } catch { throw APIError(status: 400, message: "the body is not valid JSON: \(error)") }
+        guard case .object(let o) = parsed else { throw APIError(status: 400, message: "the body must be a JSON object") }
+        return o
+    }
+
+    private func intParameter(_ text: String?, name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text, !text.isEmpty else { return value }
+        guard let n = Int(text), range.contains(n) else {
+            throw APIError(status: 400, message: "\(name) must be an integer from \(range.lowerBound) to \(range.upperBound), not \"\(text)\"")
+        }
+        return n
+    }
+}

@@ -1,0 +1,68 @@
+import Channels
+import Foundation
+
+/// How records look to operators (the HTTP API and the operator socket share these).
+enum Render {
+    static func attempt(_ a: AttemptRecord, steps: [StepRecord]? = nil, lastSeq: Int64? = nil) -> JSON {
+        var o: [String: JSON] = [
+            "id": .string(a.id), "work_order_id": .string(a.workOrderID), "workflow_id": .string(a.workflowID),
+            "workflow": .string(a.workflowName), "state": .string(a.state.rawValue), "final": .bool(a.state.isFinal),
+            "reason": opt(a.reason), "error_type": opt(a.errorType), "error_message": opt(a.errorMessage),
+            "worker": opt(a.workerName), "final_dataclip_id": opt(a.finalDataclipID),
+            "run_timeout_ms": .int(Int64(a.runTimeoutMS)), "inserted_at": time(a.insertedAt), "claimed_at": time(a.claimedAt),
+            "started_at": time(a.startedAt), "finished_at": time(a.finishedAt),
+        ]
+        if let steps { o["steps"] = .array(steps.map(step)) }
+        if let lastSeq { o["last_seq"] = .int(lastSeq) }
+        return .object(o)
+    }
+
+    static func step(_ s: StepRecord) -> JSON {
+        [
+            "id": .string(s.id), "job_id": .string(s.jobID), "input_dataclip_id": opt(s.inputDataclipID),
+            "output_dataclip_id": opt(s.outputDataclipID), "reason": opt(s.reason), "error_type": opt(s.errorType),
+            "error_message": opt(s.errorMessage), "started_at": time(s.startedAt), "finished_at": time(s.finishedAt),
+        ]
+    }
+
+    static func log(_ l: LogLineRecord) -> JSON {
+        [
+            "seq": .int(l.seq), "step_id": opt(l.stepID), "level": .string(l.level), "source": .string(l.source),
+            "message": .string(l.message), "timestamp": .string(String(l.timestamp)),
+        ]
+    }
+
+    static func worker(_ w: WorkerRecord, connected: Bool) -> JSON {
+        [
+            "name": .string(w.name), "capacity": .int(Int64(w.capacity)), "version": opt(w.version), "connected": .bool(connected),
+            "connected_at": time(w.connectedAt), "last_seen_at": time(w.lastSeenAt), "disconnected_at": time(w.disconnectedAt),
+            "current_attempts": .int(Int64(w.currentAttempts)),
+        ]
+    }
+
+    static func workflow(_ w: WorkflowSummary) -> JSON {
+        [
+            "id": .string(w.id), "name": .string(w.name), "version": .int(Int64(w.version)),
+            "concurrency": w.concurrency.map { .int(Int64($0)) } ?? .null, "webhooks": .array(w.webhookPaths.map { .string("/i/" + $0) }),
+        ]
+    }
+
+    static func token(_ t: OperatorTokenRecord) -> JSON {
+        [
+            "id": .string(t.id), "name": .string(t.name), "role": .string(t.role.rawValue), "inserted_at": time(t.insertedAt),
+            "last_used_at": time(t.lastUsedAt), "revoked": .bool(t.revokedAt != nil),
+        ]
+    }
+
+    static func opt(_ s: String?) -> JSON { s.map { .string($0) } ?? .null }
+    /// Times are ISO 8601 in UTC with milliseconds, from the stored microseconds.
+    static func time(_ micros: Int64?) -> JSON {
+        guard let micros else { return .null }
+        return .string(iso8601(micros))
+    }
+    static func iso8601(_ micros: Int64) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date(timeIntervalSince1970: Double(micros) / 1e6))
+    }
+}

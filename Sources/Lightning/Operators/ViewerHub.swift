@@ -1,0 +1,208 @@
+import Channels
+import Foundation
+import LightningProtocol
+import Logging
+
+/// Who an operator socket belongs to, from its verified token.
+public struct OperatorIdentity: Sendable, Equatable {
+    public var tokenID: String
+    public var name: String
+    public var role: OperatorToken.Role
+}
+
+/// Delivers an attempt's log lines and events to the operators watching it (`attempt:<id>`).
+///
+/// Every viewer has a cursor: the last log `seq` it was sent. Live lines go straight to viewers whose cursor is
+/// right behind them; a viewer that is behind (just joined, or lines arrived out of order) catches up from the
+/// store in chunks, at its own pace (each chunk waits until it is written), while live lines for it are skipped
+/// and re-read. So every viewer gets every line once, in order, and a slow viewer never slows the attempt:
+/// if its send queue passes the endpoint's limit, the server closes it and it resumes later with `since`.
+actor ViewerHub {
+    struct Viewer {
+        let socket: ChannelSocket
+        var cursor: Int64
+        var catchingUp = false
+        var missed = false
+        var sentComplete = false
+    }
+
+    private let store: any LightningStore
+    private let logger: Logger
+    private let chunk: Int
+    /// attempt id -> socket id -> viewer
+    private var viewers: [String: [Int: Viewer]] = [:]
+    /// Cursors handed over from `join` (the backlog in the reply) to `attach`.
+    private var pending: [String: Int64] = [:]
+
+    init(store: any LightningStore, logger: Logger, chunk: Int = 500) {
+        self.store = store
+        self.logger = logger
+        self.chunk = chunk
+    }
+
+    var count: Int { viewers.values.reduce(0) { $0 + $1.count } }
+
+    static func topic(_ attemptID: String) -> String { "attempt:" + attemptID }
+
+    func prepare(attemptID: String, socket: ChannelSocket, cursor: Int64) {
+        pending["\(socket.id) \(attemptID)"] = cursor
+    }
+
+    func attach(attemptID: String, socket: ChannelSocket) async {
+        guard let cursor = pending.removeValue(forKey: "\(socket.id) \(attemptID)") else { return }
+        viewers[attemptID, default: [:]][socket.id] = Viewer(socket: socket, cursor: cursor)
+        await catchUp(attemptID, socket.id)
+    }
+
+    func detach(attemptID: String, socketID: Int) {
+        viewers[attemptID]?[socketID] = nil
+        if viewers[attemptID]?.isEmpty == true { viewers[attemptID] = nil }
+        pending["\(socketID) \(attemptID)"] = nil
+    }
+
+    func detachAll(socketID: Int) {
+        for attemptID in Array(viewers.keys) { detach(attemptID: attemptID, socketID: socketID) }
+        pending = pending.filter { !$0.key.hasPrefix("\(socketID) ") }
+    }
+
+    /// Lines just stored for an attempt, in seq order.
+    func published(attemptID: String, lines: [LogLineRecord]) async {
+        guard let watching = viewers[attemptID], let first = lines.first, let last = lines.last else { return }
+        for (id, var v) in watching {
+            if v.catchingUp { v.missed = true; viewers[attemptID]?[id] = v; continue }
+            if v.cursor >= last.seq { continue }
+            if v.cursor + 1 < first.seq {
+                // A gap: read it from the store.
+                Task { await self.catchUp(attemptID, id) }
+                continue
+            }
+            for line in lines where line.seq > v.cursor {
+                v.socket.push(topic: Self.topic(attemptID), event: "log", payload: Render.log(line))
+            }
+            v.cursor = last.seq
+            viewers[attemptID]?[id] = v
+        }
+    }
+
+    /// A step or attempt event, pushed to every viewer as is.
+    func event(attemptID: String, event: String, payload: JSON) {
+        for v in viewers[attemptID]?.values ?? [:].values {
+            v.socket.push(topic: Self.topic(attemptID), event: event, payload: payload)
+        }
+    }
+
+    /// The attempt changed state: viewers get `attempt:update`, or `attempt:complete` (once) when it is final.
+    func attemptChanged(_ attemptID: String) async {
+        guard viewers[attemptID] != nil, let a = try? await store.attempt(attemptID) else { return }
+        if a.state.isFinal {
+            let lastSeq = (try? await store.lastLogSeq(attemptID: attemptID)) ?? 0
+            for (id, v) in viewers[attemptID] ?? [:] where !v.sentComplete {
+                sendComplete(a, lastSeq: lastSeq, to: id)
+            }
+        } else {
+            event(attemptID: attemptID, event: "attempt:update", payload: Render.attempt(a))
+        }
+    }
+
+    private func sendComplete(_ a: AttemptRecord, lastSeq: Int64, to socketID: Int) {
+        guard var v = viewers[a.id]?[socketID] else { return }
+        v.sentComplete = true
+        viewers[a.id]?[socketID] = v
+        v.socket.push(topic: Self.topic(a.id), event: "attempt:complete", payload: Render.attempt(a, lastSeq: lastSeq))
+    }
+
+    private func catchUp(_ attemptID: String, _ socketID: Int) async {
+        guard var v = viewers[attemptID]?[socketID], !v.catchingUp else { return }
+        v.catchingUp = true
+        viewers[attemptID]?[socketID] = v
+        let topic = Self.topic(attemptID)
+        while true {
+            guard var current = viewers[attemptID]?[socketID] else { return }
+            current.missed = false
+            viewers[attemptID]?[socketID] = current
+            let lines: [LogLineRecord]
+            do { lines = try await store.logs(attemptID: attemptID, since: current.cursor, limit: chunk) } catch {
+                logger.error("could not read log lines for a viewer", metadata: ["attempt.id": "\(attemptID)", "error": "\(error)"])
+                current.socket.close(code: 1011, reason: "could not read the log")
+                detach(attemptID: attemptID, socketID: socketID)
+                return
+            }
+            var delivered = true
+            for (i, line) in lines.enumerated() {
+                if i == lines.count - 1 {
+                    delivered = await current.socket.pushAndWait(topic: topic, event: "log", payload: Render.log(line))
+                } else {
+                    current.socket.push(topic: topic, event: "log", payload: Render.log(line))
+                }
+            }
+            guard delivered, var after = viewers[attemptID]?[socketID] else {
+                detach(attemptID: attemptID, socketID: socketID)
+                return
+            }
+            if let last = lines.last { after.cursor = max(after.cursor, last.seq) }
+            let done = lines.count < chunk && !after.missed
+            if done { after.catchingUp = false }
+            viewers[attemptID]?[socketID] = after
+            if done { break }
+        }
+        // Joined after the attempt ended (or it ended while we caught up): say so once the log is complete.
+        if viewers[attemptID]?[socketID]?.sentComplete == false, let a = try? await store.attempt(attemptID), a.state.isFinal {
+            let lastSeq = (try? await store.lastLogSeq(attemptID: attemptID)) ?? 0
+            sendComplete(a, lastSeq: lastSeq, to: socketID)
+        }
+    }
+}
+
+/// `attempt:<id>` on the operator socket.
+struct OperatorChannel: ChannelHandler {
+    let lightning: Lightning
+
+    func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult {
+        guard socket.context is OperatorIdentity else { return .error(["reason": "unauthorized"]) }
+        let id = String(topic.dropFirst("attempt:".count))
+        var since: Int64 = 0
+        if let s = payload["since"], s != .null {
+            guard let n = s.intValue, n >= 0 else { return .error(["reason": "since must be a log seq (an integer of 0 or more)"]) }
+            since = n
+        }
+        let store = lightning.store
+        do {
+            let attempt = try await store.attempt(id)
+            let steps = try await store.steps(attemptID: id)
+            var backlog = try await store.logs(attemptID: id, since: since, limit: lightning.configuration.joinBacklogLines)
+            // The reply must fit well within the viewer's send-queue limit; the rest follows as pushes.
+            var bytes = 0
+            let budget = lightning.configuration.viewerMaxQueuedBytes / 2
+            if let cut = backlog.firstIndex(where: { bytes += $0.message.utf8.count + 120; return bytes > budget }) {
+                backlog = Array(backlog.prefix(max(cut, 1)))
+            }
+            let lastSeq = try await store.lastLogSeq(attemptID: id)
+            let cursor = backlog.last?.seq ?? since
+            await lightning.viewers.prepare(attemptID: id, socket: socket, cursor: cursor)
+            return .ok([
+                "attempt": Render.attempt(attempt, steps: steps, lastSeq: lastSeq),
+                "logs": .array(backlog.map(Render.log)),
+                // More lines than the reply holds follow as `log` pushes, in order.
+                "more": .bool(cursor < lastSeq),
+            ])
+        } catch StoreError.notFound {
+            return .error(["reason": "not_found"])
+        } catch {
+            return .error(["reason": .string("could not load the attempt: \(error)")])
+        }
+    }
+
+    func joined(topic: String, socket: ChannelSocket) async {
+        await lightning.viewers.attach(attemptID: String(topic.dropFirst("attempt:".count)), socket: socket)
+        lightning.metrics.viewersConnected.record(await lightning.viewers.count)
+    }
+
+    func leave(topic: String, socket: ChannelSocket) async {
+        await lightning.viewers.detach(attemptID: String(topic.dropFirst("attempt:".count)), socketID: socket.id)
+        lightning.metrics.viewersConnected.record(await lightning.viewers.count)
+    }
+
+    func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
+        .error(["reason": .string("viewers only listen: unknown event \(event)")])
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+import Metrics
+import Prometheus
+
+/// Lightning's figures, kept through swift-metrics on a Prometheus registry of this server's own (so several
+/// servers in one process, as in tests, never mix), and rendered by `GET /metrics`.
+final class LightningMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    let claims: Metrics.Counter
+    let claimedAttempts: Metrics.Counter
+    let logLines: Metrics.Counter
+    let webhooks: Metrics.Counter
+    let cronFired: Metrics.Counter
+    let workersConnected: Metrics.Gauge
+    let viewersConnected: Metrics.Gauge
+
+    init() {
+        var f = PrometheusMetricsFactory(registry: registry)
+        f.defaultDurationHistogramBuckets = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
+        ]
+        factory = f
+        claims = Metrics.Counter(label: "lightning_claims_total", factory: f)
+        claimedAttempts = Metrics.Counter(label: "lightning_claimed_attempts_total", factory: f)
+        logLines = Metrics.Counter(label: "lightning_log_lines_total", factory: f)
+        webhooks = Metrics.Counter(label: "lightning_webhook_requests_total", factory: f)
+        cronFired = Metrics.Counter(label: "lightning_cron_work_orders_total", factory: f)
+        workersConnected = Metrics.Gauge(label: "lightning_workers_connected", factory: f)
+        viewersConnected = Metrics.Gauge(label: "lightning_viewers_connected", factory: f)
+    }
+
+    /// Time to handle one worker event, by event name.
+    func eventHandled(_ event: String, seconds: Double) {
+        Metrics.Timer(label: "lightning_event_duration_seconds", dimensions: [("event", event)], factory: factory)
+            .recordNanoseconds(Int64(seconds * 1e9))
+    }
+
+    func attempts(_ counts: [AttemptState: Int]) {
+        for state in AttemptState.allCases {
+            Metrics.Gauge(label: "lightning_attempts", dimensions: [("state", state.rawValue)], factory: factory)
+                .record(counts[state] ?? 0)
+        }
+    }
+
+    func render() -> String { registry.emitToString() }
+}

@@ -1,0 +1,345 @@
+import ArgumentParser
+import Channels
+import Foundation
+import Lightning
+
+/// How the operator commands reach Lightning.
+struct ClientOptions: ParsableArguments {
+    static let defaultTokenFile = "keys/operator_token"
+
+    @Option(help: "Lightning's HTTP URL (env LIGHTNING_SERVER).")
+    var server: String = ProcessInfo.processInfo.environment["LIGHTNING_SERVER"] ?? "http://127.0.0.1:4000"
+    @Option(help: "Operator token (env LIGHTNING_TOKEN; else read from --token-file).")
+    var token: String?
+    @Option(help: "File holding the operator token (env LIGHTNING_TOKEN_FILE).")
+    var tokenFile: String = ProcessInfo.processInfo.environment["LIGHTNING_TOKEN_FILE"] ?? ClientOptions.defaultTokenFile
+    @Flag(help: "Print JSON for scripts instead of text.")
+    var json = false
+
+    func client() throws -> APIClient {
+        let env = ProcessInfo.processInfo.environment
+        var secret = token ?? env["LIGHTNING_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        if secret == nil, let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) {
+            secret = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        guard let secret, !secret.isEmpty else {
+            throw CLIError(message: """
+                no operator token: pass --token, set LIGHTNING_TOKEN, or run where \(tokenFile) is \
+                (the first `lightning serve` on a new database writes an admin token there)
+                """)
+        }
+        return try APIClient(server: server, token: secret)
+    }
+
+    func emit(_ value: JSON) { print(String(decoding: value.encoded(), as: UTF8.self)) }
+}
+
+/// Runs a command body and turns a CLIError into its message and exit status.
+func runCLI(_ body: () async throws -> Void) async throws {
+    do { try await body() } catch let e as CLIError {
+        FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+        throw ExitCode(e.exitCode)
+    }
+}
+
+/// Reads `@FILE`, `-` (standard input) or the text itself.
+func argumentText(_ value: String) throws -> String {
+    if value == "-" { return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+    if value.hasPrefix("@") {
+        let path = String(value.dropFirst())
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIError(message: "cannot read \(path)") }
+        return text
+    }
+    return value
+}
+
+/// Columns padded to their widest cell.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    let all = [header] + rows
+    let widths = header.indices.map { i in all.map { $0[i].count }.max() ?? 0 }
+    return all.map { row in
+        row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ")
+    }.joined(separator: "\n")
+}
+
+extension JSON {
+    /// A scalar as text for tables ("-" for null).
+    var cell: String {
+        switch self {
+        case .null: "-"
+        case .string(let s): s
+        case .bool(let b): b ? "yes" : "no"
+        default: text
+        }
+    }
+}
+
+extension LightningCommand {
+    struct Workflows: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Workflows.", subcommands: [Apply.self, List.self])
+
+        struct Apply: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Create or update a workflow from a YAML or JSON file.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "The workflow file (- for standard input).") var file: String
+
+            func run() async throws {
+                try await runCLI {
+                    let text = try argumentText(file == "-" ? "-" : "@" + file)
+                    // Checked here too, so a mistake is named before anything is sent.
+                    do { _ = try WorkflowDefinition.parse(text) } catch { throw CLIError(message: "\(file): \(error)") }
+                    let r = try await options.client().call("PUT", "/api/workflows", body: Array(text.utf8), contentType: "application/yaml")
+                    if options.json { options.emit(r); return }
+                    print("workflow \(r["name"]?.cell ?? "?"): version \(r["version"]?.cell ?? "?") (\(r["id"]?.cell ?? "?"))")
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List workflows.")
+            @OptionGroup var options: ClientOptions
+            func run() async throws {
+                try await runCLI {
+                    let r = try await options.client().call("GET", "/api/workflows")
+                    if options.json { options.emit(r); return }
+                    let rows = (r["workflows"]?.arrayValue ?? []).map { w in
+                        [w["name"]?.cell ?? "", "v" + (w["version"]?.cell ?? ""), w["concurrency"]?.cell ?? "-",
+                         (w["webhooks"]?.arrayValue ?? []).map(\.cell).joined(separator: " ")]
+                    }
+                    print(table(["NAME", "VERSION", "CONCURRENCY", "WEBHOOKS"], rows))
+                }
+            }
+        }
+    }
+
+    struct Attempts: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Attempts.", subcommands: [Start.self, Status.self, List.self, Tail.self, Cancel.self])
+
+        struct Start: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Start an attempt of a workflow; prints its id.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "Workflow name or id.") var workflow: String
+            @Option(help: "Input state: a JSON object, @FILE or - for standard input.") var input: String = "{}"
+            @Flag(help: "Then tail its log until it ends (exit status 0 only on success).") var follow = false
+            @Flag(help: "With --follow: no colour.") var noColor = false
+
+            func run() async throws {
+                try await runCLI {
+                    let text = try argumentText(input)
+                    let parsed: JSON
+                    do { parsed = try JSON.parse(text) } catch { throw CLIError(message: "--input is not valid JSON: \(error)") }
+                    guard case .object = parsed else { throw CLIError(message: "--input must be a JSON object") }
+                    let client = try options.client()
+                    let r = try await client.call("POST", "/api/attempts", body: (["workflow": .string(workflow), "input": parsed] as JSON).encoded())
+                    guard let id = r["attempt_id"]?.stringValue else { throw CLIError(message: "unexpected reply: \(r.text)") }
+                    if follow {
+                        if !options.json { FileHandle.standardError.write(Data("attempt \(id)\n".utf8)) }
+                        let code = try await LogTail(client: client, attemptID: id, since: 0, json: options.json,
+                                                     color: LogTail.wantsColor(noColor: noColor)).run()
+                        throw ExitCode(code)
+                    }
+                    if options.json { options.emit(r) } else { print(id) }
+                }
+            }
+        }
+
+        struct Status: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Show an attempt, its steps and its log.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "Attempt id.") var id: String
+            @Flag(help: "Only the attempt, not its log.") var noLogs = false
+
+            func run() async throws {
+                try await runCLI {
+                    let client = try options.client()
+                    let a = try await client.call("GET", "/api/attempts/\(id)")
+                    if options.json { options.emit(a); return }
+                    print("\(a["id"]?.cell ?? id) \(a["workflow"]?.cell ?? "") \(a["state"]?.cell ?? "")"
+                          + (a["error_type"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? "")
+                          + (a["error_message"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? ""))
+                    for s in a["steps"]?.arrayValue ?? [] {
+                        print("  step \(s["job_id"]?.cell ?? "") \(s["reason"]?.cell ?? "running")\(s["error_type"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? "")")
+                    }
+                    if noLogs { return }
+                    var since: Int64 = 0
+                    while true {
+                        let page = try await client.call("GET", "/api/attempts/\(id)/logs", query: ["since": "\(since)", "limit": "5000"])
+                        let lines = page["logs"]?.arrayValue ?? []
+                        for l in lines { print("\(l["seq"]?.cell ?? "")\t\(l["level"]?.cell ?? "")\t\(l["source"]?.cell ?? "")\t\(l["message"]?.cell ?? "")") }
+                        guard let last = lines.last?["seq"]?.intValue, lines.count == 5000 else { break }
+                        since = last
+                    }
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List recent attempts, newest first.")
+            @OptionGroup var options: ClientOptions
+            @Option(help: "Only attempts in this state.") var state: String?
+            @Option(help: "How many (1-1000).") var limit: Int = 50
+
+            func run() async throws {
+                try await runCLI {
+                    var query = ["limit": "\(limit)"]
+                    if let state { query["state"] = state }
+                    let r = try await options.client().call("GET", "/api/attempts", query: query)
+                    if options.json { options.emit(r); return }
+                    let rows = (r["attempts"]?.arrayValue ?? []).map { a in
+                        [a["id"]?.cell ?? "", a["workflow"]?.cell ?? "", a["state"]?.cell ?? "", a["worker"]?.cell ?? "-",
+                         a["inserted_at"]?.cell ?? "", a["error_type"]?.cell ?? "-"]
+                    }
+                    print(table(["ID", "WORKFLOW", "STATE", "WORKER", "CREATED", "ERROR"], rows))
+                }
+            }
+        }
+
+        struct Tail: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Print an attempt's log, then its live lines, until it ends.",
+                discussion: "Exit status: 0 when the attempt succeeded, 1 for any other final state or an error.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "Attempt id.") var id: String
+            @Option(help: "Start after this log seq (0: from the first line).") var since: Int64 = 0
+            @Flag(help: "No colour, even on a terminal (also NO_COLOR).") var noColor = false
+
+            func validate() throws { if since < 0 { throw ValidationError("--since must be 0 or more") } }
+
+            func run() async throws {
+                try await runCLI {
+                    let code = try await LogTail(client: try options.client(), attemptID: id, since: since, json: options.json,
+                                                 color: LogTail.wantsColor(noColor: noColor)).run()
+                    throw ExitCode(code)
+                }
+            }
+        }
+
+        struct Cancel: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Cancel an attempt.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "Attempt id.") var id: String
+            func run() async throws {
+                try await runCLI {
+                    let r = try await options.client().call("POST", "/api/attempts/\(id)/cancel")
+                    if options.json { options.emit(r); return }
+                    print("\(id): \(r["state"]?.cell ?? "") (\(r["message"]?.cell ?? ""))")
+                }
+            }
+        }
+    }
+
+    struct Workers: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Workers.", subcommands: [List.self])
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List the workers Lightning has seen.")
+            @OptionGroup var options: ClientOptions
+            func run() async throws {
+                try await runCLI {
+                    let r = try await options.client().call("GET", "/api/workers")
+                    if options.json { options.emit(r); return }
+                    let rows = (r["workers"]?.arrayValue ?? []).map { w in
+                        [w["name"]?.cell ?? "", w["connected"] == .bool(true) ? "connected" : "gone",
+                         "\(w["current_attempts"]?.cell ?? "0")/\(w["capacity"]?.cell ?? "?")", w["version"]?.cell ?? "-",
+                         w["last_seen_at"]?.cell ?? "-"]
+                    }
+                    print(table(["NAME", "STATUS", "RUNNING", "VERSION", "LAST SEEN"], rows))
+                }
+            }
+        }
+    }
+
+    struct Tokens: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Operator tokens (admin only).", subcommands: [Create.self, Revoke.self, List.self])
+
+        struct Create: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Create an operator token; prints the secret once.",
+                discussion: """
+                    With --database the token is written straight into that database (for a server that is down, \
+                    or when no admin token is left); otherwise it is created through the API.
+                    """)
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "A name for the token (who or what uses it).") var name: String
+            @Option(help: "viewer (read, watch) or admin (also create, start, cancel).") var role: String = "viewer"
+            @Option(help: "Create it directly in this database file instead of through the API.") var database: String?
+
+            func validate() throws {
+                if OperatorToken.Role(rawValue: role) == nil { throw ValidationError("--role must be viewer or admin") }
+            }
+
+            func run() async throws {
+                try await runCLI {
+                    let secret: String, id: String
+                    if let database {
+                        let store = try SQLiteStore(path: database, cipher: nil)
+                        let made = try await store.createOperatorToken(name: name, role: OperatorToken.Role(rawValue: role)!)
+                        (secret, id) = (made.secret, made.record.id)
+                        if options.json { options.emit(["id": .string(id), "name": .string(name), "role": .string(role), "token": .string(secret)]) ; return }
+                    } else {
+                        let r = try await options.client().call("POST", "/api/tokens", body: (["name": .string(name), "role": .string(role)] as JSON).encoded())
+                        if options.json { options.emit(r); return }
+                        (secret, id) = (r["token"]?.stringValue ?? "", r["id"]?.cell ?? "")
+                    }
+                    print(secret)
+                    FileHandle.standardError.write(Data("token \(id) (\(name), \(role)) created; the secret above is shown only once\n".utf8))
+                }
+            }
+        }
+
+        struct Revoke: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Revoke a token by id or name; its sockets are closed.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "Token id or name.") var token: String
+            func run() async throws {
+                try await runCLI {
+                    let encoded = token.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? token
+                    let r = try await options.client().call("DELETE", "/api/tokens/\(encoded)")
+                    if options.json { options.emit(r); return }
+                    print("revoked \(r["revoked"]?.cell ?? "0") token(s)")
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List tokens (never their secrets).")
+            @OptionGroup var options: ClientOptions
+            func run() async throws {
+                try await runCLI {
+                    let r = try await options.client().call("GET", "/api/tokens")
+                    if options.json { options.emit(r); return }
+                    let rows = (r["tokens"]?.arrayValue ?? []).map { t in
+                        [t["id"]?.cell ?? "", t["name"]?.cell ?? "", t["role"]?.cell ?? "", t["revoked"] == .bool(true) ? "revoked" : "live",
+                         t["last_used_at"]?.cell ?? "-"]
+                    }
+                    print(table(["ID", "NAME", "ROLE", "STATUS", "LAST USED"], rows))
+                }
+            }
+        }
+    }
+
+    struct Credentials: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Credentials.", subcommands: [Set.self])
+
+        struct Set: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Store a credential (a JSON object); Lightning encrypts it with LIGHTNING_ENCRYPTION_KEY.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "Credential name, as jobs refer to it.") var name: String
+            @Option(help: "The JSON object, @FILE, or - for standard input.") var body: String
+
+            func run() async throws {
+                try await runCLI {
+                    let text = try argumentText(body)
+                    guard case .object = (try? JSON.parse(text)) ?? .null else { throw CLIError(message: "--body must be a JSON object") }
+                    let r = try await options.client().call("PUT", "/api/credentials/\(name)", body: Array(text.utf8))
+                    if options.json { options.emit(r); return }
+                    print("credential \(name) stored (\(r["id"]?.cell ?? ""))")
+                }
+            }
+        }
+    }
+}

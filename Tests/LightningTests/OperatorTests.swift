@@ -1,0 +1,332 @@
+import Channels
+import Foundation
+import LightningProtocol
+import Logging
+import Testing
+import TestSupport
+@testable import Lightning
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// One HTTP exchange with a Lightning under test.
+struct Exchange {
+    var status: Int
+    var json: JSON
+    var text: String
+}
+
+extension Harness {
+    func http(_ method: String, _ path: String, token: String?, body: String? = nil) async throws -> Exchange {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = method
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body { request.httpBody = Data(body.utf8) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let text = String(decoding: data, as: UTF8.self)
+        return Exchange(status: (response as! HTTPURLResponse).statusCode, json: (try? JSON.parse(text)) ?? .null, text: text)
+    }
+
+    func tokens() async throws -> (admin: String, viewer: String) {
+        (try await t.store.createOperatorToken(name: "root", role: .admin).secret,
+         try await t.store.createOperatorToken(name: "watcher", role: .viewer).secret)
+    }
+
+    /// A scripted worker that has claimed, joined and started one attempt; returns its run topic.
+    func startedAttempt(_ worker: ChannelClient, workflow: String = "free") async throws -> (id: String, topic: String) {
+        let created = try await lightning.startWork(workflow: workflow, input: Array("{}".utf8))
+        let claim = try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1])
+        let run = try #require(claim.response["runs"]?.arrayValue?.first)
+        let topic = "run:\(created.attemptID)"
+        try await worker.join(topic: topic, payload: { ["token": run["token"]!] })
+        #expect(try await worker.push(topic: topic, event: "run:start", payload: ["versions": [:]]).isOK)
+        return (created.attemptID, topic)
+    }
+
+    func viewer(_ token: String) throws -> ChannelClient {
+        var config = ChannelClient.Configuration(url: "ws://127.0.0.1:\(port)/socket/websocket") { ["token": token, "vsn": "2.0.0"] }
+        config.reconnectBase = .milliseconds(50)
+        config.reconnectCap = .milliseconds(200)
+        let c = try ChannelClient(configuration: config)
+        try c.connect()
+        return c
+    }
+}
+
+private let freeWorkflow = """
+    name: free
+    triggers:
+      - {name: nightly, type: cron, cron: "*/5 * * * *"}
+    jobs:
+      - {name: a, adaptor: sh, body: "true"}
+    """
+
+/// What one viewer saw: log seqs and messages in arrival order, and the final attempt.
+final class Seen: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _seqs: [Int64] = []
+    private var _messages: [String] = []
+    private var _complete: JSON?
+    var seqs: [Int64] { lock.withLock { _seqs } }
+    var messages: [String] { lock.withLock { _messages } }
+    var complete: JSON? { lock.withLock { _complete } }
+    var last: Int64 { lock.withLock { _seqs.last ?? 0 } }
+    func add(_ line: JSON) {
+        lock.withLock {
+            _seqs.append(line["seq"]!.intValue!)
+            _messages.append(line["message"]!.stringValue!)
+        }
+    }
+    func take(_ m: PhoenixMessage) {
+        guard case .json(let p) = m.payload else { return }
+        if m.event == "log" { add(p) }
+        if m.event == "attempt:complete" { lock.withLock { _complete = p } }
+    }
+}
+
+@Suite("Operators: the HTTP API, the viewer socket, cron and metrics", .serialized)
+struct OperatorTests {
+    @Test("the API: tokens and roles are enforced, good requests work, every bad one gets a 4xx that says why")
+    func api() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        let (admin, viewer) = try await h.tokens()
+
+        // Authentication and roles.
+        #expect(try await h.http("GET", "/api/workflows", token: nil).status == 401)
+        #expect(try await h.http("GET", "/api/workflows", token: "lro_" + String(repeating: "A", count: 43)).status == 401)
+        #expect(try await h.http("GET", "/api/workflows", token: "not-even-shaped-right").status == 401)
+        let forbidden = try await h.http("PUT", "/api/workflows", token: viewer, body: freeWorkflow)
+        #expect(forbidden.status == 403 && forbidden.text.contains("viewer"), "\(forbidden.text)")
+
+        // Workflows.
+        let applied = try await h.http("PUT", "/api/workflows", token: admin, body: freeWorkflow)
+        #expect(applied.status == 200 && applied.json["version"] == 1, "\(applied.text)")
+        let badYAML = try await h.http("PUT", "/api/workflows", token: admin, body: "name: x\njobs: []\n")
+        #expect(badYAML.status == 400 && badYAML.json["error"]?.stringValue?.contains("job") == true, "\(badYAML.text)")
+        #expect(try await h.http("PUT", "/api/workflows", token: admin, body: "").status == 400)
+        let listed = try await h.http("GET", "/api/workflows", token: viewer)
+        #expect(listed.json["workflows"]?.arrayValue?.first?["name"] == "free")
+
+        // Attempts.
+        for (body, fragment) in [("{", "not valid JSON"), ("[1]", "JSON object"), (#"{"input":{}}"#, "\"workflow\""),
+                                 (#"{"workflow":"free","input":[1]}"#, "\"input\"")] {
+            let r = try await h.http("POST", "/api/attempts", token: admin, body: body)
+            #expect(r.status == 400 && r.json["error"]?.stringValue?.contains(fragment) == true, "\(body) -> \(r.status) \(r.text)")
+        }
+        let unknown = try await h.http("POST", "/api/attempts", token: admin, body: #"{"workflow":"nope"}"#)
+        #expect(unknown.status == 404 && unknown.text.contains("nope"))
+        let started = try await h.http("POST", "/api/attempts", token: admin, body: #"{"workflow":"free","input":{"x":1}}"#)
+        #expect(started.status == 201, "\(started.text)")
+        let id = try #require(started.json["attempt_id"]?.stringValue)
+        let one = try await h.http("GET", "/api/attempts/\(id)", token: viewer)
+        #expect(one.json["state"] == "available" && one.json["steps"] == [] && one.json["last_seq"] == 0)
+        #expect(try await h.http("GET", "/api/attempts/no-such-id", token: viewer).status == 404)
+        #expect(try await h.http("GET", "/api/attempts?state=available", token: viewer).json["attempts"]?.arrayValue?.count == 1)
+        #expect(try await h.http("GET", "/api/attempts?state=bogus", token: viewer).text.contains("unknown state"))
+        #expect(try await h.http("GET", "/api/attempts?limit=0", token: viewer).status == 400)
+        #expect(try await h.http("GET", "/api/attempts/\(id)/logs?since=-1", token: viewer).status == 400)
+        #expect(try await h.http("GET", "/api/attempts/\(id)/logs", token: viewer).json["logs"] == [])
+        #expect(try await h.http("POST", "/api/attempts/\(id)/cancel", token: viewer).status == 403)
+        let cancelled = try await h.http("POST", "/api/attempts/\(id)/cancel", token: admin)
+        #expect(cancelled.status == 200 && cancelled.json["state"] == "cancelled", "\(cancelled.status) \(cancelled.text)")
+        #expect(try await h.http("POST", "/api/attempts/no-such-id/cancel", token: admin).status == 404)
+
+        // Workers, credentials, tokens, unknown paths.
+        #expect(try await h.http("GET", "/api/workers", token: viewer).json["workers"] == [])
+        #expect(try await h.http("PUT", "/api/credentials/api", token: admin, body: #"{"password":"x"}"#).status == 200)
+        #expect(try await h.http("PUT", "/api/credentials/api", token: admin, body: "[1]").status == 400)
+        #expect(try await h.http("PUT", "/api/credentials/bad%20name", token: admin, body: "{}").status == 400)
+        let made = try await h.http("POST", "/api/tokens", token: admin, body: #"{"name":"ci","role":"viewer"}"#)
+        let ciToken = try #require(made.json["token"]?.stringValue)
+        #expect(try await h.http("GET", "/api/workflows", token: ciToken).status == 200)
+        #expect(try await h.http("POST", "/api/tokens", token: admin, body: #"{"name":"x","role":"root"}"#).status == 400)
+        #expect(try await h.http("GET", "/api/tokens", token: viewer).status == 403)
+        let tokens = try await h.http("GET", "/api/tokens", token: admin)
+        #expect(tokens.json["tokens"]?.arrayValue?.count == 3 && !tokens.text.contains(ciToken), "secrets are never listed")
+        #expect(try await h.http("DELETE", "/api/tokens/ci", token: admin).json["revoked"] == 1)
+        #expect(try await h.http("GET", "/api/workflows", token: ciToken).status == 401, "a revoked token is refused")
+        #expect(try await h.http("DELETE", "/api/tokens/ci", token: admin).status == 404)
+        let nowhere = try await h.http("GET", "/api/nowhere", token: viewer)
+        #expect(nowhere.status == 404 && nowhere.text.contains("/api/attempts"))
+
+        // The database never holds a token's secret.
+        let dump = try Data(contentsOf: URL(fileURLWithPath: h.t.path)) + ((try? Data(contentsOf: URL(fileURLWithPath: h.t.path + "-wal"))) ?? Data())
+        #expect(dump.range(of: Data(admin.utf8)) == nil && dump.range(of: Data(ciToken.utf8)) == nil)
+
+        // Metrics.
+        let metrics = try await h.http("GET", "/metrics", token: nil)
+        #expect(metrics.status == 200 && metrics.text.contains(#"lightning_attempts{state="cancelled"} 1"#), "\(metrics.text)")
+    }
+
+    @Test("viewers: backlog then live lines; several viewers; one that reconnects resumes with since, no loss, no duplicates")
+    func viewers() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        let (_, viewerToken) = try await h.tokens()
+        try await h.t.workflow(freeWorkflow)
+        let worker = try await h.connectedWorker()
+        defer { worker.close() }
+        let (id, topic) = try await h.startedAttempt(worker)
+        var next = 1
+        func send(_ n: Int) async throws {
+            let lines: [JSON] = (0..<n).map { i in
+                ["message": [.string("line \(next + i)")], "level": "info", "source": "JOB", "worker_seq": .int(Int64(next + i))]
+            }
+            next += n
+            #expect(try await worker.push(topic: topic, event: "run:batch_logs", payload: ["run_id": .string(id), "logs": .array(lines)]).isOK)
+        }
+        try await send(30)  // backlog before anyone watches
+
+        // Viewer A joins from the start; viewer B from since=10.
+        let a = try h.viewer(viewerToken), b = try h.viewer(viewerToken)
+        defer { a.close(); b.close() }
+        try await waitUntil("viewers connected") { a.connected && b.connected }
+        let seenA = Seen(), seenB = Seen()
+        let replyA = try await a.join(topic: "attempt:\(id)", payload: { ["since": 0] }) { seenA.take($0) }
+        for l in replyA["logs"]?.arrayValue ?? [] { seenA.add(l) }
+        #expect(replyA["attempt"]?["state"] == "started")
+        let replyB = try await b.join(topic: "attempt:\(id)", payload: { ["since": 10] }) { seenB.take($0) }
+        for l in replyB["logs"]?.arrayValue ?? [] { seenB.add(l) }
+        #expect(seenB.seqs.first == 11)
+
+        // A third viewer drops mid-stream and resumes from the last seq it saw.
+        let seenC = Seen()
+        var c = try h.viewer(viewerToken)
+        try await waitUntil("c connected") { c.connected }
+        for l in try await c.join(topic: "attempt:\(id)", payload: { ["since": 0] }, onMessage: { seenC.take($0) })["logs"]?.arrayValue ?? [] {
+            seenC.add(l)
+        }
+        for _ in 0..<10 { try await send(25) }
+        try await waitUntil("c has some live lines") { seenC.last > 100 }
+        c.close()
+        for _ in 0..<10 { try await send(25) }  // lines C is not there for
+        c = try h.viewer(viewerToken)
+        try await waitUntil("c reconnected") { c.connected }
+        let since = seenC.last
+        for l in try await c.join(topic: "attempt:\(id)", payload: { ["since": .int(since)] }, onMessage: { seenC.take($0) })["logs"]?.arrayValue ?? [] {
+            seenC.add(l)
+        }
+        for _ in 0..<4 { try await send(25) }
+        let completed = try await worker.push(topic: topic, event: "run:complete", payload: ["reason": "success", "final_state": "{}", "timestamp": .string(Timestamp.now())])
+        #expect(completed.isOK, "\(completed.response)")
+        let total = Int64(next - 1)
+        #expect(total == 630)
+        for (name, seen, first) in [("A", seenA, Int64(1)), ("B", seenB, Int64(11)), ("C", seenC, Int64(1))] {
+            try await waitUntil("\(name) has every line and the end") { seen.last == total && seen.complete != nil }
+            #expect(seen.seqs == Array(first...total), "viewer \(name): every line once, in order")
+            #expect(seen.messages == (first...total).map { "line \($0)" })
+            #expect(seen.complete?["state"] == "success" && seen.complete?["last_seq"] == .int(total))
+        }
+        c.close()
+
+        // Joining after the end: the whole log in the reply, then attempt:complete.
+        let late = try h.viewer(viewerToken)
+        defer { late.close() }
+        try await waitUntil("late connected") { late.connected }
+        let seenLate = Seen()
+        let replyLate = try await late.join(topic: "attempt:\(id)", payload: { [:] }) { seenLate.take($0) }
+        for l in replyLate["logs"]?.arrayValue ?? [] { seenLate.add(l) }
+        try await waitUntil("late viewer has everything") { seenLate.last == total && seenLate.complete != nil }
+        #expect(seenLate.seqs == Array(1...total))
+        #expect(replyLate["more"] == false || seenLate.seqs.count == Int(total))
+    }
+
+    @Test("viewer socket: bad tokens get 401 before the upgrade; unknown attempts and bad since are refused")
+    func viewerRefusals() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        let (_, viewerToken) = try await h.tokens()
+        let bad = try h.viewer("lro_" + String(repeating: "B", count: 43))
+        defer { bad.close() }
+        #expect(await firstProblem(bad) == .authenticationFailed(status: 401))
+        let v = try h.viewer(viewerToken)
+        defer { v.close() }
+        try await waitUntil("connected") { v.connected }
+        await #expect(throws: ChannelError.joinRefused(["reason": "not_found"])) {
+            try await v.join(topic: "attempt:nope", payload: { [:] })
+        }
+        try await h.t.workflow(freeWorkflow)
+        let created = try await h.lightning.startWork(workflow: "free", input: Array("{}".utf8))
+        await #expect(throws: ChannelError.self) {
+            try await v.join(topic: "attempt:\(created.attemptID)", payload: { ["since": -4] })
+        }
+    }
+
+    @Test("a viewer that cannot keep up is closed; the attempt and the other viewers go on at full speed")
+    func slowViewer() async throws {
+        let h = try Harness { $0.viewerMaxQueuedBytes = 1024 * 1024 }
+        defer { Task { await h.stop() } }
+        let (_, viewerToken) = try await h.tokens()
+        try await h.t.workflow(freeWorkflow)
+        let worker = try await h.connectedWorker()
+        defer { worker.close() }
+        let (id, topic) = try await h.startedAttempt(worker)
+
+        // The slow viewer: a Python client with a tiny receive buffer that joins and then stops reading.
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/LightningTests/Interop/slow_viewer.py").path
+        let go = h.t.dir.appendingPathComponent("go").path
+        let python = try #require(TestSupport.which("python3"), "python3 is needed; scripts/test installs it")
+        let slow = try ChildProcess(python, [script, "\(h.port)", viewerToken, "attempt:\(id)", go], directory: h.t.dir,
+                                    logName: "slow_viewer.log")
+        defer { slow.stop() }
+        try slow.waitForLog("joined")
+
+        let fast = try h.viewer(viewerToken)
+        defer { fast.close() }
+        try await waitUntil("fast connected") { fast.connected }
+        let seenFast = Seen()
+        for l in try await fast.join(topic: "attempt:\(id)", payload: { [:] }, onMessage: { seenFast.take($0) })["logs"]?.arrayValue ?? [] {
+            seenFast.add(l)
+        }
+        let pad = String(repeating: "x", count: 1000)
+        var n: Int64 = 0
+        for _ in 0..<40 {
+            let lines: [JSON] = (0..<500).map { _ in
+                n += 1
+                return ["message": [.string("\(n) \(pad)")], "level": "info", "source": "JOB", "worker_seq": .int(n)]
+            }
+            let r = try await worker.push(topic: topic, event: "run:batch_logs", payload: ["run_id": .string(id), "logs": .array(lines)])
+            #expect(r.isOK, "the worker is never refused or held up by a viewer")
+        }
+        try await waitUntil("the fast viewer has all 20000 lines", timeout: .seconds(60)) { seenFast.last == n }
+        #expect(seenFast.seqs == Array(1...n))
+        FileManager.default.createFile(atPath: go, contents: nil)
+        #expect(slow.waitForExit(timeout: 30) == 0)
+        #expect(slow.log.contains("closed 1008"), "the slow viewer was closed as too slow: \(slow.log)")
+    }
+
+    @Test("cron: a slot fires once, across a restart and with two schedulers on one database")
+    func cronOncePerSlot() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow(freeWorkflow)  // */5 * * * *
+        func at(_ hhmmss: String) -> Date {
+            ISO8601DateFormatter().date(from: "2026-12-01T\(hhmmss)Z")!
+        }
+        let logger = Logger(label: "cron-test")
+        let first = CronScheduler(store: t.store, logger: logger)
+        #expect(try await first.tick(now: at("10:03:00")).isEmpty, "first sight schedules the next slot, 10:05")
+        #expect(try await first.tick(now: at("10:04:59")).isEmpty)
+        #expect(try await first.tick(now: at("10:05:00")).count == 1)
+        #expect(try await first.tick(now: at("10:05:01")).isEmpty, "once per slot")
+
+        // Restart: a new store on the same file and a new scheduler.
+        let reopened = try SQLiteStore(path: t.path, cipher: nil)
+        let second = CronScheduler(store: reopened, logger: logger)
+        #expect(try await second.tick(now: at("10:05:30")).isEmpty, "the restart does not fire 10:05 again")
+        // Two schedulers racing for one slot: exactly one work order.
+        async let x = first.tick(now: at("10:10:00"))
+        async let y = second.tick(now: at("10:10:00"))
+        #expect(try await x.count + y.count == 1)
+        // Down from 10:11 to 10:31: the missed slots fire once, not four times.
+        #expect(try await second.tick(now: at("10:31:00")).count == 1)
+        #expect(try await second.tick(now: at("10:32:00")).isEmpty)
+        let orders = try await t.store.attempts(state: nil, limit: 100)
+        #expect(orders.count == 3)
+        // A changed expression starts a fresh schedule.
+        try await t.workflow(freeWorkflow.replacingOccurrences(of: "*/5 * * * *", with: "0 * * * *"))
+        #expect(try await second.tick(now: at("10:35:00")).isEmpty)
+        #expect(try await second.tick(now: at("11:00:00")).count == 1)
+    }
+}

@@ -1,3 +1,4 @@
+import Channels
 import Foundation
 import JWT
 import Lightning
@@ -32,6 +33,13 @@ struct Binaries {
     }
 
     func store() throws -> SQLiteStore { try SQLiteStore(path: database, cipher: nil) }
+
+    /// Runs the `lightning` CLI against this server, with the admin token `serve` wrote into keys/.
+    func cli(_ arguments: [String], environment: [String: String] = [:]) throws -> TestSupport.ProcessResult {
+        try TestSupport.run(try TestSupport.builtBinary("lightning"), arguments + ["--server", "http://127.0.0.1:\(port)"],
+                            environment: ["LIGHTNING_TOKEN_FILE": dir.appendingPathComponent("keys/operator_token").path,
+                                          "LIGHTNING_TOKEN": ""].merging(environment) { $1 })
+    }
 
 
     func remove() {
@@ -115,6 +123,73 @@ struct BinaryTests {
         #expect(a.state == .lost && a.errorType == "LostAfterStart")
         try await Task.sleep(for: .milliseconds(200))
         #expect(try TestSupport.run("/usr/bin/pgrep", ["-f", marker]).stdout.isEmpty, "the step outlived its worker")
+    }
+
+    @Test("the lightning CLI against a real server and worker: apply, start --follow, tail, list --json, roles, clear errors")
+    func cli() async throws {
+        let b = try Binaries()
+        defer { b.remove() }
+        try b.lightning.waitForLog("created admin token")
+        let token = try String(contentsOf: b.dir.appendingPathComponent("keys/operator_token"), encoding: .utf8)
+        let mode = try FileManager.default.attributesOfItem(atPath: b.dir.appendingPathComponent("keys/operator_token").path)[.posixPermissions] as? Int
+        #expect(mode == 0o600 && token.hasPrefix("lro_"))
+        let worker = try b.worker("cli-worker")
+        defer { worker.stop() }
+        let file = b.dir.appendingPathComponent("flows.yaml")
+        try """
+            name: chatty
+            jobs:
+              - {name: talk, adaptor: sh, body: "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done"}
+            """.write(to: file, atomically: true, encoding: .utf8)
+        let applied = try b.cli(["workflows", "apply", file.path])
+        #expect(applied.status == 0 && applied.stdout.contains("workflow chatty: version 1"), "\(applied)")
+        try "name: broken\njobs:\n  - {name: x, adaptor: sh, body: \"exit 3\"}\n".write(to: file, atomically: true, encoding: .utf8)
+        #expect(try b.cli(["workflows", "apply", file.path]).status == 0)
+        try "name: [".write(to: file, atomically: true, encoding: .utf8)
+        let bad = try b.cli(["workflows", "apply", file.path])
+        #expect(bad.status != 0 && bad.stderr.contains("flows.yaml"), "\(bad)")
+
+        // start --follow prints the lines as they come and exits 0 only on success.
+        let followed = try b.cli(["attempts", "start", "chatty", "--follow"])
+        #expect(followed.status == 0, "\(followed)")
+        let printed = followed.stdout.split(separator: "\n").filter { $0.contains("line ") }
+        #expect(printed.count == 5 && printed.enumerated().allSatisfy { $0.element.hasSuffix("line \($0.offset + 1)") }, "\(followed.stdout)")
+        #expect(printed.allSatisfy { $0.contains("INFO") && $0.contains("JOB") }, "time, level, source, message")
+        #expect(!followed.stdout.contains("\u{1B}["), "no colour into a pipe")
+        let failed = try b.cli(["attempts", "start", "broken", "--follow"])
+        #expect(failed.status == 1 && failed.stderr.contains("failed"), "\(failed)")
+
+        // list --json for scripts; tail of a finished attempt replays it; status.
+        let listed = try b.cli(["attempts", "list", "--json"])
+        let attempts = try #require(try JSON.parse(listed.stdout)["attempts"]?.arrayValue)
+        #expect(attempts.count == 2)
+        let chattyID = try #require(attempts.first { $0["workflow"] == "chatty" }?["id"]?.stringValue)
+        let tail = try b.cli(["attempts", "tail", chattyID, "--since", "2", "--json"])
+        let tailLines = tail.stdout.split(separator: "\n").compactMap { try? JSON.parse(String($0)) }
+        #expect(tail.status == 0 && tailLines.compactMap { $0["seq"]?.intValue } == [3, 4, 5], "\(tail)")
+        #expect(tailLines.last?["attempt"]?["state"] == "success")
+        let workers = try b.cli(["workers", "list"])
+        #expect(workers.stdout.contains("cli-worker") && workers.stdout.contains("connected"), "\(workers)")
+
+        // Roles and bad input.
+        let made = try b.cli(["tokens", "create", "reader", "--role", "viewer"])
+        let viewer = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(made.status == 0 && viewer.hasPrefix("lro_") && made.stderr.contains("shown only once"))
+        let refused = try b.cli(["attempts", "start", "chatty"], environment: ["LIGHTNING_TOKEN": viewer])
+        #expect(refused.status == 1 && refused.stderr.contains("403") && refused.stderr.contains("viewer"), "\(refused)")
+        #expect(try b.cli(["attempts", "list"], environment: ["LIGHTNING_TOKEN": viewer]).status == 0)
+        #expect(try b.cli(["tokens", "revoke", "reader"]).status == 0)
+        let revoked = try b.cli(["attempts", "list"], environment: ["LIGHTNING_TOKEN": viewer])
+        #expect(revoked.status == 1 && revoked.stderr.contains("401"), "\(revoked)")
+        let unknown = try b.cli(["attempts", "start", "nope"])
+        #expect(unknown.status == 1 && unknown.stderr.contains("no workflow named"), "\(unknown)")
+        let badInput = try b.cli(["attempts", "start", "chatty", "--input", "[1]"])
+        #expect(badInput.status == 1 && badInput.stderr.contains("JSON object"), "\(badInput)")
+        let noServer = try TestSupport.run(try TestSupport.builtBinary("lightning"), ["workflows", "list", "--server", "http://127.0.0.1:1",
+                                                                                        "--token", token.trimmingCharacters(in: .whitespacesAndNewlines)])
+        #expect(noServer.status == 1 && noServer.stderr.contains("could not reach Lightning"), "\(noServer)")
+        let noToken = try b.cli(["workflows", "list"], environment: ["LIGHTNING_TOKEN_FILE": "/nonexistent"])
+        #expect(noToken.status == 1 && noToken.stderr.contains("no operator token"), "\(noToken)")
     }
 
     @Test("a worker with the wrong secret says so and exits non-zero")

@@ -41,6 +41,8 @@ extension LightningCommand {
         var keysDir: String = "keys"
         @Option(help: "Largest WebSocket message, in bytes.")
         var maxMessageBytes: Int = 11_000_000
+        @Option(help: "Largest HTTP request body (webhooks, the API), in bytes.")
+        var maxHttpBodyBytes: Int = 11_000_000
         @Option(help: "Seconds of silence after which a socket is closed.")
         var idleTimeout: Int = 60
         @Flag(help: "Refuse worker tokens that have no exp claim.")
@@ -76,6 +78,7 @@ extension LightningCommand {
             config.requireWorkerTokenExpiry = requireWorkerTokenExpiry
             config.channel.maxMessageBytes = maxMessageBytes
             config.channel.idleTimeoutSeconds = idleTimeout
+            config.channel.maxHTTPBodyBytes = maxHttpBodyBytes
             if let tlsCert, let tlsKey {
                 config.channel.tls = TLSConfiguration(certificatePath: tlsCert, privateKeyPath: tlsKey, caPath: tlsCA,
                                                       requireClientCertificate: requireClientCert)

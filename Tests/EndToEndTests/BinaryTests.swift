@@ -9,20 +9,44 @@ import TestSupport
 struct Binaries {
     let dir: URL
     let keys: WorkerKeySet
-    let lightning: ChildProcess
+    private(set) var lightning: ChildProcess
     let port: Int
     var database: String { dir.appendingPathComponent("lightning.db").path }
 
-    init() throws {
+    init(extra: [String] = []) throws {
         dir = try TestSupport.temporaryDirectory("binaries")
         keys = try WorkerKeySet.generate()
         try keys.write(to: dir.appendingPathComponent("keys").path)
-        lightning = try ChildProcess(try TestSupport.builtBinary("lightning"),
-                                     ["serve", "--port", "0", "--database", dir.appendingPathComponent("lightning.db").path,
-                                      "--grace-seconds", "2"],
-                                     directory: dir, logName: "lightning.log")
-        let line = try lightning.waitForLog(#"port=\d+ \[Lightning\] Lightning is listening"#)
-        port = Int(line.dropFirst(5).prefix { $0.isNumber }) ?? 0
+        let (process, port) = try Self.serve(dir: dir, port: 0, extra: extra, log: "lightning.log")
+        lightning = process
+        self.port = port
+    }
+
+    private static func serve(dir: URL, port: Int, extra: [String], log: String) throws -> (ChildProcess, Int) {
+        let process = try ChildProcess(try TestSupport.builtBinary("lightning"),
+                                       ["serve", "--port", "\(port)", "--database", dir.appendingPathComponent("lightning.db").path,
+                                        "--grace-seconds", "2"] + extra,
+                                       directory: dir, logName: log)
+        let line = try process.waitForLog(#"port=\d+ \[Lightning\] Lightning is listening"#)
+        return (process, Int(line.dropFirst(5).prefix { $0.isNumber }) ?? 0)
+    }
+
+    /// kill -9 of the Lightning process, then a new one on the same port and database.
+    mutating func killAndRestartLightning(extra: [String] = []) throws {
+        lightning.signal(SIGKILL)
+        _ = lightning.waitForExit()
+        var lastError: (any Error)?
+        // The port is free as soon as the process is gone; retry briefly in case the kernel is slow to say so.
+        for attempt in 0..<20 {
+            do {
+                (lightning, _) = try Self.serve(dir: dir, port: port, extra: extra, log: "lightning-\(attempt)-restarted.log")
+                return
+            } catch {
+                lastError = error
+                Thread.sleep(forTimeInterval: 0.25)
+            }
+        }
+        throw lastError!
     }
 
     func worker(_ name: String, extra: [String] = []) throws -> ChildProcess {

@@ -1,0 +1,171 @@
+import Channels
+import Foundation
+import JWT
+import Lightning
+import Testing
+import TestSupport
+
+/// Faults, load and bad input against the real `lightning` and `runtime-worker` binaries.
+@Suite("Faults and load with the real binaries", .serialized)
+struct FaultTests {
+    @Test("out of memory and timeout end with reason kill and the right error types")
+    func limits() async throws {
+        let b = try Binaries()
+        defer { b.remove() }
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: hog
+            options: {run_memory_limit_mb: 64}
+            jobs:
+              - {name: eat, adaptor: python3, body: "x = bytearray(400 * 1024 * 1024)\\nprint('allocated')"}
+            """))
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: sleepy
+            options: {run_timeout_ms: 1000}
+            jobs:
+              - {name: nap, adaptor: sh, body: "echo napping; sleep 30"}
+            """))
+        let worker = try b.worker("limits")
+        defer { worker.stop() }
+        let hog = try await store.createWorkOrder(workflow: "hog", input: Array("{}".utf8))
+        let sleepy = try await store.createWorkOrder(workflow: "sleepy", input: Array("{}".utf8))
+        let h = try await store.waitUntilFinal(hog.attemptID)
+        #expect(h.state == .killed && h.errorType == "OOMError", "\(h)")
+        let s = try await store.waitUntilFinal(sleepy.attemptID)
+        #expect(s.state == .killed && s.errorType == "TimeoutError", "\(s)")
+    }
+
+    @Test("kill -9 of Lightning mid-attempt and a restart on the same database: the attempt completes, every line once, in order")
+    func lightningKilled() async throws {
+        var b = try Binaries()
+        defer { b.remove() }
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: chatty
+            jobs:
+              - {name: talk, adaptor: sh, body: "for i in $(seq 1 40); do echo line $i; sleep 0.1; done"}
+            """))
+        let worker = try b.worker("survivor")
+        defer { worker.stop() }
+        let created = try await store.createWorkOrder(workflow: "chatty", input: Array("{}".utf8))
+        try await store.waitForFirstLog(created.attemptID)
+        try b.killAndRestartLightning()
+        let a = try await b.store().waitUntilFinal(created.attemptID)
+        #expect(a.state == .success, "\(a)\n\(worker.log)")
+        let lines = try await b.store().logs(attemptID: created.attemptID, since: 0, limit: 1000)
+        #expect(lines.map(\.message) == (1...40).map { "line \($0)" })
+        #expect(lines.map(\.seq) == Array(1...40))
+        try worker.waitForLog("rejoined")
+    }
+
+    @Test("two workers and 200 attempts: every attempt runs exactly once")
+    func twoWorkers() async throws {
+        let b = try Binaries()
+        defer { b.remove() }
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: once
+            jobs:
+              - {name: mark, adaptor: sh, body: "echo ran $ATTEMPT_ID"}
+            """))
+        var ids: [String] = []
+        for _ in 0..<200 { ids.append(try await store.createWorkOrder(workflow: "once", input: Array("{}".utf8)).attemptID) }
+        let w1 = try b.worker("one", extra: ["--capacity", "4"]), w2 = try b.worker("two", extra: ["--capacity", "4"])
+        defer { w1.stop(); w2.stop() }
+        var byWorker: [String: Int] = [:]
+        for id in ids {
+            let a = try await store.waitUntilFinal(id, timeout: .seconds(240))
+            #expect(a.state == .success, "\(a)")
+            byWorker[a.workerName ?? "?", default: 0] += 1
+            let logs = try await store.logs(attemptID: id, since: 0, limit: 10).map(\.message)
+            #expect(logs == ["ran \(id)"], "exactly one run of \(id): \(logs)")
+            #expect(try await store.steps(attemptID: id).count == 1)
+        }
+        #expect(byWorker.values.reduce(0, +) == 200)
+        #expect(Set(byWorker.keys) == ["one", "two"], "both workers took work: \(byWorker)")
+    }
+
+    @Test("an operator tailing a running attempt with the CLI gets every line, in order")
+    func tailEveryLine() async throws {
+        let b = try Binaries()
+        defer { b.remove() }
+        try b.lightning.waitForLog("created admin token")
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: stream
+            jobs:
+              - {name: a, adaptor: sh, body: "for i in $(seq 1 3000); do echo a$i; done; sleep 0.5; echo tail-end"}
+              - {name: b, adaptor: python3, body: "import sys\\nfor i in range(1, 2001): print('b%d' % i, file=sys.stderr if i % 2 else sys.stdout)"}
+            edges:
+              - {from: a, to: b}
+            """))
+        let created = try await store.createWorkOrder(workflow: "stream", input: Array("{}".utf8))
+        // The tail starts before any worker exists: it sees the attempt go from available to its end.
+        let tail = try ChildProcess(try TestSupport.builtBinary("lightning"),
+                                    ["attempts", "tail", created.attemptID, "--json", "--server", "http://127.0.0.1:\(b.port)"],
+                                    environment: ["LIGHTNING_TOKEN_FILE": b.dir.appendingPathComponent("keys/operator_token").path],
+                                    directory: b.dir, logName: "tail.log")
+        defer { tail.stop() }
+        try await Task.sleep(for: .milliseconds(300))
+        let worker = try b.worker("streamer")
+        defer { worker.stop() }
+        #expect(tail.waitForExit(timeout: 120) == 0, "\(tail.log.suffix(2000))")
+        let printed = tail.log.split(separator: "\n").compactMap { try? JSON.parse(String($0)) }.filter { $0["seq"] != nil }
+        #expect(printed.map { $0["seq"]?.intValue ?? 0 } == Array(1...5001))
+        let messages = printed.map { $0["message"]?.stringValue ?? "" }
+        #expect(Array(messages.prefix(3001)) == (1...3000).map { "a\($0)" } + ["tail-end"])
+        // stdout and stderr are two pipes: each keeps its order; how they interleave is up to the step.
+        let second = Array(printed.dropFirst(3001))
+        let out: [String] = second.filter { $0["level"] == "info" }.map { $0["message"]?.stringValue ?? "" }
+        let err: [String] = second.filter { $0["level"] == "error" }.map { $0["message"]?.stringValue ?? "" }
+        let evens: [String] = stride(from: 2, through: 2000, by: 2).map { "b\($0)" }
+        let odds: [String] = stride(from: 1, through: 1999, by: 2).map { "b\($0)" }
+        #expect(out == evens)
+        #expect(err == odds)
+    }
+
+    @Test("bad input to the webhook and the API gets a clear 4xx, and the server keeps serving")
+    func badInput() async throws {
+        let b = try Binaries(extra: ["--max-http-body-bytes", "1000000"])
+        defer { b.remove() }
+        try b.lightning.waitForLog("created admin token")
+        let token = try String(contentsOf: b.dir.appendingPathComponent("keys/operator_token"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: hooked
+            triggers: [{name: in, type: webhook, path: in}]
+            jobs: [{name: a, adaptor: sh, body: "true"}]
+            """))
+        let base = "http://127.0.0.1:\(b.port)"
+        let huge = b.dir.appendingPathComponent("huge.json")
+        try Data(("{\"x\":\"" + String(repeating: "y", count: 2_000_000) + "\"}").utf8).write(to: huge)
+        func curl(_ args: [String]) throws -> (status: Int, body: String) {
+            let r = try TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}"] + args)
+            let parts = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            return (Int(parts.last ?? "") ?? 0, parts.dropLast().joined(separator: "\n"))
+        }
+        let cases: [(String, [String], Int, String)] = [
+            ("webhook, invalid JSON", ["-X", "POST", "-d", "{nope", "\(base)/i/in"], 400, "JSON"),
+            ("webhook, a JSON array", ["-X", "POST", "-d", "[1,2]", "\(base)/i/in"], 400, "JSON object"),
+            ("webhook, unknown path", ["-X", "POST", "-d", "{}", "\(base)/i/nowhere"], 404, "/i/nowhere"),
+            ("webhook, a huge body", ["-X", "POST", "--data-binary", "@\(huge.path)", "\(base)/i/in"], 413, "limit"),
+            ("API, no token", ["\(base)/api/attempts"], 401, "token"),
+            ("API, a bad token", ["-H", "Authorization: Bearer lro_bad", "\(base)/api/attempts"], 401, "token"),
+            ("API, invalid JSON", ["-H", "Authorization: Bearer \(token)", "-X", "POST", "-d", "{", "\(base)/api/attempts"], 400, "JSON"),
+            ("API, unknown workflow", ["-H", "Authorization: Bearer \(token)", "-X", "POST", "-d", #"{"workflow":"ghost"}"#,
+                                       "\(base)/api/attempts"], 404, "ghost"),
+            ("API, a huge body", ["-H", "Authorization: Bearer \(token)", "-X", "PUT", "--data-binary", "@\(huge.path)",
+                                  "\(base)/api/workflows"], 413, "limit"),
+            ("API, an unknown state", ["-H", "Authorization: Bearer \(token)", "\(base)/api/attempts?state=weird"], 400, "state"),
+        ]
+        for (what, args, status, fragment) in cases {
+            let r = try curl(args)
+            #expect(r.status == status && r.body.contains(fragment), "\(what): \(r.status) \(r.body.prefix(300))")
+            #expect(try curl(["\(base)/healthz"]).status == 200, "still serving after: \(what)")
+        }
+        let ok = try curl(["-X", "POST", "-d", #"{"fine":true}"#, "\(base)/i/in"])
+        #expect(ok.status == 200 && ok.body.contains("attempt_id"))
+        #expect(try await store.attempts(state: nil, limit: 10).count == 1, "no bad request made work")
+    }
+}

@@ -96,7 +96,8 @@ let package = Package(
         .testTarget(name: "JWTTests", dependencies: ["JWT", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "TestSupport"], exclude: ["Interop"]),
-        .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol", "TestSupport", "JWT", "Channels"]),
+        .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol", "TestSupport", "JWT", "Channels"],
+                    exclude: ["Interop"]),
         .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol", "TestSupport", "JWT", "Channels"]),
         .testTarget(
             name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol", "Lightning", "RuntimeWorker", "TestSupport"]),

@@ -69,6 +69,12 @@ extension LightningCommand {
         func run() async throws {
             LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
             let logger = Logger(label: "lightning")
+            // Every worker and viewer is a socket: allow as many as the hard limit does.
+            var files = rlimit()
+            if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0, files.rlim_cur < files.rlim_max {
+                files.rlim_cur = files.rlim_max
+                setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
+            }
             let keys = try KeySetup.load(environment: ProcessInfo.processInfo.environment, keysDirectory: keysDir, logger: logger)
             var config = LightningConfiguration(attemptSigningKey: keys.attemptSigningKey, workerSecretKey: keys.workerSecretKey)
             config.host = host

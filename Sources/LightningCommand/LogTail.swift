@@ -103,13 +103,13 @@ final class LogTail: @unchecked Sendable {
         case "attempt:complete": complete(payload)
         case "step:start":
             if json { emit(["event": "step:start", "step": payload]) } else {
-                info("step \(payload["job_id"]?.stringValue ?? "") started")
+                info("step \(payload["job_name"]?.stringValue ?? payload["job_id"]?.stringValue ?? "") started")
             }
         case "step:complete":
             if json { emit(["event": "step:complete", "step": payload]) } else {
                 let reason = payload["reason"]?.stringValue ?? "?"
                 let error = payload["error_type"]?.stringValue.map { " (\($0))" } ?? ""
-                info("step \(payload["job_id"]?.stringValue ?? "") finished: \(reason)\(error)")
+                info("step \(payload["job_name"]?.stringValue ?? payload["job_id"]?.stringValue ?? "") finished: \(reason)\(error)")
             }
         case "phx_error", "phx_close": note("the server closed the channel; rejoining")
         default: break

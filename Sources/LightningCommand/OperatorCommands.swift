@@ -160,7 +160,7 @@ extension LightningCommand {
                           + (a["error_type"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? "")
                           + (a["error_message"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? ""))
                     for s in a["steps"]?.arrayValue ?? [] {
-                        print("  step \(s["job_id"]?.cell ?? "") \(s["reason"]?.cell ?? "running")\(s["error_type"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? "")")
+                        print("  step \(s["job_name"].flatMap { $0 == .null ? nil : $0.cell } ?? s["job_id"]?.cell ?? "") \(s["reason"]?.cell ?? "running")\(s["error_type"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? "")")
                     }
                     if noLogs { return }
                     var since: Int64 = 0

@@ -3,7 +3,7 @@ import Foundation
 
 /// How records look to operators (the HTTP API and the operator socket share these).
 enum Render {
-    static func attempt(_ a: AttemptRecord, steps: [StepRecord]? = nil, lastSeq: Int64? = nil) -> JSON {
+    static func attempt(_ a: AttemptRecord, steps: [StepRecord]? = nil, lastSeq: Int64? = nil, jobNames: [String: String] = [:]) -> JSON {
         var o: [String: JSON] = [
             "id": .string(a.id), "work_order_id": .string(a.workOrderID), "workflow_id": .string(a.workflowID),
             "workflow": .string(a.workflowName), "state": .string(a.state.rawValue), "final": .bool(a.state.isFinal),
@@ -12,7 +12,13 @@ enum Render {
             "run_timeout_ms": .int(Int64(a.runTimeoutMS)), "inserted_at": time(a.insertedAt), "claimed_at": time(a.claimedAt),
             "started_at": time(a.startedAt), "finished_at": time(a.finishedAt),
         ]
-        if let steps { o["steps"] = .array(steps.map(step)) }
+        if let steps {
+            o["steps"] = .array(steps.map { s in
+                guard case .object(var fields) = step(s) else { return step(s) }
+                fields["job_name"] = opt(jobNames[s.jobID])
+                return .object(fields)
+            })
+        }
         if let lastSeq { o["last_seq"] = .int(lastSeq) }
         return .object(o)
     }

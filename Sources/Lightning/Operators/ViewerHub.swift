@@ -42,6 +42,8 @@ actor ViewerHub {
 
     var count: Int { viewers.values.reduce(0) { $0 + $1.count } }
 
+    func isWatched(_ attemptID: String) -> Bool { viewers[attemptID] != nil }
+
     static func topic(_ attemptID: String) -> String { "attempt:" + attemptID }
 
     func prepare(attemptID: String, socket: ChannelSocket, cursor: Int64) {
@@ -179,8 +181,9 @@ struct OperatorChannel: ChannelHandler {
             let lastSeq = try await store.lastLogSeq(attemptID: id)
             let cursor = backlog.last?.seq ?? since
             await lightning.viewers.prepare(attemptID: id, socket: socket, cursor: cursor)
+            let names = (try? await store.plan(attemptID: id)).map { Dictionary($0.jobs.map { ($0.id, $0.name) }) { a, _ in a } } ?? [:]
             return .ok([
-                "attempt": Render.attempt(attempt, steps: steps, lastSeq: lastSeq),
+                "attempt": Render.attempt(attempt, steps: steps, lastSeq: lastSeq, jobNames: names),
                 "logs": .array(backlog.map(Render.log)),
                 // More lines than the reply holds follow as `log` pushes, in order.
                 "more": .bool(cursor < lastSeq),

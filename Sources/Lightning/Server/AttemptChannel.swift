@@ -101,6 +101,7 @@ struct AttemptChannel: ChannelHandler {
                                       inputDataclipID: payload["input_dataclip_id"]?.stringValue, at: timestamp(payload))
             await lightning.viewers.event(attemptID: id, event: "step:start", payload: [
                 "step_id": .string(stepID), "job_id": .string(jobID), "attempt_id": .string(id),
+                "job_name": Render.opt(await jobName(id, jobID)),
             ])
             return .ok(["step_id": .string(stepID)])
 
@@ -132,6 +133,7 @@ struct AttemptChannel: ChannelHandler {
             try await store.completeStep(attemptID: id, step, outputState: output, at: timestamp(payload))
             await lightning.viewers.event(attemptID: id, event: "step:complete", payload: [
                 "step_id": .string(step.stepID), "job_id": .string(step.jobID), "attempt_id": .string(id),
+                "job_name": .string(plan.jobs.first { $0.id == step.jobID }?.name ?? step.jobID),
                 "reason": .string(step.reason.rawValue), "error_type": Render.opt(step.errorType),
                 "error_message": Render.opt(step.errorMessage),
             ])
@@ -152,6 +154,12 @@ struct AttemptChannel: ChannelHandler {
         default:
             throw FieldError(field: "event", message: "unknown event \(event)")
         }
+    }
+
+    /// The job's name, for viewers (only fetched when someone watches).
+    private func jobName(_ attemptID: String, _ jobID: String) async -> String? {
+        guard await lightning.viewers.isWatched(attemptID) else { return nil }
+        return (try? await store.plan(attemptID: attemptID))?.jobs.first { $0.id == jobID }?.name
     }
 
     /// Hands newly stored lines to the attempt's viewers (a resent line has the seq it got the first time, which

@@ -174,14 +174,22 @@ public final class Lightning: Sendable {
         logger.info("worker joined the queue", metadata: ["worker.name": "\(worker.name)", "worker.capacity": "\(capacity)"])
     }
 
-    /// Tells every worker that attempts are waiting (debounced: one push per 50 ms at most).
+    /// Tells every worker that attempts are waiting: at once, then at most one more push per 50 ms window for
+    /// all the work that arrives during it (a burst of webhooks costs two pushes, a lone one no delay).
     public func nudgeWorkers() {
-        guard state.scheduleNudge() else { return }
+        guard state.openNudgeWindow() else { return }
+        broadcastWorkAvailable()
         Task { [self] in
-            try? await Task.sleep(for: .milliseconds(50))
-            state.nudgeSent()
-            serverBox.server?.broadcast(topic: Wire.Topic.queue, event: Wire.Event.workAvailable, payload: [:])
+            while true {
+                try? await Task.sleep(for: .milliseconds(50))
+                guard state.closeNudgeWindow() else { return }
+                broadcastWorkAvailable()
+            }
         }
+    }
+
+    private func broadcastWorkAvailable() {
+        serverBox.server?.broadcast(topic: Wire.Topic.queue, event: Wire.Event.workAvailable, payload: [:])
     }
 
     func signAttemptToken(_ claimed: ClaimedAttempt) throws -> String {
@@ -272,14 +280,24 @@ final class LightningState: @unchecked Sendable {
     func workerBack(_ name: String) { lock.withLock { _ = goneSince.removeValue(forKey: name) } }
     func workersGone(before: Int64) -> [String] { lock.withLock { goneSince.filter { $0.value < before }.map(\.key).sorted() } }
     func forget(_ names: [String]) { lock.withLock { for n in names { goneSince[n] = nil } } }
-    func scheduleNudge() -> Bool {
+    private var nudgedInWindow = false
+    /// True when no window is open (the caller pushes now and owns the new window); otherwise notes that
+    /// another push is due when the window ends.
+    func openNudgeWindow() -> Bool {
         lock.withLock {
-            if nudgePending { return false }
+            if nudgePending { nudgedInWindow = true; return false }
             nudgePending = true
             return true
         }
     }
-    func nudgeSent() { lock.withLock { nudgePending = false } }
+    /// At the end of a window: true (and the window stays open) when work arrived during it.
+    func closeNudgeWindow() -> Bool {
+        lock.withLock {
+            if nudgedInWindow { nudgedInWindow = false; return true }
+            nudgePending = false
+            return false
+        }
+    }
 }
 
 final class ServerBox: @unchecked Sendable {

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""The end-to-end benchmark: the real `lightning` and `runtime-worker` binaries on loopback, with baselines
+measured in the same run. Prints one table. Run it through `bench/e2e/run`, which builds and installs first.
+
+usage: bench.py BIN_DIR [--attempts 2000] [--latency 200] [--lines 1000000] [--sockets 10000] [--rq-jobs 300]
+"""
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+rows = []  # (figure, ours, baseline, ratio / aim)
+
+
+def say(text):
+    print("==> " + text, file=sys.stderr, flush=True)
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Stack:
+    """Lightning (embedded SQLite, durable) and workers, in a scratch directory."""
+
+    def __init__(self, bin_dir, workdir):
+        self.bin, self.dir = bin_dir, workdir
+        subprocess.run([os.path.join(bin_dir, "gen-worker-keys"), "--out", os.path.join(workdir, "keys")],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.log = open(os.path.join(workdir, "lightning.log"), "w+")
+        self.lightning = subprocess.Popen(
+            [os.path.join(bin_dir, "lightning"), "serve", "--port", "0", "--database", os.path.join(workdir, "l.db")],
+            cwd=workdir, stderr=self.log, stdout=self.log)
+        self.port = None
+        deadline = time.time() + 30
+        while time.time() < deadline and self.port is None:
+            time.sleep(0.05)
+            m = re.search(r"port=(\d+) \[Lightning\] Lightning is listening", open(self.log.name).read())
+            if m:
+                self.port = int(m.group(1))
+        if self.port is None:
+            sys.exit("lightning did not start:\n" + open(self.log.name).read())
+        self.token = open(os.path.join(workdir, "keys", "operator_token")).read().strip()
+        self.secret = open(os.path.join(workdir, "keys", "worker_secret")).read().strip()
+        self.workers = []
+        self.local = threading.local()
+
+    def worker(self, name, capacity):
+        log = open(os.path.join(self.dir, name + ".log"), "w")
+        p = subprocess.Popen([os.path.join(self.bin, "runtime-worker"), "--lightning", "ws://127.0.0.1:%d/worker" % self.port,
+                              "--name", name, "--capacity", str(capacity), "--work-dir", os.path.join(self.dir, "w-" + name)],
+                             cwd=self.dir, stderr=log, stdout=log)
+        self.workers.append(p)
+        deadline = time.time() + 30
+        joined = re.compile(r"worker\.name=%s \[Lightning\] worker joined the queue" % re.escape(name))
+        while time.time() < deadline:
+            if joined.search(open(self.log.name).read()):
+                return p
+            time.sleep(0.05)
+        sys.exit("worker %s did not join" % name)
+
+    def conn(self):
+        if getattr(self.local, "c", None) is None:
+            self.local.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        return self.local.c
+
+    def call(self, method, path, body=None, auth=True):
+        headers = {"Authorization": "Bearer " + self.token} if auth else {}
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        for attempt in range(3):
+            try:
+                c = self.conn()
+                c.request(method, path, body=body if body is not None else b"{}", headers=headers)
+                r = c.getresponse()
+                data = r.read()
+                if r.getheader("connection", "").lower() == "close":
+                    c.close()
+                    self.local.c = None
+                if r.status >= 300:
+                    raise RuntimeError("%s %s -> %d %s" % (method, path, r.status, data[:200]))
+                return json.loads(data) if data and data[:1] in b"{[" else data
+            except (http.client.HTTPException, ConnectionError, OSError):
+                self.local.c = None
+                if attempt == 2:
+                    raise
+
+    def apply(self, yaml):
+        self.call("PUT", "/api/workflows", yaml)
+
+    def wait_final(self, attempt_id, timeout=600):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            a = self.call("GET", "/api/attempts/" + attempt_id)
+            if a["final"]:
+                return a
+            time.sleep(0.001)
+        raise RuntimeError("attempt %s did not finish" % attempt_id)
+
+    def counts(self):
+        text = self.call("GET", "/metrics", auth=False).decode()
+        return {m.group(1): float(m.group(2)) for m in re.finditer(r'lightning_attempts\{state="(\w+)"\} ([\d.]+)', text)}
+
+    def stop(self):
+        for p in self.workers + [self.lightning]:
+            p.terminate()
+        for p in self.workers + [self.lightning]:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def bench_idle(stack):
+    time.sleep(1.0)
+    rows.append(("idle RSS: lightning (one worker joined)", "%.1f MB" % (rss_kb(stack.lightning.pid) / 1024), "", ""))
+    rows.append(("idle RSS: runtime-worker", "%.1f MB" % (rss_kb(stack.workers[0].pid) / 1024), "", ""))
+
+
+def bench_latency(stack, n):
+    say("dispatch latency: %d webhook POSTs, one at a time, to the step's process start" % n)
+    stack.apply("""name: stamp
+triggers: [{name: hook, type: webhook, path: stamp}]
+jobs: [{name: t, adaptor: sh, body: "date +%s%N"}]
+""")
+    lat = []
+    for i in range(n + 5):
+        t0 = time.time_ns()
+        r = stack.call("POST", "/i/stamp", "{}", auth=False)
+        a = stack.wait_final(r["attempt_id"])
+        logs = stack.call("GET", "/api/attempts/%s/logs" % r["attempt_id"])["logs"]
+        if a["state"] != "success" or not logs:
+            raise RuntimeError("latency attempt failed: %r" % a)
+        if i >= 5:  # warm-up
+            lat.append((int(logs[0]["message"]) - t0) / 1e6)
+    lat.sort()
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    rows.append(("dispatch: webhook POST -> step process start, p50", "%.2f ms" % p50, "", "aim < 3 ms"))
+    rows.append(("dispatch: p99", "%.2f ms" % p99, "", ""))
+
+
+def bench_throughput(stack, n):
+    say("throughput: %d one-step attempts (`true`) through Lightning and one worker (capacity 4)" % n)
+    stack.apply("""name: noop
+triggers: [{name: hook, type: webhook, path: noop}]
+jobs: [{name: t, adaptor: sh, body: "true"}]
+""")
+    before = stack.counts()
+    done_before = sum(v for k, v in before.items() if k not in ("available", "claimed", "started"))
+    start = time.perf_counter()
+    errors = []
+
+    def post(count):
+        try:
+            for _ in range(count):
+                stack.call("POST", "/i/noop", "{}", auth=False)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=post, args=(n // 4 + (1 if i < n % 4 else 0),)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    posted = time.perf_counter() - start
+    while True:
+        c = stack.counts()
+        finished = sum(v for k, v in c.items() if k not in ("available", "claimed", "started")) - done_before
+        if finished >= n:
+            break
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    ok = c.get("success", 0) - before.get("success", 0)
+    rows.append(("throughput: %d attempts end to end (%d succeeded)" % (n, ok), "%.1f attempts/s" % (n / elapsed), "", ""))
+    rows.append(("  of which: accepting the %d webhooks" % n, "%.0f /s" % (n / posted), "", ""))
+    return n / elapsed
+
+
+def bench_logs(stack, lines):
+    say("log streaming: one step printing %d lines, stored and watched by `lightning attempts tail`" % lines)
+    stack.apply("""name: flood
+triggers: [{name: hook, type: webhook, path: flood}]
+jobs: [{name: t, adaptor: sh, body: "seq 1 %d"}]
+""" % lines)
+    t0 = time.perf_counter()
+    r = stack.call("POST", "/i/flood", "{}", auth=False)
+    env = dict(os.environ, LIGHTNING_TOKEN=stack.token, LIGHTNING_SERVER="http://127.0.0.1:%d" % stack.port)
+    tail = subprocess.Popen([os.path.join(stack.bin, "lightning"), "attempts", "tail", r["attempt_id"], "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    seen, expect_seq, bad = 0, 1, 0
+    for raw in tail.stdout:
+        line = json.loads(raw)
+        if "seq" not in line:
+            continue
+        if line["seq"] != expect_seq or line["message"] != str(expect_seq):
+            bad += 1
+        expect_seq += 1
+        seen += 1
+    tail.wait()
+    t_tail = time.perf_counter() - t0
+    stack.wait_final(r["attempt_id"])
+    stored = stack.call("GET", "/api/attempts/" + r["attempt_id"])
+    # Stored rate: from the attempt's start to its end, both recorded by Lightning.
+    def iso(s):
+        from datetime import datetime
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+    t_store = iso(stored["finished_at"]) - iso(stored["started_at"])
+    rows.append(("log lines into SQLite (%d, last_seq %d)" % (lines, stored["last_seq"]),
+                 "%.0f lines/s" % (stored["last_seq"] / t_store), "", "aim >= 200,000"))
+    rows.append(("log lines to a watching tail (%d received, %d out of order or wrong)" % (seen, bad),
+                 "%.0f lines/s" % (seen / t_tail), "", "none lost: %s" % ("yes" if seen == lines and bad == 0 else "NO")))
+
+
+def bench_sockets(stack, n):
+    say("connections: %d worker sockets joined to worker:queue" % n)
+    before = rss_kb(stack.lightning.pid)
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "worker_sockets.py"), str(stack.port), str(n), stack.secret],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("joined"):
+        p.kill()
+        rows.append(("%d worker sockets" % n, "failed: %s" % (line.strip() or p.stderr.read()[-300:]), "", ""))
+        return
+    time.sleep(2)
+    after = rss_kb(stack.lightning.pid)
+    rows.append(("%d joined worker sockets: lightning RSS" % n, "%.1f KB each" % ((after - before) / n),
+                 "%.0f MB -> %.0f MB" % (before / 1024, after / 1024), ""))
+    p.stdin.close()
+    p.wait(timeout=120)
+
+
+def baseline_spawn(n):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None
+    exe = os.path.join(tempfile.gettempdir(), "lr_spawn_loop")
+    subprocess.run([cc, "-O2", "-o", exe, os.path.join(ROOT, "bench/baselines/spawn_loop.c")], check=True)
+    out = subprocess.run([exe, str(n)], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"([\d.]+)\s*(?:spawns)?/s", out)
+    return float(m.group(1)) if m else None
+
+
+def baseline_rq(jobs):
+    try:
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "bench/baselines/rq_baseline.py"), "--jobs", str(jobs)],
+                             capture_output=True, text=True, timeout=900)
+    except Exception as e:  # noqa: BLE001
+        return {}, str(e)
+    found = {m.group(1): float(m.group(2)) for m in re.finditer(r"rq-(\w+)\t\d+ jobs\t([\d.]+) jobs/s", out.stdout)}
+    return found, (out.stderr.strip().splitlines() or [""])[-1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bin")
+    ap.add_argument("--attempts", type=int, default=2000)
+    ap.add_argument("--latency", type=int, default=200)
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--sockets", type=int, default=10_000)
+    ap.add_argument("--rq-jobs", type=int, default=300)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="lr-bench-") as d:
+        stack = Stack(args.bin, d)
+        try:
+            stack.worker("bench", 4)
+            bench_idle(stack)
+            bench_latency(stack, args.latency)
+            ours = bench_throughput(stack, args.attempts)
+            bench_logs(stack, args.lines)
+            if args.sockets:
+                bench_sockets(stack, args.sockets)
+        finally:
+            stack.stop()
+
+    say("baselines: plain spawn loop, then RQ (%d jobs, forking and simple workers)" % args.rq_jobs)
+    spawn = baseline_spawn(max(2000, args.attempts))
+    rq, rq_note = baseline_rq(args.rq_jobs)
+    if spawn:
+        rows.append(("baseline: plain posix_spawn of /bin/true, both cores", "%.0f /s" % spawn, "",
+                     "ours = %.2f of it (aim >= 0.5)" % (ours / spawn)))
+    for kind in ("fork", "simple"):
+        if kind in rq:
+            rows.append(("baseline: RQ %s worker, `true` as a subprocess" % kind, "%.1f jobs/s" % rq[kind], "",
+                         "ours = %.1fx%s" % (ours / rq[kind], " (aim >= 10x)" if kind == "fork" else "")))
+    if not rq:
+        rows.append(("baseline: RQ", "not run: %s" % rq_note, "", ""))
+
+    width = max(len(r[0]) for r in rows)
+    print()
+    print("%-*s  %-22s  %-20s  %s" % (width, "figure", "ours", "detail", "ratio / aim"))
+    print("-" * (width + 70))
+    for r in rows:
+        print("%-*s  %-22s  %-20s  %s" % (width, r[0], r[1], r[2], r[3]))
+
+
+if __name__ == "__main__":
+    main()

@@ -47,6 +47,7 @@ let package = Package(
             dependencies: [
                 "JWT", "Channels", "LightningProtocol", "COpenSSL",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -87,7 +88,7 @@ let package = Package(
             ],
             path: "mix-like-tools/gen-worker-keys"),
 
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", path: "Tests/TestSupport", exclude: ["Python"]),
         .executableTarget(name: "bench-jwt", dependencies: ["JWT"], path: "bench/jwt"),
         .executableTarget(name: "bench-sandbox", dependencies: ["RuntimeWorker"], path: "bench/sandbox"),
         .executableTarget(

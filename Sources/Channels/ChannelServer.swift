@@ -312,15 +312,23 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         lock.withLock { openSockets[socket.id] = socket }
         conn.kind = .websocket
         lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
-        let (stream, continuation) = AsyncStream<(PhoenixMessage, Int)>.makeStream()
+        let (stream, continuation) = AsyncStream<(bytes: [UInt8], binary: Bool)>.makeStream()
         conn.inbound = continuation
         let backlog = conn.backlog
         let id = conn.id
         let limit = configuration.maxQueuedBytesPerConnection
         Task { [self] in
             await endpoint.onConnect?(socket)
-            for await (message, size) in stream {
-                await process(message, socket: socket, endpoint: endpoint)
+            for await (bytes, binary) in stream {
+                let size = bytes.count
+                // Decoded here, in the connection's task, not on the service thread that every socket shares.
+                do {
+                    let message = binary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
+                    await process(message, socket: socket, endpoint: endpoint)
+                } catch {
+                    logger.notice("closing a socket: malformed message", metadata: ["connection": "\(id)", "error": "\(error)"])
+                    close(connection: id, code: 1003, reason: "malformed message: \(error)")
+                }
                 // Reading was paused while the backlog was over the limit: resume once half of it is handled.
                 if backlog.remove(size, resumeBelow: limit / 2) {
                     loop.post { [self] in
@@ -353,20 +361,14 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         guard lws_is_final_fragment(conn.wsi) != 0, lws_remaining_packet_payload(conn.wsi) == 0 else { return 0 }
         let bytes = conn.rx
         conn.rx = []
-        do {
-            let message = conn.rxBinary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
-            conn.inbound?.yield((message, bytes.count))
-            // Messages wait for the connection's task; past the limit, stop reading (TCP pushes back on the
-            // client) instead of holding an unbounded backlog in memory.
-            if conn.backlog.add(bytes.count, pauseAbove: configuration.maxQueuedBytesPerConnection) {
-                lws_rx_flow_control(conn.wsi, 0)
-                lock.withLock { readPauses += 1 }
-            }
-            return 0
-        } catch {
-            logger.notice("closing a socket: malformed message", metadata: ["connection": "\(conn.id)", "error": "\(error)"])
-            return conn.closeNow(code: 1003, reason: "malformed message: \(error)")
+        conn.inbound?.yield((bytes, conn.rxBinary))
+        // Messages wait for the connection's task; past the limit, stop reading (TCP pushes back on the
+        // client) instead of holding an unbounded backlog in memory.
+        if conn.backlog.add(bytes.count, pauseAbove: configuration.maxQueuedBytesPerConnection) {
+            lws_rx_flow_control(conn.wsi, 0)
+            lock.withLock { readPauses += 1 }
         }
+        return 0
     }
 
     private func closed(_ conn: Connection) {

@@ -20,7 +20,7 @@ final class Connection {
     // WebSocket
     var endpoint: SocketEndpoint?
     var socket: ChannelSocket?
-    var inbound: AsyncStream<(PhoenixMessage, Int)>.Continuation?
+    var inbound: AsyncStream<(bytes: [UInt8], binary: Bool)>.Continuation?
     /// Bytes received and not yet handled by the connection's task.
     let backlog = Backlog()
     var rx: [UInt8] = []

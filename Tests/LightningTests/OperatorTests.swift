@@ -43,6 +43,23 @@ extension Harness {
         return (created.attemptID, topic)
     }
 
+    /// A worker that has started an attempt of `free`, and a viewer token.
+    func watchedAttempt() async throws -> (worker: ChannelClient, viewerToken: String, id: String, topic: String) {
+        let (_, viewerToken) = try await tokens()
+        try await t.workflow(freeWorkflow)
+        let worker = try await connectedWorker()
+        let (id, topic) = try await startedAttempt(worker)
+        return (worker, viewerToken, id, topic)
+    }
+
+    /// Joins attempt:<id> on a connected viewer; the reply's backlog and every later push go into the result.
+    func watch(_ viewer: ChannelClient, _ id: String, since: Int64? = nil, into seen: Seen = Seen()) async throws -> (Seen, JSON) {
+        try await waitUntil("viewer connected") { viewer.connected }
+        let reply = try await viewer.join(topic: "attempt:\(id)", payload: { since.map { ["since": .int($0)] } ?? [:] }) { seen.take($0) }
+        for line in reply["logs"]?.arrayValue ?? [] { seen.add(line) }
+        return (seen, reply)
+    }
+
     func viewer(_ token: String) throws -> ChannelClient {
         var config = ChannelClient.Configuration(url: "ws://127.0.0.1:\(port)/socket/websocket") { ["token": token, "vsn": "2.0.0"] }
         config.reconnectBase = .milliseconds(50)
@@ -53,7 +70,7 @@ extension Harness {
     }
 }
 
-private let freeWorkflow = """
+let freeWorkflow = """
     name: free
     triggers:
       - {name: nightly, type: cron, cron: "*/5 * * * *"}
@@ -163,11 +180,8 @@ struct OperatorTests {
     func viewers() async throws {
         let h = try Harness()
         defer { Task { await h.stop() } }
-        let (_, viewerToken) = try await h.tokens()
-        try await h.t.workflow(freeWorkflow)
-        let worker = try await h.connectedWorker()
+        let (worker, viewerToken, id, topic) = try await h.watchedAttempt()
         defer { worker.close() }
-        let (id, topic) = try await h.startedAttempt(worker)
         var next = 1
         func send(_ n: Int) async throws {
             let lines: [JSON] = (0..<n).map { i in
@@ -181,32 +195,20 @@ struct OperatorTests {
         // Viewer A joins from the start; viewer B from since=10.
         let a = try h.viewer(viewerToken), b = try h.viewer(viewerToken)
         defer { a.close(); b.close() }
-        try await waitUntil("viewers connected") { a.connected && b.connected }
-        let seenA = Seen(), seenB = Seen()
-        let replyA = try await a.join(topic: "attempt:\(id)", payload: { ["since": 0] }) { seenA.take($0) }
-        for l in replyA["logs"]?.arrayValue ?? [] { seenA.add(l) }
+        let (seenA, replyA) = try await h.watch(a, id, since: 0)
         #expect(replyA["attempt"]?["state"] == "started")
-        let replyB = try await b.join(topic: "attempt:\(id)", payload: { ["since": 10] }) { seenB.take($0) }
-        for l in replyB["logs"]?.arrayValue ?? [] { seenB.add(l) }
+        let (seenB, _) = try await h.watch(b, id, since: 10)
         #expect(seenB.seqs.first == 11)
 
         // A third viewer drops mid-stream and resumes from the last seq it saw.
-        let seenC = Seen()
         var c = try h.viewer(viewerToken)
-        try await waitUntil("c connected") { c.connected }
-        for l in try await c.join(topic: "attempt:\(id)", payload: { ["since": 0] }, onMessage: { seenC.take($0) })["logs"]?.arrayValue ?? [] {
-            seenC.add(l)
-        }
+        let (seenC, _) = try await h.watch(c, id)
         for _ in 0..<10 { try await send(25) }
         try await waitUntil("c has some live lines") { seenC.last > 100 }
         c.close()
         for _ in 0..<10 { try await send(25) }  // lines C is not there for
         c = try h.viewer(viewerToken)
-        try await waitUntil("c reconnected") { c.connected }
-        let since = seenC.last
-        for l in try await c.join(topic: "attempt:\(id)", payload: { ["since": .int(since)] }, onMessage: { seenC.take($0) })["logs"]?.arrayValue ?? [] {
-            seenC.add(l)
-        }
+        _ = try await h.watch(c, id, since: seenC.last, into: seenC)
         for _ in 0..<4 { try await send(25) }
         let completed = try await worker.push(topic: topic, event: "run:complete", payload: ["reason": "success", "final_state": "{}", "timestamp": .string(Timestamp.now())])
         #expect(completed.isOK, "\(completed.response)")
@@ -223,10 +225,7 @@ struct OperatorTests {
         // Joining after the end: the whole log in the reply, then attempt:complete.
         let late = try h.viewer(viewerToken)
         defer { late.close() }
-        try await waitUntil("late connected") { late.connected }
-        let seenLate = Seen()
-        let replyLate = try await late.join(topic: "attempt:\(id)", payload: { [:] }) { seenLate.take($0) }
-        for l in replyLate["logs"]?.arrayValue ?? [] { seenLate.add(l) }
+        let (seenLate, replyLate) = try await h.watch(late, id)
         try await waitUntil("late viewer has everything") { seenLate.last == total && seenLate.complete != nil }
         #expect(seenLate.seqs == Array(1...total))
         #expect(replyLate["more"] == false || seenLate.seqs.count == Int(total))
@@ -257,11 +256,8 @@ struct OperatorTests {
     func slowViewer() async throws {
         let h = try Harness { $0.viewerMaxQueuedBytes = 1024 * 1024 }
         defer { Task { await h.stop() } }
-        let (_, viewerToken) = try await h.tokens()
-        try await h.t.workflow(freeWorkflow)
-        let worker = try await h.connectedWorker()
+        let (worker, viewerToken, id, topic) = try await h.watchedAttempt()
         defer { worker.close() }
-        let (id, topic) = try await h.startedAttempt(worker)
 
         // The slow viewer: a Python client with a tiny receive buffer that joins and then stops reading.
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/LightningTests/Interop/slow_viewer.py").path
@@ -274,11 +270,7 @@ struct OperatorTests {
 
         let fast = try h.viewer(viewerToken)
         defer { fast.close() }
-        try await waitUntil("fast connected") { fast.connected }
-        let seenFast = Seen()
-        for l in try await fast.join(topic: "attempt:\(id)", payload: { [:] }, onMessage: { seenFast.take($0) })["logs"]?.arrayValue ?? [] {
-            seenFast.add(l)
-        }
+        let (seenFast, _) = try await h.watch(fast, id)
         let pad = String(repeating: "x", count: 1000)
         var n: Int64 = 0
         for _ in 0..<40 {

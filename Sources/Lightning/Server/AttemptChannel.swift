@@ -106,15 +106,17 @@ struct AttemptChannel: ChannelHandler {
             return .ok(["step_id": .string(stepID)])
 
         case Wire.Event.log:
-            let line = try await logLine(payload, attemptID: id)
+            let line = try logLine(payload, scrubber: try await scrubber(id))
             let seqs = try await store.appendLogs(attemptID: id, [line])
             await publish(id, [line], seqs)
             return .ok(["log_line_id": .string("\(id):\(seqs.first ?? 0)")])
 
         case Wire.Event.batchLogs:
             guard let logs = payload["logs"]?.arrayValue else { throw FieldError(field: "logs", message: "must be a list") }
+            let scrubber = try await scrubber(id)
             var lines: [NewLogLine] = []
-            for entry in logs { lines.append(try await logLine(entry, attemptID: id)) }
+            lines.reserveCapacity(logs.count)
+            for entry in logs { lines.append(try logLine(entry, scrubber: scrubber)) }
             let seqs = try await store.appendLogs(attemptID: id, lines)
             await publish(id, lines, seqs)
             return .ok([:])
@@ -166,7 +168,7 @@ struct AttemptChannel: ChannelHandler {
     /// viewers already passed, so it is not shown twice).
     private func publish(_ attemptID: String, _ lines: [NewLogLine], _ seqs: [Int64]) async {
         lightning.metrics.logLines.increment(by: Int64(lines.count))
-        guard lines.count == seqs.count else { return }
+        guard lines.count == seqs.count, await lightning.viewers.isWatched(attemptID) else { return }
         let records = zip(lines, seqs).map { line, seq in
             LogLineRecord(attemptID: attemptID, seq: seq, stepID: line.stepID, level: line.level, source: line.source,
                           message: line.message, timestamp: line.timestamp)
@@ -176,13 +178,15 @@ struct AttemptChannel: ChannelHandler {
 
     /// A stored log line: message items joined by a space, control characters stripped, credential values
     /// masked, and a line over the limit replaced by a notice.
-    private func logLine(_ payload: JSON, attemptID: String) async throws -> NewLogLine {
+    private func logLine(_ payload: JSON, scrubber: CredentialScrubber) throws -> NewLogLine {
         guard let items = payload["message"]?.arrayValue else { throw FieldError(field: "message", message: "must be a list") }
-        var text = items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
-        text = String(String.UnicodeScalarView(text.unicodeScalars.filter {
-            $0 == "\t" || !($0.properties.generalCategory == .control)
-        }))
-        text = try await scrubber(attemptID).scrub(text)
+        var text = items.count == 1 ? (items[0].stringValue ?? items[0].text) : items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
+        if Self.mayHaveControlCharacters(text) {
+            text = String(String.UnicodeScalarView(text.unicodeScalars.filter {
+                $0 == "\t" || !($0.properties.generalCategory == .control)
+            }))
+        }
+        text = scrubber.scrub(text)
         if text.utf8.count > lightning.configuration.maxLogLineBytes {
             text = "(log line of \(text.utf8.count) bytes removed: over the \(lightning.configuration.maxLogLineBytes)-byte limit)"
         }
@@ -199,6 +203,11 @@ struct AttemptChannel: ChannelHandler {
         }
         return NewLogLine(stepID: payload["step_id"]?.stringValue, level: level, source: source, message: text,
                           timestamp: timestamp(payload), workerSeq: workerSeq)
+    }
+
+    /// A cheap byte scan: C0 controls (but tab), DEL, and the lead byte of C1 controls (U+0080-U+009F).
+    static func mayHaveControlCharacters(_ text: String) -> Bool {
+        text.utf8.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F || $0 == 0xC2 }
     }
 
     private func scrubber(_ attemptID: String) async throws -> CredentialScrubber {

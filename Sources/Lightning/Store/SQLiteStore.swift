@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// The embedded store: one SQLite file in WAL mode, one writer, `synchronous = FULL`, so that a committed
 /// event survives a power cut and an acknowledged event is never lost.
@@ -538,6 +539,11 @@ actor LogWriter {
         var highWater: Int64 = last?["worker_seq"] ?? 0
         var assigned: [Int64] = []
         assigned.reserveCapacity(lines.count)
+        // Prepared once per connection and reused: parsing the SQL per row was most of the cost of a large batch.
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO log_lines (attempt_id, seq, step_id, level, source, message, timestamp, worker_seq)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """)
         for line in lines {
             if let w = line.workerSeq, w <= highWater {
                 // Already stored: answer with the seq it got the first time.
@@ -549,14 +555,35 @@ actor LogWriter {
                 continue
             }
             seq += 1
-            try db.execute(sql: """
-                INSERT INTO log_lines (attempt_id, seq, step_id, level, source, message, timestamp, worker_seq)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [attemptID, seq, line.stepID, line.level, line.source, line.message, line.timestamp,
-                                 line.workerSeq])
+            try Self.bindAndStep(insert, db, attemptID, seq, line)
             if let w = line.workerSeq { highWater = w }
             assigned.append(seq)
         }
         return .success(assigned)
+    }
+
+    /// One row through SQLite's C API: GRDB's argument conversion cost more than the insert itself.
+    private static func bindAndStep(_ statement: Statement, _ db: Database, _ attemptID: String, _ seq: Int64,
+                                    _ line: NewLogLine) throws {
+        let s = statement.sqliteStatement
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        sqlite3_reset(s)
+        func text(_ i: Int32, _ v: String?) {
+            if let v { sqlite3_bind_text(s, i, v, -1, transient) } else { sqlite3_bind_null(s, i) }
+        }
+        text(1, attemptID)
+        sqlite3_bind_int64(s, 2, seq)
+        text(3, line.stepID)
+        text(4, line.level)
+        text(5, line.source)
+        text(6, line.message)
+        sqlite3_bind_int64(s, 7, line.timestamp)
+        if let w = line.workerSeq { sqlite3_bind_int64(s, 8, w) } else { sqlite3_bind_null(s, 8) }
+        let rc = sqlite3_step(s)
+        sqlite3_reset(s)
+        guard rc == SQLITE_DONE else {
+            throw DatabaseError(resultCode: ResultCode(rawValue: rc),
+                                message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: statement.sql)
+        }
     }
 }

@@ -298,8 +298,10 @@ public final class AttemptControl: @unchecked Sendable {
     func detach() { lock.withLock { step = nil } }
 }
 
-/// Batches a step's output lines into `run:batch_logs`: flushed every 10 ms (at most 500 lines a batch), in order, scrubbed of
-/// credential values. The step's reader thread blocks when 2,000 lines are waiting (backpressure on the pipe).
+/// Batches a step's output lines into `run:batch_logs`, in order, scrubbed of credential values. A batch goes as
+/// soon as the previous one is acknowledged, with every line that arrived meanwhile (at most `batchLines`): one
+/// line alone goes at once, a flood goes in large batches. The step's reader thread blocks when `maxPending`
+/// lines are waiting (backpressure on the pipe).
 final class LogBatcher: @unchecked Sendable {
     let attemptID: String
     let events: any AttemptEventSink
@@ -314,6 +316,8 @@ final class LogBatcher: @unchecked Sendable {
     /// reply only once.
     private var nextSeq: Int64 = 0
     private var flushing: Task<Void, Never>?
+    let batchLines = 5000
+    let maxPending = 15000
 
     init(attemptID: String, events: any AttemptEventSink, scrubber: CredentialScrubber, maxBytes: Int,
          logger: Logger = Logger(label: "runtime-worker.logs")) {
@@ -326,7 +330,10 @@ final class LogBatcher: @unchecked Sendable {
 
     func add(_ lines: [(StepStream, String)], stepID: String) {
         lock.lock()
-        while pending.count >= 2000 { lock.wait() }
+        while pending.count >= maxPending { lock.wait() }
+        // One timestamp per chunk read from the pipe: the lines arrived together.
+        let now = Timestamp.now()
+        let step = JSON.string(stepID)
         for (stream, text) in lines {
             if capped { continue }
             bytes += text.utf8.count
@@ -336,8 +343,8 @@ final class LogBatcher: @unchecked Sendable {
                 message = "(log output over \(maxBytes) bytes for this attempt: further lines are not kept)"
             }
             nextSeq += 1
-            pending.append(["message": [.string(message)], "level": stream == .stdout ? "info" : "error", "source": "JOB",
-                            "timestamp": .string(Timestamp.now()), "step_id": .string(stepID), "worker_seq": .int(nextSeq)])
+            pending.append(.object(["message": .array([.string(message)]), "level": .string(stream == .stdout ? "info" : "error"),
+                                    "source": "JOB", "timestamp": .string(now), "step_id": step, "worker_seq": .int(nextSeq)]))
         }
         let start = flushing == nil
         if start { flushing = Task { await self.flushLoop() } }
@@ -346,9 +353,8 @@ final class LogBatcher: @unchecked Sendable {
 
     private func flushLoop() async {
         while true {
-            try? await Task.sleep(for: .milliseconds(10))
             let batch: [JSON] = lock.withLock {
-                let b = Array(pending.prefix(500))
+                let b = Array(pending.prefix(batchLines))
                 pending.removeFirst(b.count)
                 if b.isEmpty { flushing = nil }
                 lock.broadcast()

@@ -179,6 +179,7 @@ public final class Worker: @unchecked Sendable {
             logger.warning("claim refused", metadata: ["response": "\(reply.response.text)"])
             return 0
         }
+        if !runs.isEmpty { runner.prepare() }
         var started = 0
         for run in runs {
             guard let id = run["id"]?.stringValue, let token = run["token"]?.stringValue else { continue }

@@ -8,9 +8,17 @@ public protocol StepRunning: Sendable {
     func stepPath(_ hostPath: String, workDirectory: String) -> String
     func run(_ launch: StepLaunch, control: StepControl, onLines: @escaping @Sendable ([(StepStream, String)]) -> Void)
         async throws -> StepTermination
+    /// A step will start soon: do slow preparation now, off the critical path.
+    func prepare()
+}
+
+extension StepRunning {
+    public func prepare() {}
 }
 
 extension SandboxRunner: StepRunning {
+    public func prepare() { cgroups?.warmUp() }
+
     public func stepPath(_ hostPath: String, workDirectory: String) -> String {
         useNamespaces ? "/work" + hostPath.dropFirst(workDirectory.count) : hostPath
     }

@@ -361,6 +361,15 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         guard lws_is_final_fragment(conn.wsi) != 0, lws_remaining_packet_payload(conn.wsi) == 0 else { return 0 }
         let bytes = conn.rx
         conn.rx = []
+        // Heartbeats are answered here, at once: a connection whose handlers are busy (or a loaded machine) must
+        // not look dead to its client.
+        if !conn.rxBinary, bytes.count < 200, let m = try? PhoenixMessage.decode(text: bytes), m.topic == "phoenix",
+            m.event == "heartbeat"
+        {
+            let reply = PhoenixMessage.reply(joinRef: nil, ref: m.ref, topic: "phoenix", status: "ok", response: .object([:]))
+            if conn.closeCode == nil { conn.enqueue(reply.encodeText(), binary: false, onWritten: nil) }
+            return 0
+        }
         conn.inbound?.yield((bytes, conn.rxBinary))
         // Messages wait for the connection's task; past the limit, stop reading (TCP pushes back on the
         // client) instead of holding an unbounded backlog in memory.

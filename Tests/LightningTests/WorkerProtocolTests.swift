@@ -20,6 +20,8 @@ struct Harness {
         config.port = 0
         config.graceSeconds = grace
         config.janitorIntervalSeconds = 0.2
+        // Cron runs on the wall clock: tests drive CronScheduler themselves instead.
+        config.cronEnabled = false
         configure(&config)
         lightning = try Lightning(configuration: config, store: t.store)
         try lightning.start()

@@ -147,6 +147,29 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         if !posted { onWritten?(false) }
     }
 
+    /// Several text frames for one connection in one trip to the service thread; `onLastWritten` reports on the
+    /// last of them. The slow-consumer limit applies as for single frames.
+    func send(to id: Int, frames: [[UInt8]], onLastWritten: (@Sendable (Bool) -> Void)?) {
+        let posted = loop.post { [self] in
+            guard let conn = connections[id], conn.kind == .websocket, conn.closeCode == nil else {
+                onLastWritten?(false)
+                return
+            }
+            let limit = conn.endpoint?.maxQueuedBytes ?? configuration.maxQueuedBytesPerConnection
+            for (i, bytes) in frames.enumerated() {
+                if conn.queuedBytes > 0 && conn.queuedBytes + bytes.count > limit {
+                    logger.warning("closing a slow consumer", metadata: ["connection": "\(id)", "queued": "\(conn.queuedBytes)"])
+                    onLastWritten?(false)
+                    conn.failQueue()
+                    conn.requestClose(code: 1008, reason: "slow consumer: send queue over limit")
+                    return
+                }
+                conn.enqueue(bytes, binary: false, onWritten: i == frames.count - 1 ? onLastWritten : nil)
+            }
+        }
+        if !posted { onLastWritten?(false) }
+    }
+
     func close(connection id: Int, code: Int, reason: String) {
         loop.post { [self] in connections[id]?.requestClose(code: code, reason: reason) }
     }

@@ -33,6 +33,27 @@ public final class ChannelSocket: Sendable, Hashable {
         return true
     }
 
+    /// Several pushes of one event at once, handed to the service thread in one go (a log backlog, a batch of
+    /// lines): far cheaper than one `push` each. Returns false when the socket has not joined the topic.
+    @discardableResult
+    public func push(topic: String, event: String, payloads: [JSON]) -> Bool {
+        guard !payloads.isEmpty else { return true }
+        guard let joinRef = state.joinRef(topic), let server else { return false }
+        let frames = payloads.map { PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: $0).encodeText() }
+        server.send(to: id, frames: frames, onLastWritten: nil)
+        return true
+    }
+
+    /// Like `push(topic:event:payloads:)`, then waits until the last frame is written (true) or dropped (false).
+    public func pushAndWait(topic: String, event: String, payloads: [JSON]) async -> Bool {
+        guard !payloads.isEmpty else { return true }
+        guard let joinRef = state.joinRef(topic), let server else { return false }
+        let frames = payloads.map { PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: $0).encodeText() }
+        return await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+            server.send(to: id, frames: frames, onLastWritten: { c.resume(returning: $0) })
+        }
+    }
+
     /// Like `push`, then waits until the frame is written to the kernel (true) or dropped because the socket
     /// closed (false). Lets a sender of a long backlog go at the client's pace.
     public func pushAndWait(topic: String, event: String, payload: JSON) async -> Bool {

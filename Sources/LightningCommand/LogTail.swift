@@ -63,6 +63,15 @@ final class LogTail: @unchecked Sendable {
             }
         }
         defer { events.cancel() }
+        // Live into a pipe too: buffered output is flushed every 50 ms (a flush per line would cost more than
+        // the printing).
+        let flusher = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(50))
+                fflush(nil)
+            }
+        }
+        defer { flusher.cancel() }
         return await withCheckedContinuation { c in
             let early: Int32? = lock.withLock {
                 if let result { return result }
@@ -125,7 +134,6 @@ final class LogTail: @unchecked Sendable {
         }
         guard fresh else { return }
         if json { emit(line) } else { print(format(line)) }
-        fflush(nil)  // live: each line as it comes, also into a pipe
         checkDone()
     }
 

@@ -78,9 +78,7 @@ actor ViewerHub {
                 Task { await self.catchUp(attemptID, id) }
                 continue
             }
-            for line in lines where line.seq > v.cursor {
-                v.socket.push(topic: Self.topic(attemptID), event: "log", payload: Render.log(line))
-            }
+            v.socket.push(topic: Self.topic(attemptID), event: "log", payloads: lines.filter { $0.seq > v.cursor }.map(Render.log))
             v.cursor = last.seq
             viewers[attemptID]?[id] = v
         }
@@ -129,14 +127,7 @@ actor ViewerHub {
                 detach(attemptID: attemptID, socketID: socketID)
                 return
             }
-            var delivered = true
-            for (i, line) in lines.enumerated() {
-                if i == lines.count - 1 {
-                    delivered = await current.socket.pushAndWait(topic: topic, event: "log", payload: Render.log(line))
-                } else {
-                    current.socket.push(topic: topic, event: "log", payload: Render.log(line))
-                }
-            }
+            let delivered = await current.socket.pushAndWait(topic: topic, event: "log", payloads: lines.map(Render.log))
             guard delivered, var after = viewers[attemptID]?[socketID] else {
                 detach(attemptID: attemptID, socketID: socketID)
                 return

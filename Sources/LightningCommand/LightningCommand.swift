@@ -55,6 +55,8 @@ extension LightningCommand {
         var tlsCA: String?
         @Flag(help: "Require client certificates signed by --tls-ca.")
         var requireClientCert = false
+        @Option(help: "Bytes queued for one operator viewer before it is closed as too slow (it resumes by itself).")
+        var viewerQueueBytes: Int = 4 * 1024 * 1024
         @Flag(help: "Do not serve GET /metrics.")
         var noMetrics = false
         @Flag(help: "Do not run the cron scheduler here (another Lightning on this database does).")
@@ -90,6 +92,7 @@ extension LightningCommand {
                                                       requireClientCertificate: requireClientCert)
             }
             config.metricsEnabled = !noMetrics
+            config.viewerMaxQueuedBytes = viewerQueueBytes
             config.cronEnabled = !noCron
             let store = try db.open()
             try await OperatorBootstrap.firstAdminToken(store: store, keysDirectory: keysDir, logger: logger)

@@ -11,6 +11,9 @@ final class LogTail: @unchecked Sendable {
     let color: Bool
     private let lock = NSLock()
     private var lastSeq: Int64
+    /// Lines that arrived ahead of a missing one. The join reply (its backlog) and live pushes reach us on
+    /// different threads, so after a reconnect they can interleave: lines are printed strictly by seq.
+    private var ahead: [Int64: JSON] = [:]
     private var final: JSON?
     private var finalLastSeq: Int64 = .max
     private var done: CheckedContinuation<Int32, Never>?
@@ -127,13 +130,15 @@ final class LogTail: @unchecked Sendable {
 
     private func log(_ line: JSON) {
         guard let seq = line["seq"]?.intValue else { return }
-        let fresh: Bool = lock.withLock {
-            guard seq > lastSeq else { return false }
-            lastSeq = seq
-            return true
+        lock.withLock {
+            guard seq > lastSeq else { return }  // already printed (a resend after a reconnect)
+            ahead[seq] = line
+            // Printed under the lock, in seq order, each once.
+            while let next = ahead.removeValue(forKey: lastSeq + 1) {
+                lastSeq += 1
+                if json { emit(next) } else { print(format(next)) }
+            }
         }
-        guard fresh else { return }
-        if json { emit(line) } else { print(format(line)) }
         checkDone()
     }
 

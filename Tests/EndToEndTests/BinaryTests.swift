@@ -13,20 +13,22 @@ struct Binaries {
     let port: Int
     var database: String { dir.appendingPathComponent("lightning.db").path }
 
-    init(extra: [String] = []) throws {
+    init(extra: [String] = [], environment: [String: String] = [:]) throws {
         dir = try TestSupport.temporaryDirectory("binaries")
         keys = try WorkerKeySet.generate()
         try keys.write(to: dir.appendingPathComponent("keys").path)
-        let (process, port) = try Self.serve(dir: dir, port: 0, extra: extra, log: "lightning.log")
+        let (process, port) = try Self.serve(dir: dir, port: 0, extra: extra, environment: environment, log: "lightning.log")
         lightning = process
         self.port = port
     }
 
-    private static func serve(dir: URL, port: Int, extra: [String], log: String) throws -> (ChildProcess, Int) {
+    private static func serve(dir: URL, port: Int, extra: [String], environment: [String: String] = [:], log: String) throws
+        -> (ChildProcess, Int)
+    {
         let process = try ChildProcess(try TestSupport.builtBinary("lightning"),
                                        ["serve", "--port", "\(port)", "--database", dir.appendingPathComponent("lightning.db").path,
                                         "--grace-seconds", "2"] + extra,
-                                       directory: dir, logName: log)
+                                       environment: environment, directory: dir, logName: log)
         let line = try process.waitForLog(#"port=\d+ \[Lightning\] Lightning is listening"#)
         return (process, Int(line.dropFirst(5).prefix { $0.isNumber }) ?? 0)
     }

@@ -8,6 +8,47 @@ import TestSupport
 /// Faults, load and bad input against the real `lightning` and `runtime-worker` binaries.
 @Suite("Faults and load with the real binaries", .serialized)
 struct FaultTests {
+    @Test("the example workflow through the CLI: its failure branch without the credential, success with it, cancel")
+    func example() async throws {
+        let key = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        let b = try Binaries(environment: ["LIGHTNING_ENCRYPTION_KEY": key])
+        defer { b.remove() }
+        try b.lightning.waitForLog("created admin token")
+        let worker = try b.worker("example")
+        defer { worker.stop() }
+        let example = TestSupport.packageRoot.appendingPathComponent("examples/hello.yaml").path
+        #expect(try b.cli(["workflows", "apply", example]).status == 0)
+        let store = try b.store()
+
+        // No credential yet: `count` cannot read state.configuration, fails, and `recover` runs instead of `report`.
+        let first = try b.cli(["attempts", "start", "hello", "--follow", "--json"])
+        let firstID = try #require(try await store.attempts(state: nil, limit: 1).first?.id, "\(first)")
+        _ = try await store.waitUntilFinal(firstID)
+        let names = try await store.plan(attemptID: firstID).jobs.reduce(into: [String: String]()) { $0[$1.id] = $1.name }
+        let steps = try await store.steps(attemptID: firstID).map { "\(names[$0.jobID] ?? "?"):\($0.reason ?? "?")" }
+        #expect(steps == ["greet:success", "count:fail", "recover:success"], "\(steps)\n\(first.stdout)")
+
+        // With the credential, the success branch; its password never reaches the log.
+        let set = try b.cli(["credentials", "set", "example-api", "--body", #"{"username":"ada","password":"correct-horse-battery"}"#])
+        #expect(set.status == 0, "\(set)")
+        let second = try b.cli(["attempts", "start", "hello", "--input", #"{"data":{"name":"Ada"}}"#, "--follow"])
+        #expect(second.status == 0, "\(second)")
+        #expect(second.stdout.contains("total is 9") && !second.stdout.contains("correct-horse-battery"), "\(second.stdout)")
+
+        // Cancel from the CLI while a step runs.
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: long
+            jobs: [{name: wait, adaptor: sh, body: "echo waiting; sleep 60"}]
+            """))
+        let started = try b.cli(["attempts", "start", "long"])
+        let longID = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try await store.waitForFirstLog(longID)
+        let cancel = try b.cli(["attempts", "cancel", longID])
+        #expect(cancel.status == 0, "\(cancel)")
+        let cancelled = try await store.waitUntilFinal(longID)
+        #expect(cancelled.state == .cancelled, "\(cancelled)")
+    }
+
     @Test("out of memory and timeout end with reason kill and the right error types")
     func limits() async throws {
         let b = try Binaries()
@@ -122,6 +163,46 @@ struct FaultTests {
         let odds: [String] = stride(from: 1, through: 1999, by: 2).map { "b\($0)" }
         #expect(out == evens)
         #expect(err == odds)
+    }
+
+    @Test("a CLI tail too slow for its socket is closed by Lightning, resumes by itself, and still prints every line once, in order")
+    func slowTail() async throws {
+        let b = try Binaries(extra: ["--viewer-queue-bytes", "262144"])
+        defer { b.remove() }
+        try b.lightning.waitForLog("created admin token")
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: flood
+            jobs: [{name: a, adaptor: sh, body: "seq 1 100000"}]
+            """))
+        let worker = try b.worker("flooder")
+        defer { worker.stop() }
+        let created = try await store.createWorkOrder(workflow: "flood", input: Array("{}".utf8))
+        let tail = Process()
+        tail.executableURL = URL(fileURLWithPath: try TestSupport.builtBinary("lightning"))
+        tail.arguments = ["attempts", "tail", created.attemptID, "--json", "--server", "http://127.0.0.1:\(b.port)"]
+        tail.environment = ProcessInfo.processInfo.environment.merging(
+            ["LIGHTNING_TOKEN_FILE": b.dir.appendingPathComponent("keys/operator_token").path, "LIGHTNING_TOKEN": ""]) { $1 }
+        let out = Pipe(), err = Pipe()
+        tail.standardOutput = out
+        tail.standardError = err
+        try tail.run()
+        defer { if tail.isRunning { tail.terminate() } }
+        // Read its output slowly: its writes block, so it stops reading its socket, and Lightning's queue for it fills.
+        var data = Data()
+        let reader = out.fileHandleForReading
+        while true {
+            let chunk = reader.readData(ofLength: 32 * 1024)
+            if chunk.isEmpty { break }
+            data += chunk
+            try await Task.sleep(for: .milliseconds(15))
+        }
+        tail.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(tail.terminationStatus == 0, "\(stderr)")
+        let seqs = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { try? JSON.parse(String($0))["seq"]?.intValue }
+        #expect(seqs == Array(1...100_000), "\(seqs.count) lines; \(stderr)")
+        #expect(b.lightning.log.contains("closing a slow consumer"), "the tail was too slow at least once")
     }
 
     @Test("bad input to the webhook and the API gets a clear 4xx, and the server keeps serving")

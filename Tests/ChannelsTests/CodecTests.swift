@@ -4,7 +4,7 @@ import Testing
 @Suite("JSON and the Phoenix V2 codec")
 struct CodecTests {
     @Test("JSON round trips, keeping 16-digit integers exact and unicode intact")
-    func jsonRoundTrip() throws {
+    func jsonRoundTrip() async throws {
         let text = #"{"ts":"1700000000123456","n":1700000000123456,"f":1.5,"neg":-3,"s":"héllo \"q\" \n\u0001 😀","a":[true,false,null],"o":{}}"#
         let v = try JSON.parse(text)
         #expect(v["n"] == .int(1_700_000_000_123_456))
@@ -27,7 +27,7 @@ struct CodecTests {
     }
 
     @Test("text frames: five-element arrays both ways")
-    func textFrames() throws {
+    func textFrames() async throws {
         let m = try PhoenixMessage.decode(text: Array(#"["1","2","run:a","fetch:plan",{"x":1}]"#.utf8))
         #expect(m.joinRef == "1" && m.ref == "2" && m.topic == "run:a" && m.event == "fetch:plan")
         #expect(m.payload.json?["x"] == .int(1))
@@ -42,7 +42,7 @@ struct CodecTests {
     }
 
     @Test("binary reply frames: kind 1, four lengths, then the raw payload")
-    func binaryFrames() throws {
+    func binaryFrames() async throws {
         let payload = Array(#"{"data":{"big":true}}"#.utf8)
         let bytes = PhoenixMessage.encodeBinary(kind: .reply, joinRef: "3", ref: "12", topic: "run:x", status: "ok",
                                                 payload: payload)

@@ -185,7 +185,7 @@ struct LiveTests {
         defer { server.stop() }
         let url = "http://127.0.0.1:\(server.port)/count"
         // curl sends no Content-Length for -X POST without data and would reuse the connection for all five.
-        let r = try TestSupport.run("/usr/bin/curl", ["-sv", "-X", "POST", url, url, url, url, url])
+        let r = try await TestSupport.run("/usr/bin/curl", ["-sv", "-X", "POST", url, url, url, url, url])
         #expect(calls.value == 5, "\(r.stderr)")
         #expect(!r.stderr.contains("Connection died"), "\(r.stderr)")
         #expect(r.stdout.components(separatedBy: "\"ok\":true").count - 1 == 5)

@@ -81,7 +81,7 @@ struct TLSTests {
     }
 
     @Test("only TLS 1.2+ with ECDHE and AEAD ciphers is offered")
-    func cipherPolicy() throws {
+    func cipherPolicy() async throws {
         let pki = try TestPKI()
         defer { pki.remove() }
         let server = try tlsServer(pki, mutual: false)
@@ -113,7 +113,7 @@ struct TLSTests {
     }
 
     @Test("mutual TLS: a self-signed rogue client certificate, and no certificate, are refused")
-    func rogueCertificate() throws {
+    func rogueCertificate() async throws {
         let pki = try TestPKI()
         defer { pki.remove() }
         let seen = SubjectBox()

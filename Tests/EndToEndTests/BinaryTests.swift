@@ -13,39 +13,39 @@ struct Binaries {
     let port: Int
     var database: String { dir.appendingPathComponent("lightning.db").path }
 
-    init(extra: [String] = [], environment: [String: String] = [:]) throws {
+    init(extra: [String] = [], environment: [String: String] = [:]) async throws {
         dir = try TestSupport.temporaryDirectory("binaries")
         keys = try WorkerKeySet.generate()
         try keys.write(to: dir.appendingPathComponent("keys").path)
-        let (process, port) = try Self.serve(dir: dir, port: 0, extra: extra, environment: environment, log: "lightning.log")
+        let (process, port) = try await Self.serve(dir: dir, port: 0, extra: extra, environment: environment, log: "lightning.log")
         lightning = process
         self.port = port
     }
 
-    private static func serve(dir: URL, port: Int, extra: [String], environment: [String: String] = [:], log: String) throws
+    private static func serve(dir: URL, port: Int, extra: [String], environment: [String: String] = [:], log: String) async throws
         -> (ChildProcess, Int)
     {
         let process = try ChildProcess(try TestSupport.builtBinary("lightning"),
                                        ["serve", "--port", "\(port)", "--database", dir.appendingPathComponent("lightning.db").path,
                                         "--grace-seconds", "2"] + extra,
                                        environment: environment, directory: dir, logName: log)
-        let line = try process.waitForLog(#"port=\d+ \[Lightning\] Lightning is listening"#)
+        let line = try await process.waitForLog(#"port=\d+ \[Lightning\] Lightning is listening"#)
         return (process, Int(line.dropFirst(5).prefix { $0.isNumber }) ?? 0)
     }
 
     /// kill -9 of the Lightning process, then a new one on the same port and database.
-    mutating func killAndRestartLightning(extra: [String] = []) throws {
+    mutating func killAndRestartLightning(extra: [String] = []) async throws {
         lightning.signal(SIGKILL)
-        _ = lightning.waitForExit()
+        _ = await lightning.waitForExit()
         var lastError: (any Error)?
         // The port is free as soon as the process is gone; retry briefly in case the kernel is slow to say so.
         for attempt in 0..<20 {
             do {
-                (lightning, _) = try Self.serve(dir: dir, port: port, extra: extra, log: "lightning-\(attempt)-restarted.log")
+                (lightning, _) = try await Self.serve(dir: dir, port: port, extra: extra, log: "lightning-\(attempt)-restarted.log")
                 return
             } catch {
                 lastError = error
-                Thread.sleep(forTimeInterval: 0.25)
+                try? await Task.sleep(for: .milliseconds(250))
             }
         }
         throw lastError!
@@ -61,8 +61,8 @@ struct Binaries {
     func store() throws -> SQLiteStore { try SQLiteStore(path: database, cipher: nil) }
 
     /// Runs the `lightning` CLI against this server, with the admin token `serve` wrote into keys/.
-    func cli(_ arguments: [String], environment: [String: String] = [:]) throws -> TestSupport.ProcessResult {
-        try TestSupport.run(try TestSupport.builtBinary("lightning"), arguments + ["--server", "http://127.0.0.1:\(port)"],
+    func cli(_ arguments: [String], environment: [String: String] = [:]) async throws -> TestSupport.ProcessResult {
+        try await TestSupport.run(try TestSupport.builtBinary("lightning"), arguments + ["--server", "http://127.0.0.1:\(port)"],
                             environment: ["LIGHTNING_TOKEN_FILE": dir.appendingPathComponent("keys/operator_token").path,
                                           "LIGHTNING_TOKEN": ""].merging(environment) { $1 })
     }
@@ -78,7 +78,7 @@ struct Binaries {
 struct BinaryTests {
     @Test("SIGTERM: the worker stops claiming, lets its running attempt finish, and exits 0")
     func gracefulWorker() async throws {
-        let b = try Binaries()
+        let b = try await Binaries()
         defer { b.remove() }
         let store = try b.store()
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
@@ -87,7 +87,7 @@ struct BinaryTests {
               - {name: s, adaptor: sh, body: "echo start; sleep 1.5; echo done"}
             """))
         let worker = try b.worker("graceful")
-        try worker.waitForLog("worker joined|connected to Lightning")
+        try await worker.waitForLog("worker joined|connected to Lightning")
         let first = try await store.createWorkOrder(workflow: "slowish", input: Array("{}".utf8))
         let deadline = ContinuousClock.now + .seconds(20)
         while try await store.attempt(first.attemptID).state != .started, ContinuousClock.now < deadline {
@@ -95,7 +95,7 @@ struct BinaryTests {
         }
         worker.signal(SIGTERM)
         let second = try await store.createWorkOrder(workflow: "slowish", input: Array("{}".utf8))
-        #expect(worker.waitForExit(timeout: 30) == 0, "\(worker.log)")
+        #expect(await worker.waitForExit(timeout: 30) == 0, "\(worker.log)")
         let a = try await store.attempt(first.attemptID)
         #expect(a.state == .success, "\(a)")
         #expect(try await store.logs(attemptID: first.attemptID, since: 0, limit: 10).map(\.message) == ["start", "done"])
@@ -104,7 +104,7 @@ struct BinaryTests {
 
     @Test("SIGTERM past --shutdown-timeout stops the attempt with reason kill; a second signal exits at once")
     func shutdownTimeout() async throws {
-        let b = try Binaries()
+        let b = try await Binaries()
         defer { b.remove() }
         let store = try b.store()
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
@@ -118,11 +118,11 @@ struct BinaryTests {
             try await store.waitForFirstLog(created.attemptID)
             worker.signal(SIGTERM)
             if secondSignal {
-                try worker.waitForLog("shutting down: claiming nothing more")
+                try await worker.waitForLog("shutting down: claiming nothing more")
                 worker.signal(SIGTERM)
-                #expect(worker.waitForExit(timeout: 5) == 130, "\(worker.log)")
+                #expect(await worker.waitForExit(timeout: 5) == 130, "\(worker.log)")
             } else {
-                #expect(worker.waitForExit(timeout: 20) == 0, "\(worker.log)")
+                #expect(await worker.waitForExit(timeout: 20) == 0, "\(worker.log)")
                 let a = try await store.attempt(created.attemptID)
                 #expect(a.state == .killed && a.errorType == "ShutdownError", "\(a)")
             }
@@ -131,7 +131,7 @@ struct BinaryTests {
 
     @Test("kill -9 of a worker mid-attempt: the attempt is lost after the grace period, its step dies with the worker")
     func killedWorker() async throws {
-        let b = try Binaries()
+        let b = try await Binaries()
         defer { b.remove() }
         let store = try b.store()
         let marker = "lr-orphan-\(UUID().uuidString.prefix(6))"
@@ -144,18 +144,18 @@ struct BinaryTests {
         let created = try await store.createWorkOrder(workflow: "forever", input: Array("{}".utf8))
         try await store.waitForFirstLog(created.attemptID)
         worker.signal(SIGKILL)
-        _ = worker.waitForExit()
+        _ = await worker.waitForExit()
         let a = try await b.store().waitUntilFinal(created.attemptID, timeout: .seconds(30))
         #expect(a.state == .lost && a.errorType == "LostAfterStart")
         try await Task.sleep(for: .milliseconds(200))
-        #expect(try TestSupport.run("/usr/bin/pgrep", ["-f", marker]).stdout.isEmpty, "the step outlived its worker")
+        #expect(try await TestSupport.run("/usr/bin/pgrep", ["-f", marker]).stdout.isEmpty, "the step outlived its worker")
     }
 
     @Test("the lightning CLI against a real server and worker: apply, start --follow, tail, list --json, roles, clear errors")
     func cli() async throws {
-        let b = try Binaries()
+        let b = try await Binaries()
         defer { b.remove() }
-        try b.lightning.waitForLog("created admin token")
+        try await b.lightning.waitForLog("created admin token")
         let token = try String(contentsOf: b.dir.appendingPathComponent("keys/operator_token"), encoding: .utf8)
         let mode = try FileManager.default.attributesOfItem(atPath: b.dir.appendingPathComponent("keys/operator_token").path)[.posixPermissions] as? Int
         #expect(mode == 0o600 && token.hasPrefix("lro_"))
@@ -167,67 +167,67 @@ struct BinaryTests {
             jobs:
               - {name: talk, adaptor: sh, body: "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done"}
             """.write(to: file, atomically: true, encoding: .utf8)
-        let applied = try b.cli(["workflows", "apply", file.path])
+        let applied = try await b.cli(["workflows", "apply", file.path])
         #expect(applied.status == 0 && applied.stdout.contains("workflow chatty: version 1"), "\(applied)")
         try "name: broken\njobs:\n  - {name: x, adaptor: sh, body: \"exit 3\"}\n".write(to: file, atomically: true, encoding: .utf8)
-        #expect(try b.cli(["workflows", "apply", file.path]).status == 0)
+        #expect(try await b.cli(["workflows", "apply", file.path]).status == 0)
         try "name: [".write(to: file, atomically: true, encoding: .utf8)
-        let bad = try b.cli(["workflows", "apply", file.path])
+        let bad = try await b.cli(["workflows", "apply", file.path])
         #expect(bad.status != 0 && bad.stderr.contains("flows.yaml"), "\(bad)")
 
         // start --follow prints the lines as they come and exits 0 only on success.
-        let followed = try b.cli(["attempts", "start", "chatty", "--follow"])
+        let followed = try await b.cli(["attempts", "start", "chatty", "--follow"])
         #expect(followed.status == 0, "\(followed)")
         let printed = followed.stdout.split(separator: "\n").filter { $0.contains("line ") }
         #expect(printed.count == 5 && printed.enumerated().allSatisfy { $0.element.hasSuffix("line \($0.offset + 1)") }, "\(followed.stdout)")
         #expect(printed.allSatisfy { $0.contains("INFO") && $0.contains("JOB") }, "time, level, source, message")
         #expect(!followed.stdout.contains("\u{1B}["), "no colour into a pipe")
-        let failed = try b.cli(["attempts", "start", "broken", "--follow"])
+        let failed = try await b.cli(["attempts", "start", "broken", "--follow"])
         #expect(failed.status == 1 && failed.stderr.contains("failed"), "\(failed)")
 
         // list --json for scripts; tail of a finished attempt replays it; status.
-        let listed = try b.cli(["attempts", "list", "--json"])
+        let listed = try await b.cli(["attempts", "list", "--json"])
         let attempts = try #require(try JSON.parse(listed.stdout)["attempts"]?.arrayValue)
         #expect(attempts.count == 2)
         let chattyID = try #require(attempts.first { $0["workflow"] == "chatty" }?["id"]?.stringValue)
-        let tail = try b.cli(["attempts", "tail", chattyID, "--since", "2", "--json"])
+        let tail = try await b.cli(["attempts", "tail", chattyID, "--since", "2", "--json"])
         let tailLines = tail.stdout.split(separator: "\n").compactMap { try? JSON.parse(String($0)) }
         #expect(tail.status == 0 && tailLines.compactMap { $0["seq"]?.intValue } == [3, 4, 5], "\(tail)")
         #expect(tailLines.last?["attempt"]?["state"] == "success")
-        let workers = try b.cli(["workers", "list"])
+        let workers = try await b.cli(["workers", "list"])
         #expect(workers.stdout.contains("cli-worker") && workers.stdout.contains("connected"), "\(workers)")
 
         // Roles and bad input.
-        let made = try b.cli(["tokens", "create", "reader", "--role", "viewer"])
+        let made = try await b.cli(["tokens", "create", "reader", "--role", "viewer"])
         let viewer = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(made.status == 0 && viewer.hasPrefix("lro_") && made.stderr.contains("shown only once"))
-        let refused = try b.cli(["attempts", "start", "chatty"], environment: ["LIGHTNING_TOKEN": viewer])
+        let refused = try await b.cli(["attempts", "start", "chatty"], environment: ["LIGHTNING_TOKEN": viewer])
         #expect(refused.status == 1 && refused.stderr.contains("403") && refused.stderr.contains("viewer"), "\(refused)")
-        #expect(try b.cli(["attempts", "list"], environment: ["LIGHTNING_TOKEN": viewer]).status == 0)
-        #expect(try b.cli(["tokens", "revoke", "reader"]).status == 0)
-        let revoked = try b.cli(["attempts", "list"], environment: ["LIGHTNING_TOKEN": viewer])
+        #expect(try await b.cli(["attempts", "list"], environment: ["LIGHTNING_TOKEN": viewer]).status == 0)
+        #expect(try await b.cli(["tokens", "revoke", "reader"]).status == 0)
+        let revoked = try await b.cli(["attempts", "list"], environment: ["LIGHTNING_TOKEN": viewer])
         #expect(revoked.status == 1 && revoked.stderr.contains("401"), "\(revoked)")
-        let unknown = try b.cli(["attempts", "start", "nope"])
+        let unknown = try await b.cli(["attempts", "start", "nope"])
         #expect(unknown.status == 1 && unknown.stderr.contains("no workflow named"), "\(unknown)")
-        let badInput = try b.cli(["attempts", "start", "chatty", "--input", "[1]"])
+        let badInput = try await b.cli(["attempts", "start", "chatty", "--input", "[1]"])
         #expect(badInput.status == 1 && badInput.stderr.contains("JSON object"), "\(badInput)")
-        let noServer = try TestSupport.run(try TestSupport.builtBinary("lightning"), ["workflows", "list", "--server", "http://127.0.0.1:1",
+        let noServer = try await TestSupport.run(try TestSupport.builtBinary("lightning"), ["workflows", "list", "--server", "http://127.0.0.1:1",
                                                                                         "--token", token.trimmingCharacters(in: .whitespacesAndNewlines)])
         #expect(noServer.status == 1 && noServer.stderr.contains("could not reach Lightning"), "\(noServer)")
-        let noToken = try b.cli(["workflows", "list"], environment: ["LIGHTNING_TOKEN_FILE": "/nonexistent"])
+        let noToken = try await b.cli(["workflows", "list"], environment: ["LIGHTNING_TOKEN_FILE": "/nonexistent"])
         #expect(noToken.status == 1 && noToken.stderr.contains("no operator token"), "\(noToken)")
     }
 
     @Test("a worker with the wrong secret says so and exits non-zero")
     func wrongSecret() async throws {
-        let b = try Binaries()
+        let b = try await Binaries()
         defer { b.remove() }
         let worker = try ChildProcess(try TestSupport.builtBinary("runtime-worker"),
                                       ["--lightning", "ws://127.0.0.1:\(b.port)/worker", "--work-dir", b.dir.appendingPathComponent("w").path],
                                       environment: ["WORKER_SECRET": String(repeating: "w", count: 44),
                                                     "LIGHTNING_PUBLIC_KEY": b.keys.lightningPublicKeyBase64],
                                       directory: b.dir, logName: "wrong.log")
-        let status = worker.waitForExit(timeout: 20)
+        let status = await worker.waitForExit(timeout: 20)
         #expect(status != nil && status != 0)
         #expect(worker.log.contains("refused this worker's token (HTTP 401)"), "\(worker.log)")
     }

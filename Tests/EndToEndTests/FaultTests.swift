@@ -11,17 +11,17 @@ struct FaultTests {
     @Test("the example workflow through the CLI: its failure branch without the credential, success with it, cancel")
     func example() async throws {
         let key = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-        let b = try Binaries(environment: ["LIGHTNING_ENCRYPTION_KEY": key])
+        let b = try await Binaries(environment: ["LIGHTNING_ENCRYPTION_KEY": key])
         defer { b.remove() }
-        try b.lightning.waitForLog("created admin token")
+        try await b.lightning.waitForLog("created admin token")
         let worker = try b.worker("example")
         defer { worker.stop() }
         let example = TestSupport.packageRoot.appendingPathComponent("examples/hello.yaml").path
-        #expect(try b.cli(["workflows", "apply", example]).status == 0)
+        #expect(try await b.cli(["workflows", "apply", example]).status == 0)
         let store = try b.store()
 
         // No credential yet: `count` cannot read state.configuration, fails, and `recover` runs instead of `report`.
-        let first = try b.cli(["attempts", "start", "hello", "--follow", "--json"])
+        let first = try await b.cli(["attempts", "start", "hello", "--follow", "--json"])
         let firstID = try #require(try await store.attempts(state: nil, limit: 1).first?.id, "\(first)")
         _ = try await store.waitUntilFinal(firstID)
         let names = try await store.plan(attemptID: firstID).jobs.reduce(into: [String: String]()) { $0[$1.id] = $1.name }
@@ -29,9 +29,9 @@ struct FaultTests {
         #expect(steps == ["greet:success", "count:fail", "recover:success"], "\(steps)\n\(first.stdout)")
 
         // With the credential, the success branch; its password never reaches the log.
-        let set = try b.cli(["credentials", "set", "example-api", "--body", #"{"username":"ada","password":"correct-horse-battery"}"#])
+        let set = try await b.cli(["credentials", "set", "example-api", "--body", #"{"username":"ada","password":"correct-horse-battery"}"#])
         #expect(set.status == 0, "\(set)")
-        let second = try b.cli(["attempts", "start", "hello", "--input", #"{"data":{"name":"Ada"}}"#, "--follow"])
+        let second = try await b.cli(["attempts", "start", "hello", "--input", #"{"data":{"name":"Ada"}}"#, "--follow"])
         #expect(second.status == 0, "\(second)")
         #expect(second.stdout.contains("total is 9") && !second.stdout.contains("correct-horse-battery"), "\(second.stdout)")
 
@@ -40,10 +40,10 @@ struct FaultTests {
             name: long
             jobs: [{name: wait, adaptor: sh, body: "echo waiting; sleep 60"}]
             """))
-        let started = try b.cli(["attempts", "start", "long"])
+        let started = try await b.cli(["attempts", "start", "long"])
         let longID = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         try await store.waitForFirstLog(longID)
-        let cancel = try b.cli(["attempts", "cancel", longID])
+        let cancel = try await b.cli(["attempts", "cancel", longID])
         #expect(cancel.status == 0, "\(cancel)")
         let cancelled = try await store.waitUntilFinal(longID)
         #expect(cancelled.state == .cancelled, "\(cancelled)")
@@ -51,7 +51,7 @@ struct FaultTests {
 
     @Test("out of memory and timeout end with reason kill and the right error types")
     func limits() async throws {
-        let b = try Binaries()
+        let b = try await Binaries()
         defer { b.remove() }
         let store = try b.store()
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
@@ -78,7 +78,7 @@ struct FaultTests {
 
     @Test("kill -9 of Lightning mid-attempt and a restart on the same database: the attempt completes, every line once, in order")
     func lightningKilled() async throws {
-        var b = try Binaries()
+        var b = try await Binaries()
         defer { b.remove() }
         let store = try b.store()
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
@@ -90,18 +90,18 @@ struct FaultTests {
         defer { worker.stop() }
         let created = try await store.createWorkOrder(workflow: "chatty", input: Array("{}".utf8))
         try await store.waitForFirstLog(created.attemptID)
-        try b.killAndRestartLightning()
+        try await b.killAndRestartLightning()
         let a = try await b.store().waitUntilFinal(created.attemptID)
         #expect(a.state == .success, "\(a)\n\(worker.log)")
         let lines = try await b.store().logs(attemptID: created.attemptID, since: 0, limit: 1000)
         #expect(lines.map(\.message) == (1...40).map { "line \($0)" })
         #expect(lines.map(\.seq) == Array(1...40))
-        try worker.waitForLog("rejoined")
+        try await worker.waitForLog("rejoined")
     }
 
     @Test("two workers and 200 attempts: every attempt runs exactly once")
     func twoWorkers() async throws {
-        let b = try Binaries()
+        let b = try await Binaries()
         defer { b.remove() }
         let store = try b.store()
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
@@ -128,9 +128,9 @@ struct FaultTests {
 
     @Test("an operator tailing a running attempt with the CLI gets every line, in order")
     func tailEveryLine() async throws {
-        let b = try Binaries()
+        let b = try await Binaries()
         defer { b.remove() }
-        try b.lightning.waitForLog("created admin token")
+        try await b.lightning.waitForLog("created admin token")
         let store = try b.store()
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
             name: stream
@@ -150,7 +150,7 @@ struct FaultTests {
         try await Task.sleep(for: .milliseconds(300))
         let worker = try b.worker("streamer")
         defer { worker.stop() }
-        #expect(tail.waitForExit(timeout: 120) == 0, "\(tail.log.suffix(2000))")
+        #expect(await tail.waitForExit(timeout: 120) == 0, "\(tail.log.suffix(2000))")
         let printed = tail.log.split(separator: "\n").compactMap { try? JSON.parse(String($0)) }.filter { $0["seq"] != nil }
         #expect(printed.map { $0["seq"]?.intValue ?? 0 } == Array(1...5001))
         let messages = printed.map { $0["message"]?.stringValue ?? "" }
@@ -167,9 +167,9 @@ struct FaultTests {
 
     @Test("a CLI tail too slow for its socket is closed by Lightning, resumes by itself, and still prints every line once, in order")
     func slowTail() async throws {
-        let b = try Binaries(extra: ["--viewer-queue-bytes", "262144"])
+        let b = try await Binaries(extra: ["--viewer-queue-bytes", "262144"])
         defer { b.remove() }
-        try b.lightning.waitForLog("created admin token")
+        try await b.lightning.waitForLog("created admin token")
         let store = try b.store()
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
             name: flood
@@ -189,16 +189,21 @@ struct FaultTests {
         try tail.run()
         defer { if tail.isRunning { tail.terminate() } }
         // Read its output slowly: its writes block, so it stops reading its socket, and Lightning's queue for it fills.
-        var data = Data()
-        let reader = out.fileHandleForReading
-        while true {
-            let chunk = reader.readData(ofLength: 32 * 1024)
-            if chunk.isEmpty { break }
-            data += chunk
-            try await Task.sleep(for: .milliseconds(15))
+        // (On a thread of its own: blocking reads must not hold a cooperative thread.)
+        let reader = out.fileHandleForReading, errors = err.fileHandleForReading
+        let (data, stderr) = await withCheckedContinuation { (c: CheckedContinuation<(Data, String), Never>) in
+            Thread {
+                var data = Data()
+                while true {
+                    let chunk = reader.readData(ofLength: 32 * 1024)
+                    if chunk.isEmpty { break }
+                    data += chunk
+                    Thread.sleep(forTimeInterval: 0.015)
+                }
+                tail.waitUntilExit()
+                c.resume(returning: (data, String(decoding: errors.readDataToEndOfFile(), as: UTF8.self)))
+            }.start()
         }
-        tail.waitUntilExit()
-        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(tail.terminationStatus == 0, "\(stderr)")
         let seqs = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { try? JSON.parse(String($0))["seq"]?.intValue }
         #expect(seqs == Array(1...100_000), "\(seqs.count) lines; \(stderr)")
@@ -207,9 +212,9 @@ struct FaultTests {
 
     @Test("bad input to the webhook and the API gets a clear 4xx, and the server keeps serving")
     func badInput() async throws {
-        let b = try Binaries(extra: ["--max-http-body-bytes", "1000000"])
+        let b = try await Binaries(extra: ["--max-http-body-bytes", "1000000"])
         defer { b.remove() }
-        try b.lightning.waitForLog("created admin token")
+        try await b.lightning.waitForLog("created admin token")
         let token = try String(contentsOf: b.dir.appendingPathComponent("keys/operator_token"), encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let store = try b.store()
@@ -221,8 +226,8 @@ struct FaultTests {
         let base = "http://127.0.0.1:\(b.port)"
         let huge = b.dir.appendingPathComponent("huge.json")
         try Data(("{\"x\":\"" + String(repeating: "y", count: 2_000_000) + "\"}").utf8).write(to: huge)
-        func curl(_ args: [String]) throws -> (status: Int, body: String) {
-            let r = try TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}"] + args)
+        func curl(_ args: [String]) async throws -> (status: Int, body: String) {
+            let r = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}"] + args)
             let parts = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
             return (Int(parts.last ?? "") ?? 0, parts.dropLast().joined(separator: "\n"))
         }
@@ -241,11 +246,11 @@ struct FaultTests {
             ("API, an unknown state", ["-H", "Authorization: Bearer \(token)", "\(base)/api/attempts?state=weird"], 400, "state"),
         ]
         for (what, args, status, fragment) in cases {
-            let r = try curl(args)
+            let r = try await curl(args)
             #expect(r.status == status && r.body.contains(fragment), "\(what): \(r.status) \(r.body.prefix(300))")
-            #expect(try curl(["\(base)/healthz"]).status == 200, "still serving after: \(what)")
+            #expect(try await curl(["\(base)/healthz"]).status == 200, "still serving after: \(what)")
         }
-        let ok = try curl(["-X", "POST", "-d", #"{"fine":true}"#, "\(base)/i/in"])
+        let ok = try await curl(["-X", "POST", "-d", #"{"fine":true}"#, "\(base)/i/in"])
         #expect(ok.status == 200 && ok.body.contains("attempt_id"))
         #expect(try await store.attempts(state: nil, limit: 10).count == 1, "no bad request made work")
     }

@@ -7,11 +7,11 @@ private let tool = TestSupport.packageRoot.appendingPathComponent("Tests/JWTTest
 @Suite("gen-worker-keys, the real binary")
 struct GenWorkerKeysTests {
     @Test("--out writes keys Python's cryptography loads, a 32-byte secret, all mode 0600")
-    func writesKeys() throws {
+    func writesKeys() async throws {
         let dir = try TestSupport.temporaryDirectory("keys")
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("keys").path
-        let r = try TestSupport.run(try TestSupport.builtBinary("gen-worker-keys"), ["--out", out])
+        let r = try await TestSupport.run(try TestSupport.builtBinary("gen-worker-keys"), ["--out", out])
         #expect(r.status == 0, "\(r.stderr)")
         for name in ["ATTEMPTS_PRIVATE_KEY=\"", "WORKER_SECRET=\"", "LIGHTNING_PUBLIC_KEY=\""] {
             #expect(r.stdout.contains(name))
@@ -35,33 +35,33 @@ struct GenWorkerKeysTests {
     }
 
     @Test("existing files are not overwritten without --force, and are with it")
-    func overwrite() throws {
+    func overwrite() async throws {
         let dir = try TestSupport.temporaryDirectory("keys")
         defer { try? FileManager.default.removeItem(at: dir) }
         let bin = try TestSupport.builtBinary("gen-worker-keys")
-        #expect(try TestSupport.run(bin, ["--out", dir.path]).status == 0)
+        #expect(try await TestSupport.run(bin, ["--out", dir.path]).status == 0)
         let before = try String(contentsOfFile: dir.path + "/worker_secret", encoding: .utf8)
-        let refused = try TestSupport.run(bin, ["--out", dir.path])
+        let refused = try await TestSupport.run(bin, ["--out", dir.path])
         #expect(refused.status != 0)
         #expect(refused.stderr.contains("refusing to overwrite"))
         #expect(try String(contentsOfFile: dir.path + "/worker_secret", encoding: .utf8) == before)
-        let forced = try TestSupport.run(bin, ["--out", dir.path, "--force"])
+        let forced = try await TestSupport.run(bin, ["--out", dir.path, "--force"])
         #expect(forced.status == 0)
         #expect(try String(contentsOfFile: dir.path + "/worker_secret", encoding: .utf8) != before)
     }
 
     @Test("key sizes under 2048 bits and odd sizes are refused with a clear message; 3072 works")
-    func bits() throws {
+    func bits() async throws {
         let bin = try TestSupport.builtBinary("gen-worker-keys")
-        let weak = try TestSupport.run(bin, ["--bits", "1024"])
+        let weak = try await TestSupport.run(bin, ["--bits", "1024"])
         #expect(weak.status != 0)
         #expect(weak.stderr.contains("at least 2048 bits"))
-        let odd = try TestSupport.run(bin, ["--bits", "2500"])
+        let odd = try await TestSupport.run(bin, ["--bits", "2500"])
         #expect(odd.status != 0)
         #expect(odd.stderr.contains("2048, 3072 or 4096"))
         let dir = try TestSupport.temporaryDirectory("keys")
         defer { try? FileManager.default.removeItem(at: dir) }
-        #expect(try TestSupport.run(bin, ["--bits", "3072", "--out", dir.path]).status == 0)
+        #expect(try await TestSupport.run(bin, ["--bits", "3072", "--out", dir.path]).status == 0)
         let check = try TestSupport.python(tool, ["check-keys", dir.path])
         #expect(check.stdout.contains(#""bits": 3072"#), "\(check.stderr)")
     }

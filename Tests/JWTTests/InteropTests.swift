@@ -33,7 +33,7 @@ struct InteropTests {
     }
 
     @Test("tokens we sign verify in PyJWT (HS256 worker token, RS256 attempt token)")
-    func oursVerifyThere() throws {
+    func oursVerifyThere() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let worker = try JWT.sign(WorkerTokenClaims(workerID: "w-1"), key: .hmac(secret: keys.workerSecret))
         let r1 = try py("verify", "HS256", try secretFile(), worker, "urn:openfn:worker")
@@ -47,7 +47,7 @@ struct InteropTests {
     }
 
     @Test("tokens PyJWT signs verify here")
-    func theirsVerifyHere() throws {
+    func theirsVerifyHere() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let now = Int(Date().timeIntervalSince1970)
         let hs = try py("sign", "HS256", try secretFile(), #"{"worker_id":"py","iss":"urn:openfn:worker","iat":\#(now)}"#)
@@ -65,7 +65,7 @@ struct InteropTests {
     }
 
     @Test("PyJWT-made tokens that must be refused are refused with the right error")
-    func theirsRefused() throws {
+    func theirsRefused() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let now = Int(Date().timeIntervalSince1970)
         let hmacKey = try JWTKey.hmac(secret: keys.workerSecret)
@@ -101,7 +101,7 @@ struct InteropTests {
 @Suite("Protocol tokens")
 struct ProtocolTokenTests {
     @Test("worker tokens: worker_id and iat required, exp optional unless demanded")
-    func workerToken() throws {
+    func workerToken() async throws {
         let key = try JWTKey.hmac(secret: String(repeating: "k", count: 44))
         let noExp = try JWT.sign(WorkerTokenClaims(workerID: "w", lifetime: nil), key: key)
         #expect(try WorkerTokenClaims.verify(noExp, key: key).workerID == "w")
@@ -111,7 +111,7 @@ struct ProtocolTokenTests {
     }
 
     @Test("attempt tokens expire with a 5 s leeway")
-    func attemptToken() throws {
+    func attemptToken() async throws {
         let pair = try RSAKeyPair.generate()
         let t = try JWT.sign(AttemptTokenClaims(attemptID: "a", now: 1000, lifetime: 10), key: .rsa(pem: pair.privateKeyPEM))
         let pub = try JWTKey.rsa(pem: pair.publicKeyPEM)
@@ -125,7 +125,7 @@ struct ProtocolTokenTests {
     }
 
     @Test("keys load from base64 of PEM, the environment variable form")
-    func base64PEM() throws {
+    func base64PEM() async throws {
         let keys = try WorkerKeySet.generate()
         let signer = try JWTKey.rsa(base64PEM: keys.attemptsPrivateKeyBase64)
         let verifier = try JWTKey.rsa(base64PEM: "\"" + keys.lightningPublicKeyBase64 + "\"\n")

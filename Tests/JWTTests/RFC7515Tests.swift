@@ -35,7 +35,7 @@ enum RFC7515 {
 @Suite("RFC 7515 examples")
 struct RFC7515Tests {
     @Test("A.1: the HS256 example verifies and decodes")
-    func hs256() throws {
+    func hs256() async throws {
         let key = try JWTKey.hmac(secret: #require(Base64URL.decode(Array(RFC7515.hs256KeyBase64URL.utf8))))
         let claims = try JWT.verify(
             RFC7515.hs256Token, key: key, as: RFC7515.Claims.self,
@@ -44,7 +44,7 @@ struct RFC7515Tests {
     }
 
     @Test("A.2: the RS256 example verifies with the RFC's public key")
-    func rs256() throws {
+    func rs256() async throws {
         let key = try JWTKey.rsa(pem: RFC7515.rs256PublicPEM)
         #expect(!key.canSign)
         let claims = try JWT.verify(
@@ -54,7 +54,7 @@ struct RFC7515Tests {
     }
 
     @Test("the RFC tokens are expired by today's clock")
-    func expiredToday() throws {
+    func expiredToday() async throws {
         let key = try JWTKey.rsa(pem: RFC7515.rs256PublicPEM)
         #expect(throws: JWTError.self) { try JWT.verify(RFC7515.rs256Token, key: key, as: RFC7515.Claims.self) }
         do {
@@ -65,7 +65,7 @@ struct RFC7515Tests {
     }
 
     @Test("one flipped bit in the A.2 signature is refused")
-    func tampered() throws {
+    func tampered() async throws {
         let key = try JWTKey.rsa(pem: RFC7515.rs256PublicPEM)
         var token = Array(RFC7515.rs256Token.utf8)
         token[token.count - 2] = token[token.count - 2] == UInt8(ascii: "R") ? UInt8(ascii: "S") : UInt8(ascii: "R")

@@ -34,7 +34,7 @@ struct RejectionTests {
     static let rsa = try! RSAKeyPair.generate()
 
     @Test("sign then verify round trips, HS256 and RS256")
-    func roundTrip() throws {
+    func roundTrip() async throws {
         let claims = Custom(iss: "me", sub: "s", aud: .many(["a", "b"]), exp: 1_800_000_100, role: "admin")
         let hs = try JWTKey.hmac(secret: secret)
         #expect(try verify(JWT.sign(claims, key: hs), options: .init(now: now, issuer: "me", audience: "b")) == claims)
@@ -44,14 +44,14 @@ struct RejectionTests {
     }
 
     @Test("alg none is refused")
-    func none() throws {
+    func none() async throws {
         let token = b64(#"{"alg":"none"}"#) + "." + b64(#"{"iss":"x"}"#) + "."
         #expect(throws: JWTError.algorithmNone) { try verify(token) }
         #expect(throws: JWTError.algorithmNone) { try verify(try hmacToken(header: #"{"alg":"None"}"#)) }
     }
 
     @Test("an algorithm that does not match the key is refused, whatever the header says")
-    func mismatch() throws {
+    func mismatch() async throws {
         #expect(throws: JWTError.algorithmMismatch(expected: "HS256", found: "RS256")) {
             try verify(try hmacToken(header: #"{"alg":"RS256"}"#))
         }
@@ -69,7 +69,7 @@ struct RejectionTests {
     }
 
     @Test("an RSA public key PEM cannot become an HMAC secret (algorithm confusion)")
-    func confusion() throws {
+    func confusion() async throws {
         #expect(throws: JWTError.self) { try JWTKey.hmac(secret: Self.rsa.publicKeyPEM) }
         #expect(throws: JWTError.self) { try JWTKey.hmac(secret: "  " + Self.rsa.privateKeyPEM) }
         // And a token HMAC-signed with the public PEM does not verify against the RSA key.
@@ -81,7 +81,7 @@ struct RejectionTests {
     }
 
     @Test("short HMAC secrets and weak RSA keys are refused")
-    func weakKeys() throws {
+    func weakKeys() async throws {
         #expect(throws: JWTError.self) { try JWTKey.hmac(secret: "short") }
         #expect(throws: JWTError.self) { try RSAKeyPair.generate(bits: 1024) }
         #expect(throws: JWTError.self) { try JWTKey.rsa(pem: "not a key") }
@@ -89,7 +89,7 @@ struct RejectionTests {
     }
 
     @Test("unknown crit headers are refused")
-    func crit() throws {
+    func crit() async throws {
         #expect(throws: JWTError.unsupportedCriticalHeader(["exp"])) {
             try verify(try hmacToken(header: #"{"alg":"HS256","crit":["exp"],"exp":1}"#))
         }
@@ -102,7 +102,7 @@ struct RejectionTests {
     }
 
     @Test("bad base64url is refused, per segment")
-    func base64() throws {
+    func base64() async throws {
         let good = try hmacToken(header: #"{"alg":"HS256"}"#)
         let parts = good.split(separator: ".").map(String.init)
         #expect(throws: JWTError.invalidBase64URL(segment: .header)) { try verify("e+J9." + parts[1] + "." + parts[2]) }
@@ -115,7 +115,7 @@ struct RejectionTests {
     }
 
     @Test("bad JSON is refused, per segment")
-    func json() throws {
+    func json() async throws {
         #expect(throws: JWTError.invalidJSON(segment: .header)) { try verify(try hmacToken(header: "{nope")) }
         #expect(throws: JWTError.invalidJSON(segment: .header)) { try verify(try hmacToken(header: "[1]")) }
         #expect(throws: JWTError.invalidJSON(segment: .payload)) {
@@ -133,7 +133,7 @@ struct RejectionTests {
     }
 
     @Test("a wrong signature is refused, and checked before the claims")
-    func signatureFirst() throws {
+    func signatureFirst() async throws {
         let other = try JWTKey.hmac(secret: String(repeating: "x", count: 40))
         // Expired AND wrongly signed: the signature error wins.
         let token = try JWT.sign(Custom(exp: 1), key: other)
@@ -141,7 +141,7 @@ struct RejectionTests {
     }
 
     @Test("exp, nbf, iss, aud and required claims, with leeway, against the injected clock")
-    func claims() throws {
+    func claims() async throws {
         let key = try JWTKey.hmac(secret: secret)
         func tok(_ c: Custom) throws -> String { try JWT.sign(c, key: key) }
         #expect(throws: JWTError.expired(exp: 1_799_999_990, now: 1_800_000_000)) {
@@ -166,7 +166,7 @@ struct RejectionTests {
     }
 
     @Test("a public key cannot sign")
-    func publicCannotSign() throws {
+    func publicCannotSign() async throws {
         let pub = try JWTKey.rsa(pem: Self.rsa.publicKeyPEM)
         #expect(throws: JWTError.keyCannotSign) { try JWT.sign(Custom(), key: pub) }
     }

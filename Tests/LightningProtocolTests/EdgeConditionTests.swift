@@ -13,7 +13,7 @@ private func holds(_ condition: String, _ json: String, failed: Bool = false) th
 @Suite("Edge conditions")
 struct EdgeConditionTests {
     @Test("the three keywords follow the upstream outcome")
-    func keywords() throws {
+    func keywords() async throws {
         #expect(try holds("always", "{}", failed: true))
         #expect(try holds("on_job_success", "{}", failed: false))
         #expect(try !holds("on_job_success", "{}", failed: true))
@@ -64,7 +64,7 @@ struct EdgeConditionTests {
     }
 
     @Test("reading a property of null fails evaluation with a message")
-    func nullAccess() throws {
+    func nullAccess() async throws {
         let c = try EdgeCondition.parse("state.a.b")
         let error = #expect(throws: EdgeCondition.Error.self) {
             try c.holds(upstreamFailed: false, state: state(#"{"a":null}"#))
@@ -82,7 +82,7 @@ struct EdgeConditionTests {
 @Suite("Credential scrubbing")
 struct CredentialScrubberTests {
     @Test("strings, numbers and basic-auth pairs are masked; booleans and short values are not")
-    func masks() throws {
+    func masks() async throws {
         let body = state(#"{"username":"alice","password":"s3cr3t-pw","port":54321,"ssl":true,"x":"ab"}"#)
         let scrubber = CredentialScrubber(credentialBodies: [body])
         let basic = Data("alice:s3cr3t-pw".utf8).base64EncodedString()

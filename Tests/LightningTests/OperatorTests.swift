@@ -266,7 +266,7 @@ struct OperatorTests {
         let slow = try ChildProcess(python, [script, "\(h.port)", viewerToken, "attempt:\(id)", go], directory: h.t.dir,
                                     logName: "slow_viewer.log")
         defer { slow.stop() }
-        try slow.waitForLog("joined")
+        try await slow.waitForLog("joined")
 
         let fast = try h.viewer(viewerToken)
         defer { fast.close() }
@@ -284,7 +284,7 @@ struct OperatorTests {
         try await waitUntil("the fast viewer has all 20000 lines", timeout: .seconds(60)) { seenFast.last == n }
         #expect(seenFast.seqs == Array(1...n))
         FileManager.default.createFile(atPath: go, contents: nil)
-        #expect(slow.waitForExit(timeout: 30) == 0)
+        #expect(await slow.waitForExit(timeout: 30) == 0)
         #expect(slow.log.contains("closed 1008"), "the slow viewer was closed as too slow: \(slow.log)")
     }
 

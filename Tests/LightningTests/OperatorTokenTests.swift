@@ -4,7 +4,7 @@ import Testing
 @Suite("Operator tokens")
 struct OperatorTokenTests {
     @Test("tokens are 256-bit, well formed, unique, and stored only as their SHA-256")
-    func generate() throws {
+    func generate() async throws {
         let a = try OperatorToken.generate(), b = try OperatorToken.generate()
         #expect(a.plaintext != b.plaintext)
         #expect(OperatorToken.isWellFormed(a.plaintext))

@@ -10,19 +10,19 @@ final class ServeProcess: @unchecked Sendable {
     let child: ChildProcess
     let port: Int
 
-    init(directory: URL, keys: WorkerKeySet, database: String) throws {
+    init(directory: URL, keys: WorkerKeySet, database: String) async throws {
         child = try ChildProcess(
             try TestSupport.builtBinary("lightning"),
             ["serve", "--port", "0", "--database", database, "--keys-dir", directory.appendingPathComponent("keys").path],
             environment: ["ATTEMPTS_PRIVATE_KEY": keys.attemptsPrivateKeyBase64, "WORKER_SECRET": keys.workerSecret],
             directory: directory, logName: "lightning-\(UUID().uuidString.prefix(4)).log")
-        let line = try child.waitForLog(#"port=\d+ \[Lightning\] Lightning is listening"#)
+        let line = try await child.waitForLog(#"port=\d+ \[Lightning\] Lightning is listening"#)
         port = Int(line.dropFirst(5).prefix { $0.isNumber }) ?? 0
     }
 
-    func kill9() {
+    func kill9() async {
         child.signal(SIGKILL)
-        _ = child.waitForExit()
+        _ = await child.waitForExit()
     }
 
     func terminate() { child.stop() }
@@ -42,7 +42,7 @@ struct RestartTests {
                 "name: w\njobs:\n  - {name: a, adaptor: sh, body: 'true'}"))
             _ = try await store.createWorkOrder(workflow: "w", input: Array("{}".utf8))
         }
-        let server = try ServeProcess(directory: dir, keys: keys, database: database)
+        let server = try await ServeProcess(directory: dir, keys: keys, database: database)
         defer { server.terminate() }
         let token = try JWT.sign(WorkerTokenClaims(workerID: "w1"), key: .hmac(secret: keys.workerSecret))
         var config = ChannelClient.Configuration(url: "ws://127.0.0.1:\(server.port)/worker/websocket") { ["token": token] }
@@ -73,11 +73,11 @@ struct RestartTests {
             }
         }
         try await waitUntil("some lines acknowledged") { acked.count > 300 }
-        server.kill9()
+        await server.kill9()
         for s in streamers { await s.value }
         let acknowledged = acked.all
 
-        let restarted = try ServeProcess(directory: dir, keys: keys, database: database)
+        let restarted = try await ServeProcess(directory: dir, keys: keys, database: database)
         defer { restarted.terminate() }
         let store = try SQLiteStore(path: database, cipher: nil)
         let stored = try await store.logs(attemptID: id, since: 0, limit: 1_000_000)

@@ -271,7 +271,7 @@ struct StoreTests {
 @Suite("Workflow definitions")
 struct WorkflowDefinitionTests {
     @Test("the example parses from YAML and from JSON")
-    func parses() throws {
+    func parses() async throws {
         let w = try WorkflowDefinition.parse(exampleYAML)
         #expect(w.jobs.map(\.name) == ["hello", "recover"])
         #expect(w.startingJob == "hello")
@@ -292,7 +292,7 @@ struct WorkflowDefinitionTests {
     }
 
     @Test("missing bodies, duplicate names, bad triggers and missing fields are named")
-    func moreProblems() throws {
+    func moreProblems() async throws {
         let dup = "name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n  - {name: a, adaptor: sh, body: '  '}"
         let e1 = #expect(throws: WorkflowValidationError.self) { try WorkflowDefinition.parse(dup) }
         #expect(e1?.description.contains("duplicate name \"a\"") == true)

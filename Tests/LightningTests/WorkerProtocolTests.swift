@@ -378,18 +378,18 @@ struct WorkerProtocolTests {
         try await worker.join(topic: "worker:queue", payload: { ["capacity": 1] }, onMessage: { m in
             if m.event == "work-available" { nudged.set() }
         })
-        let ok = try TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-d", #"{"a":1}"#,
+        let ok = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-d", #"{"a":1}"#,
                                                          "http://127.0.0.1:\(h.port)/i/greet"])
         #expect(ok.stdout.hasSuffix("200"), "\(ok.stdout)")
         #expect(ok.stdout.contains("attempt_id"))
         try await waitUntil("work-available") { nudged.isSet }
-        let unknown = try TestSupport.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", "{}",
+        let unknown = try await TestSupport.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", "{}",
                                                               "http://127.0.0.1:\(h.port)/i/nope"])
         #expect(unknown.stdout == "404")
-        let badJSON = try TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-d", "{not json",
+        let badJSON = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-d", "{not json",
                                                               "http://127.0.0.1:\(h.port)/i/greet"])
         #expect(badJSON.stdout.hasSuffix("400") && badJSON.stdout.contains("JSON object"), "\(badJSON.stdout)")
-        let health = try TestSupport.run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(h.port)/healthz"])
+        let health = try await TestSupport.run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(h.port)/healthz"])
         #expect(health.stdout.contains("ok"))
     }
 }

@@ -15,12 +15,12 @@ struct AttemptTokenTests {
     var publicKey: JWTKey { get throws { try JWTKey.rsa(pem: try Self.lightning.get().publicKeyPEM) } }
 
     @Test("a token Lightning signed for this attempt is accepted")
-    func accepted() throws {
+    func accepted() async throws {
         try Worker.checkAttemptToken(try token(for: "a1", signedBy: Self.lightning.get()), attemptID: "a1", key: publicKey)
     }
 
     @Test("a tampered token is refused")
-    func tampered() throws {
+    func tampered() async throws {
         let good = try token(for: "a1", signedBy: Self.lightning.get())
         var parts = good.split(separator: ".").map(String.init)
         let claims = String(decoding: try #require(Data(base64Encoded: base64(parts[1]))), as: UTF8.self)
@@ -30,19 +30,19 @@ struct AttemptTokenTests {
     }
 
     @Test("a token signed by a foreign key is refused")
-    func foreignKey() throws {
+    func foreignKey() async throws {
         let foreign = try token(for: "a1", signedBy: Self.stranger.get())
         #expect(throws: (any Error).self) { try Worker.checkAttemptToken(foreign, attemptID: "a1", key: publicKey) }
     }
 
     @Test("a token for another attempt is refused")
-    func wrongID() throws {
+    func wrongID() async throws {
         let other = try token(for: "a1", signedBy: Self.lightning.get())
         #expect(throws: (any Error).self) { try Worker.checkAttemptToken(other, attemptID: "a9", key: publicKey) }
     }
 
     @Test("an expired token is refused")
-    func expired() throws {
+    func expired() async throws {
         let old = try token(for: "a1", signedBy: Self.lightning.get(), now: Date().timeIntervalSince1970 - 3600)
         #expect(throws: (any Error).self) { try Worker.checkAttemptToken(old, attemptID: "a1", key: publicKey) }
     }

@@ -140,7 +140,7 @@ struct SandboxTests {
         let (t, _) = try await f.run("b() { b | b & }; b; sleep 2; echo survived", timeout: .seconds(6), pids: 32,
                                      interpreter: "/bin/bash", scriptName: name)
         #expect(t.exitCode != nil || t.signal != nil)
-        let left = try TestSupport.run("/usr/bin/pgrep", ["-c", "-f", name])
+        let left = try await TestSupport.run("/usr/bin/pgrep", ["-c", "-f", name])
         #expect(left.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "bomb processes left: \(left.stdout)")
     }
 
@@ -162,7 +162,7 @@ struct SandboxTests {
         let (t, _) = try await f.run("(exec -a \(marker)-bg sleep 300) & exec -a \(marker) sleep 300",
                                      timeout: .milliseconds(500), interpreter: "/bin/bash")
         #expect(t.timedOut && t.signal == SIGKILL)
-        let left = try TestSupport.run("/usr/bin/pgrep", ["-f", marker])
+        let left = try await TestSupport.run("/usr/bin/pgrep", ["-f", marker])
         #expect(left.stdout.isEmpty, "processes left: \(left.stdout)")
     }
 
@@ -220,6 +220,6 @@ struct SandboxTests {
         let (t, _) = try await f.run("(exec -a \(marker) sleep 300) & sleep 300", timeout: .milliseconds(500), interpreter: "/bin/bash")
         #expect(t.timedOut)
         try await Task.sleep(for: .milliseconds(100))
-        #expect(try TestSupport.run("/usr/bin/pgrep", ["-f", marker]).stdout.isEmpty)
+        #expect(try await TestSupport.run("/usr/bin/pgrep", ["-f", marker]).stdout.isEmpty)
     }
 }

@@ -24,14 +24,16 @@ public final class ChildProcess: @unchecked Sendable {
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// Waits until the log matches `pattern` (a regular expression) and returns the first match.
+    /// (Async, sleeping with Task.sleep: a test that blocks one of the few cooperative threads starves every
+    /// other test's tasks, their heartbeats included.)
     @discardableResult
-    public func waitForLog(_ pattern: String, timeout: TimeInterval = 30) throws -> String {
+    public func waitForLog(_ pattern: String, timeout: TimeInterval = 30) async throws -> String {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             let text = log
             if let r = text.range(of: pattern, options: .regularExpression) { return String(text[r]) }
             if !process.isRunning { break }
-            Thread.sleep(forTimeInterval: 0.02)
+            try await Task.sleep(for: .milliseconds(20))
         }
         throw TestSupport.Failure("no \(pattern) in the log of \(process.executableURL?.lastPathComponent ?? "?"):\n\(log)")
     }
@@ -39,9 +41,9 @@ public final class ChildProcess: @unchecked Sendable {
     public func signal(_ signal: Int32) { kill(pid, signal) }
 
     /// Waits for the exit and returns the status (nil on timeout).
-    public func waitForExit(timeout: TimeInterval = 30) -> Int32? {
+    public func waitForExit(timeout: TimeInterval = 30) async -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
         return process.isRunning ? nil : process.terminationStatus
     }
 

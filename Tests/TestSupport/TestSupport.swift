@@ -48,6 +48,18 @@ public enum TestSupport {
             stderr: String(decoding: errData, as: UTF8.self))
     }
 
+    /// The same, from async code: the program runs and is waited for on a thread of its own, so the test does
+    /// not hold one of the few cooperative threads that every other test's tasks share.
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil
+    ) async throws -> ProcessResult {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<ProcessResult, any Error>) in
+            Thread {
+                c.resume(with: Result { try run(executable, arguments, environment: environment, input: input) as ProcessResult })
+            }.start()
+        }
+    }
+
     /// `python3` with a script, failing clearly when python3 is missing.
     public static func python(_ script: String, _ arguments: [String]) throws -> ProcessResult {
         guard let python = which("python3") else {

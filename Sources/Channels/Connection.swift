@@ -128,7 +128,8 @@ final class Connection {
             var headers = response.headers
             if closeAfterResponse { headers.append(("connection", "close")) }
             for (name, value) in headers {
-                let n = Array((name.lowercased() + ":").utf8), v = Array(value.utf8)
+                // The name is a C string (lws reads to its NUL); the value goes with its length.
+                let n = Array((name.lowercased() + ":").utf8) + [0], v = Array(value.utf8)
                 if lws_add_http_header_by_name(wsi, n, v, Int32(v.count), &p, end) != 0 { return false }
             }
             return lws_finalize_write_http_header(wsi, start, &p, end) == 0

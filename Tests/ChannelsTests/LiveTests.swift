@@ -188,6 +188,7 @@ struct LiveTests {
         let r = try await TestSupport.run("/usr/bin/curl", ["-sv", "-X", "POST", url, url, url, url, url])
         #expect(calls.value == 5, "\(r.stderr)")
         #expect(!r.stderr.contains("Connection died"), "\(r.stderr)")
+        #expect(r.stderr.components(separatedBy: "< connection: close\r\n").count - 1 == 5, "the header, exactly: \(r.stderr)")
         #expect(r.stdout.components(separatedBy: "\"ok\":true").count - 1 == 5)
     }
 

@@ -1,6 +1,9 @@
 /// The plan of one attempt (PROTOCOL.md 5.1), built by Lightning from the immutable workflow snapshot taken
 /// when the work order was created, and fetched by the worker with `fetch:plan`.
 public struct Plan: Codable, Sendable, Equatable {
+    /// The `credential_id` of a job whose credential is named but not set: fetching it fails, by design.
+    public static let missingCredentialPrefix = "missing:"
+
     public var id: String
     public var dataclipID: String
     public var startingNodeID: String

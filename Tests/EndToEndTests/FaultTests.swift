@@ -8,7 +8,7 @@ import TestSupport
 /// Faults, load and bad input against the real `lightning` and `runtime-worker` binaries.
 @Suite("Faults and load with the real binaries", .serialized)
 struct FaultTests {
-    @Test("the example workflow through the CLI: its failure branch without the credential, success with it, cancel")
+    @Test("the example through the CLI: a clear exception without its credential, success with it; a failure branch; cancel")
     func example() async throws {
         let key = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
         let b = try await Binaries(environment: ["LIGHTNING_ENCRYPTION_KEY": key])
@@ -20,13 +20,33 @@ struct FaultTests {
         #expect(try await b.cli(["workflows", "apply", example]).status == 0)
         let store = try b.store()
 
-        // No credential yet: `count` cannot read state.configuration, fails, and `recover` runs instead of `report`.
-        let first = try await b.cli(["attempts", "start", "hello", "--follow", "--json"])
+        // No credential yet: `count` ends with an exception that names it (it does not run without it).
+        let first = try await b.cli(["attempts", "start", "hello", "--follow"])
+        #expect(first.status == 1, "\(first)")
         let firstID = try #require(try await store.attempts(state: nil, limit: 1).first?.id, "\(first)")
-        _ = try await store.waitUntilFinal(firstID)
-        let names = try await store.plan(attemptID: firstID).jobs.reduce(into: [String: String]()) { $0[$1.id] = $1.name }
-        let steps = try await store.steps(attemptID: firstID).map { "\(names[$0.jobID] ?? "?"):\($0.reason ?? "?")" }
-        #expect(steps == ["greet:success", "count:fail", "recover:success"], "\(steps)\n\(first.stdout)")
+        let failed = try await store.waitUntilFinal(firstID)
+        #expect(failed.state == .exception && failed.errorMessage?.contains("\"example-api\" is not set") == true, "\(failed)")
+
+        // A failing step takes the on_job_failure branch.
+        let branchy = b.dir.appendingPathComponent("branchy.yaml")
+        try """
+            name: branchy
+            jobs:
+              - {name: try, adaptor: sh, body: "echo trying; exit 3"}
+              - {name: recover, adaptor: sh, body: "echo recovered"}
+              - {name: celebrate, adaptor: sh, body: "echo never"}
+            edges:
+              - {from: try, to: recover, condition: on_job_failure}
+              - {from: try, to: celebrate, condition: on_job_success}
+            """.write(to: branchy, atomically: true, encoding: .utf8)
+        #expect(try await b.cli(["workflows", "apply", branchy.path]).status == 0)
+        let branched = try await b.cli(["attempts", "start", "branchy", "--follow"])
+        #expect(branched.stdout.contains("trying") && branched.stdout.contains("recovered") && !branched.stdout.contains("never"),
+                "\(branched)")
+        let branchedID = try #require(try await store.attempts(state: nil, limit: 1).first?.id)
+        let names = try await store.plan(attemptID: branchedID).jobs.reduce(into: [String: String]()) { $0[$1.id] = $1.name }
+        let steps = try await store.steps(attemptID: branchedID).map { "\(names[$0.jobID] ?? "?"):\($0.reason ?? "?")" }
+        #expect(steps == ["try:fail", "recover:success"], "\(steps)")
 
         // With the credential, the success branch; its password never reaches the log.
         let set = try await b.cli(["credentials", "set", "example-api", "--body", #"{"username":"ada","password":"correct-horse-battery"}"#])

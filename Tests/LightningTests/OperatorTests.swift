@@ -283,9 +283,13 @@ struct OperatorTests {
         }
         try await waitUntil("the fast viewer has all 20000 lines", timeout: .seconds(60)) { seenFast.last == n }
         #expect(seenFast.seqs == Array(1...n))
-        FileManager.default.createFile(atPath: go, contents: nil)
+        _ = FileManager.default.createFile(atPath: go, contents: nil)
         #expect(await slow.waitForExit(timeout: 30) == 0)
-        #expect(slow.log.contains("closed 1008"), "the slow viewer was closed as too slow: \(slow.log)")
+        // Closed by Lightning: with a close frame (1008) when one fits in the socket, or cut off at the TCP level
+        // when the client's buffers are full, long before the 20 MB the attempt logged.
+        let log = slow.log
+        let received = log.firstMatch(of: /no close frame in (\d+) bytes/).flatMap { Int($0.1) }
+        #expect(log.contains("closed 1008") || (received ?? .max) < 10_000_000, "the slow viewer was closed as too slow: \(log)")
     }
 
     @Test("cron: a slot fires once, across a restart and with two schedulers on one database")

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import LightningProtocol
 @testable import Lightning
 
 let exampleYAML = """
@@ -244,6 +245,10 @@ struct StoreTests {
         #expect(try await t.store.credentialIDs(attemptID: id) == [plan.jobs[0].credentialID!])
         let webhook = try await t.store.createWorkOrder(webhookPath: "greet", input: Array("{}".utf8))
         #expect(try await t.store.plan(attemptID: webhook.attemptID).jobs[0].body == "echo changed")
+        // A credential named but never set is not silently dropped: the plan carries a placeholder whose fetch fails.
+        try await t.workflow(yaml(concurrency: nil, name: "needs").replacingOccurrences(of: "adaptor: sh", with: "adaptor: sh\n    credential: nope"))
+        let needs = try await t.work(1, workflow: "needs")[0]
+        #expect(try await t.store.plan(attemptID: needs).jobs[0].credentialID == Plan.missingCredentialPrefix + "nope")
     }
 
     @Test("lost attempts: a vanished worker's attempts and overdue claims, with their open steps")

@@ -84,6 +84,10 @@ struct AttemptChannel: ChannelHandler {
 
         case Wire.Event.fetchCredential:
             let credentialID = try field(payload, "id")
+            if credentialID.hasPrefix(Plan.missingCredentialPrefix) {
+                let name = credentialID.dropFirst(Plan.missingCredentialPrefix.count)
+                throw FieldError(field: "id", message: "credential \"\(name)\" is not set (lightning credentials set \(name) --body ...)")
+            }
             guard try await store.credentialIDs(attemptID: id).contains(credentialID) else {
                 throw FieldError(field: "id", message: "credential \(credentialID) is not used by this attempt")
             }

@@ -278,10 +278,14 @@ public final class SQLiteStore: LightningStore {
                                                      arguments: [snapshotID]) ?? "{}"
             let definition = try JSONDecoder().decode(WorkflowDefinition.self, from: Data(definitionText.utf8))
             let jobs = try Row.fetchAll(db, sql: """
-                SELECT j.id, j.name, j.body, j.adaptor, c.id AS credential_id FROM jobs j
+                SELECT j.id, j.name, j.body, j.adaptor, j.credential_name, c.id AS credential_id FROM jobs j
                 LEFT JOIN credentials c ON c.name = j.credential_name WHERE j.snapshot_id = ? ORDER BY j.position
                 """, arguments: [snapshotID]).map {
-                Plan.Job(id: $0["id"], name: $0["name"], body: $0["body"], adaptor: $0["adaptor"], credentialID: $0["credential_id"])
+                // A credential the job names but nobody has set: the worker's fetch of it fails, so the step ends
+                // with an exception that names it, instead of running without its configuration.
+                let missing = ($0["credential_name"] as String?).map { Plan.missingCredentialPrefix + $0 }
+                return Plan.Job(id: $0["id"], name: $0["name"], body: $0["body"], adaptor: $0["adaptor"],
+                                credentialID: $0["credential_id"] ?? missing)
             }
             let triggers = try String.fetchAll(db, sql: "SELECT id FROM triggers WHERE snapshot_id = ?", arguments: [snapshotID])
             let edges = try Row.fetchAll(db, sql: "SELECT * FROM edges WHERE snapshot_id = ? ORDER BY position", arguments: [snapshotID]).map {

@@ -213,7 +213,9 @@ public struct AttemptExecutor: Sendable {
         if let credentialID = job.credentialID {
             guard let body = credentials[credentialID], let config = try? JSONSerialization.jsonObject(with: Data(body)) else {
                 return (Outcome(reason: .exception, errorType: ErrorType.credential,
-                                errorMessage: "credential \(credentialID) could not be loaded", state: input), nil)
+                                errorMessage: credentialID.hasPrefix(Plan.missingCredentialPrefix)
+                                    ? "credential \"\(credentialID.dropFirst(Plan.missingCredentialPrefix.count))\" is not set in Lightning"
+                                    : "credential \(credentialID) could not be loaded", state: input), nil)
             }
             state["configuration"] = config
         }

@@ -127,29 +127,11 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     // MARK: Sending (any thread)
 
     func send(to id: Int, bytes: [UInt8], binary: Bool, onWritten: (@Sendable (Bool) -> Void)?) {
-        let posted = loop.post { [self] in
-            guard let conn = connections[id], conn.kind == .websocket, conn.closeCode == nil else {
-                onWritten?(false)
-                return
-            }
-            let limit = conn.endpoint?.maxQueuedBytes ?? configuration.maxQueuedBytesPerConnection
-            // Over the limit with a backlog: the client is not reading. (A single message bigger than the limit
-            // still goes when nothing is waiting.)
-            if conn.queuedBytes > 0 && conn.queuedBytes + bytes.count > limit {
-                logger.warning("closing a slow consumer", metadata: ["connection": "\(id)", "queued": "\(conn.queuedBytes)"])
-                onWritten?(false)
-                conn.failQueue()
-                conn.requestClose(code: 1008, reason: "slow consumer: send queue over limit")
-                return
-            }
-            conn.enqueue(bytes, binary: binary, onWritten: onWritten)
-        }
-        if !posted { onWritten?(false) }
+        send(to: id, frames: [bytes], binary: binary, onLastWritten: onWritten)
     }
 
-    /// Several text frames for one connection in one trip to the service thread; `onLastWritten` reports on the
-    /// last of them. The slow-consumer limit applies as for single frames.
-    func send(to id: Int, frames: [[UInt8]], onLastWritten: (@Sendable (Bool) -> Void)?) {
+    /// Frames for one connection in one trip to the service thread; `onLastWritten` reports on the last of them.
+    func send(to id: Int, frames: [[UInt8]], binary: Bool = false, onLastWritten: (@Sendable (Bool) -> Void)?) {
         let posted = loop.post { [self] in
             guard let conn = connections[id], conn.kind == .websocket, conn.closeCode == nil else {
                 onLastWritten?(false)
@@ -157,6 +139,8 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             }
             let limit = conn.endpoint?.maxQueuedBytes ?? configuration.maxQueuedBytesPerConnection
             for (i, bytes) in frames.enumerated() {
+                // Over the limit with a backlog: the client is not reading. (A single message bigger than the
+                // limit still goes when nothing is waiting.)
                 if conn.queuedBytes > 0 && conn.queuedBytes + bytes.count > limit {
                     logger.warning("closing a slow consumer", metadata: ["connection": "\(id)", "queued": "\(conn.queuedBytes)"])
                     onLastWritten?(false)
@@ -164,7 +148,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
                     conn.requestClose(code: 1008, reason: "slow consumer: send queue over limit")
                     return
                 }
-                conn.enqueue(bytes, binary: false, onWritten: i == frames.count - 1 ? onLastWritten : nil)
+                conn.enqueue(bytes, binary: binary, onWritten: i == frames.count - 1 ? onLastWritten : nil)
             }
         }
         if !posted { onLastWritten?(false) }
@@ -253,7 +237,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
         case LWS_CALLBACK_HTTP_BODY_COMPLETION:
             guard let conn = connection(wsi) else { return -1 }
-            if conn.response == nil && !conn.dispatched { dispatchHTTP(conn) }
+            if conn.response == nil { dispatchHTTP(conn) }
             return 0
 
         case LWS_CALLBACK_HTTP_WRITEABLE:
@@ -386,8 +370,8 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         conn.rx = []
         // Heartbeats are answered here, at once: a connection whose handlers are busy (or a loaded machine) must
         // not look dead to its client.
-        if !conn.rxBinary, bytes.count < 200, let m = try? PhoenixMessage.decode(text: bytes), m.topic == "phoenix",
-            m.event == "heartbeat"
+        if !conn.rxBinary, bytes.count < 200, Self.mentionsHeartbeat(bytes), let m = try? PhoenixMessage.decode(text: bytes),
+            m.topic == "phoenix", m.event == "heartbeat"
         {
             let reply = PhoenixMessage.reply(joinRef: nil, ref: m.ref, topic: "phoenix", status: "ok", response: .object([:]))
             if conn.closeCode == nil { conn.enqueue(reply.encodeText(), binary: false, onWritten: nil) }
@@ -401,6 +385,18 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             lock.withLock { readPauses += 1 }
         }
         return 0
+    }
+
+    private static let heartbeatBytes = Array(#""heartbeat""#.utf8)
+
+    /// A byte search, so that other small messages are not decoded twice (here and in their connection's task).
+    private static func mentionsHeartbeat(_ bytes: [UInt8]) -> Bool {
+        let needle = heartbeatBytes
+        guard bytes.count >= needle.count else { return false }
+        for i in 0...(bytes.count - needle.count) where bytes[i] == needle[0] {
+            if bytes[i..<(i + needle.count)].elementsEqual(needle) { return true }
+        }
+        return false
     }
 
     private func closed(_ conn: Connection) {

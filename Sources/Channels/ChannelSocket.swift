@@ -38,30 +38,24 @@ public final class ChannelSocket: Sendable, Hashable {
     @discardableResult
     public func push(topic: String, event: String, payloads: [JSON]) -> Bool {
         guard !payloads.isEmpty else { return true }
-        guard let joinRef = state.joinRef(topic), let server else { return false }
-        let frames = payloads.map { PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: $0).encodeText() }
+        guard let frames = frames(topic: topic, event: event, payloads: payloads), let server else { return false }
         server.send(to: id, frames: frames, onLastWritten: nil)
         return true
     }
 
-    /// Like `push(topic:event:payloads:)`, then waits until the last frame is written (true) or dropped (false).
+    /// Like `push(topic:event:payloads:)`, then waits until the last frame is written to the kernel (true) or
+    /// dropped because the socket closed (false). Lets a sender of a long backlog go at the client's pace.
     public func pushAndWait(topic: String, event: String, payloads: [JSON]) async -> Bool {
         guard !payloads.isEmpty else { return true }
-        guard let joinRef = state.joinRef(topic), let server else { return false }
-        let frames = payloads.map { PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: $0).encodeText() }
+        guard let frames = frames(topic: topic, event: event, payloads: payloads), let server else { return false }
         return await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
             server.send(to: id, frames: frames, onLastWritten: { c.resume(returning: $0) })
         }
     }
 
-    /// Like `push`, then waits until the frame is written to the kernel (true) or dropped because the socket
-    /// closed (false). Lets a sender of a long backlog go at the client's pace.
-    public func pushAndWait(topic: String, event: String, payload: JSON) async -> Bool {
-        guard let joinRef = state.joinRef(topic), let server else { return false }
-        let m = PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: payload)
-        return await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-            server.send(to: id, bytes: m.encodeText(), binary: false, onWritten: { c.resume(returning: $0) })
-        }
+    private func frames(topic: String, event: String, payloads: [JSON]) -> [[UInt8]]? {
+        guard let joinRef = state.joinRef(topic) else { return nil }
+        return payloads.map { PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: $0).encodeText() }
     }
 
     /// Closes the channel from the server side (`phx_close`).

@@ -103,9 +103,9 @@ extension Lightning {
         case ("GET", "attempts", 2):
             let id = route[1]
             let attempt = try await store.attempt(id)
-            let names = (try? await store.plan(attemptID: id)).map { Dictionary($0.jobs.map { ($0.id, $0.name) }) { a, _ in a } } ?? [:]
             return .json(200, Render.attempt(attempt, steps: try await store.steps(attemptID: id),
-                                             lastSeq: try await store.lastLogSeq(attemptID: id), jobNames: names))
+                                             lastSeq: try await store.lastLogSeq(attemptID: id),
+                                             jobNames: await store.jobNames(attemptID: id)))
 
         case ("GET", "attempts", 3) where route[2] == "logs":
             let id = route[1]

@@ -1,6 +1,14 @@
 import Channels
 import Foundation
 
+extension LightningStore {
+    /// Job id -> name for an attempt's plan (empty when the plan cannot be read): steps are shown by name.
+    func jobNames(attemptID: String) async -> [String: String] {
+        guard let plan = try? await plan(attemptID: attemptID) else { return [:] }
+        return Dictionary(plan.jobs.map { ($0.id, $0.name) }) { first, _ in first }
+    }
+}
+
 /// How records look to operators (the HTTP API and the operator socket share these).
 enum Render {
     static func attempt(_ a: AttemptRecord, steps: [StepRecord]? = nil, lastSeq: Int64? = nil, jobNames: [String: String] = [:]) -> JSON {

@@ -2,6 +2,7 @@ import Channels
 import Foundation
 import LightningProtocol
 import Logging
+import Metrics
 
 /// Who an operator socket belongs to, from its verified token.
 public struct OperatorIdentity: Sendable, Equatable {
@@ -34,9 +35,13 @@ actor ViewerHub {
     /// Cursors handed over from `join` (the backlog in the reply) to `attach`.
     private var pending: [String: Int64] = [:]
 
-    init(store: any LightningStore, logger: Logger, chunk: Int = 500) {
+    /// Viewers watching now, kept current on every attach and detach.
+    private let gauge: Metrics.Gauge?
+
+    init(store: any LightningStore, logger: Logger, gauge: Metrics.Gauge? = nil, chunk: Int = 500) {
         self.store = store
         self.logger = logger
+        self.gauge = gauge
         self.chunk = chunk
     }
 
@@ -53,11 +58,12 @@ actor ViewerHub {
     func attach(attemptID: String, socket: ChannelSocket) async {
         guard let cursor = pending.removeValue(forKey: "\(socket.id) \(attemptID)") else { return }
         viewers[attemptID, default: [:]][socket.id] = Viewer(socket: socket, cursor: cursor)
+        gauge?.record(count)
         await catchUp(attemptID, socket.id)
     }
 
     func detach(attemptID: String, socketID: Int) {
-        viewers[attemptID]?[socketID] = nil
+        if viewers[attemptID]?.removeValue(forKey: socketID) != nil { gauge?.record(count) }
         if viewers[attemptID]?.isEmpty == true { viewers[attemptID] = nil }
         pending["\(socketID) \(attemptID)"] = nil
     }
@@ -70,6 +76,7 @@ actor ViewerHub {
     /// Lines just stored for an attempt, in seq order.
     func published(attemptID: String, lines: [LogLineRecord]) async {
         guard let watching = viewers[attemptID], let first = lines.first, let last = lines.last else { return }
+        let rendered = lines.map(Render.log)  // once, whatever the number of viewers
         for (id, var v) in watching {
             if v.catchingUp { v.missed = true; viewers[attemptID]?[id] = v; continue }
             if v.cursor >= last.seq { continue }
@@ -78,7 +85,8 @@ actor ViewerHub {
                 Task { await self.catchUp(attemptID, id) }
                 continue
             }
-            v.socket.push(topic: Self.topic(attemptID), event: "log", payloads: lines.filter { $0.seq > v.cursor }.map(Render.log))
+            let from = lines.firstIndex { $0.seq > v.cursor } ?? lines.count
+            v.socket.push(topic: Self.topic(attemptID), event: "log", payloads: Array(rendered[from...]))
             v.cursor = last.seq
             viewers[attemptID]?[id] = v
         }
@@ -95,20 +103,21 @@ actor ViewerHub {
     func attemptChanged(_ attemptID: String) async {
         guard viewers[attemptID] != nil, let a = try? await store.attempt(attemptID) else { return }
         if a.state.isFinal {
-            let lastSeq = (try? await store.lastLogSeq(attemptID: attemptID)) ?? 0
-            for (id, v) in viewers[attemptID] ?? [:] where !v.sentComplete {
-                sendComplete(a, lastSeq: lastSeq, to: id)
-            }
+            await sendComplete(a, to: Array(viewers[attemptID]?.keys ?? [:].keys))
         } else {
             event(attemptID: attemptID, event: "attempt:update", payload: Render.attempt(a))
         }
     }
 
-    private func sendComplete(_ a: AttemptRecord, lastSeq: Int64, to socketID: Int) {
-        guard var v = viewers[a.id]?[socketID] else { return }
-        v.sentComplete = true
-        viewers[a.id]?[socketID] = v
-        v.socket.push(topic: Self.topic(a.id), event: "attempt:complete", payload: Render.attempt(a, lastSeq: lastSeq))
+    /// `attempt:complete`, with the log's last seq, to each of these viewers that has not had it yet.
+    private func sendComplete(_ a: AttemptRecord, to socketIDs: [Int]) async {
+        let lastSeq = (try? await store.lastLogSeq(attemptID: a.id)) ?? 0
+        for socketID in socketIDs {
+            guard var v = viewers[a.id]?[socketID], !v.sentComplete else { continue }
+            v.sentComplete = true
+            viewers[a.id]?[socketID] = v
+            v.socket.push(topic: Self.topic(a.id), event: "attempt:complete", payload: Render.attempt(a, lastSeq: lastSeq))
+        }
     }
 
     private func catchUp(_ attemptID: String, _ socketID: Int) async {
@@ -140,8 +149,7 @@ actor ViewerHub {
         }
         // Joined after the attempt ended (or it ended while we caught up): say so once the log is complete.
         if viewers[attemptID]?[socketID]?.sentComplete == false, let a = try? await store.attempt(attemptID), a.state.isFinal {
-            let lastSeq = (try? await store.lastLogSeq(attemptID: attemptID)) ?? 0
-            sendComplete(a, lastSeq: lastSeq, to: socketID)
+            await sendComplete(a, to: [socketID])
         }
     }
 }
@@ -172,9 +180,8 @@ struct OperatorChannel: ChannelHandler {
             let lastSeq = try await store.lastLogSeq(attemptID: id)
             let cursor = backlog.last?.seq ?? since
             await lightning.viewers.prepare(attemptID: id, socket: socket, cursor: cursor)
-            let names = (try? await store.plan(attemptID: id)).map { Dictionary($0.jobs.map { ($0.id, $0.name) }) { a, _ in a } } ?? [:]
             return .ok([
-                "attempt": Render.attempt(attempt, steps: steps, lastSeq: lastSeq, jobNames: names),
+                "attempt": Render.attempt(attempt, steps: steps, lastSeq: lastSeq, jobNames: await store.jobNames(attemptID: id)),
                 "logs": .array(backlog.map(Render.log)),
                 // More lines than the reply holds follow as `log` pushes, in order.
                 "more": .bool(cursor < lastSeq),
@@ -188,12 +195,10 @@ struct OperatorChannel: ChannelHandler {
 
     func joined(topic: String, socket: ChannelSocket) async {
         await lightning.viewers.attach(attemptID: String(topic.dropFirst("attempt:".count)), socket: socket)
-        lightning.metrics.viewersConnected.record(await lightning.viewers.count)
     }
 
     func leave(topic: String, socket: ChannelSocket) async {
         await lightning.viewers.detach(attemptID: String(topic.dropFirst("attempt:".count)), socketID: socket.id)
-        lightning.metrics.viewersConnected.record(await lightning.viewers.count)
     }
 
     func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {

@@ -33,10 +33,7 @@ struct AttemptChannel: ChannelHandler {
             return .error(reason: "unauthorized")
         }
         let started = ContinuousClock.now
-        defer {
-            let d = ContinuousClock.now - started
-            lightning.metrics.eventHandled(event, seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
-        }
+        defer { lightning.metrics.eventHandled(event, ContinuousClock.now - started) }
         do {
             return try await handle(event: event, attemptID: id, worker: worker, payload: payload)
         } catch let error as StoreError {
@@ -165,7 +162,7 @@ struct AttemptChannel: ChannelHandler {
     /// The job's name, for viewers (only fetched when someone watches).
     private func jobName(_ attemptID: String, _ jobID: String) async -> String? {
         guard await lightning.viewers.isWatched(attemptID) else { return nil }
-        return (try? await store.plan(attemptID: attemptID))?.jobs.first { $0.id == jobID }?.name
+        return await store.jobNames(attemptID: attemptID)[jobID]
     }
 
     /// Hands newly stored lines to the attempt's viewers (a resent line has the seq it got the first time, which

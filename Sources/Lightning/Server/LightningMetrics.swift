@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Metrics
 import Prometheus
 
@@ -32,10 +33,19 @@ final class LightningMetrics: Sendable {
         viewersConnected = Metrics.Gauge(label: "lightning_viewers_connected", factory: f)
     }
 
-    /// Time to handle one worker event, by event name.
-    func eventHandled(_ event: String, seconds: Double) {
-        Metrics.Timer(label: "lightning_event_duration_seconds", dimensions: [("event", event)], factory: factory)
-            .recordNanoseconds(Int64(seconds * 1e9))
+    private let timers = Mutex<[String: Metrics.Timer]>([:])
+
+    /// Time to handle one worker event, by event name. One timer per event name, made once: this runs for
+    /// every event a worker sends.
+    func eventHandled(_ event: String, _ duration: Duration) {
+        let timer = timers.withLock { timers in
+            if let t = timers[event] { return t }
+            let t = Metrics.Timer(label: "lightning_event_duration_seconds", dimensions: [("event", event)], factory: factory)
+            timers[event] = t
+            return t
+        }
+        let (seconds, attoseconds) = duration.components
+        timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
     func attempts(_ counts: [AttemptState: Int]) {

@@ -46,7 +46,7 @@ public final class Lightning: Sendable {
     let logger: Logger
     let attemptVerifyKey: JWTKey
     let state = LightningState()
-    let metrics = LightningMetrics()
+    let metrics: LightningMetrics
     let viewers: ViewerHub
     private let serverBox = ServerBox()
 
@@ -55,7 +55,9 @@ public final class Lightning: Sendable {
         self.store = store
         self.logger = logger
         attemptVerifyKey = try configuration.attemptSigningKey.publicKey()
-        viewers = ViewerHub(store: store, logger: logger)
+        let metrics = LightningMetrics()
+        self.metrics = metrics
+        viewers = ViewerHub(store: store, logger: logger, gauge: metrics.viewersConnected)
     }
 
     public var port: Int { serverBox.server?.port ?? 0 }
@@ -75,10 +77,7 @@ public final class Lightning: Sendable {
             path: Wire.Path.operatorSocket,
             authenticate: { [self] request in authenticateOperator(request) },
             channels: [ChannelRoute("attempt:*", OperatorChannel(lightning: self))],
-            onDisconnect: { [self] socket in
-                await viewers.detachAll(socketID: socket.id)
-                metrics.viewersConnected.record(await viewers.count)
-            },
+            onDisconnect: { [self] socket in await viewers.detachAll(socketID: socket.id) },
             maxQueuedBytes: configuration.viewerMaxQueuedBytes)
         var routes = [
             HTTPRoute("GET", "/healthz") { _ in .json(200, ["status": "ok"]) },

@@ -541,6 +541,19 @@ actor LogWriter {
             """, arguments: [attemptID])
         var seq: Int64 = last?["seq"] ?? 0
         var highWater: Int64 = last?["worker_seq"] ?? 0
+        // Seqs of lines resent (after a lost reply), read in one pass backwards over the attempt's last lines
+        // instead of one scan per line.
+        var stored: [Int64: Int64] = [:]
+        if let lowest = lines.lazy.compactMap(\.workerSeq).filter({ $0 <= highWater }).min() {
+            let tail = try Row.fetchCursor(db, sql: """
+                SELECT seq, worker_seq FROM log_lines WHERE attempt_id = ? ORDER BY seq DESC
+                """, arguments: [attemptID])
+            while let row = try tail.next() {
+                guard let w: Int64 = row["worker_seq"] else { continue }
+                if w < lowest { break }
+                stored[w] = row["seq"]
+            }
+        }
         var assigned: [Int64] = []
         assigned.reserveCapacity(lines.count)
         // Prepared once per connection and reused: parsing the SQL per row was most of the cost of a large batch.
@@ -551,11 +564,7 @@ actor LogWriter {
         for line in lines {
             if let w = line.workerSeq, w <= highWater {
                 // Already stored: answer with the seq it got the first time.
-                if let existing = try Int64.fetchOne(db, sql: """
-                    SELECT seq FROM log_lines WHERE attempt_id = ? AND worker_seq = ?
-                    """, arguments: [attemptID, w]) {
-                    assigned.append(existing)
-                }
+                if let existing = stored[w] { assigned.append(existing) }
                 continue
             }
             seq += 1

@@ -40,15 +40,16 @@ public struct WorkerTokenClaims: Codable, Sendable, Equatable {
 }
 
 /// Claims of an attempt token (PROTOCOL.md section 4): RS256, signed by Lightning, verified by the worker and
-/// again by Lightning when the worker joins `run:<id>`.
+/// again by Lightning when the worker joins `run:<id>`. OpenFn Lightning's own run tokens carry `iss`, `id`,
+/// `nbf` and `exp` (newer versions add `sub`; none sets `iat`), so only `iss`, `id` and `exp` are required.
 public struct AttemptTokenClaims: Codable, Sendable, Equatable {
     public static let issuer = "Lightning"
 
     public var id: String
-    public var sub: String
+    public var sub: String?
     public var iss: String
-    public var nbf: Double
-    public var iat: Double
+    public var nbf: Double?
+    public var iat: Double?
     public var exp: Double
 
     /// Claims for attempt `id`, valid from now for `lifetime` seconds (attempt timeout plus grace period).
@@ -62,17 +63,20 @@ public struct AttemptTokenClaims: Codable, Sendable, Equatable {
         self.exp = t + lifetime.rounded(.up)
     }
 
-    /// The checks of section 4: RS256 only, signature, `iss`, `nbf`/`exp` (required) with a 5 s leeway, and
-    /// `id` equal to the attempt the token is presented for.
+    /// The checks of section 4: RS256 only, signature, `iss` and `exp` required, `nbf` when present (5 s leeway),
+    /// `id` equal to the attempt the token is presented for, and `sub` equal to `run:<id>` when present.
     public static func verify(
         _ token: String, key: JWTKey, attemptID: String,
         now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) throws -> AttemptTokenClaims {
         guard key.algorithm == .rs256 else { throw JWTError.invalidKey("attempt tokens are RS256; give the RSA key") }
-        let options = VerificationOptions(now: now, leeway: 5, issuer: issuer, requiredClaims: [.iss, .exp, .nbf])
+        let options = VerificationOptions(now: now, leeway: 5, issuer: issuer, requiredClaims: [.iss, .exp])
         let claims = try JWT.verify(token, key: key, as: AttemptTokenClaims.self, options: options)
         guard claims.id == attemptID else {
             throw JWTError.invalidClaim(name: "id", reason: "token is for attempt \(claims.id), not \(attemptID)")
+        }
+        if let sub = claims.sub, sub != "run:" + attemptID {
+            throw JWTError.invalidClaim(name: "sub", reason: "token is for \(sub), not run:\(attemptID)")
         }
         return claims
     }

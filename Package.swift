@@ -41,7 +41,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The wire contract shared by both sides: plan, events, reasons, states, the run/attempt mapping.
-        .target(name: "LightningProtocol"),
+        .target(name: "LightningProtocol", dependencies: ["Channels"]),
         .target(
             name: "Lightning",
             dependencies: [
@@ -60,6 +60,8 @@ let package = Package(
                 "JWT", "Channels", "LightningProtocol", "CSandbox",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
@@ -95,7 +97,7 @@ let package = Package(
             name: "bench-channels", dependencies: ["Channels"], path: "bench/channels",
             exclude: ["raw_lws_echo.c", "idle_clients.py"]),
         .testTarget(name: "JWTTests", dependencies: ["JWT", "TestSupport"], exclude: ["Interop"]),
-        .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol"]),
+        .testTarget(name: "LightningProtocolTests", dependencies: ["LightningProtocol", "Channels"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol", "TestSupport", "JWT", "Channels"],
                     exclude: ["Interop"]),

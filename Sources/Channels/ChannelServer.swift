@@ -229,6 +229,8 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             guard let conn = connection(wsi) else { return -1 }
             if conn.response != nil { return 0 }  // already answered (413)
             if conn.body.count + length > configuration.maxHTTPBodyBytes {
+                // The rest of the body is not read: the connection cannot carry another request.
+                conn.closeAfterResponse = true
                 respond(conn, .error(413, "request body is over the \(configuration.maxHTTPBodyBytes)-byte limit"))
                 return 0
             }
@@ -438,6 +440,17 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
                 reply(.error(reason: "unmatched topic"), joinRef: m.joinRef)
                 return
             }
+            if let current = socket.joinRef(m.topic) {
+                let incoming = m.joinRef ?? m.ref ?? ""
+                if current == incoming {
+                    // The same join again (its reply was lost): answered, nothing runs twice.
+                    reply(.ok(), joinRef: m.joinRef)
+                    return
+                }
+                // A new join of a joined topic: as Phoenix does, the old channel is closed first.
+                socket.closeChannel(topic: m.topic)
+                await route.handler.leave(topic: m.topic, socket: socket)
+            }
             switch await route.handler.join(topic: m.topic, payload: payload, socket: socket) {
             case .ok(let response):
                 socket.setJoinRef(m.topic, m.joinRef ?? m.ref ?? "")
@@ -488,6 +501,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         }
         let declared = Int(conn.headers["content-length"] ?? "") ?? 0
         if declared > configuration.maxHTTPBodyBytes {
+            conn.closeAfterResponse = true
             respond(conn, .error(413, "request body of \(declared) bytes is over the \(configuration.maxHTTPBodyBytes)-byte limit"))
             return 0
         }

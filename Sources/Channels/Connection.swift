@@ -141,7 +141,7 @@ final class Connection {
         let written = body.withUnsafeMutableBufferPointer { b in
             lws_write(wsi, b.baseAddress! + pre, count, LWS_WRITE_HTTP_FINAL)
         }
-        if written < count { return -1 }
+        if written < count || closeAfterResponse { return -1 }
         return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
     }
 }

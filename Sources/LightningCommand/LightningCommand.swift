@@ -84,6 +84,7 @@ extension LightningCommand {
             config.databasePath = db.database
             config.graceSeconds = graceSeconds
             config.requireWorkerTokenExpiry = requireWorkerTokenExpiry
+            config.testExitOnAttemptJoin = ProcessInfo.processInfo.environment["LIGHTNING_TEST_EXIT_ON_ATTEMPT_JOIN"] == "1"
             config.channel.maxMessageBytes = maxMessageBytes
             config.channel.idleTimeoutSeconds = idleTimeout
             config.channel.maxHTTPBodyBytes = maxHttpBodyBytes

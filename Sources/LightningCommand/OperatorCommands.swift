@@ -159,6 +159,15 @@ extension LightningCommand {
                     print("\(a["id"]?.cell ?? id) \(a["workflow"]?.cell ?? "") \(a["state"]?.cell ?? "")"
                           + (a["error_type"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? "")
                           + (a["error_message"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? ""))
+                    let chain = a["work_order_attempts"]?.arrayValue ?? []
+                    if chain.count > 1 {
+                        // Retries: every attempt of the work order, this one marked.
+                        for c in chain {
+                            let mark = c["id"] == a["id"] ? "*" : " "
+                            print(" \(mark)attempt \(c["attempt_number"]?.cell ?? "?") \(c["id"]?.cell ?? "") \(c["state"]?.cell ?? "")"
+                                  + (c["error_type"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? ""))
+                        }
+                    }
                     for s in a["steps"]?.arrayValue ?? [] {
                         print("  step \(s["job_name"].flatMap { $0 == .null ? nil : $0.cell } ?? s["job_id"]?.cell ?? "") \(s["reason"]?.cell ?? "running")\(s["error_type"].flatMap { $0 == .null ? nil : " \($0.cell)" } ?? "")")
                     }

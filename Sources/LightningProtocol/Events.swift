@@ -1,3 +1,5 @@
+import Channels
+
 /// Payloads of the worker protocol (PROTOCOL.md 3 and 5), as our worker sends them.
 /// Lightning decodes the same types, tolerating what other workers may add.
 
@@ -62,19 +64,32 @@ public struct StepStart: Codable, Sendable, Equatable {
     public var stepID: String
     public var jobID: String
     public var inputDataclipID: String?
-    public var timestamp: String
-    public init(stepID: String, jobID: String, inputDataclipID: String?, timestamp: String = Timestamp.now()) {
+    public var timestamp: String?
+    public init(stepID: String, jobID: String, inputDataclipID: String?, timestamp: String? = Timestamp.now()) {
         self.stepID = stepID
         self.jobID = jobID
         self.inputDataclipID = inputDataclipID
         self.timestamp = timestamp
     }
-    enum CodingKeys: String, CodingKey {
-        case timestamp
-        case stepID = "step_id"
-        case jobID = "job_id"
-        case inputDataclipID = "input_dataclip_id"
+
+    /// Reads a `step:start` (lexicon `StepStartPayload`): `step_id` and `job_id` required.
+    public init(wire payload: JSON) throws(WireFieldError) {
+        let f = try WireFields(payload)
+        stepID = try f.id("step_id")
+        jobID = try f.id("job_id")
+        inputDataclipID = f.text("input_dataclip_id")
+        timestamp = f.timestamp().map(Timestamp.string)
     }
+
+    public var wire: JSON {
+        var j: JSON = ["step_id": .string(stepID), "job_id": .string(jobID)]
+        j.set("input_dataclip_id", inputDataclipID.map(JSON.string))
+        j.set("timestamp", timestamp.map(JSON.string))
+        return j
+    }
+
+    public init(from decoder: any Decoder) throws { try self.init(wire: JSON(from: decoder)) }
+    public func encode(to encoder: any Encoder) throws { try wire.encode(to: encoder) }
 }
 
 public struct StepReply: Codable, Sendable, Equatable {
@@ -138,7 +153,8 @@ public struct MemoryUse: Codable, Sendable, Equatable {
     }
 }
 
-/// PROTOCOL.md 5.2.
+/// PROTOCOL.md 5.2, lexicon `StepCompletePayload`. Required: `step_id`, `job_id`, `reason`; everything else
+/// optional and read liberally (see `WireFields`).
 public struct StepComplete: Codable, Sendable, Equatable {
     public var stepID: String
     public var jobID: String
@@ -150,17 +166,20 @@ public struct StepComplete: Codable, Sendable, Equatable {
     public var outputDataclip: String?
     /// `DATACLIP_TOO_LARGE` when the output was over the payload limit.
     public var outputDataclipError: String?
-    public var mem: MemoryUse
+    public var mem: MemoryUse?
     /// Milliseconds.
-    public var duration: Int64
-    public var threadID: String
-    public var timestamp: String
+    public var duration: Int64?
+    /// ws-worker sends its engine thread as a number; we keep the text.
+    public var threadID: String?
+    public var timestamp: String?
+    /// The step's `state.webhookResponse` (any JSON), for a webhook that waits on the result.
+    public var webhookResponse: JSON?
 
     public init(
         stepID: String, jobID: String, reason: ExitReason, errorType: String? = nil, errorMessage: String? = nil,
         outputDataclipID: String? = nil, outputDataclip: String? = nil, outputDataclipError: String? = nil,
-        mem: MemoryUse = MemoryUse(job: 0, system: 0), duration: Int64 = 0, threadID: String = "0",
-        timestamp: String = Timestamp.now()
+        mem: MemoryUse? = MemoryUse(job: 0, system: 0), duration: Int64? = 0, threadID: String? = nil,
+        timestamp: String? = Timestamp.now(), webhookResponse: JSON? = nil
     ) {
         self.stepID = stepID
         self.jobID = jobID
@@ -174,34 +193,69 @@ public struct StepComplete: Codable, Sendable, Equatable {
         self.duration = duration
         self.threadID = threadID
         self.timestamp = timestamp
+        self.webhookResponse = webhookResponse
     }
 
-    enum CodingKeys: String, CodingKey {
-        case reason, mem, duration, timestamp
-        case stepID = "step_id"
-        case jobID = "job_id"
-        case errorType = "error_type"
-        case errorMessage = "error_message"
-        case outputDataclipID = "output_dataclip_id"
-        case outputDataclip = "output_dataclip"
-        case outputDataclipError = "output_dataclip_error"
-        case threadID = "thread_id"
+    public init(wire payload: JSON) throws(WireFieldError) {
+        let f = try WireFields(payload)
+        stepID = try f.id("step_id")
+        jobID = try f.id("job_id")
+        reason = try f.reason()
+        errorType = f.text("error_type")
+        errorMessage = f.text("error_message")
+        outputDataclipID = f.text("output_dataclip_id")
+        switch f.value("output_dataclip") {
+        case .string(let s): outputDataclip = s
+        // A worker that sends the state itself rather than its JSON text: keep it as text.
+        case .some(let v) where v.objectValue != nil || v.arrayValue != nil: outputDataclip = v.text
+        default: outputDataclip = nil
+        }
+        outputDataclipError = f.text("output_dataclip_error")
+        if let m = f.value("mem").flatMap({ try? WireFields($0) }) {
+            mem = MemoryUse(job: m.int("job") ?? 0, system: m.int("system") ?? 0)
+        } else {
+            mem = nil
+        }
+        duration = f.int("duration")
+        threadID = f.text("thread_id")
+        timestamp = f.timestamp().map(Timestamp.string)
+        webhookResponse = f.value("webhook_response")
     }
+
+    public var wire: JSON {
+        var j: JSON = ["step_id": .string(stepID), "job_id": .string(jobID), "reason": .string(reason.rawValue)]
+        // The lexicon declares these `string | null`: sent as null on success, never left out.
+        j.set("error_type", nullable: errorType)
+        j.set("error_message", nullable: errorMessage)
+        j.set("output_dataclip_id", outputDataclipID.map(JSON.string))
+        j.set("output_dataclip", outputDataclip.map(JSON.string))
+        j.set("output_dataclip_error", outputDataclipError.map(JSON.string))
+        j.set("mem", mem.map { ["job": .int($0.job), "system": .int($0.system)] })
+        j.set("duration", duration.map(JSON.int))
+        j.set("thread_id", threadID.map(JSON.string))
+        j.set("timestamp", timestamp.map(JSON.string))
+        j.set("webhook_response", webhookResponse)
+        return j
+    }
+
+    public init(from decoder: any Decoder) throws { try self.init(wire: JSON(from: decoder)) }
+    public func encode(to encoder: any Encoder) throws { try wire.encode(to: encoder) }
 }
 
-/// PROTOCOL.md 5.3.
+/// PROTOCOL.md 5.3, lexicon `RunCompletePayload`. Required: `reason`.
 public struct AttemptComplete: Codable, Sendable, Equatable {
     public var reason: ExitReason
     public var errorType: String?
     public var errorMessage: String?
+    /// The single leaf's output dataclip, reused as the attempt's final dataclip.
     public var finalDataclipID: String?
-    /// The final state as a JSON string.
-    public var finalState: String?
-    public var timestamp: String
+    /// The final state: a JSON object as ws-worker sends it (any JSON value is accepted).
+    public var finalState: JSON?
+    public var timestamp: String?
 
     public init(
         reason: ExitReason, errorType: String? = nil, errorMessage: String? = nil, finalDataclipID: String? = nil,
-        finalState: String? = nil, timestamp: String = Timestamp.now()
+        finalState: JSON? = nil, timestamp: String? = Timestamp.now()
     ) {
         self.reason = reason
         self.errorType = errorType
@@ -211,13 +265,40 @@ public struct AttemptComplete: Codable, Sendable, Equatable {
         self.timestamp = timestamp
     }
 
-    enum CodingKeys: String, CodingKey {
-        case reason, timestamp
-        case errorType = "error_type"
-        case errorMessage = "error_message"
-        case finalDataclipID = "final_dataclip_id"
-        case finalState = "final_state"
+    public init(wire payload: JSON) throws(WireFieldError) {
+        let f = try WireFields(payload)
+        reason = try f.reason()
+        errorType = f.text("error_type")
+        errorMessage = f.text("error_message")
+        finalDataclipID = f.text("final_dataclip_id")
+        finalState = f.value("final_state")
+        timestamp = f.timestamp().map(Timestamp.string)
     }
+
+    public var wire: JSON {
+        var j: JSON = ["reason": .string(reason.rawValue)]
+        j.set("error_type", nullable: errorType)
+        j.set("error_message", nullable: errorMessage)
+        j.set("final_dataclip_id", finalDataclipID.map(JSON.string))
+        j.set("final_state", finalState)
+        j.set("timestamp", timestamp.map(JSON.string))
+        return j
+    }
+
+    /// The final state as the bytes of a dataclip. A string is what our workers before 0.3 sent (the state's
+    /// JSON text): when it parses, its content is the state; any other value is stored as it is.
+    public var finalStateBytes: [UInt8]? {
+        guard let finalState else { return nil }
+        if case .string(let text) = finalState, let parsed = try? JSON.parse(text),
+            parsed.objectValue != nil || parsed.arrayValue != nil
+        {
+            return Array(text.utf8)
+        }
+        return finalState.encoded()
+    }
+
+    public init(from decoder: any Decoder) throws { try self.init(wire: JSON(from: decoder)) }
+    public func encode(to encoder: any Encoder) throws { try wire.encode(to: encoder) }
 }
 
 public struct CancelRequest: Codable, Sendable, Equatable {

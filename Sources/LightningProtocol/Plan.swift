@@ -31,6 +31,19 @@ public struct Plan: Codable, Sendable, Equatable {
         case startingNodeID = "starting_node_id"
     }
 
+    /// Reads a plan as the lexicon (`LightningPlan`) declares it: `id`, `dataclip_id`, `starting_node_id`,
+    /// `jobs` and `edges` required (`triggers` and `options` may be absent), fields it does not know ignored.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        dataclipID = try c.decode(String.self, forKey: .dataclipID)
+        startingNodeID = try c.decode(String.self, forKey: .startingNodeID)
+        triggers = try c.decodeIfPresent([Trigger].self, forKey: .triggers) ?? []
+        jobs = try c.decode([Job].self, forKey: .jobs)
+        edges = try c.decodeIfPresent([Edge].self, forKey: .edges) ?? []
+        options = try c.decodeIfPresent(Options.self, forKey: .options) ?? Options()
+    }
+
     public struct Trigger: Codable, Sendable, Equatable {
         public var id: String
         public init(id: String) { self.id = id }
@@ -54,6 +67,17 @@ public struct Plan: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey {
             case id, name, body, adaptor
             case credentialID = "credential_id"
+        }
+
+        /// `id` and `adaptor` are required (lexicon `LightningJob`); a job without a name is called by its id,
+        /// one without a body has an empty one.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(String.self, forKey: .id)
+            name = try c.decodeIfPresent(String.self, forKey: .name) ?? id
+            body = try c.decodeIfPresent(String.self, forKey: .body) ?? ""
+            adaptor = try c.decode(String.self, forKey: .adaptor)
+            credentialID = try c.decodeIfPresent(String.self, forKey: .credentialID)
         }
     }
 
@@ -113,12 +137,16 @@ public struct Plan: Codable, Sendable, Equatable {
         public var outputDataclips: Bool
         public var payloadLimitMB: Int
         public var logPayloadLimitMB: Int
+        /// All the log output one attempt may send, in MB (our extension, default 100): past it the worker drops
+        /// lines and says how many, and Lightning stores no more.
+        public var logLimitMB: Int
 
         public init(
             runTimeoutMS: Int = Wire.defaultRunTimeoutMS, runMemoryLimitMB: Int = Wire.defaultMemoryLimitMB,
             outputDataclips: Bool = true, payloadLimitMB: Int = Wire.defaultPayloadLimitMB,
-            logPayloadLimitMB: Int = Wire.defaultLogPayloadLimitMB
+            logPayloadLimitMB: Int = Wire.defaultLogPayloadLimitMB, logLimitMB: Int = Wire.defaultLogLimitMB
         ) {
+            self.logLimitMB = logLimitMB
             self.runTimeoutMS = runTimeoutMS
             self.runMemoryLimitMB = runMemoryLimitMB
             self.outputDataclips = outputDataclips
@@ -132,6 +160,7 @@ public struct Plan: Codable, Sendable, Equatable {
             case outputDataclips = "output_dataclips"
             case payloadLimitMB = "payload_limit_mb"
             case logPayloadLimitMB = "log_payload_limit_mb"
+            case logLimitMB = "log_limit_mb"
         }
 
         // Every option may be absent on the wire: absent means the default.
@@ -143,6 +172,7 @@ public struct Plan: Codable, Sendable, Equatable {
             outputDataclips = try c.decodeIfPresent(Bool.self, forKey: .outputDataclips) ?? d.outputDataclips
             payloadLimitMB = try c.decodeIfPresent(Int.self, forKey: .payloadLimitMB) ?? d.payloadLimitMB
             logPayloadLimitMB = try c.decodeIfPresent(Int.self, forKey: .logPayloadLimitMB) ?? d.logPayloadLimitMB
+            logLimitMB = try c.decodeIfPresent(Int.self, forKey: .logLimitMB) ?? d.logLimitMB
         }
     }
 

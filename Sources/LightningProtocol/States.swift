@@ -58,6 +58,10 @@ public enum ErrorType {
     public static let cancelled = "Cancelled"
     public static let lostAfterClaim = "LostAfterClaim"
     public static let lostAfterStart = "LostAfterStart"
+    /// The worker refused the attempt token Lightning gave it (bad signature, wrong id, expired).
+    public static let tokenRefused = "AttemptTokenRefused"
+    /// The plan could not be read or run by the worker.
+    public static let plan = "PlanError"
     public static let shutdown = "ShutdownError"
 }
 
@@ -71,5 +75,7 @@ public enum LogSource {
     public static let runtime = "R/T"
     public static let engine = "RTE"
     public static let versions = "VER"
+    /// Lightning's own notes in an attempt's log (a retry, the log limit).
+    public static let lightning = "LGT"
     public static let maxLength = 8
 }

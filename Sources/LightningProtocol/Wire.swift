@@ -48,6 +48,8 @@ public enum Wire {
         // worker:queue
         public static let claim = "claim"
         public static let workAvailable = "work-available"
+        /// Our extension: a worker tells Lightning it refused a claimed attempt's token (`{"id", "reason"}`).
+        public static let attemptRefused = "run:refused"
         // run:<id>, worker -> Lightning
         public static let fetchPlan = "fetch:plan"
         public static let fetchDataclip = "fetch:dataclip"
@@ -86,4 +88,5 @@ public enum Wire {
     public static let defaultLogPayloadLimitMB = 1
     public static let defaultRunTimeoutMS = 300_000
     public static let defaultMemoryLimitMB = 500
+    public static let defaultLogLimitMB = 100
 }

@@ -38,6 +38,12 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
     var keysDir: String?
     @Option(help: "A YAML file of settings.")
     var config: String?
+    @Option(help: "Serve GET /livez and GET /metrics on this port (env WORKER_ADMIN_PORT; off by default; 0: the kernel picks).")
+    var adminPort: Int?
+    @Option(help: "Address of the admin port (env WORKER_ADMIN_HOST; default 127.0.0.1).")
+    var adminHost: String?
+    @Option(help: "Seconds GET /livez stays 200 while reconnecting to Lightning (env WORKER_LIVEZ_GRACE; default 60).")
+    var livezGrace: Double?
     @Flag(help: "Run attempts without verifying their tokens. Dangerous; for development only.")
     var insecureSkipTokenVerification = false
 
@@ -100,13 +106,32 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
                                          lightningPublicKey: insecureSkipTokenVerification ? nil : publicKey, workRoot: workRoot)
         config.capacity = capacity
         config.shutdownTimeout = .milliseconds(Int(shutdown * 1000))
+        guard let grace = Double(setting(livezGrace.map { String($0) }, ["WORKER_LIVEZ_GRACE"], "livez-grace", "60")), grace >= 0 else {
+            throw ValidationError("--livez-grace must be a number of seconds")
+        }
+        config.livezGrace = .milliseconds(Int(grace * 1000))
         let worker = try Worker(configuration: config, runner: runner, logger: logger)
+        var admin: AdminServer?
+        let adminPortSetting = setting(adminPort.map(String.init), ["WORKER_ADMIN_PORT"], "admin-port", "")
+        if !adminPortSetting.isEmpty {
+            guard let port = Int(adminPortSetting), (0...65535).contains(port) else {
+                throw ValidationError("--admin-port must be a port number from 0 to 65535")
+            }
+            let host = setting(adminHost, ["WORKER_ADMIN_HOST"], "admin-host", "127.0.0.1")
+            let server = AdminServer(worker: worker, host: host, port: port)
+            do { try server.start() } catch {
+                throw ValidationError("could not listen on the admin port \(host):\(port): \(error)")
+            }
+            logger.info("admin port listening", metadata: ["port": "\(server.port)", "host": "\(host)"])
+            admin = server
+        }
         logger.info("runtime-worker starting", metadata: ["worker.name": "\(workerName)", "worker.capacity": "\(capacity)",
                                                           "lightning": "\(url)"])
         let group = ServiceGroup(configuration: .init(services: [WorkerService(worker: worker)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
+            await admin?.shutdown()
         } catch let error as WorkerError {
             logger.critical("\(error.description)")
             throw ExitCode(77)

@@ -36,6 +36,11 @@ struct Binaries {
     /// kill -9 of the Lightning process, then a new one on the same port and database.
     mutating func killAndRestartLightning(extra: [String] = []) async throws {
         lightning.signal(SIGKILL)
+        try await restartLightning(extra: extra)
+    }
+
+    /// Waits for the Lightning process to be gone, then starts a new one on the same port and database.
+    mutating func restartLightning(extra: [String] = []) async throws {
         _ = await lightning.waitForExit()
         var lastError: (any Error)?
         // The port is free as soon as the process is gone; retry briefly in case the kernel is slow to say so.
@@ -127,6 +132,53 @@ struct BinaryTests {
                 #expect(a.state == .killed && a.errorType == "ShutdownError", "\(a)")
             }
         }
+    }
+
+    @Test("the worker's admin port: /livez 200 while connected, 503 once Lightning has been gone past the grace; /metrics counts")
+    func adminPort() async throws {
+        var b = try await Binaries()
+        defer { b.remove() }
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: counted
+            jobs: [{name: a, adaptor: sh, body: "echo one; echo two"}]
+            """))
+        let worker = try b.worker("admin", extra: ["--admin-port", "0", "--livez-grace", "1"])
+        defer { worker.stop() }
+        let line = try await worker.waitForLog(#"port=\d+ \[RuntimeWorkerCommand\] admin port listening"#)
+        let port = Int(line.dropFirst(5).prefix { $0.isNumber }) ?? 0
+        try await worker.waitForLog("connected to Lightning")
+        func get(_ path: String) async throws -> (code: String, body: String) {
+            let r = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"])
+            let parts = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            return (String(parts.last ?? ""), parts.dropLast().joined(separator: "\n"))
+        }
+        let live = try await get("/livez")
+        #expect(live.code == "200" && live.body.contains(#""status":"ok""#), "\(live)")
+        let created = try await store.createWorkOrder(workflow: "counted", input: Array("{}".utf8))
+        #expect(try await store.waitUntilFinal(created.attemptID).state == .success)
+        let metrics = try await get("/metrics")
+        #expect(metrics.code == "200")
+        #expect(metrics.body.contains(#"worker_attempts_finished_total{reason="success"} 1"#), "\(metrics.body)")
+        #expect(metrics.body.contains("worker_log_lines_sent_total 2"), "\(metrics.body)")
+        #expect(metrics.body.contains("worker_step_spawn_seconds_count 1"), "\(metrics.body)")
+        #expect(metrics.body.contains("worker_claim_to_start_seconds_count 1"), "\(metrics.body)")
+        #expect(metrics.body.contains("worker_attempts_running 0") && metrics.body.contains("worker_connected 1"), "\(metrics.body)")
+        // Lightning goes away and stays away: past the 1 s grace the worker is not live.
+        b.lightning.signal(SIGKILL)
+        let deadline = ContinuousClock.now + .seconds(30)
+        var last = try await get("/livez")
+        while last.code != "503", ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            last = try await get("/livez")
+        }
+        #expect(last.code == "503" && last.body.contains("no connection to Lightning"), "\(last)")
+        // It comes back: live again once reconnected.
+        try await b.restartLightning()
+        let back = ContinuousClock.now + .seconds(60)
+        while try await get("/livez").code != "200", ContinuousClock.now < back { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(try await get("/livez").code == "200")
+        #expect(try await get("/metrics").body.contains("worker_reconnects_total 1"))
     }
 
     @Test("kill -9 of a worker mid-attempt: the attempt is lost after the grace period, its step dies with the worker")

@@ -96,6 +96,31 @@ struct FaultTests {
         #expect(s.state == .killed && s.errorType == "TimeoutError", "\(s)")
     }
 
+    @Test("Lightning stops right after answering a claim, before the run:<id> join: after the restart the worker joins and the attempt succeeds")
+    func stoppedAfterClaim() async throws {
+        // The test hook makes the cut deterministic: Lightning exits the moment the worker, holding the claim reply,
+        // joins the attempt's channel; the join is never answered.
+        var b = try await Binaries(environment: ["LIGHTNING_TEST_EXIT_ON_ATTEMPT_JOIN": "1"])
+        defer { b.remove() }
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: after-claim
+            jobs: [{name: a, adaptor: sh, body: "echo carried on"}]
+            """))
+        let worker = try b.worker("carrier")
+        defer { worker.stop() }
+        try await worker.waitForLog("connected to Lightning")
+        let created = try await store.createWorkOrder(workflow: "after-claim", input: Array("{}".utf8))
+        #expect(await b.lightning.waitForExit(timeout: 60) == 75, "\(b.lightning.log)")
+        #expect(b.lightning.log.contains("test hook: exiting on the join of run:\(created.attemptID)"))
+        #expect(try await store.attempt(created.attemptID).state == .claimed)
+        try await b.restartLightning()
+        let a = try await store.waitUntilFinal(created.attemptID)
+        #expect(a.state == .success, "\(a)\n\(worker.log)")
+        #expect(try await store.logs(attemptID: created.attemptID, since: 0, limit: 10).map(\.message) == ["carried on"])
+        #expect(worker.log.contains("joining the attempt's channel failed; trying again"), "\(worker.log)")
+    }
+
     @Test("kill -9 of Lightning mid-attempt and a restart on the same database: the attempt completes, every line once, in order")
     func lightningKilled() async throws {
         var b = try await Binaries()

@@ -84,6 +84,9 @@ final class Seen: @unchecked Sendable {
     private var _seqs: [Int64] = []
     private var _messages: [String] = []
     private var _complete: JSON?
+    private var _events: [String] = []
+    /// Every event pushed to the viewer, in order.
+    var events: [String] { lock.withLock { _events } }
     var seqs: [Int64] { lock.withLock { _seqs } }
     var messages: [String] { lock.withLock { _messages } }
     var complete: JSON? { lock.withLock { _complete } }
@@ -96,6 +99,7 @@ final class Seen: @unchecked Sendable {
     }
     func take(_ m: PhoenixMessage) {
         guard case .json(let p) = m.payload else { return }
+        lock.withLock { _events.append(m.event) }
         if m.event == "log" { add(p) }
         if m.event == "attempt:complete" { lock.withLock { _complete = p } }
     }

@@ -103,9 +103,17 @@ extension Lightning {
         case ("GET", "attempts", 2):
             let id = route[1]
             let attempt = try await store.attempt(id)
-            return .json(200, Render.attempt(attempt, steps: try await store.steps(attemptID: id),
-                                             lastSeq: try await store.lastLogSeq(attemptID: id),
-                                             jobNames: await store.jobNames(attemptID: id)))
+            var shown = Render.attempt(attempt, steps: try await store.steps(attemptID: id),
+                                       lastSeq: try await store.lastLogSeq(attemptID: id), jobNames: await store.jobNames(attemptID: id))
+            // The work order's attempts, oldest first: the retry chain this one belongs to.
+            if case .object(var o) = shown {
+                o["work_order_attempts"] = .array(try await store.attempts(workOrderID: attempt.workOrderID).map {
+                    ["id": .string($0.id), "attempt_number": .int(Int64($0.attemptNumber)), "state": .string($0.state.rawValue),
+                     "reason": Render.opt($0.reason), "error_type": Render.opt($0.errorType)]
+                })
+                shown = .object(o)
+            }
+            return .json(200, shown)
 
         case ("GET", "attempts", 3) where route[2] == "logs":
             let id = route[1]

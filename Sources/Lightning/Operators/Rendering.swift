@@ -19,6 +19,7 @@ enum Render {
             "worker": opt(a.workerName), "final_dataclip_id": opt(a.finalDataclipID),
             "run_timeout_ms": .int(Int64(a.runTimeoutMS)), "inserted_at": time(a.insertedAt), "claimed_at": time(a.claimedAt),
             "started_at": time(a.startedAt), "finished_at": time(a.finishedAt),
+            "attempt_number": .int(Int64(a.attemptNumber)), "retry_of": opt(a.retryOf),
         ]
         if let steps {
             o["steps"] = .array(steps.map { s in

@@ -14,6 +14,10 @@ struct AttemptChannel: ChannelHandler {
         guard let worker = socket.context as? WorkerIdentity, let id = Wire.Topic.attemptID(fromAttemptTopic: topic) else {
             return .error(["reason": "unauthorized"])
         }
+        if lightning.configuration.testExitOnAttemptJoin {
+            lightning.logger.critical("test hook: exiting on the join of \(topic)")
+            exit(75)
+        }
         let attempt: AttemptRecord
         do { attempt = try await store.attempt(id) } catch { return .error(["reason": "not_found"]) }
         guard let token = payload["token"]?.stringValue,
@@ -41,6 +45,8 @@ struct AttemptChannel: ChannelHandler {
                                error.description)
         } catch let error as FieldError {
             return Self.errors(error.field, error.message)
+        } catch let error as WireFieldError {
+            return Self.errors(error.field, error.message)
         } catch {
             return Self.errors("event", "\(error)")
         }
@@ -60,10 +66,9 @@ struct AttemptChannel: ChannelHandler {
         return v
     }
 
+    /// The event's timestamp, or Lightning's clock when the worker sent none (older ws-workers).
     private func timestamp(_ payload: JSON) -> Int64 {
-        if let s = payload["timestamp"]?.stringValue, let t = Timestamp.parse(s) { return t }
-        if let i = payload["timestamp"]?.intValue { return Timestamp.parse(String(i)) ?? Timestamp.nowMicros() }
-        return Timestamp.nowMicros()
+        (try? WireFields(payload))?.timestamp() ?? Timestamp.nowMicros()
     }
 
     private func handle(event: String, attemptID id: String, worker: WorkerIdentity, payload: JSON) async throws -> ChannelReply {
@@ -92,66 +97,71 @@ struct AttemptChannel: ChannelHandler {
             return .ok(try JSON.parse(body))
 
         case Wire.Event.attemptStart:
-            try await store.startAttempt(id, workerName: worker.name, at: timestamp(payload))
-            await lightning.viewers.attemptChanged(id)
+            // A resend (its reply was lost) is acknowledged with no second effect.
+            if try await store.startAttempt(id, workerName: worker.name, at: timestamp(payload)) {
+                await lightning.attemptChanged(id)
+            }
             return .ok(.null)
 
         case Wire.Event.stepStart:
-            let stepID = try field(payload, "step_id"), jobID = try field(payload, "job_id")
-            try await store.startStep(attemptID: id, stepID: stepID, jobID: jobID,
-                                      inputDataclipID: payload["input_dataclip_id"]?.stringValue, at: timestamp(payload))
-            await lightning.viewers.event(attemptID: id, event: "step:start", payload: [
-                "step_id": .string(stepID), "job_id": .string(jobID), "attempt_id": .string(id),
-                "job_name": Render.opt(await jobName(id, jobID)),
-            ])
-            return .ok(["step_id": .string(stepID)])
+            let step = try StepStart(wire: payload)
+            if try await store.startStep(attemptID: id, stepID: step.stepID, jobID: step.jobID,
+                                         inputDataclipID: step.inputDataclipID, at: timestamp(payload)) {
+                await lightning.viewers.event(attemptID: id, event: "step:start", payload: [
+                    "step_id": .string(step.stepID), "job_id": .string(step.jobID), "attempt_id": .string(id),
+                    "job_name": Render.opt(await jobName(id, step.jobID)),
+                ])
+            }
+            return .ok(["step_id": .string(step.stepID)])
 
-        case Wire.Event.log:
+        case Wire.Event.log where payload["logs"] == nil:
+            // One line per event (ws-worker without batching, lexicon LegacyRunLogPayload).
             let line = try logLine(payload, scrubber: try await scrubber(id))
-            let seqs = try await store.appendLogs(attemptID: id, [line])
-            await publish(id, [line], seqs)
-            return .ok(["log_line_id": .string("\(id):\(seqs.first ?? 0)")])
+            let appended = try await store.appendLogs(attemptID: id, [line])
+            await publish(id, appended)
+            return .ok(["log_line_id": .string("\(id):\(appended.seqs.first.flatMap { $0 } ?? 0)")])
 
-        case Wire.Event.batchLogs:
+        case Wire.Event.log, Wire.Event.batchLogs:
+            // A batch: `run:log` with `logs` (ws-worker's batching, lexicon RunLogPayload), or our older name.
             guard let logs = payload["logs"]?.arrayValue else { throw FieldError(field: "logs", message: "must be a list") }
             let scrubber = try await scrubber(id)
             var lines: [NewLogLine] = []
             lines.reserveCapacity(logs.count)
             for entry in logs { lines.append(try logLine(entry, scrubber: scrubber)) }
-            let seqs = try await store.appendLogs(attemptID: id, lines)
-            await publish(id, lines, seqs)
+            let appended = try await store.appendLogs(attemptID: id, lines)
+            await publish(id, appended)
             return .ok([:])
 
         case Wire.Event.stepComplete:
-            let step: StepComplete
-            do { step = try payload.decode(StepComplete.self) } catch {
-                throw FieldError(field: "step", message: "invalid step:complete payload: \(error)")
-            }
+            let step = try StepComplete(wire: payload)
             let plan = try await store.plan(attemptID: id)
             var output: [UInt8]? = nil
             if let text = step.outputDataclip {
                 let bytes = Array(text.utf8)
                 if bytes.count <= plan.options.payloadLimitMB * 1_000_000 { output = bytes }
             }
-            try await store.completeStep(attemptID: id, step, outputState: output, at: timestamp(payload))
-            await lightning.viewers.event(attemptID: id, event: "step:complete", payload: [
-                "step_id": .string(step.stepID), "job_id": .string(step.jobID), "attempt_id": .string(id),
-                "job_name": .string(plan.jobs.first { $0.id == step.jobID }?.name ?? step.jobID),
-                "reason": .string(step.reason.rawValue), "error_type": Render.opt(step.errorType),
-                "error_message": Render.opt(step.errorMessage),
-            ])
+            if try await store.completeStep(attemptID: id, step, outputState: output, at: timestamp(payload)) {
+                await lightning.viewers.event(attemptID: id, event: "step:complete", payload: [
+                    "step_id": .string(step.stepID), "job_id": .string(step.jobID), "attempt_id": .string(id),
+                    "job_name": .string(plan.jobs.first { $0.id == step.jobID }?.name ?? step.jobID),
+                    "reason": .string(step.reason.rawValue), "error_type": Render.opt(step.errorType),
+                    "error_message": Render.opt(step.errorMessage),
+                ])
+            }
             return .ok(["step_id": .string(step.stepID)])
 
         case Wire.Event.attemptComplete:
-            let complete: AttemptComplete
-            do { complete = try payload.decode(AttemptComplete.self) } catch {
-                throw FieldError(field: "reason", message: "invalid run:complete payload: \(error)")
+            let complete = try AttemptComplete(wire: payload)
+            var finalState = complete.finalStateBytes
+            if let bytes = finalState, bytes.count > (try await store.plan(attemptID: id)).options.payloadLimitMB * 1_000_000 {
+                finalState = nil  // the same rule as an oversize step output
             }
-            let state = try await store.completeAttempt(id, complete, finalState: complete.finalState.map { Array($0.utf8) },
-                                                        at: timestamp(payload))
+            let done = try await store.completeAttempt(id, complete, finalState: finalState, at: timestamp(payload))
+            guard done.changed else { return .ok(.null) }
             scrubbers.forget(id)
-            await lightning.viewers.attemptChanged(id)
-            lightning.logger.info("attempt finished", metadata: ["attempt.id": "\(id)", "attempt.state": "\(state.rawValue)"])
+            await lightning.attemptChanged(id)
+            lightning.logger.info("attempt finished", metadata: ["attempt.id": "\(id)", "attempt.state": "\(done.state.rawValue)"])
+            if let retry = done.retryID { lightning.retryCreated(retry, after: id, state: done.state) }
             return .ok(.null)
 
         default:
@@ -167,26 +177,26 @@ struct AttemptChannel: ChannelHandler {
 
     /// Hands newly stored lines to the attempt's viewers (a resent line has the seq it got the first time, which
     /// viewers already passed, so it is not shown twice).
-    private func publish(_ attemptID: String, _ lines: [NewLogLine], _ seqs: [Int64]) async {
-        lightning.metrics.logLines.increment(by: Int64(lines.count))
-        guard lines.count == seqs.count, await lightning.viewers.isWatched(attemptID) else { return }
-        let records = zip(lines, seqs).map { line, seq in
-            LogLineRecord(attemptID: attemptID, seq: seq, stepID: line.stepID, level: line.level, source: line.source,
-                          message: line.message, timestamp: line.timestamp)
-        }
-        await lightning.viewers.published(attemptID: attemptID, lines: records)
+    private func publish(_ attemptID: String, _ appended: AppendedLogs) async {
+        lightning.metrics.logLines.increment(by: Int64(appended.stored.count))
+        let dropped = appended.seqs.reduce(0) { $0 + ($1 == nil ? 1 : 0) }
+        if dropped > 0 { lightning.metrics.logLinesDropped.increment(by: Int64(dropped)) }
+        guard !appended.stored.isEmpty, await lightning.viewers.isWatched(attemptID) else { return }
+        await lightning.viewers.published(attemptID: attemptID, lines: appended.stored)
     }
 
-    /// A stored log line: message items joined by a space, control characters stripped, credential values
-    /// masked, and a line over the limit replaced by a notice.
+    /// A stored log line: message items joined by a space, control characters stripped (newlines kept: a
+    /// message of several lines stays one entry), credential values masked, and a line over the limit replaced
+    /// by a notice.
     private func logLine(_ payload: JSON, scrubber: CredentialScrubber) throws -> NewLogLine {
-        guard let items = payload["message"]?.arrayValue else { throw FieldError(field: "message", message: "must be a list") }
-        var text = items.count == 1 ? (items[0].stringValue ?? items[0].text) : items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
-        if Self.mayHaveControlCharacters(text) {
-            text = String(String.UnicodeScalarView(text.unicodeScalars.filter {
-                $0 == "\t" || !($0.properties.generalCategory == .control)
-            }))
+        let items: [JSON]
+        switch payload["message"] {
+        case .array(let a): items = a
+        case .string(let s): items = [.string(s)]  // a worker that sends the text itself
+        default: throw FieldError(field: "message", message: "must be a list")
         }
+        var text = items.count == 1 ? (items[0].stringValue ?? items[0].text) : items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
+        if Self.mayHaveControlCharacters(text) { text = Self.stripControlCharacters(text) }
         text = scrubber.scrub(text)
         if text.utf8.count > lightning.configuration.maxLogLineBytes {
             text = "(log line of \(text.utf8.count) bytes removed: over the \(lightning.configuration.maxLogLineBytes)-byte limit)"
@@ -206,9 +216,17 @@ struct AttemptChannel: ChannelHandler {
                           timestamp: timestamp(payload), workerSeq: workerSeq)
     }
 
-    /// A cheap byte scan: C0 controls (but tab), DEL, and the lead byte of C1 controls (U+0080-U+009F).
+    /// A cheap byte scan: C0 controls (but tab and newline), DEL, and the lead byte of C1 controls (U+0080-U+009F).
     static func mayHaveControlCharacters(_ text: String) -> Bool {
-        text.utf8.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F || $0 == 0xC2 }
+        text.utf8.contains { ($0 < 0x20 && $0 != 0x09 && $0 != 0x0A) || $0 == 0x7F || $0 == 0xC2 }
+    }
+
+    /// Removes control characters but tab and newline; a CR LF or a lone CR becomes a newline.
+    static func stripControlCharacters(_ text: String) -> String {
+        let normalized = text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+        return String(String.UnicodeScalarView(normalized.unicodeScalars.filter {
+            $0 == "\t" || $0 == "\n" || $0.properties.generalCategory != .control
+        }))
     }
 
     private func scrubber(_ attemptID: String) async throws -> CredentialScrubber {

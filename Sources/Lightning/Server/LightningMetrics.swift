@@ -11,6 +11,9 @@ final class LightningMetrics: Sendable {
     let claims: Metrics.Counter
     let claimedAttempts: Metrics.Counter
     let logLines: Metrics.Counter
+    let logLinesDropped: Metrics.Counter
+    let retries: Metrics.Counter
+    let tokensRefused: Metrics.Counter
     let webhooks: Metrics.Counter
     let cronFired: Metrics.Counter
     let workersConnected: Metrics.Gauge
@@ -27,6 +30,9 @@ final class LightningMetrics: Sendable {
         claims = Metrics.Counter(label: "lightning_claims_total", factory: f)
         claimedAttempts = Metrics.Counter(label: "lightning_claimed_attempts_total", factory: f)
         logLines = Metrics.Counter(label: "lightning_log_lines_total", factory: f)
+        logLinesDropped = Metrics.Counter(label: "lightning_log_lines_dropped_total", factory: f)
+        retries = Metrics.Counter(label: "lightning_attempt_retries_total", factory: f)
+        tokensRefused = Metrics.Counter(label: "lightning_attempt_tokens_refused_total", factory: f)
         webhooks = Metrics.Counter(label: "lightning_webhook_requests_total", factory: f)
         cronFired = Metrics.Counter(label: "lightning_cron_work_orders_total", factory: f)
         workersConnected = Metrics.Gauge(label: "lightning_workers_connected", factory: f)

@@ -27,6 +27,10 @@ public struct LightningConfiguration: Sendable {
     public var metricsEnabled = true
     /// Run the cron scheduler (one per database is enough; two are safe).
     public var cronEnabled = true
+    /// For fault tests only (`LIGHTNING_TEST_EXIT_ON_ATTEMPT_JOIN=1`): the process exits at once when a worker
+    /// joins `run:<id>`, after the claim reply reached that worker and before the join is answered, which makes
+    /// "Lightning restarted right after a claim" deterministic.
+    public var testExitOnAttemptJoin = false
 
     public init(attemptSigningKey: JWTKey, workerSecretKey: JWTKey) {
         self.attemptSigningKey = attemptSigningKey
@@ -48,6 +52,7 @@ public final class Lightning: Sendable {
     let state = LightningState()
     let metrics: LightningMetrics
     let viewers: ViewerHub
+    let waiters = CompletionWaiters()
     private let serverBox = ServerBox()
 
     public init(configuration: LightningConfiguration, store: any LightningStore, logger: Logger = Logger(label: "lightning")) throws {
@@ -91,7 +96,10 @@ public final class Lightning: Sendable {
                                    logger: Logger(label: "lightning.channels"))
         try server.start()
         serverBox.server = server
-        serverBox.janitor = Task { [self] in await runJanitor() }
+        serverBox.janitor = Task { [self] in
+            await restoreAbsentWorkers()
+            await runJanitor()
+        }
         if configuration.cronEnabled {
             let scheduler = CronScheduler(store: store, logger: logger) { [self] _ in
                 metrics.cronFired.increment()
@@ -164,6 +172,46 @@ public final class Lightning: Sendable {
         }
     }
 
+    /// After a restart: workers that hold attempts but have no socket here count as gone since they disconnected,
+    /// or since now when the record says they were connected (Lightning was killed under them), so a restart
+    /// never stretches the grace period to the claim timeout.
+    func restoreAbsentWorkers() async {
+        do {
+            let now = Timestamp.nowMicros()
+            let connected = Set(connectedWorkerNames())
+            for (name, since) in try await store.workersHoldingAttempts() where !connected.contains(name) {
+                state.workerGoneIfUnknown(name, at: since ?? now)
+            }
+        } catch {
+            logger.error("could not read which workers hold attempts", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// An attempt changed state: viewers and any webhook waiting on it learn of it.
+    func attemptChanged(_ id: String) async {
+        await viewers.attemptChanged(id)
+        await waiters.changed(id)
+    }
+
+    /// A retry was made for an attempt that ended lost or exception: workers hear of it at once.
+    func retryCreated(_ retryID: String, after id: String, state: AttemptState) {
+        metrics.retries.increment()
+        logger.notice("attempt retried", metadata: ["attempt.id": "\(id)", "attempt.state": "\(state.rawValue)",
+                                                     "retry.id": "\(retryID)"])
+        nudgeWorkers()
+    }
+
+    /// A worker refused the token of an attempt it claimed (our extension, `run:refused` on `worker:queue`):
+    /// the attempt ends at once as an exception with the worker's reason, instead of waiting out the claim.
+    func claimRefused(_ id: String, worker: String, reason: String) async throws {
+        let done = try await store.refuseClaim(id, workerName: worker, reason: reason, at: Timestamp.nowMicros())
+        metrics.tokensRefused.increment()
+        logger.error("a worker refused an attempt token", metadata: ["attempt.id": "\(id)", "worker.name": "\(worker)",
+                                                                      "reason": "\(reason)"])
+        await attemptChanged(id)
+        if let retry = done.retryID { retryCreated(retry, after: id, state: done.state) }
+    }
+
     /// A worker back within the grace period carries on: its attempts are not lost.
     func workerRejoined(_ name: String) { state.workerBack(name) }
 
@@ -213,6 +261,10 @@ public final class Lightning: Sendable {
             metrics.webhooks.increment()
             let created = try await store.createWorkOrder(webhookPath: path, input: body)
             nudgeWorkers()
+            if created.webhookReply == .afterCompletion {
+                let timeout = Duration.milliseconds(created.webhookReplyTimeoutMS ?? 30_000)
+                return await webhookResult(created, timeout: timeout)
+            }
             return .json(200, ["work_order_id": .string(created.workOrderID), "attempt_id": .string(created.attemptID)])
         } catch let error as StoreError {
             switch error {
@@ -224,10 +276,63 @@ public final class Lightning: Sendable {
         }
     }
 
+    /// `webhook_reply: after_completion`: waits until the work order's attempt is final (following retries), then
+    /// answers with the last step's `webhookResponse` (`{"status", "body"}`, or any JSON as the body) or the final
+    /// state. Past the timeout: 504 with the ids, so the caller can look the attempt up later.
+    func webhookResult(_ created: CreatedWork, timeout: Duration) async -> HTTPResponse {
+        let deadline = ContinuousClock.now + timeout
+        var attemptID = created.attemptID
+        let ids: JSON = ["work_order_id": .string(created.workOrderID), "attempt_id": .string(created.attemptID)]
+        while true {
+            let current = attemptID
+            let finished = await waiters.wait(for: current, until: deadline) { [store] in
+                (try? await store.attempt(current))?.state.isFinal ?? true
+            }
+            guard finished else {
+                return .json(504, ["error": "the attempt did not finish within the webhook's reply timeout", "work_order_id":
+                                   .string(created.workOrderID), "attempt_id": .string(attemptID)])
+            }
+            // An attempt that was retried: the answer is the retry's.
+            if let next = try? await store.attempts(workOrderID: created.workOrderID).first(where: { $0.retryOf == attemptID }) {
+                attemptID = next.id
+                continue
+            }
+            guard let result = try? await store.attemptResult(attemptID) else { return .error(500, "could not read the attempt") }
+            return Self.webhookResponse(result, ids: ids)
+        }
+    }
+
+    static func webhookResponse(_ result: AttemptResult, ids: JSON) -> HTTPResponse {
+        let a = result.attempt
+        var headers = [("x-openfn-attempt-id", a.id), ("x-openfn-attempt-state", a.state.rawValue)]
+        if let text = result.webhookResponse, let value = try? JSON.parse(text) {
+            // `{status, body}` as the lexicon's WebhookResponse; any other value is the body itself.
+            var status = 200
+            var body = value
+            if case .object(let o) = value, o.keys.allSatisfy({ $0 == "status" || $0 == "body" || $0 == "headers" }) {
+                if let s = o["status"]?.intValue, (100...599).contains(s) { status = Int(s) }
+                body = o["body"] ?? .null
+            }
+            headers.append(("x-openfn-work-order-id", ids["work_order_id"]?.stringValue ?? ""))
+            return HTTPResponse(status: status, headers: headers, body: body.encoded() + [0x0A])
+        }
+        var body = ids
+        if case .object(var o) = body {
+            o["attempt_id"] = .string(a.id)
+            o["state"] = .string(a.state.rawValue)
+            o["reason"] = Render.opt(a.reason)
+            o["error_type"] = Render.opt(a.errorType)
+            o["error_message"] = Render.opt(a.errorMessage)
+            o["final_state"] = result.finalState.flatMap { try? JSON.parse($0) } ?? .null
+            body = .object(o)
+        }
+        return HTTPResponse(status: a.state == .success ? 200 : 500, headers: headers, body: body.encoded() + [0x0A])
+    }
+
     /// Cancels an attempt: at once when no worker has it, otherwise by asking its worker (`run:cancel`).
     public func cancel(attemptID: String) async throws -> AttemptState {
         let state = try await store.cancel(attemptID, at: Timestamp.nowMicros())
-        await viewers.attemptChanged(attemptID)
+        await attemptChanged(attemptID)
         if state == .claimed || state == .started {
             serverBox.server?.broadcast(topic: Wire.Topic.attempt(attemptID), event: Wire.Event.cancel,
                                         payload: ["reason": "cancelled by an operator"])
@@ -253,8 +358,10 @@ public final class Lightning: Sendable {
             let lost = try await store.markLost(goneWorkers: gone, now: now, graceMicros: grace)
             for id in lost {
                 logger.warning("attempt lost", metadata: ["attempt.id": "\(id)"])
-                await viewers.attemptChanged(id)
+                await attemptChanged(id)
             }
+            // A lost attempt may have been retried.
+            if !lost.isEmpty { nudgeWorkers() }
             state.forget(gone)
         } catch is CancellationError {
             // Shutting down: the sweep was interrupted, not failed.
@@ -276,6 +383,7 @@ final class LightningState: @unchecked Sendable {
     func claimUndelivered() { lock.withLock { undelivered += 1 } }
 
     func workerGone(_ name: String, at: Int64) { lock.withLock { goneSince[name] = at } }
+    func workerGoneIfUnknown(_ name: String, at: Int64) { lock.withLock { if goneSince[name] == nil { goneSince[name] = at } } }
     func workerBack(_ name: String) { lock.withLock { _ = goneSince.removeValue(forKey: name) } }
     func workersGone(before: Int64) -> [String] { lock.withLock { goneSince.filter { $0.value < before }.map(\.key).sorted() } }
     func forget(_ names: [String]) { lock.withLock { for n in names { goneSince[n] = nil } } }
@@ -315,5 +423,41 @@ final class ServerBox: @unchecked Sendable {
     var janitor: Task<Void, Never>? {
         get { lock.withLock { _janitor } }
         set { lock.withLock { _janitor = newValue } }
+    }
+}
+
+/// Webhook requests waiting for their attempt to become final. `changed` is called for every state change;
+/// a waiter checks the store itself, so a change between its check and its wait is never missed.
+actor CompletionWaiters {
+    private var waiting: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
+
+    func changed(_ id: String) {
+        guard let all = waiting.removeValue(forKey: id) else { return }
+        for c in all.values { c.resume() }
+    }
+
+    private func fire(_ id: String, _ key: UUID) {
+        waiting[id]?.removeValue(forKey: key)?.resume()
+        if waiting[id]?.isEmpty == true { waiting[id] = nil }
+    }
+
+    /// True once `isFinal()` holds, false when `deadline` passes first.
+    func wait(for id: String, until deadline: ContinuousClock.Instant, isFinal: @escaping @Sendable () async -> Bool) async -> Bool {
+        while ContinuousClock.now < deadline {
+            let key = UUID()
+            var tasks: [Task<Void, Never>] = []
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                // Registered before the check, so a change that lands in between still wakes this waiter.
+                waiting[id, default: [:]][key] = c
+                tasks.append(Task { if await isFinal() { await self.fire(id, key) } })
+                tasks.append(Task {
+                    try? await Task.sleep(until: deadline, clock: .continuous)
+                    await self.fire(id, key)
+                })
+            }
+            for t in tasks { t.cancel() }
+            if await isFinal() { return true }
+        }
+        return await isFinal()
     }
 }

@@ -18,8 +18,9 @@ struct QueueChannel: ChannelHandler {
     }
 
     func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
-        guard event == Wire.Event.claim else { return .error(["errors": ["event": .array([.string("unknown event \(event)")])]]) }
         guard let worker = socket.context as? WorkerIdentity else { return .error(reason: "unauthorized") }
+        if event == Wire.Event.attemptRefused { return await refused(payload, worker: worker) }
+        guard event == Wire.Event.claim else { return .error(["errors": ["event": .array([.string("unknown event \(event)")])]]) }
         guard let demand = payload["demand"]?.intValue, demand > 0, demand <= 1000 else {
             return .error(["errors": ["demand": ["must be a number from 1 to 1000"]]])
         }
@@ -56,6 +57,19 @@ struct QueueChannel: ChannelHandler {
             })
         } catch {
             return .error(["errors": ["claim": .array([.string("\(error)")])]])
+        }
+    }
+
+    /// `run:refused` `{"id", "reason"}`: the worker would not run an attempt it claimed because its token did not
+    /// verify. Only the worker that holds the claim can end it this way.
+    private func refused(_ payload: JSON, worker: WorkerIdentity) async -> ChannelReply {
+        guard let id = payload["id"]?.stringValue, !id.isEmpty else { return .error(["errors": ["id": ["can't be blank"]]]) }
+        let reason = String((payload["reason"]?.stringValue ?? "no reason given").prefix(2000))
+        do {
+            try await lightning.claimRefused(id, worker: worker.name, reason: reason)
+            return .ok([:])
+        } catch {
+            return .error(["errors": ["id": .array([.string("\(error)")])]])
         }
     }
 }

@@ -158,6 +158,21 @@ enum Migrations {
                 );
                 """)
         }
+        m.registerMigration("2026-12-02-004-compatibility-retries-limits") { db in
+            try db.execute(sql: """
+                -- Automatic retries: a retry is a new attempt of the same work order that names the one before it.
+                ALTER TABLE attempts ADD COLUMN retry_of TEXT;
+                ALTER TABLE attempts ADD COLUMN attempt_number INTEGER NOT NULL DEFAULT 1;
+                -- The per-attempt log cap (log_limit_mb), enforced as lines arrive.
+                ALTER TABLE attempts ADD COLUMN log_limit_bytes INTEGER;
+                ALTER TABLE attempts ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE attempts ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0;
+                -- The step's state.webhookResponse, for a webhook that waits on the attempt.
+                ALTER TABLE steps ADD COLUMN webhook_response TEXT;
+                CREATE INDEX attempts_work_order ON attempts(work_order_id);
+                CREATE INDEX steps_output ON steps(output_dataclip_id);
+                """)
+        }
         return m
     }
 }

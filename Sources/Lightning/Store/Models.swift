@@ -31,6 +31,36 @@ public struct CreatedWork: Sendable, Equatable {
     public var workOrderID: String
     public var attemptID: String
     public var dataclipID: String
+    /// For a webhook: whether its POST waits for the attempt (`after_completion`) and for how long.
+    public var webhookReply: WorkflowDefinition.Trigger.WebhookReply? = nil
+    public var webhookReplyTimeoutMS: Int? = nil
+}
+
+/// What a worker's `run:complete` (or Lightning's own verdict) did.
+public struct AttemptCompletion: Sendable, Equatable {
+    public var state: AttemptState
+    /// False for a resend of the completion already stored: acknowledged with no second effect.
+    public var changed: Bool
+    /// The next attempt of the same work order, when the workflow's `retries` allowed one.
+    public var retryID: String?
+}
+
+/// What `appendLogs` did with a batch.
+public struct AppendedLogs: Sendable, Equatable {
+    /// The seq of each line given, in order: for a line resent after a lost reply the seq it got the first time,
+    /// nil for a line dropped past the attempt's log limit.
+    public var seqs: [Int64?]
+    /// The lines this call stored, in seq order, Lightning's own notices included: what viewers have not seen.
+    public var stored: [LogLineRecord]
+}
+
+/// What a webhook waiting on its attempt answers with.
+public struct AttemptResult: Sendable, Equatable {
+    public var attempt: AttemptRecord
+    /// The final state's JSON bytes, when one was stored.
+    public var finalState: [UInt8]?
+    /// The last finished step's `webhook_response` (JSON text), when it sent one.
+    public var webhookResponse: String?
 }
 
 public struct ClaimedAttempt: Sendable, Equatable {
@@ -54,6 +84,10 @@ public struct AttemptRecord: Sendable, Equatable {
     public var claimedAt: Int64?
     public var startedAt: Int64?
     public var finishedAt: Int64?
+    /// 1 for a work order's first attempt, 2 for its first retry, ...
+    public var attemptNumber: Int = 1
+    /// The attempt this one retries.
+    public var retryOf: String? = nil
 }
 
 public struct StepRecord: Sendable, Equatable {
@@ -125,12 +159,27 @@ public protocol LightningStore: Sendable {
     func plan(attemptID: String) async throws -> Plan
     func dataclip(_ id: String) async throws -> [UInt8]
     func credentialIDs(attemptID: String) async throws -> Set<String>
-    func startAttempt(_ id: String, workerName: String, at: Int64) async throws
-    func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64) async throws
-    func completeStep(attemptID: String, _ step: StepComplete, outputState: [UInt8]?, at: Int64) async throws
-    func completeAttempt(_ id: String, _ complete: AttemptComplete, finalState: [UInt8]?, at: Int64) async throws -> AttemptState
+    /// Each worker event below is idempotent: a resend after a lost reply returns `false` (nothing changed).
+    @discardableResult func startAttempt(_ id: String, workerName: String, at: Int64) async throws -> Bool
+    @discardableResult func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64)
+        async throws -> Bool
+    @discardableResult func completeStep(attemptID: String, _ step: StepComplete, outputState: [UInt8]?, at: Int64)
+        async throws -> Bool
+    /// `finalState` is stored as a new dataclip unless `complete.finalDataclipID` names a step output of this
+    /// attempt, which is then reused. A resend of the stored completion (same reason) is acknowledged unchanged;
+    /// any other event for a final attempt is refused.
+    @discardableResult func completeAttempt(_ id: String, _ complete: AttemptComplete, finalState: [UInt8]?, at: Int64)
+        async throws -> AttemptCompletion
+    /// Ends a claimed attempt whose token its worker refused (`exception`, with the worker's reason).
+    func refuseClaim(_ id: String, workerName: String, reason: String, at: Int64) async throws -> AttemptCompletion
     func cancel(_ id: String, at: Int64) async throws -> AttemptState
-    func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> [Int64]
+    func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> AppendedLogs
+    func attemptResult(_ id: String) async throws -> AttemptResult
+    /// Attempts of the work order, oldest first (the retry chain).
+    func attempts(workOrderID: String) async throws -> [AttemptRecord]
+    /// Workers that hold claimed or started attempts, with when they disconnected (nil: the record says
+    /// connected, e.g. Lightning was killed while they were).
+    func workersHoldingAttempts() async throws -> [(name: String, disconnectedAt: Int64?)]
     func logs(attemptID: String, since: Int64, limit: Int) async throws -> [LogLineRecord]
     /// The attempt's highest log seq (0 when it has none).
     func lastLogSeq(attemptID: String) async throws -> Int64

@@ -27,6 +27,13 @@ public final class SQLiteStore: LightningStore {
 
     static func newID() -> String { UUID().uuidString.lowercased() }
 
+    /// The workflow definition a snapshot froze (nil when it no longer decodes).
+    static func definition(_ db: Database, snapshotID: String) throws -> WorkflowDefinition? {
+        guard let text = try String.fetchOne(db, sql: "SELECT definition FROM workflow_snapshots WHERE id = ?",
+                                             arguments: [snapshotID]) else { return nil }
+        return try? JSONDecoder().decode(WorkflowDefinition.self, from: Data(text.utf8))
+    }
+
     // MARK: Workflows
 
     public func applyWorkflow(_ definition: WorkflowDefinition) async throws -> AppliedWorkflow {
@@ -163,10 +170,12 @@ public final class SQLiteStore: LightningStore {
         let now = Timestamp.nowMicros()
         return try await pool.write { db in
             let (workflowID, snapshotID, triggerID) = try find(db)
-            let definition = try String.fetchOne(db, sql: "SELECT definition FROM workflow_snapshots WHERE id = ?",
-                                                 arguments: [snapshotID]) ?? "{}"
-            let timeout = (try? JSONDecoder().decode(WorkflowDefinition.self, from: Data(definition.utf8)))?.planOptions.runTimeoutMS
-                ?? Wire.defaultRunTimeoutMS
+            let definition = try Self.definition(db, snapshotID: snapshotID)
+            let options = definition?.planOptions ?? Plan.Options()
+            var trigger: WorkflowDefinition.Trigger?
+            if let triggerID, let name = try String.fetchOne(db, sql: "SELECT name FROM triggers WHERE id = ?", arguments: [triggerID]) {
+                trigger = definition?.triggers.first { $0.name == name }
+            }
             let dataclipID = Self.newID(), workOrderID = Self.newID(), attemptID = Self.newID()
             try db.execute(sql: "INSERT INTO dataclips (id, type, body, inserted_at) VALUES (?, 'http_request', ?, ?)",
                            arguments: [dataclipID, Data(input), now])
@@ -174,10 +183,13 @@ public final class SQLiteStore: LightningStore {
                 INSERT INTO work_orders (id, workflow_id, snapshot_id, trigger_id, dataclip_id, inserted_at) VALUES (?, ?, ?, ?, ?, ?)
                 """, arguments: [workOrderID, workflowID, snapshotID, triggerID, dataclipID, now])
             try db.execute(sql: """
-                INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms, inserted_at)
-                VALUES (?, ?, ?, ?, ?, 'available', ?, ?)
-                """, arguments: [attemptID, workOrderID, workflowID, snapshotID, dataclipID, timeout, now])
-            return CreatedWork(workOrderID: workOrderID, attemptID: attemptID, dataclipID: dataclipID)
+                INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms,
+                    log_limit_bytes, inserted_at)
+                VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?)
+                """, arguments: [attemptID, workOrderID, workflowID, snapshotID, dataclipID, options.runTimeoutMS,
+                                 Int64(options.logLimitMB) * 1_000_000, now])
+            return CreatedWork(workOrderID: workOrderID, attemptID: attemptID, dataclipID: dataclipID,
+                               webhookReply: trigger?.webhookReply, webhookReplyTimeoutMS: trigger?.webhookReplyTimeoutMS)
         }
     }
 
@@ -247,7 +259,8 @@ public final class SQLiteStore: LightningStore {
             state: AttemptState(rawValue: row["state"]) ?? .available, reason: row["reason"], errorType: row["error_type"],
             errorMessage: row["error_message"], workerName: row["worker_name"], finalDataclipID: row["final_dataclip_id"],
             runTimeoutMS: row["run_timeout_ms"], insertedAt: row["inserted_at"], claimedAt: row["claimed_at"],
-            startedAt: row["started_at"], finishedAt: row["finished_at"])
+            startedAt: row["started_at"], finishedAt: row["finished_at"], attemptNumber: row["attempt_number"] ?? 1,
+            retryOf: row["retry_of"])
     }
 
     static let attemptColumns = "a.*, w.name AS workflow_name FROM attempts a JOIN workflows w ON w.id = a.workflow_id"
@@ -257,6 +270,13 @@ public final class SQLiteStore: LightningStore {
             try Row.fetchOne(db, sql: "SELECT \(Self.attemptColumns) WHERE a.id = ?", arguments: [id])
         }) else { throw StoreError.notFound("no attempt \(id)") }
         return Self.attempt(from: row)
+    }
+
+    public func attempts(workOrderID: String) async throws -> [AttemptRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT \(Self.attemptColumns) WHERE a.work_order_id = ? ORDER BY a.seq", arguments: [workOrderID])
+                .map(Self.attempt(from:))
+        }
     }
 
     public func attempts(state: AttemptState?, limit: Int) async throws -> [AttemptRecord] {
@@ -328,34 +348,40 @@ public final class SQLiteStore: LightningStore {
         return state
     }
 
-    public func startAttempt(_ id: String, workerName: String, at: Int64) async throws {
+    @discardableResult public func startAttempt(_ id: String, workerName: String, at: Int64) async throws -> Bool {
         try await pool.write { db in
             let state = try Self.live(db, id, worker: workerName)
             guard state == .claimed || state == .started else {
                 throw StoreError.conflict("attempt \(id) is \(state.rawValue), not claimed")
             }
-            try db.execute(sql: "UPDATE attempts SET state = 'started', started_at = COALESCE(started_at, ?) WHERE id = ?",
-                           arguments: [at, id])
+            if state == .started { return false }  // a resend
+            try db.execute(sql: "UPDATE attempts SET state = 'started', started_at = ? WHERE id = ?", arguments: [at, id])
+            return true
         }
     }
 
-    public func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64) async throws {
+    @discardableResult public func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64) async throws -> Bool {
         try await pool.write { db in
             let state = try Self.live(db, attemptID)
             guard state == .started else { throw StoreError.conflict("attempt \(attemptID) has not started") }
-            // A replayed step:start (after a reconnect) is accepted once.
+            if let owner = try String.fetchOne(db, sql: "SELECT attempt_id FROM steps WHERE id = ?", arguments: [stepID]) {
+                guard owner == attemptID else { throw StoreError.conflict("step \(stepID) belongs to another attempt") }
+                return false  // a resend
+            }
             try db.execute(sql: """
-                INSERT OR IGNORE INTO steps (id, attempt_id, job_id, input_dataclip_id, started_at) VALUES (?, ?, ?, ?, ?)
+                INSERT INTO steps (id, attempt_id, job_id, input_dataclip_id, started_at) VALUES (?, ?, ?, ?, ?)
                 """, arguments: [stepID, attemptID, jobID, inputDataclipID, at])
+            return true
         }
     }
 
-    public func completeStep(attemptID: String, _ step: StepComplete, outputState: [UInt8]?, at: Int64) async throws {
+    @discardableResult public func completeStep(attemptID: String, _ step: StepComplete, outputState: [UInt8]?, at: Int64) async throws -> Bool {
         try await pool.write { db in
             _ = try Self.live(db, attemptID)
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM steps WHERE id = ? AND attempt_id = ?",
-                                    arguments: [step.stepID, attemptID]) == true
+            guard let row = try Row.fetchOne(db, sql: "SELECT finished_at FROM steps WHERE id = ? AND attempt_id = ?",
+                                             arguments: [step.stepID, attemptID])
             else { throw StoreError.notFound("no step \(step.stepID) in attempt \(attemptID)") }
+            if (row["finished_at"] as Int64?) != nil { return false }  // a resend
             var outputID = step.outputDataclipID
             if let outputState {
                 outputID = outputID ?? Self.newID()
@@ -364,19 +390,33 @@ public final class SQLiteStore: LightningStore {
             }
             try db.execute(sql: """
                 UPDATE steps SET output_dataclip_id = ?, reason = ?, error_type = ?, error_message = ?, duration_ms = ?,
-                    mem_job = ?, mem_system = ?, finished_at = ? WHERE id = ?
+                    mem_job = ?, mem_system = ?, webhook_response = ?, finished_at = ? WHERE id = ?
                 """, arguments: [outputState == nil ? nil : outputID, step.reason.rawValue, step.errorType, step.errorMessage,
-                                 step.duration, step.mem.job, step.mem.system, at, step.stepID])
+                                 step.duration, step.mem?.job, step.mem?.system, step.webhookResponse?.text, at, step.stepID])
+            return true
         }
     }
 
-    public func completeAttempt(_ id: String, _ complete: AttemptComplete, finalState: [UInt8]?, at: Int64) async throws
-        -> AttemptState
+    @discardableResult public func completeAttempt(_ id: String, _ complete: AttemptComplete, finalState: [UInt8]?, at: Int64) async throws
+        -> AttemptCompletion
     {
         try await pool.write { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT state, reason FROM attempts WHERE id = ?", arguments: [id]),
+                let state = AttemptState(rawValue: row["state"]), state.isFinal, (row["reason"] as String?) == complete.reason.rawValue
+            {
+                // The same completion again (its reply was lost): acknowledged, nothing changes.
+                return AttemptCompletion(state: state, changed: false, retryID: nil)
+            }
             _ = try Self.live(db, id)
-            var finalID = complete.finalDataclipID
-            if let finalState {
+            // A single leaf's output dataclip is the final state itself: reuse it rather than store it twice.
+            var finalID: String? = nil
+            if let candidate = complete.finalDataclipID,
+                try Bool.fetchOne(db, sql: """
+                    SELECT 1 FROM steps s JOIN dataclips d ON d.id = s.output_dataclip_id WHERE s.attempt_id = ? AND s.output_dataclip_id = ?
+                    """, arguments: [id, candidate]) == true
+            {
+                finalID = candidate
+            } else if let finalState {
                 finalID = Self.newID()
                 try db.execute(sql: "INSERT INTO dataclips (id, type, body, inserted_at) VALUES (?, 'final_state', ?, ?)",
                                arguments: [finalID, Data(finalState), at])
@@ -386,7 +426,85 @@ public final class SQLiteStore: LightningStore {
                 UPDATE attempts SET state = ?, reason = ?, error_type = ?, error_message = ?, final_dataclip_id = ?, finished_at = ?
                 WHERE id = ?
                 """, arguments: [state.rawValue, complete.reason.rawValue, complete.errorType, complete.errorMessage, finalID, at, id])
-            return state
+            try Self.addLimitNotice(db, id, at: at)
+            let retry = complete.reason == .exception
+                ? try Self.retryIfAllowed(db, id, reason: complete.reason, why: complete.errorMessage ?? complete.errorType ?? "", at: at)
+                : nil
+            return AttemptCompletion(state: state, changed: true, retryID: retry)
+        }
+    }
+
+    public func refuseClaim(_ id: String, workerName: String, reason: String, at: Int64) async throws -> AttemptCompletion {
+        try await pool.write { db in
+            let state = try Self.live(db, id, worker: workerName)
+            guard state == .claimed else { throw StoreError.conflict("attempt \(id) is \(state.rawValue), not claimed") }
+            let message = "the worker \(workerName) refused the attempt token: \(reason)"
+            try db.execute(sql: """
+                UPDATE attempts SET state = 'exception', reason = 'exception', error_type = ?, error_message = ?, finished_at = ?
+                WHERE id = ?
+                """, arguments: [ErrorType.tokenRefused, message, at, id])
+            let retry = try Self.retryIfAllowed(db, id, reason: .exception, why: message, at: at)
+            return AttemptCompletion(state: .exception, changed: true, retryID: retry)
+        }
+    }
+
+    /// After attempt `id` ended `lost` or `exception` (a platform fault, not the job's): a new attempt of the same
+    /// work order when the workflow's `retries` allows one more, with a first log line that says why.
+    static func retryIfAllowed(_ db: Database, _ id: String, reason: ExitReason, why: String, at: Int64) throws -> String? {
+        guard let a = try Row.fetchOne(db, sql: "SELECT * FROM attempts WHERE id = ?", arguments: [id]) else { return nil }
+        let retries = try definition(db, snapshotID: a["snapshot_id"])?.options.retries ?? 0
+        let number: Int = a["attempt_number"] ?? 1
+        guard number <= retries else { return nil }
+        let newID = Self.newID()
+        try db.execute(sql: """
+            INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms, log_limit_bytes,
+                retry_of, attempt_number, inserted_at)
+            VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?)
+            """, arguments: [newID, a["work_order_id"], a["workflow_id"], a["snapshot_id"], a["dataclip_id"], a["run_timeout_ms"],
+                             a["log_limit_bytes"], id, number + 1, at])
+        let note = "retry \(number) of \(retries): attempt \(id) ended \(reason.rawValue)" + (why.isEmpty ? "" : " (\(why))")
+        try db.execute(sql: """
+            INSERT INTO log_lines (attempt_id, seq, level, source, message, timestamp) VALUES (?, 1, 'warn', ?, ?, ?)
+            """, arguments: [newID, LogSource.lightning, note, at])
+        return newID
+    }
+
+    /// The notice that says how many lines Lightning dropped past the attempt's log limit, once it is final.
+    static func addLimitNotice(_ db: Database, _ id: String, at: Int64) throws {
+        guard let row = try Row.fetchOne(db, sql: "SELECT log_dropped, log_limit_bytes FROM attempts WHERE id = ?", arguments: [id]),
+            let dropped: Int64 = row["log_dropped"], dropped > 0
+        else { return }
+        let seq = (try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM log_lines WHERE attempt_id = ?", arguments: [id]) ?? 0) + 1
+        let limit: Int64 = row["log_limit_bytes"] ?? Int64(Wire.defaultLogLimitMB) * 1_000_000
+        try db.execute(sql: """
+            INSERT INTO log_lines (attempt_id, seq, level, source, message, timestamp) VALUES (?, ?, 'warn', ?, ?, ?)
+            """, arguments: [id, seq, LogSource.lightning,
+                             "\(dropped) log lines were dropped: this attempt went over its log limit of \(limit / 1_000_000) MB", at])
+    }
+
+    public func attemptResult(_ id: String) async throws -> AttemptResult {
+        try await pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT \(Self.attemptColumns) WHERE a.id = ?", arguments: [id]) else {
+                throw StoreError.notFound("no attempt \(id)")
+            }
+            let a = Self.attempt(from: row)
+            let state = try a.finalDataclipID.flatMap {
+                try Data.fetchOne(db, sql: "SELECT body FROM dataclips WHERE id = ?", arguments: [$0]).map(Array.init)
+            }
+            let response = try String.fetchOne(db, sql: """
+                SELECT webhook_response FROM steps WHERE attempt_id = ? AND webhook_response IS NOT NULL
+                ORDER BY finished_at DESC, rowid DESC LIMIT 1
+                """, arguments: [id])
+            return AttemptResult(attempt: a, finalState: state, webhookResponse: response)
+        }
+    }
+
+    public func workersHoldingAttempts() async throws -> [(name: String, disconnectedAt: Int64?)] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT DISTINCT a.worker_name AS name, w.disconnected_at FROM attempts a LEFT JOIN workers w ON w.name = a.worker_name
+                WHERE a.state IN ('claimed', 'started') AND a.worker_name IS NOT NULL ORDER BY a.worker_name
+                """).map { (name: $0["name"], disconnectedAt: $0["disconnected_at"]) }
         }
     }
 
@@ -406,8 +524,8 @@ public final class SQLiteStore: LightningStore {
 
     // MARK: Logs
 
-    public func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> [Int64] {
-        guard !lines.isEmpty else { return [] }
+    public func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> AppendedLogs {
+        guard !lines.isEmpty else { return AppendedLogs(seqs: [], stored: []) }
         return try await logWriter.append(attemptID: attemptID, lines)
     }
 
@@ -482,6 +600,8 @@ public final class SQLiteStore: LightningStore {
                 try db.execute(sql: """
                     UPDATE steps SET reason = 'lost', error_type = ?, finished_at = ? WHERE attempt_id = ? AND finished_at IS NULL
                     """, arguments: [errorType, now, id])
+                try Self.addLimitNotice(db, id, at: now)
+                _ = try Self.retryIfAllowed(db, id, reason: .lost, why: errorType, at: now)
             }
             return ids.sorted()
         }
@@ -492,12 +612,12 @@ public final class SQLiteStore: LightningStore {
 /// next transaction, so heavy logging costs one fsync per batch of batches, not one per line.
 actor LogWriter {
     private let pool: DatabasePool
-    private var pending: [(attemptID: String, lines: [NewLogLine], done: CheckedContinuation<[Int64], any Error>)] = []
+    private var pending: [(attemptID: String, lines: [NewLogLine], done: CheckedContinuation<AppendedLogs, any Error>)] = []
     private var writing = false
 
     init(pool: DatabasePool) { self.pool = pool }
 
-    func append(attemptID: String, _ lines: [NewLogLine]) async throws -> [Int64] {
+    func append(attemptID: String, _ lines: [NewLogLine]) async throws -> AppendedLogs {
         try await withCheckedThrowingContinuation { c in
             pending.append((attemptID, lines, c))
             if !writing {
@@ -526,14 +646,21 @@ actor LogWriter {
     }
 
     /// Inserts one request's lines after the attempt's last seq. A refused request (unknown or final attempt)
-    /// is a failed result, so it cannot fail the others in the same transaction.
-    private static func insert(_ db: Database, attemptID: String, lines: [NewLogLine]) throws -> Result<[Int64], any Error> {
-        guard let state = try String.fetchOne(db, sql: "SELECT state FROM attempts WHERE id = ?", arguments: [attemptID]) else {
+    /// is a failed result, so it cannot fail the others in the same transaction. Lines past the attempt's log
+    /// limit are dropped (counted; the first one dropped leaves a notice), whatever the worker does.
+    private static func insert(_ db: Database, attemptID: String, lines: [NewLogLine]) throws -> Result<AppendedLogs, any Error> {
+        guard let attempt = try Row.fetchOne(db, sql: """
+            SELECT state, log_bytes, log_limit_bytes, log_dropped FROM attempts WHERE id = ?
+            """, arguments: [attemptID]) else {
             return .failure(StoreError.notFound("no attempt \(attemptID)"))
         }
+        let state: String = attempt["state"]
         if AttemptState(rawValue: state)?.isFinal == true {
             return .failure(StoreError.conflict("attempt \(attemptID) is \(state); its log lines are refused"))
         }
+        var logBytes: Int64 = attempt["log_bytes"] ?? 0
+        var dropped: Int64 = attempt["log_dropped"] ?? 0
+        let limit: Int64 = attempt["log_limit_bytes"] ?? Int64(Wire.defaultLogLimitMB) * 1_000_000
         // The attempt's last line gives both the next seq and the worker's high-water mark; lines are stored in
         // the worker's order, so every worker_seq at or below the mark is already stored (a resent batch).
         let last = try Row.fetchOne(db, sql: """
@@ -543,7 +670,7 @@ actor LogWriter {
         var highWater: Int64 = last?["worker_seq"] ?? 0
         // Seqs of lines resent (after a lost reply), read in one pass backwards over the attempt's last lines
         // instead of one scan per line.
-        var stored: [Int64: Int64] = [:]
+        var seen: [Int64: Int64] = [:]
         if let lowest = lines.lazy.compactMap(\.workerSeq).filter({ $0 <= highWater }).min() {
             let tail = try Row.fetchCursor(db, sql: """
                 SELECT seq, worker_seq FROM log_lines WHERE attempt_id = ? ORDER BY seq DESC
@@ -551,28 +678,52 @@ actor LogWriter {
             while let row = try tail.next() {
                 guard let w: Int64 = row["worker_seq"] else { continue }
                 if w < lowest { break }
-                stored[w] = row["seq"]
+                seen[w] = row["seq"]
             }
         }
-        var assigned: [Int64] = []
-        assigned.reserveCapacity(lines.count)
+        var seqs: [Int64?] = []
+        seqs.reserveCapacity(lines.count)
+        var stored: [LogLineRecord] = []
+        stored.reserveCapacity(lines.count)
         // Prepared once per connection and reused: parsing the SQL per row was most of the cost of a large batch.
         let insert = try db.cachedStatement(sql: """
             INSERT INTO log_lines (attempt_id, seq, step_id, level, source, message, timestamp, worker_seq)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """)
+        func store(_ line: NewLogLine) throws {
+            seq += 1
+            try Self.bindAndStep(insert, db, attemptID, seq, line)
+            stored.append(LogLineRecord(attemptID: attemptID, seq: seq, stepID: line.stepID, level: line.level, source: line.source,
+                                        message: line.message, timestamp: line.timestamp))
+        }
+        let startBytes = logBytes, startDropped = dropped
         for line in lines {
             if let w = line.workerSeq, w <= highWater {
                 // Already stored: answer with the seq it got the first time.
-                if let existing = stored[w] { assigned.append(existing) }
+                seqs.append(seen[w])
                 continue
             }
-            seq += 1
-            try Self.bindAndStep(insert, db, attemptID, seq, line)
             if let w = line.workerSeq { highWater = w }
-            assigned.append(seq)
+            let size = Int64(line.message.utf8.count)
+            if dropped > 0 || logBytes + size > limit {
+                if dropped == 0 {
+                    try store(NewLogLine(stepID: line.stepID, level: "warn", source: LogSource.lightning,
+                                         message: "this attempt reached its log limit of \(limit / 1_000_000) MB: further lines are dropped",
+                                         timestamp: line.timestamp))
+                }
+                dropped += 1
+                seqs.append(nil)
+                continue
+            }
+            logBytes += size
+            try store(line)
+            seqs.append(seq)
         }
-        return .success(assigned)
+        if logBytes != startBytes || dropped != startDropped {
+            try db.cachedStatement(sql: "UPDATE attempts SET log_bytes = ?, log_dropped = ? WHERE id = ?")
+                .execute(arguments: [logBytes, dropped, attemptID])
+        }
+        return .success(AppendedLogs(seqs: seqs, stored: stored))
     }
 
     /// One row through SQLite's C API: GRDB's argument conversion cost more than the insert itself.

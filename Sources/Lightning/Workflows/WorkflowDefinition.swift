@@ -25,6 +25,30 @@ public struct WorkflowDefinition: Codable, Sendable, Equatable {
         public var path: String?
         /// Cron expression (5 fields, UTC).
         public var cron: String?
+        /// Webhooks only: `before_start` (the default) answers the POST at once with the work order and attempt
+        /// ids; `after_completion` holds it until the attempt is final and answers with the step's
+        /// `state.webhookResponse` or the final state, as Lightning's synchronous webhooks do.
+        public var webhookReply: WebhookReply?
+        /// With `after_completion`: how long the POST may wait, in ms (default 30,000).
+        public var webhookReplyTimeoutMS: Int?
+
+        public enum WebhookReply: String, Codable, Sendable { case beforeStart = "before_start", afterCompletion = "after_completion" }
+
+        enum CodingKeys: String, CodingKey {
+            case name, type, path, cron
+            case webhookReply = "webhook_reply"
+            case webhookReplyTimeoutMS = "webhook_reply_timeout_ms"
+        }
+
+        public init(name: String, type: Kind, path: String? = nil, cron: String? = nil, webhookReply: WebhookReply? = nil,
+                    webhookReplyTimeoutMS: Int? = nil) {
+            self.name = name
+            self.type = type
+            self.path = path
+            self.cron = cron
+            self.webhookReply = webhookReply
+            self.webhookReplyTimeoutMS = webhookReplyTimeoutMS
+        }
     }
 
     public struct Edge: Codable, Sendable, Equatable {
@@ -59,6 +83,11 @@ public struct WorkflowDefinition: Codable, Sendable, Equatable {
         public var outputDataclips: Bool?
         public var payloadLimitMB: Int?
         public var logPayloadLimitMB: Int?
+        /// All the log output of one attempt, in MB (default 100).
+        public var logLimitMB: Int?
+        /// An attempt that ends `lost` or `exception` (a platform fault) is tried again this many times, each
+        /// time as a new attempt of the same work order (default 0).
+        public var retries: Int?
 
         public init() {}
         enum CodingKeys: String, CodingKey {
@@ -68,6 +97,8 @@ public struct WorkflowDefinition: Codable, Sendable, Equatable {
             case outputDataclips = "output_dataclips"
             case payloadLimitMB = "payload_limit_mb"
             case logPayloadLimitMB = "log_payload_limit_mb"
+            case logLimitMB = "log_limit_mb"
+            case retries
         }
     }
 
@@ -96,7 +127,7 @@ public struct WorkflowDefinition: Codable, Sendable, Equatable {
         return Plan.Options(
             runTimeoutMS: options.runTimeoutMS ?? d.runTimeoutMS, runMemoryLimitMB: options.runMemoryLimitMB ?? d.runMemoryLimitMB,
             outputDataclips: options.outputDataclips ?? d.outputDataclips, payloadLimitMB: options.payloadLimitMB ?? d.payloadLimitMB,
-            logPayloadLimitMB: options.logPayloadLimitMB ?? d.logPayloadLimitMB)
+            logPayloadLimitMB: options.logPayloadLimitMB ?? d.logPayloadLimitMB, logLimitMB: options.logLimitMB ?? d.logLimitMB)
     }
 }
 
@@ -180,6 +211,14 @@ extension WorkflowDefinition {
         if let c = options.concurrency, c < 1 { problems.append("options.concurrency must be at least 1") }
         if let t = options.runTimeoutMS, t < 1 { problems.append("options.run_timeout_ms must be positive") }
         if let m = options.runMemoryLimitMB, m < 1 { problems.append("options.run_memory_limit_mb must be positive") }
+        if let l = options.logLimitMB, l < 1 { problems.append("options.log_limit_mb must be positive") }
+        if let r = options.retries, r < 0 || r > 10 { problems.append("options.retries must be from 0 to 10") }
+        for trigger in triggers where trigger.webhookReply != nil || trigger.webhookReplyTimeoutMS != nil {
+            if trigger.type != .webhook { problems.append("trigger \"\(trigger.name)\": webhook_reply is for webhook triggers") }
+            if let t = trigger.webhookReplyTimeoutMS, t < 1 || t > 600_000 {
+                problems.append("trigger \"\(trigger.name)\": webhook_reply_timeout_ms must be from 1 to 600000")
+            }
+        }
         if let cycle = findCycle() { problems.append("the edges form a cycle: \(cycle.joined(separator: " -> "))") }
         if problems.isEmpty, startingJob == nil { problems.append("no job to start from") }
         if !problems.isEmpty { throw WorkflowValidationError(problems: problems) }

@@ -17,6 +17,11 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownTimeout: Duration = .seconds(30)
     public var reconnectBase: Duration = .seconds(1)
     public var reconnectCap: Duration = .seconds(60)
+    /// How long a claimed attempt keeps trying to join `run:<id>` when the connection drops before the join is
+    /// answered (Lightning restarting): within Lightning's grace period (30 s by default) it is not lost.
+    public var attemptJoinWindow: Duration = .seconds(60)
+    /// `GET /livez` stays 200 this long after the connection to Lightning was lost (reconnecting), then 503.
+    public var livezGrace: Duration = .seconds(60)
 
     public init(lightningURL: String, name: String, workerSecret: String, lightningPublicKey: JWTKey?, workRoot: String) {
         self.lightningURL = lightningURL
@@ -50,6 +55,7 @@ public enum WorkerError: Error, CustomStringConvertible {
 /// The worker: connects outbound to Lightning, claims attempts while it has free slots, and runs each one.
 public final class Worker: @unchecked Sendable {
     public let configuration: WorkerConfiguration
+    public let metrics = WorkerMetrics()
     let runner: any StepRunning
     let logger: Logger
     let client: ChannelClient
@@ -63,6 +69,9 @@ public final class Worker: @unchecked Sendable {
     private var drained = false
     /// Attempts whose run:<id> Lightning refused to rejoin: their events can no longer be delivered.
     private var abandoned: Set<String> = []
+    /// Since when there is no connection (nil while connected); from the start until the first connect.
+    private var disconnectedSince: ContinuousClock.Instant? = .now
+    private var everConnected = false
 
     public init(configuration: WorkerConfiguration, runner: any StepRunning, logger: Logger = Logger(label: "runtime-worker")) throws {
         self.configuration = configuration
@@ -81,6 +90,25 @@ public final class Worker: @unchecked Sendable {
     }
 
     var freeSlots: Int { lock.withLock { draining ? 0 : configuration.capacity - running.count } }
+
+    /// What `GET /livez` says: live while connected, or reconnecting for less than `livezGrace`; not once
+    /// Lightning refused our token.
+    public struct Health: Sendable, Equatable {
+        public var live: Bool
+        public var detail: String
+    }
+
+    public var health: Health {
+        lock.withLock {
+            if let status = authFailure { return Health(live: false, detail: "Lightning refused this worker's token (HTTP \(status))") }
+            guard let since = disconnectedSince else { return Health(live: true, detail: draining ? "connected, draining" : "connected") }
+            let gone = ContinuousClock.now - since
+            let seconds = Int(gone.components.seconds)
+            return gone < configuration.livezGrace
+                ? Health(live: true, detail: everConnected ? "reconnecting for \(seconds) s" : "connecting for \(seconds) s")
+                : Health(live: false, detail: "no connection to Lightning for \(seconds) s")
+        }
+    }
     public var runningAttempts: Int { lock.withLock { running.count } }
 
     /// Runs until `stop()`; throws when Lightning refuses our credentials.
@@ -94,10 +122,18 @@ public final class Worker: @unchecked Sendable {
                 switch event {
                 case .connected:
                     logger.info("connected to Lightning", metadata: ["url": "\(configuration.socketURL)"])
+                    let again = lock.withLock {
+                        defer { everConnected = true; disconnectedSince = nil }
+                        return everConnected
+                    }
+                    if again { metrics.reconnects.increment() }
+                    metrics.connected.record(1)
                     // After a reconnect the client rejoins worker:queue itself.
                     if !lock.withLock({ queueRegistered }) { Task { await joinQueue() } }
                 case .disconnected(let reason):
                     logger.warning("lost the connection to Lightning; reconnecting", metadata: ["reason": "\(reason)"])
+                    lock.withLock { if disconnectedSince == nil { disconnectedSince = .now } }
+                    metrics.connected.record(0)
                 case .authenticationFailed(let status):
                     logger.error("\(WorkerError.authenticationRefused(status).description)")
                     lock.withLock { authFailure = status }
@@ -185,16 +221,21 @@ public final class Worker: @unchecked Sendable {
             guard let id = run["id"]?.stringValue, let token = run["token"]?.stringValue else { continue }
             do { try Self.checkAttemptToken(token, attemptID: id, key: configuration.lightningPublicKey) } catch {
                 logger.error("refusing an attempt whose token does not verify", metadata: ["attempt.id": "\(id)", "error": "\(error)"])
+                metrics.tokensRefused.increment()
+                Task { await refuse(id, reason: "\(error)") }
                 continue
             }
             let control = AttemptControl()
             lock.withLock { running[id] = control }
+            metrics.running.record(runningAttempts)
+            let claimedAt = ContinuousClock.now
             let task = Task { [self] in
-                await runAttempt(id: id, token: token, control: control)
+                await runAttempt(id: id, token: token, control: control, claimedAt: claimedAt)
                 lock.withLock {
                     running[id] = nil
                     tasks[id] = nil
                 }
+                metrics.running.record(runningAttempts)
                 wake()
             }
             lock.withLock { tasks[id] = task }
@@ -210,39 +251,100 @@ public final class Worker: @unchecked Sendable {
         _ = try AttemptTokenClaims.verify(token, key: key, attemptID: attemptID)
     }
 
+    /// Tells Lightning that this worker will not run a claimed attempt (our extension): it ends the attempt at
+    /// once instead of leaving it claimed until the timeout. OpenFn's Lightning answers "unknown event", which
+    /// changes nothing.
+    private func refuse(_ id: String, reason: String) async {
+        do {
+            let r = try await client.push(topic: Wire.Topic.queue, event: Wire.Event.attemptRefused,
+                                          payload: ["id": .string(id), "reason": .string("attempt token refused: \(reason)")])
+            if !r.isOK { logger.notice("Lightning did not take the refusal", metadata: ["attempt.id": "\(id)", "response": "\(r.response.text)"]) }
+        } catch {
+            logger.warning("could not tell Lightning of the refusal", metadata: ["attempt.id": "\(id)", "error": "\(error)"])
+        }
+    }
+
     func cancelAttempt(_ id: String, reason: String) {
         lock.withLock { running[id] }?.cancel(reason: reason)
     }
 
-    private func runAttempt(id: String, token: String, control: AttemptControl) async {
+    private func runAttempt(id: String, token: String, control: AttemptControl, claimedAt: ContinuousClock.Instant) async {
         let topic = Wire.Topic.attempt(id)
         let log = logger.with(["attempt.id": "\(id)"])
+        var sink = ChannelEventSink(client: client, topic: topic)
+        sink.isAbandoned = { [weak self] in self?.lock.withLock { self?.abandoned.contains(id) } ?? true }
         do {
-            try await client.join(topic: topic, payload: { ["token": .string(token)] }, onMessage: { [weak self] m in
-                if m.event == Wire.Event.cancel {
-                    self?.cancelAttempt(id, reason: m.payload.json?["reason"]?.stringValue ?? "cancelled by Lightning")
-                }
-            })
-            var sink = ChannelEventSink(client: client, topic: topic)
-            sink.isAbandoned = { [weak self] in self?.lock.withLock { self?.abandoned.contains(id) } ?? true }
-            let planReply = try await sink.send(Wire.Event.fetchPlan, [:])
-            let plan = try planReply.response.decode(Plan.self)
-            let input = try await sink.send(Wire.Event.fetchDataclip, ["id": .string(plan.dataclipID)]).binary ?? Array("{}".utf8)
-            var credentials: [String: [UInt8]] = [:]
-            for credentialID in Set(plan.jobs.compactMap(\.credentialID)) {
-                let r = try await sink.send(Wire.Event.fetchCredential, ["id": .string(credentialID)])
-                if r.isOK { credentials[credentialID] = r.response.encoded() }
-            }
-            log.info("running attempt", metadata: ["steps.planned": "\(plan.jobs.count)"])
-            let executor = AttemptExecutor(attemptID: id, plan: plan, input: input, credentials: credentials, runner: runner,
-                                           events: sink, workRoot: configuration.workRoot, control: control, logger: log)
+            try await joinAttempt(topic: topic, token: token, id: id, log: log)
+        } catch {
+            log.error("could not join the attempt's channel; it is not run", metadata: ["error": "\(error)"])
+            await client.leave(topic: topic)
+            return
+        }
+        do {
+            let checkout = try await AttemptCheckout.fetch(plan: { try await sink.send(Wire.Event.fetchPlan, [:]) },
+                                                           send: { try await sink.send($0, $1) })
+            log.info("running attempt", metadata: ["steps.planned": "\(checkout.plan.jobs.count)"])
+            var executor = AttemptExecutor(attemptID: id, plan: checkout.plan, input: checkout.input,
+                                           credentials: checkout.credentials, credentialErrors: checkout.credentialErrors,
+                                           runner: runner, events: sink, workRoot: configuration.workRoot, control: control, logger: log)
+            executor.metrics = metrics
+            metrics.record(metrics.claimToStart, ContinuousClock.now - claimedAt)
             let result = try await executor.run()
+            metrics.attemptFinished(result.reason.rawValue)
             log.info("attempt finished", metadata: ["reason": "\(result.reason.rawValue)"])
+        } catch let failure as CheckoutFailure {
+            // The attempt cannot run: it still ends, with a run:complete that says why.
+            log.error("attempt could not be checked out", metadata: ["error": "\(failure.message)"])
+            metrics.attemptFinished(failure.complete.reason.rawValue)
+            await endEarly(sink, failure.complete, log: log)
+        } catch WorkerError.attemptAbandoned(let t) {
+            log.error("attempt abandoned", metadata: ["topic": "\(t)"])
         } catch {
             log.error("attempt failed in the worker", metadata: ["error": "\(error)"])
+            await endEarly(sink, AttemptComplete(reason: .exception, errorType: ErrorType.crash,
+                                                 errorMessage: "the worker failed while running the attempt: \(error)"), log: log)
         }
         await client.leave(topic: topic)
         lock.withLock { _ = abandoned.remove(id) }
+    }
+
+    /// Joins `run:<id>`, trying again while the connection is down (Lightning restarting after it answered our
+    /// claim) for up to `attemptJoinWindow`. A refusal is final.
+    private func joinAttempt(topic: String, token: String, id: String, log: Logger) async throws {
+        let deadline = ContinuousClock.now + configuration.attemptJoinWindow
+        var pause: Duration = .milliseconds(100)
+        while true {
+            do {
+                try await client.join(topic: topic, payload: { ["token": .string(token)] }, onMessage: { [weak self] m in
+                    if m.event == Wire.Event.cancel {
+                        self?.cancelAttempt(id, reason: m.payload.json?["reason"]?.stringValue ?? "cancelled by Lightning")
+                    }
+                })
+                return
+            } catch ChannelError.joinRefused(let response) {
+                throw ChannelError.joinRefused(response)
+            } catch {
+                // The client's own rejoin after a reconnect may have completed the join meanwhile.
+                if client.isJoined(topic) { return }
+                guard ContinuousClock.now + pause < deadline else { throw error }
+                log.notice("joining the attempt's channel failed; trying again", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(2))
+            }
+        }
+    }
+
+    /// Ends an attempt that could not run (or broke between steps) with `run:start` (a resend changes nothing)
+    /// and a `run:complete` that says why.
+    private func endEarly(_ sink: ChannelEventSink, _ complete: AttemptComplete, log: Logger) async {
+        do {
+            _ = try await sink.send(Wire.Event.attemptStart, ["versions": ["runtime-worker": .string(RuntimeVersion.current)],
+                                                              "timestamp": .string(Timestamp.now())])
+            let r = try await sink.send(Wire.Event.attemptComplete, complete.wire)
+            if !r.isOK { log.error("Lightning refused the run:complete", metadata: ["response": "\(r.response.text)"]) }
+        } catch {
+            log.error("could not end the attempt", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Stops claiming, lets running attempts finish up to the shutdown timeout, then stops them.
@@ -261,6 +363,74 @@ public final class Worker: @unchecked Sendable {
         for t in lock.withLock({ Array(tasks.values) }) { await t.value }
         client.close()
         lock.withLock { drained = true }
+    }
+}
+
+/// Why an attempt could not be checked out: it ends with this `run:complete`.
+struct CheckoutFailure: Error {
+    var complete: AttemptComplete
+    var message: String { complete.errorMessage ?? "" }
+    init(_ errorType: String, _ message: String) {
+        complete = AttemptComplete(reason: .exception, errorType: errorType, errorMessage: message)
+    }
+}
+
+/// Everything an attempt needs before its first step (PROTOCOL.md 5): the plan, its input dataclip (a binary
+/// reply holding a JSON object) and its credentials. A plan or dataclip that cannot be loaded is a
+/// `CheckoutFailure`; a credential that cannot be loaded fails only the jobs that use it, with the reason.
+struct AttemptCheckout {
+    var plan: Plan
+    var input: [UInt8]
+    var credentials: [String: [UInt8]] = [:]
+    var credentialErrors: [String: String] = [:]
+
+    static func fetch(plan fetchPlan: () async throws -> ChannelClientReply,
+                      send: (String, JSON) async throws -> ChannelClientReply) async throws -> AttemptCheckout {
+        let planReply = try await fetchPlan()
+        guard planReply.isOK else {
+            throw CheckoutFailure(ErrorType.plan, "fetch:plan was refused: \(planReply.response.text)")
+        }
+        let plan: Plan
+        do { plan = try planReply.response.decode(Plan.self) } catch {
+            throw CheckoutFailure(ErrorType.plan, "the plan could not be read: \(Self.describe(error))")
+        }
+        let reply = try await send(Wire.Event.fetchDataclip, ["id": .string(plan.dataclipID)])
+        guard reply.isOK else {
+            throw CheckoutFailure(ErrorType.dataclip, "fetch:dataclip of \(plan.dataclipID) was refused: \(reply.response.text)")
+        }
+        guard let input = reply.binary else {
+            throw CheckoutFailure(ErrorType.dataclip,
+                                  "fetch:dataclip of \(plan.dataclipID) was not answered with a binary frame: \(reply.response.text)")
+        }
+        guard (try? JSON.parse(input))?.objectValue != nil else {
+            throw CheckoutFailure(ErrorType.dataclip, "the input dataclip \(plan.dataclipID) is not a JSON object")
+        }
+        var checkout = AttemptCheckout(plan: plan, input: input)
+        for credentialID in Set(plan.jobs.compactMap(\.credentialID)).sorted() {
+            let r = try await send(Wire.Event.fetchCredential, ["id": .string(credentialID)])
+            if r.isOK, r.response.objectValue != nil {
+                checkout.credentials[credentialID] = r.response.encoded()
+            } else {
+                checkout.credentialErrors[credentialID] = r.isOK
+                    ? "fetch:credential of \(credentialID) did not return a JSON object"
+                    : "fetch:credential of \(credentialID) was refused: \(r.response.text)"
+            }
+        }
+        return checkout
+    }
+
+    static func describe(_ error: any Error) -> String {
+        guard let e = error as? DecodingError else { return "\(error)" }
+        func path(_ c: DecodingError.Context) -> String {
+            c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+        }
+        switch e {
+        case .keyNotFound(let key, let c): return "missing \(path(c)).\(key.stringValue)"
+        case .typeMismatch(let t, let c): return "\(path(c)) is not a \(t)"
+        case .valueNotFound(let t, let c): return "\(path(c)) is null, expected \(t)"
+        case .dataCorrupted(let c): return "\(path(c)): \(c.debugDescription)"
+        @unknown default: return "\(e)"
+        }
     }
 }
 

@@ -43,21 +43,29 @@ public struct AttemptExecutor: Sendable {
     public let input: [UInt8]
     /// Credential bodies by credential id.
     public let credentials: [String: [UInt8]]
+    /// Why a credential could not be loaded, by credential id: the jobs that use it end in an exception that says so.
+    public let credentialErrors: [String: String]
     public let runner: any StepRunning
     public let events: any AttemptEventSink
     public let workRoot: String
     public let control: AttemptControl
     public let logger: Logger
     public var interpreters: [String: String] = AttemptExecutor.defaultInterpreters()
-    public var maxLogBytesPerAttempt = 100_000_000
+    /// The attempt's log cap (the plan's `log_limit_mb`).
+    public var maxLogBytesPerAttempt: Int
+    /// Where spawn latency and log counts go (the admin port's /metrics), when the worker keeps figures.
+    public var metrics: WorkerMetrics?
 
-    public init(attemptID: String, plan: Plan, input: [UInt8], credentials: [String: [UInt8]], runner: any StepRunning,
+    public init(attemptID: String, plan: Plan, input: [UInt8], credentials: [String: [UInt8]],
+                credentialErrors: [String: String] = [:], runner: any StepRunning,
                 events: any AttemptEventSink, workRoot: String, control: AttemptControl = AttemptControl(),
                 logger: Logger = Logger(label: "runtime-worker.attempt")) {
         self.attemptID = attemptID
         self.plan = plan
         self.input = input
         self.credentials = credentials
+        self.credentialErrors = credentialErrors
+        maxLogBytesPerAttempt = plan.options.logLimitMB * 1_000_000
         self.runner = runner
         self.events = events
         self.workRoot = workRoot
@@ -79,6 +87,9 @@ public struct AttemptExecutor: Sendable {
         var errorType: String?
         var errorMessage: String?
         var state: [String: Any]
+        /// The step that produced this outcome, and the id of its output dataclip when it was sent.
+        var stepID: String? = nil
+        var outputID: String? = nil
     }
 
     /// Runs the attempt and returns how it ended (after sending `run:complete`).
@@ -92,13 +103,14 @@ public struct AttemptExecutor: Sendable {
         defer { try? FileManager.default.removeItem(atPath: attemptDir) }
         let deadline = ContinuousClock.now + .milliseconds(plan.options.runTimeoutMS)
         let logs = LogBatcher(attemptID: attemptID, events: events, scrubber: scrubber, maxBytes: maxLogBytesPerAttempt,
-                                logger: logger)
+                                logger: logger, metrics: metrics)
 
         _ = try await events.send(Wire.Event.attemptStart, ["versions": ["runtime-worker": .string(RuntimeVersion.current)],
                                                             "timestamp": .string(Timestamp.now())])
         guard let initial = (try? JSONSerialization.jsonObject(with: Data(input))) as? [String: Any] else {
             return try await complete(Outcome(reason: .exception, errorType: ErrorType.dataclip,
-                                              errorMessage: "the input dataclip is not a JSON object", state: [:]))
+                                              errorMessage: "the input dataclip is not a JSON object", state: [:]),
+                                      finalState: nil, finalDataclipID: nil)
         }
         var queue: [(jobID: String, state: [String: Any], dataclipID: String?)] = []
         if plan.job(plan.startingNodeID) != nil {
@@ -141,9 +153,15 @@ public struct AttemptExecutor: Sendable {
         }
         let worst = leaves.max { $0.reason.severity < $1.reason.severity }
             ?? Outcome(reason: .success, state: initial)
-        var final = worst
-        final.state = leaves.last?.state ?? initial
-        return try await complete(final)
+        await logs.finish()
+        // As ws-worker: one leaf's state is the final state (and its output dataclip the final dataclip);
+        // several leaves' states are keyed by their step ids.
+        if leaves.count > 1 {
+            var byStep: [String: Any] = [:]
+            for leaf in leaves { byStep[leaf.stepID ?? "step-\(byStep.count + 1)"] = leaf.state }
+            return try await complete(worst, finalState: byStep, finalDataclipID: nil)
+        }
+        return try await complete(worst, finalState: leaves.first?.state ?? initial, finalDataclipID: leaves.first?.outputID)
     }
 
     /// How an attempt stopped from outside ends: `cancel` for an operator, `kill` for the worker's shutdown.
@@ -153,23 +171,26 @@ public struct AttemptExecutor: Sendable {
             : Outcome(reason: .cancel, errorType: ErrorType.cancelled, errorMessage: control.reason, state: state)
     }
 
-    private func complete(_ o: Outcome) async throws -> AttemptComplete {
-        var finalState = (try? JSONSerialization.data(withJSONObject: o.state)).map { String(decoding: $0, as: UTF8.self) }
-        if let text = finalState, text.utf8.count > plan.options.payloadLimitMB * 1_000_000 {
-            // Same rule as an oversize step output (5.2): the state is not sent, the attempt's reason stands.
-            logger.warning("the final state is over the payload limit and is not sent", metadata: ["bytes": "\(text.utf8.count)"])
-            finalState = nil
+    private func complete(_ o: Outcome, finalState state: [String: Any]?, finalDataclipID: String?) async throws -> AttemptComplete {
+        var finalState: JSON? = nil
+        if let state, let data = try? JSONSerialization.data(withJSONObject: state) {
+            if data.count > plan.options.payloadLimitMB * 1_000_000 {
+                // Same rule as an oversize step output (5.2): the state is not sent, the attempt's reason stands.
+                logger.warning("the final state is over the payload limit and is not sent", metadata: ["bytes": "\(data.count)"])
+            } else {
+                finalState = try? JSON.parse(Array(data))
+            }
         }
-        let c = AttemptComplete(reason: o.reason, errorType: o.errorType, errorMessage: o.errorMessage, finalState: finalState)
-        _ = try await events.send(Wire.Event.attemptComplete, try JSON(encoding: c))
+        let c = AttemptComplete(reason: o.reason, errorType: o.errorType, errorMessage: o.errorMessage,
+                                finalDataclipID: finalDataclipID, finalState: finalState)
+        _ = try await events.send(Wire.Event.attemptComplete, c.wire)
         return c
     }
 
     private func runStep(_ job: Plan.Job, number: Int, state input: [String: Any], inputDataclipID: String?, dir: String,
                          deadline: ContinuousClock.Instant, logs: LogBatcher) async throws -> (Outcome, String?) {
         let stepID = UUID().uuidString.lowercased()
-        _ = try await events.send(Wire.Event.stepStart, try JSON(encoding: StepStart(stepID: stepID, jobID: job.id,
-                                                                                      inputDataclipID: inputDataclipID)))
+        _ = try await events.send(Wire.Event.stepStart, StepStart(stepID: stepID, jobID: job.id, inputDataclipID: inputDataclipID).wire)
         let started = ContinuousClock.now
         var outcome = Outcome(reason: .success, state: input)
         var termination: StepTermination?
@@ -188,13 +209,23 @@ public struct AttemptExecutor: Sendable {
             outputText = nil
             outputError = "DATACLIP_TOO_LARGE"
         }
+        let webhookResponse = outcome.state["webhookResponse"].flatMap { value -> JSON? in
+            guard JSONSerialization.isValidJSONObject([value]), let data = try? JSONSerialization.data(withJSONObject: [value]) else {
+                return nil
+            }
+            return (try? JSON.parse(Array(data)))?[0]
+        }
         let complete = StepComplete(
             stepID: stepID, jobID: job.id, reason: outcome.reason, errorType: outcome.errorType, errorMessage: outcome.errorMessage,
             outputDataclipID: outputText == nil ? nil : outputID, outputDataclip: plan.options.outputDataclips ? outputText : nil,
             outputDataclipError: outputError,
             mem: MemoryUse(job: termination?.peakMemoryBytes ?? 0, system: Int64(ProcessInfo.processInfo.physicalMemory)),
-            duration: termination?.durationMS ?? Int64((ContinuousClock.now - started).components.seconds * 1000))
-        _ = try await events.send(Wire.Event.stepComplete, try JSON(encoding: complete))
+            duration: termination?.durationMS ?? Int64((ContinuousClock.now - started).components.seconds * 1000),
+            webhookResponse: webhookResponse)
+        _ = try await events.send(Wire.Event.stepComplete, complete.wire)
+        outcome.stepID = stepID
+        // The output is kept by Lightning only when it was sent in full.
+        outcome.outputID = outputText != nil && plan.options.outputDataclips ? outputID : nil
         return (outcome, outputText == nil ? nil : outputID)
     }
 
@@ -215,7 +246,8 @@ public struct AttemptExecutor: Sendable {
                 return (Outcome(reason: .exception, errorType: ErrorType.credential,
                                 errorMessage: credentialID.hasPrefix(Plan.missingCredentialPrefix)
                                     ? "credential \"\(credentialID.dropFirst(Plan.missingCredentialPrefix.count))\" is not set in Lightning"
-                                    : "credential \(credentialID) could not be loaded", state: input), nil)
+                                    : "credential \(credentialID) could not be loaded: \(credentialErrors[credentialID] ?? "no body")",
+                                state: input), nil)
             }
             state["configuration"] = config
         }
@@ -238,7 +270,9 @@ public struct AttemptExecutor: Sendable {
         let stepControl = StepControl()
         control.attach(stepControl)
         defer { control.detach() }
+        let spawning = ContinuousClock.now
         let t = try await runner.run(launch, control: stepControl) { lines in logs.add(lines, stepID: stepID) }
+        if let metrics, let started = stepControl.startedAt { metrics.record(metrics.stepSpawn, started - spawning) }
 
         if t.cancelled || control.isCancelled { return (stopped(input), t) }
         if t.timedOut {
@@ -322,6 +356,8 @@ final class LogBatcher: @unchecked Sendable {
     private var pending: [JSON] = []
     private var bytes = 0
     private var capped = false
+    private var droppedLines = 0
+    private var droppedBytes = 0
     /// Numbers every line this attempt sends (`worker_seq`), so Lightning stores a batch resent after a lost
     /// reply only once.
     private var nextSeq: Int64 = 0
@@ -329,9 +365,12 @@ final class LogBatcher: @unchecked Sendable {
     let batchLines = 5000
     let maxPending = 15000
 
+    let metrics: WorkerMetrics?
+
     init(attemptID: String, events: any AttemptEventSink, scrubber: CredentialScrubber, maxBytes: Int,
-         logger: Logger = Logger(label: "runtime-worker.logs")) {
+         logger: Logger = Logger(label: "runtime-worker.logs"), metrics: WorkerMetrics? = nil) {
         self.logger = logger
+        self.metrics = metrics
         self.attemptID = attemptID
         self.events = events
         self.scrubber = scrubber
@@ -344,21 +383,27 @@ final class LogBatcher: @unchecked Sendable {
         // One timestamp per chunk read from the pipe: the lines arrived together.
         let now = Timestamp.now()
         let step = JSON.string(stepID)
+        var added = 0
         for (stream, text) in lines {
-            if capped { continue }
-            bytes += text.utf8.count
-            var message = scrubber.scrub(text)
-            if bytes > maxBytes {
+            // Past the cap, lines are counted, not sent; `finish()` says how many.
+            if capped || bytes + text.utf8.count > maxBytes {
                 capped = true
-                message = "(log output over \(maxBytes) bytes for this attempt: further lines are not kept)"
+                droppedLines += 1
+                droppedBytes += text.utf8.count
+                metrics?.logLinesDropped.increment()
+                continue
             }
+            bytes += text.utf8.count
+            added += 1
             nextSeq += 1
-            pending.append(.object(["message": .array([.string(message)]), "level": .string(stream == .stdout ? "info" : "error"),
+            pending.append(.object(["message": .array([.string(scrubber.scrub(text))]),
+                                    "level": .string(stream == .stdout ? "info" : "error"),
                                     "source": "JOB", "timestamp": .string(now), "step_id": step, "worker_seq": .int(nextSeq)]))
         }
         let start = flushing == nil
         if start { flushing = Task { await self.flushLoop() } }
         lock.unlock()
+        if added > 0 { metrics?.outbox(added) }
     }
 
     private func flushLoop() async {
@@ -371,11 +416,33 @@ final class LogBatcher: @unchecked Sendable {
                 return b
             }
             if batch.isEmpty { return }
+            metrics?.outbox(-batch.count)
+            metrics?.logLinesSent.increment(by: Int64(batch.count))
             do {
-                _ = try await events.send(Wire.Event.batchLogs, ["run_id": .string(attemptID), "logs": .array(batch)])
+                // `run:log` with a list of lines: the batched form OpenFn's Lightning and ws-worker use.
+                _ = try await events.send(Wire.Event.log, ["run_id": .string(attemptID), "logs": .array(batch)])
             } catch {
                 // The sink retries across reconnects itself; an error here means the attempt's channel is gone.
                 logger.error("log lines could not be sent", metadata: ["lines": "\(batch.count)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// At the attempt's end: one notice of the lines dropped past the cap (if any), and everything sent.
+    func finish() async {
+        let notice: JSON? = lock.withLock {
+            guard droppedLines > 0 else { return nil }
+            nextSeq += 1
+            let limit = maxBytes >= 1_000_000 && maxBytes % 1_000_000 == 0 ? "\(maxBytes / 1_000_000) MB" : "\(maxBytes) bytes"
+            let text = "\(droppedLines) log lines (\(droppedBytes) bytes) were dropped: this attempt went over its log limit of \(limit)"
+            droppedLines = 0
+            return .object(["message": .array([.string(text)]), "level": "warn", "source": .string(LogSource.runtime),
+                            "timestamp": .string(Timestamp.now()), "worker_seq": .int(nextSeq)])
+        }
+        await flush()
+        if let notice {
+            do { _ = try await events.send(Wire.Event.log, ["run_id": .string(attemptID), "logs": [notice]]) } catch {
+                logger.error("the log-limit notice could not be sent", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -88,9 +88,14 @@ public final class StepControl: @unchecked Sendable {
         lock.withLock {
             self.pid = pid
             self.group = group
+            started = ContinuousClock.now
             return !cancelled
         }
     }
+
+    private var started: ContinuousClock.Instant?
+    /// When the step's process was started (nil until then): the executor's spawn latency.
+    public var startedAt: ContinuousClock.Instant? { lock.withLock { started } }
 
     var wasCancelled: Bool { lock.withLock { cancelled } }
 

@@ -284,3 +284,45 @@ struct BinaryTests {
         #expect(worker.log.contains("refused this worker's token (HTTP 401)"), "\(worker.log)")
     }
 }
+
+@Suite("Test programs die with the test runner")
+struct ChildProcessTests {
+    @Test("every program a test starts runs with a parent-death signal (KILL), so a killed test run leaves nothing behind")
+    func parentDeathSignal() async throws {
+        let dir = try TestSupport.temporaryDirectory("pdeath")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let python = try #require(TestSupport.which("python3"))
+        let script = "import ctypes, ctypes.util; libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True); "
+            + "v = ctypes.c_int(); libc.prctl(2, ctypes.byref(v)); print('pdeathsig', v.value)"  // PR_GET_PDEATHSIG
+        let child = try ChildProcess(python, ["-c", script], directory: dir, logName: "child.log")
+        _ = await child.waitForExit()
+        #expect(child.log.contains("pdeathsig 9"), "\(child.log)")
+        let run = try await TestSupport.run(python, ["-c", script])
+        #expect(run.stdout.contains("pdeathsig 9"), "\(run)")
+    }
+
+    @Test("a program started from a thread that then exits keeps running (the signal follows the spawn thread, not the caller's)")
+    func survivesCallerThread() async throws {
+        let dir = try TestSupport.temporaryDirectory("pdeath")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let box = Box()
+        let thread = Thread { box.child = try? ChildProcess("/bin/sleep", ["30"], directory: dir, logName: "sleep.log") }
+        thread.start()
+        while box.child == nil { try await Task.sleep(for: .milliseconds(10)) }
+        // The starting thread is gone now; a parent-death signal tied to it would have killed the child at once.
+        while !thread.isFinished { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(500))
+        let child = try #require(box.child)
+        #expect(child.process.isRunning)
+        child.stop()
+    }
+
+    final class Box: @unchecked Sendable {
+        private let lock = NSLock()
+        private var _child: ChildProcess?
+        var child: ChildProcess? {
+            get { lock.withLock { _child } }
+            set { lock.withLock { _child = newValue } }
+        }
+    }
+}

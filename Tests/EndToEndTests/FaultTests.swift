@@ -224,14 +224,13 @@ struct FaultTests {
         defer { worker.stop() }
         let created = try await store.createWorkOrder(workflow: "flood", input: Array("{}".utf8))
         let tail = Process()
-        tail.executableURL = URL(fileURLWithPath: try TestSupport.builtBinary("lightning"))
-        tail.arguments = ["attempts", "tail", created.attemptID, "--json", "--server", "http://127.0.0.1:\(b.port)"]
         tail.environment = ProcessInfo.processInfo.environment.merging(
             ["LIGHTNING_TOKEN_FILE": b.dir.appendingPathComponent("keys/operator_token").path, "LIGHTNING_TOKEN": ""]) { $1 }
         let out = Pipe(), err = Pipe()
         tail.standardOutput = out
         tail.standardError = err
-        try tail.run()
+        try Spawn.start(tail, executable: try TestSupport.builtBinary("lightning"),
+                        arguments: ["attempts", "tail", created.attemptID, "--json", "--server", "http://127.0.0.1:\(b.port)"])
         defer { if tail.isRunning { tail.terminate() } }
         // Read its output slowly: its writes block, so it stops reading its socket, and Lightning's queue for it fills.
         // (On a thread of its own: blocking reads must not hold a cooperative thread.)

@@ -10,15 +10,17 @@ public final class ChildProcess: @unchecked Sendable {
                 logName: String) throws {
         logPath = directory.appendingPathComponent(logName).path
         FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         process.currentDirectoryURL = directory
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.standardError = log
         process.standardOutput = log
-        try process.run()
+        self.executable = executable
+        try Spawn.start(process, executable: executable, arguments: arguments)
     }
+
+    /// The program (the process itself runs it under setpriv, which execs it in place).
+    public let executable: String
 
     public var pid: pid_t { process.processIdentifier }
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
@@ -35,7 +37,7 @@ public final class ChildProcess: @unchecked Sendable {
             if !process.isRunning { break }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw TestSupport.Failure("no \(pattern) in the log of \(process.executableURL?.lastPathComponent ?? "?"):\n\(log)")
+        throw TestSupport.Failure("no \(pattern) in the log of \((executable as NSString).lastPathComponent):\n\(log)")
     }
 
     public func signal(_ signal: Int32) { kill(pid, signal) }

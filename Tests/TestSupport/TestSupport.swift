@@ -22,14 +22,12 @@ public enum TestSupport {
         _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil
     ) throws -> ProcessResult {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe(), err = Pipe(), inPipe = Pipe()
         process.standardOutput = out
         process.standardError = err
         process.standardInput = inPipe
-        try process.run()
+        try Spawn.start(process, executable: executable, arguments: arguments)
         if let input { inPipe.fileHandleForWriting.write(Data(input.utf8)) }
         try inPipe.fileHandleForWriting.close()
         // Read both pipes concurrently so neither can fill up and stall the child.

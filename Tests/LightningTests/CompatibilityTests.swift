@@ -312,8 +312,13 @@ struct CompatibilityTests {
         let h = try Harness()
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
-        let worker = try await h.connectedWorker("w-1")
+        let token = try h.workerToken("w-1")
+        let worker = try h.client { token }
         defer { worker.close() }
+        try await waitUntil("w-1 connected") { worker.connected }
+        // The extension is offered in the join reply, so our workers never send it to a Lightning without it.
+        let joined = try await worker.join(topic: "worker:queue", payload: { ["capacity": 2] })
+        #expect(joined["extensions"] == ["run:refused"])
         let other = try await h.connectedWorker("w-2")
         defer { other.close() }
         let created = try await h.lightning.startWork(workflow: "compat", input: Array("{}".utf8))

@@ -11,7 +11,8 @@ struct QueueChannel: ChannelHandler {
         let capacity = Int(payload["capacity"]?.intValue ?? 1)
         do {
             try await lightning.workerJoined(worker, capacity: capacity, version: socket.request.query["worker_version"])
-            return .ok([:])
+            // Our extensions, offered so that workers send them only to a Lightning that has them (OpenFn's replies {}).
+            return .ok(["extensions": [.string(Wire.Event.attemptRefused)]])
         } catch {
             return .error(["reason": .string("could not record the worker: \(error)")])
         }

@@ -66,6 +66,9 @@ public final class Worker: @unchecked Sendable {
     private var tasks: [String: Task<Void, Never>] = [:]
     private var authFailure: Int?
     private var queueRegistered = false
+    /// Extensions the Lightning we are connected to offered in its `worker:queue` join reply
+    /// (`{"extensions": [...]}`); OpenFn's Lightning offers none, and is sent none.
+    private var extensions: Set<String> = []
     private var drained = false
     /// Attempts whose run:<id> Lightning refused to rejoin: their events can no longer be delivered.
     private var abandoned: Set<String> = []
@@ -139,8 +142,9 @@ public final class Worker: @unchecked Sendable {
                     lock.withLock { authFailure = status }
                     wake()
                     return .authenticationRefused(status)
-                case .rejoined(let topic, _):
+                case .rejoined(let topic, let response):
                     logger.info("rejoined", metadata: ["topic": "\(topic)"])
+                    if topic == Wire.Topic.queue { noteExtensions(response) }
                 case .rejoinFailed(let topic, let response):
                     logger.error("could not rejoin", metadata: ["topic": "\(topic)", "response": "\(response.text)"])
                     if let id = Wire.Topic.attemptID(fromAttemptTopic: topic) {
@@ -169,13 +173,19 @@ public final class Worker: @unchecked Sendable {
         while !lock.withLock({ drained }) { try? await Task.sleep(for: .milliseconds(50)) }
     }
 
+    private func noteExtensions(_ reply: JSON) {
+        let offered = Set((reply["extensions"]?.arrayValue ?? []).compactMap(\.stringValue))
+        lock.withLock { extensions = offered }
+    }
+
     private func joinQueue() async {
         do {
-            try await client.join(topic: Wire.Topic.queue, payload: { [configuration] in
+            let reply = try await client.join(topic: Wire.Topic.queue, payload: { [configuration] in
                 ["capacity": .int(Int64(configuration.capacity))]
             }, onMessage: { [weak self] m in
                 if m.event == Wire.Event.workAvailable { self?.wake() }
             })
+            noteExtensions(reply)
             lock.withLock { queueRegistered = true }
             wake()
         } catch {
@@ -251,10 +261,11 @@ public final class Worker: @unchecked Sendable {
         _ = try AttemptTokenClaims.verify(token, key: key, attemptID: attemptID)
     }
 
-    /// Tells Lightning that this worker will not run a claimed attempt (our extension): it ends the attempt at
-    /// once instead of leaving it claimed until the timeout. OpenFn's Lightning answers "unknown event", which
-    /// changes nothing.
+    /// Tells Lightning that this worker will not run a claimed attempt (our extension, sent only to a Lightning
+    /// that offers it): it ends the attempt at once instead of leaving it claimed until the timeout.
     private func refuse(_ id: String, reason: String) async {
+        // An unknown event would crash the queue channel of a Lightning that does not offer this one.
+        guard lock.withLock({ extensions.contains(Wire.Event.attemptRefused) }) else { return }
         do {
             let r = try await client.push(topic: Wire.Topic.queue, event: Wire.Event.attemptRefused,
                                           payload: ["id": .string(id), "reason": .string("attempt token refused: \(reason)")])

@@ -8,6 +8,7 @@
 enum {
     CSANDBOX_NAMESPACES = 1 << 0,   // pid, mount, ipc, uts (+ user when not root)
     CSANDBOX_SHARE_NETNS = 1 << 1,  // join netns_fd (an empty network namespace made once)
+    CSANDBOX_COPY_VM = 1 << 2,      // clone without CLONE_VM, copying the page tables: the benchmark's baseline only
 };
 
 struct csandbox_config {

@@ -156,6 +156,8 @@ public final class SandboxRunner: @unchecked Sendable {
         "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/python3", "/etc/mime.types", "/opt/swift/usr/bin/never",
     ]
     public let readOnlyPaths: [String]
+    /// Clone the way the first version did, copying the worker's page tables: only for the benchmark's baseline.
+    public var copyAddressSpace = false
 
     public init(mode: SandboxMode, network: StepNetwork = .none, stateDirectory: String, extraReadOnlyPaths: [String] = [],
                 logger: Logger = Logger(label: "runtime-worker.sandbox")) throws {
@@ -247,6 +249,7 @@ public final class SandboxRunner: @unchecked Sendable {
                         config.stderr_fd = stderr
                         config.flags = (useNamespaces ? Int32(CSANDBOX_NAMESPACES) : 0)
                             | (netnsFD >= 0 ? Int32(CSANDBOX_SHARE_NETNS) : 0)
+                            | (copyAddressSpace ? Int32(CSANDBOX_COPY_VM) : 0)
                         config.netns_fd = netnsFD
                         config.cgroup_procs_fds = fdBuf.baseAddress
                         config.cgroup_count = Int32(fdBuf.count)

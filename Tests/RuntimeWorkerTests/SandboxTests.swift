@@ -153,6 +153,31 @@ struct SandboxTests {
         #expect(t.exitCode != 0)
     }
 
+    @Test("pooled cgroups: a group reused after an OOM kill reports the next step alone (no OOM, its own peak, its own limits)")
+    func pooledGroups() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        guard let cgroups = f.runner.cgroups else { return }  // no cgroups on this host: nothing is pooled
+        let (hog, _) = try await f.run("x = bytearray(400 * 1024 * 1024)", memoryMB: 64, interpreter: "/usr/bin/python3")
+        #expect(hog.oomKilled)
+        #expect(cgroups.idleCount == 1, "the hog's group went back to the pool")
+        let (small, _) = try await f.run("echo small", memoryMB: 64)
+        #expect(small.exitCode == 0 && !small.oomKilled, "\(small)")
+        #expect(small.peakMemoryBytes < 32 << 20, "the hog's 64 MB peak is not the next step's: \(small.peakMemoryBytes)")
+        #expect(cgroups.idleCount == 1, "one group served both steps")
+        // Page cache a step leaves charged (a 40 MB file it wrote) is not counted as the next step's peak.
+        let (writer, _) = try await f.run("dd if=/dev/zero of=/work/big bs=1M count=40 2>/dev/null; sync", memoryMB: 256)
+        #expect(writer.exitCode == 0)
+        let (after, _) = try await f.run("echo after", memoryMB: 256)
+        #expect(after.peakMemoryBytes < 32 << 20, "the writer's page cache is not the next step's peak: \(after.peakMemoryBytes)")
+        // A larger limit on the reused group: 100 MB fits in 256 MB.
+        let (big, out) = try await f.run("x = bytearray(100 * 1024 * 1024)\nprint('ok')", memoryMB: 256, interpreter: "/usr/bin/python3")
+        #expect(big.exitCode == 0 && !big.oomKilled && out.stdout == ["ok"], "\(big)")
+        // And a smaller one again still holds.
+        let (again, _) = try await f.run("x = bytearray(400 * 1024 * 1024)", memoryMB: 64, interpreter: "/usr/bin/python3")
+        #expect(again.oomKilled)
+    }
+
     @Test("a sleeper past the timeout is killed, with no process left")
     func timeout() async throws {
         let f = try SandboxFixture()

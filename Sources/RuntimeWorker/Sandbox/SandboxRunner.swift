@@ -168,7 +168,7 @@ public final class SandboxRunner: @unchecked Sendable {
             + (network == .host ? ["/etc/resolv.conf", "/etc/hosts"] : [])
         rootDirectory = stateDirectory + "/sandbox-root"
         try FileManager.default.createDirectory(atPath: rootDirectory, withIntermediateDirectories: true)
-        cgroups = Cgroups(name: "lightning-runtime-\(getpid())")
+        cgroups = Cgroups(name: "lightning-runtime-\(getpid())") { "step-\(SandboxRunner.nextStepNumber())" }
         useNamespaces = mode != .none
         if useNamespaces && network == .none {
             netnsFD = csandbox_empty_netns()
@@ -274,17 +274,15 @@ public final class SandboxRunner: @unchecked Sendable {
     /// block, which pauses reading (and so, once the pipe is full, the step): nothing is dropped.
     public func run(_ launch: StepLaunch, control: StepControl = StepControl(),
                     onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async throws -> StepTermination {
-        // Unique in this process, whatever number of runners it has: cgroups are per host.
-        let n = SandboxRunner.nextStepNumber()
         // The step's uid must be able to use its directories (as root it drops to 65534 in every mode).
         if geteuid() == 0 {
             chown(launch.workDirectory, 65534, 65534)
             chown(launch.tmpDirectory, 65534, 65534)
         }
-        let group = try cgroups?.group(name: "step-\(n)", memoryBytes: launch.memoryLimitBytes, pids: launch.pidsLimit)
+        let group = try cgroups?.acquire(memoryBytes: launch.memoryLimitBytes, pids: launch.pidsLimit)
         var out: [Int32] = [0, 0], err: [Int32] = [0, 0]
         guard csandbox_pipe_cloexec(&out) == 0, csandbox_pipe_cloexec(&err) == 0 else {
-            group?.destroy()
+            group.map { cgroups?.release($0) }
             throw SandboxError.spawn("pipe: \(String(cString: strerror(errno)))")
         }
         let started = ContinuousClock.now
@@ -293,7 +291,7 @@ public final class SandboxRunner: @unchecked Sendable {
             pid = try spawn(launch, stdout: out[1], stderr: err[1], group: group)
         } catch {
             for fd in out + err { close(fd) }
-            group?.destroy()
+            group.map { cgroups?.release($0) }
             throw error
         }
         close(out[1])
@@ -328,7 +326,7 @@ public final class SandboxRunner: @unchecked Sendable {
             peakMemoryBytes: group?.peakMemoryBytes ?? 0,
             durationMS: Int64((ContinuousClock.now - started).components.seconds * 1000
                 + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000))
-        group?.destroy()
+        group.map { cgroups?.release($0) }
         return termination
     }
 }

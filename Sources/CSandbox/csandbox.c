@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <linux/close_range.h>
 #include <unistd.h>
 
 struct child_args {
@@ -163,8 +164,10 @@ static int child_main(void *arg) {
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull < 0) fail(err, "open /dev/null");
     if (dup2(devnull, 0) < 0 || dup2(c->stdout_fd, 1) < 0 || dup2(c->stderr_fd, 2) < 0) fail(err, "dup2");
-    // Everything else closes on exec (the error pipe too, which tells the parent exec worked).
-    for (int fd = 3; fd < 1024; fd++) if (fd != err) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    // Everything else closes on exec (the error pipe too: it was made close-on-exec, and its closing tells the
+    // parent exec worked). One close_range call instead of a thousand fcntl calls (about 0.4 ms per step).
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
+        for (int fd = 3; fd < 1024; fd++) if (fd != err) fcntl(fd, F_SETFD, FD_CLOEXEC);
     if (chdir((c->flags & CSANDBOX_NAMESPACES) ? "/work" : c->workdir) != 0) fail(err, "chdir to the work directory");
     execve(c->path, c->argv, c->envp);
     fail(err, "exec");

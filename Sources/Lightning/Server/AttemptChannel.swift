@@ -6,7 +6,8 @@ import JWT
 /// reply goes out.
 struct AttemptChannel: ChannelHandler {
     let lightning: Lightning
-    private let scrubbers = ScrubberCache()
+    private let scrubbers = AttemptCache<CredentialScrubber>()
+    private let plans = AttemptCache<Plan>()
 
     var store: any LightningStore { lightning.store }
 
@@ -74,11 +75,11 @@ struct AttemptChannel: ChannelHandler {
     private func handle(event: String, attemptID id: String, worker: WorkerIdentity, payload: JSON) async throws -> ChannelReply {
         switch event {
         case Wire.Event.fetchPlan:
-            return .ok(try JSON(encoding: try await store.plan(attemptID: id)))
+            return .ok(try JSON(encoding: try await plan(id)))
 
         case Wire.Event.fetchDataclip:
             let dataclipID = try field(payload, "id")
-            let plan = try await store.plan(attemptID: id)
+            let plan = try await plan(id)
             guard dataclipID == plan.dataclipID else {
                 throw FieldError(field: "id", message: "dataclip \(dataclipID) is not this attempt's input")
             }
@@ -134,7 +135,7 @@ struct AttemptChannel: ChannelHandler {
 
         case Wire.Event.stepComplete:
             let step = try StepComplete(wire: payload)
-            let plan = try await store.plan(attemptID: id)
+            let plan = try await plan(id)
             var output: [UInt8]? = nil
             if let text = step.outputDataclip {
                 let bytes = Array(text.utf8)
@@ -153,12 +154,13 @@ struct AttemptChannel: ChannelHandler {
         case Wire.Event.attemptComplete:
             let complete = try AttemptComplete(wire: payload)
             var finalState = complete.finalStateBytes
-            if let bytes = finalState, bytes.count > (try await store.plan(attemptID: id)).options.payloadLimitMB * 1_000_000 {
+            if let bytes = finalState, bytes.count > (try await plan(id)).options.payloadLimitMB * 1_000_000 {
                 finalState = nil  // the same rule as an oversize step output
             }
             let done = try await store.completeAttempt(id, complete, finalState: finalState, at: timestamp(payload))
             guard done.changed else { return .ok(.null) }
             scrubbers.forget(id)
+            plans.forget(id)
             await lightning.attemptChanged(id)
             lightning.logger.info("attempt finished", metadata: ["attempt.id": "\(id)", "attempt.state": "\(done.state.rawValue)"])
             if let retry = done.retryID { lightning.retryCreated(retry, after: id, state: done.state) }
@@ -167,6 +169,15 @@ struct AttemptChannel: ChannelHandler {
         default:
             throw FieldError(field: "event", message: "unknown event \(event)")
         }
+    }
+
+    /// The attempt's plan, built once: it comes from the immutable snapshot the work order was made with, and
+    /// fetch:plan, fetch:dataclip, step:complete and run:complete all need it.
+    private func plan(_ attemptID: String) async throws -> Plan {
+        if let p = plans.get(attemptID) { return p }
+        let p = try await store.plan(attemptID: attemptID)
+        plans.put(attemptID, p)
+        return p
     }
 
     /// The job's name, for viewers (only fetched when someone watches).
@@ -243,10 +254,19 @@ struct AttemptChannel: ChannelHandler {
     }
 }
 
-final class ScrubberCache: @unchecked Sendable {
+/// Values per running attempt (its plan, its credential scrubber), by attempt id. Bounded: entries of attempts
+/// that never complete here (lost, or completed through another replica) go when the cache is full, and are
+/// rebuilt from the store if needed again.
+final class AttemptCache<Value: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
-    private var cache: [String: CredentialScrubber] = [:]
-    func get(_ id: String) -> CredentialScrubber? { lock.withLock { cache[id] } }
-    func put(_ id: String, _ s: CredentialScrubber) { lock.withLock { cache[id] = s } }
-    func forget(_ id: String) { lock.withLock { _ = cache.removeValue(forKey: id) } }
+    private var values: [String: Value] = [:]
+    let limit = 10_000
+    func get(_ id: String) -> Value? { lock.withLock { values[id] } }
+    func put(_ id: String, _ value: Value) {
+        lock.withLock {
+            if values.count >= limit { values.removeAll(keepingCapacity: true) }
+            values[id] = value
+        }
+    }
+    func forget(_ id: String) { lock.withLock { _ = values.removeValue(forKey: id) } }
 }

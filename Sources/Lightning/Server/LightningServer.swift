@@ -221,17 +221,25 @@ public final class Lightning: Sendable {
         logger.info("worker joined the queue", metadata: ["worker.name": "\(worker.name)", "worker.capacity": "\(capacity)"])
     }
 
-    /// Tells every worker that attempts are waiting: at once, then at most one more push per 50 ms window for
-    /// all the work that arrives during it (a burst of webhooks costs two pushes, a lone one no delay).
+    /// Tells every worker that attempts are waiting: at once when the last push is at least one interval old,
+    /// otherwise once at the end of that interval for everything that arrived meanwhile. The interval grows with
+    /// the workers a push goes to (50 µs each, from 2 ms to 50 ms), so a burst costs few pushes however many
+    /// workers there are, and work that arrives alone is never held. (A fixed 50 ms window that every new
+    /// webhook could fall into held one-at-a-time work for up to 50 ms: it was most of the dispatch latency.)
     public func nudgeWorkers() {
-        guard state.openNudgeWindow() else { return }
-        broadcastWorkAvailable()
-        Task { [self] in
-            while true {
-                try? await Task.sleep(for: .milliseconds(50))
-                guard state.closeNudgeWindow() else { return }
+        let workers = serverBox.server?.sockets(joinedTo: Wire.Topic.queue).count ?? 0
+        let interval = Duration.microseconds(min(50_000, max(2_000, workers * 50)))
+        switch state.nudge(now: .now, interval: interval) {
+        case .now:
+            broadcastWorkAvailable()
+        case .at(let when):
+            Task { [self] in
+                try? await Task.sleep(until: when, clock: .continuous)
+                state.scheduledNudgeFired(at: .now)
                 broadcastWorkAvailable()
             }
+        case .alreadyScheduled:
+            break
         }
     }
 
@@ -387,22 +395,31 @@ final class LightningState: @unchecked Sendable {
     func workerBack(_ name: String) { lock.withLock { _ = goneSince.removeValue(forKey: name) } }
     func workersGone(before: Int64) -> [String] { lock.withLock { goneSince.filter { $0.value < before }.map(\.key).sorted() } }
     func forget(_ names: [String]) { lock.withLock { for n in names { goneSince[n] = nil } } }
-    private var nudgedInWindow = false
-    /// True when no window is open (the caller pushes now and owns the new window); otherwise notes that
-    /// another push is due when the window ends.
-    func openNudgeWindow() -> Bool {
+    private var lastNudge: ContinuousClock.Instant?
+
+    enum Nudge: Equatable {
+        case now
+        case at(ContinuousClock.Instant)
+        case alreadyScheduled
+    }
+
+    /// Whether to push work-available now, at the end of the current interval, or not at all (one is scheduled).
+    func nudge(now: ContinuousClock.Instant, interval: Duration) -> Nudge {
         lock.withLock {
-            if nudgePending { nudgedInWindow = true; return false }
+            if nudgePending { return .alreadyScheduled }
+            guard let last = lastNudge, now - last < interval else {
+                lastNudge = now
+                return .now
+            }
             nudgePending = true
-            return true
+            return .at(last + interval)
         }
     }
-    /// At the end of a window: true (and the window stays open) when work arrived during it.
-    func closeNudgeWindow() -> Bool {
+
+    func scheduledNudgeFired(at now: ContinuousClock.Instant) {
         lock.withLock {
-            if nudgedInWindow { nudgedInWindow = false; return true }
             nudgePending = false
-            return false
+            lastNudge = now
         }
     }
 }

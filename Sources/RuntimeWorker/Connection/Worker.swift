@@ -183,7 +183,10 @@ public final class Worker: @unchecked Sendable {
             let reply = try await client.join(topic: Wire.Topic.queue, payload: { [configuration] in
                 ["capacity": .int(Int64(configuration.capacity))]
             }, onMessage: { [weak self] m in
-                if m.event == Wire.Event.workAvailable { self?.wake() }
+                if m.event == Wire.Event.workAvailable {
+                    self?.runner.prepare()  // work is coming: get the sandbox's slow parts going now
+                    self?.wake()
+                }
             })
             noteExtensions(reply)
             lock.withLock { queueRegistered = true }

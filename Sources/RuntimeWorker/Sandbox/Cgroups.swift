@@ -78,6 +78,7 @@ final class Cgroups: @unchecked Sendable {
     /// The step is over: its group is emptied and kept for the next step (or removed when it cannot be reset
     /// or enough are idle).
     func release(_ g: Group) {
+        warmUp()  // the next step (often the next attempt's) comes soon
         guard g.empty(), g.reset(), poolLock.withLock({ idle.count < maxIdle }) else {
             g.destroy()
             return
@@ -97,21 +98,46 @@ final class Cgroups: @unchecked Sendable {
         }
     }
 
-    /// Moving a process into a v1 cgroup takes a kernel-wide lock whose first use after a quiet spell waits for an
-    /// RCU grace period: 7-10 ms on this machine, paid once per hierarchy by the step's spawn. Taking the lock
-    /// early (writing our own pid into our own group: nothing moves) puts that wait off the critical path, so the
-    /// step's attach a few milliseconds later is cheap. Does nothing on v2, where no such wait was seen.
+    /// Moving a process into a v1 cgroup takes a kernel-wide lock (the threadgroup rwsem) whose first use after a
+    /// quiet spell waits for an RCU grace period: 14 ms here after 100 ms of quiet, 0.01 ms when it was used a few
+    /// ms before. A worker that runs one attempt now and then paid that on every step. So while work is about
+    /// (for `warmSeconds` after a claim or a step), a thread takes the lock every 3 ms by writing our own pid into
+    /// our own group (nothing moves; about 20 µs each), and every step's attach is cheap. The proper fix is to not
+    /// attach at all (a spawner already in the pooled group; CLONE_INTO_CGROUP on v2). Nothing on v2, where no
+    /// such wait was seen.
     func warmUp() {
         fillPool()
         guard case .v1 = version, let path = ownProcs else { return }
-        DispatchQueue.global().async {
-            let fd = open(path, O_WRONLY | O_CLOEXEC)
-            guard fd >= 0 else { return }
-            let pid = Array(String(getpid()).utf8)
-            _ = pid.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            close(fd)
+        let start = poolLock.withLock { () -> Bool in
+            warmUntil = ContinuousClock.now + .seconds(warmSeconds)
+            defer { warming = true }
+            return !warming
         }
+        guard start else { return }
+        let thread = Thread { [self] in
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            defer { if fd >= 0 { close(fd) } }
+            let pid = Array(String(getpid()).utf8)
+            while fd >= 0 {
+                _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+                let more = poolLock.withLock { () -> Bool in
+                    if ContinuousClock.now < warmUntil { return true }
+                    warming = false
+                    return false
+                }
+                if !more { return }
+                usleep(3000)
+            }
+            poolLock.withLock { warming = false }
+        }
+        thread.name = "cgroup-warm"
+        thread.start()
     }
+
+    private var warmUntil = ContinuousClock.now
+    private var warming = false
+    /// How long after the last claim or step the attach lock is kept warm.
+    let warmSeconds = 2
 
     private static func ownV1Procs() -> String? {
         guard let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }

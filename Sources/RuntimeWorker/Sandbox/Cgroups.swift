@@ -78,7 +78,7 @@ final class Cgroups: @unchecked Sendable {
     /// The step is over: its group is emptied and kept for the next step (or removed when it cannot be reset
     /// or enough are idle).
     func release(_ g: Group) {
-        warmUp()  // the next step (often the next attempt's) comes soon
+        keepAttachWarm()  // the next step (often the next attempt's) comes soon
         guard g.empty(), g.reset(), poolLock.withLock({ idle.count < maxIdle }) else {
             g.destroy()
             return
@@ -107,6 +107,10 @@ final class Cgroups: @unchecked Sendable {
     /// such wait was seen.
     func warmUp() {
         fillPool()
+        keepAttachWarm()
+    }
+
+    private func keepAttachWarm() {
         guard case .v1 = version, let path = ownProcs else { return }
         let start = poolLock.withLock { () -> Bool in
             warmUntil = ContinuousClock.now + .seconds(warmSeconds)

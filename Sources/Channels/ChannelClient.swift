@@ -117,7 +117,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         info.port = -1  // CONTEXT_PORT_NO_LISTEN
         info.protocols = UnsafePointer(protocols)
         info.user = Unmanaged.passUnretained(self as AnyObject).toOpaque()
-        info.options = clws_client_options()
+        info.options = clws_client_options(target.tls ? 1 : 0)
         info.client_ssl_ca_filepath = cstrings.make(configuration.caPath)
         info.client_ssl_cert_filepath = cstrings.make(configuration.certificatePath)
         info.client_ssl_private_key_filepath = cstrings.make(configuration.privateKeyPath)

@@ -22,7 +22,7 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
 
     @Option(help: "Lightning's worker socket, e.g. ws://127.0.0.1:4000/worker (env LIGHTNING_URL or WORKER_LIGHTNING_SERVICE_URL); /websocket is added when missing.")
     var lightning: String?
-    @Option(help: "Attempts run at once (env WORKER_CAPACITY; default 5).")
+    @Option(help: "Attempts run at once (env WORKER_CAPACITY; default: from the machine, two per core and no more than memory / 500 MB).")
     var capacity: Int?
     @Option(help: "This worker's name (env WORKER_NAME; default: host name and pid).")
     var name: String?
@@ -64,7 +64,10 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
         }
         let keysDir = setting(keysDir, [], "keys-dir", "keys")
         let url = setting(lightning, ["LIGHTNING_URL", "WORKER_LIGHTNING_SERVICE_URL"], "lightning", "ws://127.0.0.1:4000/worker")
-        guard let capacity = Int(setting(capacity.map(String.init), ["WORKER_CAPACITY"], "capacity", "5")), capacity > 0 else {
+        let machine = WorkerConfiguration.machineCapacity()
+        guard let capacity = Int(setting(capacity.map(String.init), ["WORKER_CAPACITY"], "capacity", "\(machine.capacity)")),
+            capacity > 0
+        else {
             throw ValidationError("capacity must be a positive number")
         }
         guard let mode = SandboxMode(rawValue: setting(sandbox, ["WORKER_SANDBOX"], "sandbox", "auto")) else {
@@ -126,6 +129,7 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             admin = server
         }
         logger.info("runtime-worker starting", metadata: ["worker.name": "\(workerName)", "worker.capacity": "\(capacity)",
+                                                          "worker.capacity.machine": "\(machine.capacity) (\(machine.why))",
                                                           "lightning": "\(url)"])
         let group = ServiceGroup(configuration: .init(services: [WorkerService(worker: worker)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

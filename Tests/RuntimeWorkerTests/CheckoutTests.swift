@@ -114,3 +114,14 @@ struct EventShapeTests {
         #expect(complete["final_dataclip_id"] == nil)
     }
 }
+
+@Suite("The worker's default capacity")
+struct CapacityTests {
+    @Test("two per core, bounded by memory at the default step limit")
+    func machine() {
+        #expect(WorkerConfiguration.machineCapacity(cores: 2, memoryBytes: 24 << 30).capacity == 4)
+        #expect(WorkerConfiguration.machineCapacity(cores: 16, memoryBytes: 2 << 30).capacity == 4, "2 GB / 500 MB")
+        #expect(WorkerConfiguration.machineCapacity(cores: 1, memoryBytes: 256 << 20).capacity == 1, "never below one")
+        #expect(WorkerConfiguration.machineCapacity(cores: 8, memoryBytes: 64 << 30).why == "2 x 8 cores")
+    }
+}

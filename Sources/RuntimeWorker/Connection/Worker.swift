@@ -31,6 +31,17 @@ public struct WorkerConfiguration: Sendable {
         self.workRoot = workRoot
     }
 
+    /// The capacity this machine suggests when none is configured: two attempts per core (steps mostly wait on
+    /// the network or the disk), and never more than the memory holds at the default step memory limit.
+    public static func machineCapacity(cores: Int = ProcessInfo.processInfo.activeProcessorCount,
+                                       memoryBytes: UInt64 = ProcessInfo.processInfo.physicalMemory,
+                                       stepMemoryMB: Int = Wire.defaultMemoryLimitMB) -> (capacity: Int, why: String) {
+        let byCores = max(1, cores) * 2
+        let byMemory = max(1, Int(memoryBytes / UInt64(stepMemoryMB << 20)))
+        let capacity = min(byCores, byMemory)
+        return (capacity, byCores <= byMemory ? "2 x \(cores) cores" : "\(memoryBytes >> 20) MB / \(stepMemoryMB) MB per step")
+    }
+
     /// The socket URL: OpenFn workers are given `.../worker` and connect to `.../worker/websocket`.
     var socketURL: String {
         var url = lightningURL

@@ -218,6 +218,36 @@ struct StoreTests {
         await #expect(throws: StoreError.self) { try await t.store.setCredential(name: "bad", body: Array("[1]".utf8)) }
     }
 
+    @Test("group commit: concurrent writes share transactions, and a refused one undoes only itself")
+    func groupCommit() async throws {
+        let t = try TestStore()
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil))
+        let before = await t.store.writer.transactions
+        let results = await withTaskGroup(of: Result<CreatedWork, any Error>.self) { group in
+            for i in 0..<60 {
+                group.addTask {
+                    do {
+                        return .success(try await t.store.createWorkOrder(workflow: i == 30 ? "no-such-workflow" : "free",
+                                                                          input: Array("{}".utf8)))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            var all: [Result<CreatedWork, any Error>] = []
+            for await r in group { all.append(r) }
+            return all
+        }
+        let ok = results.compactMap { try? $0.get() }
+        #expect(ok.count == 59, "every write but the refused one committed")
+        #expect(results.filter { if case .failure(let e) = $0 { return e is StoreError }; return false }.count == 1)
+        for created in ok { #expect(try await t.store.attempt(created.attemptID).state == .available) }
+        let transactions = await t.store.writer.transactions - before
+        // One transaction per write would be 60; writes that queue up while one commits go in the next.
+        #expect(transactions < 60, "60 writes in \(transactions) transactions")
+    }
+
     @Test("reopening the same file keeps everything and runs no migration twice")
     func reopen() async throws {
         let t = try TestStore()

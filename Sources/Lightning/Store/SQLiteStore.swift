@@ -7,7 +7,8 @@ import GRDBSQLite
 public final class SQLiteStore: LightningStore {
     let pool: DatabasePool
     let cipher: CredentialCipher?
-    let logWriter: LogWriter
+    /// Every event and log write goes through here (group commit).
+    let writer: GroupWriter
 
     /// Opens (creating when missing) the database at `path` and runs pending migrations.
     public init(path: String, cipher: CredentialCipher?) throws {
@@ -22,7 +23,7 @@ public final class SQLiteStore: LightningStore {
         pool = try DatabasePool(path: path, configuration: config)
         try Migrations.migrator.migrate(pool)
         self.cipher = cipher
-        logWriter = LogWriter(pool: pool)
+        writer = GroupWriter(pool: pool)
     }
 
     static func newID() -> String { UUID().uuidString.lowercased() }
@@ -168,7 +169,7 @@ public final class SQLiteStore: LightningStore {
             throw StoreError.invalid("the input must be a JSON object")
         }
         let now = Timestamp.nowMicros()
-        return try await pool.write { db in
+        return try await writer.write { db in
             let (workflowID, snapshotID, triggerID) = try find(db)
             let definition = try Self.definition(db, snapshotID: snapshotID)
             let options = definition?.planOptions ?? Plan.Options()
@@ -203,7 +204,7 @@ public final class SQLiteStore: LightningStore {
             try Bool.fetchOne(db, cached: "SELECT EXISTS (SELECT 1 FROM attempts WHERE state = 'available')") ?? false
         }) else { return [] }
         let now = Timestamp.nowMicros()
-        return try await pool.write { db in
+        return try await writer.write { db in
             // Running counts for workflows with a concurrency limit, once per claim rather than per candidate.
             var busy: [String: Int] = [:]
             for row in try Row.fetchAll(db, cached: """
@@ -246,7 +247,7 @@ public final class SQLiteStore: LightningStore {
 
     public func unclaim(_ ids: [String], workerName: String) async throws {
         guard !ids.isEmpty else { return }
-        try await pool.write { db in
+        try await writer.write { db in
             for id in ids {
                 try db.execute(cached: """
                     UPDATE attempts SET state = 'available', claimed_at = NULL, worker_name = NULL
@@ -354,7 +355,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     @discardableResult public func startAttempt(_ id: String, workerName: String, at: Int64) async throws -> Bool {
-        try await pool.write { db in
+        try await writer.write { db in
             let state = try Self.live(db, id, worker: workerName)
             guard state == .claimed || state == .started else {
                 throw StoreError.conflict("attempt \(id) is \(state.rawValue), not claimed")
@@ -366,7 +367,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     @discardableResult public func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64) async throws -> Bool {
-        try await pool.write { db in
+        try await writer.write { db in
             let state = try Self.live(db, attemptID)
             guard state == .started else { throw StoreError.conflict("attempt \(attemptID) has not started") }
             if let owner = try String.fetchOne(db, cached: "SELECT attempt_id FROM steps WHERE id = ?", arguments: [stepID]) {
@@ -381,7 +382,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     @discardableResult public func completeStep(attemptID: String, _ step: StepComplete, outputState: [UInt8]?, at: Int64) async throws -> Bool {
-        try await pool.write { db in
+        try await writer.write { db in
             _ = try Self.live(db, attemptID)
             guard let row = try Row.fetchOne(db, cached: "SELECT finished_at FROM steps WHERE id = ? AND attempt_id = ?",
                                              arguments: [step.stepID, attemptID])
@@ -405,7 +406,7 @@ public final class SQLiteStore: LightningStore {
     @discardableResult public func completeAttempt(_ id: String, _ complete: AttemptComplete, finalState: [UInt8]?, at: Int64) async throws
         -> AttemptCompletion
     {
-        try await pool.write { db in
+        try await writer.write { db in
             if let row = try Row.fetchOne(db, cached: "SELECT state, reason FROM attempts WHERE id = ?", arguments: [id]),
                 let state = AttemptState(rawValue: row["state"]), state.isFinal, (row["reason"] as String?) == complete.reason.rawValue
             {
@@ -440,7 +441,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func refuseClaim(_ id: String, workerName: String, reason: String, at: Int64) async throws -> AttemptCompletion {
-        try await pool.write { db in
+        try await writer.write { db in
             let state = try Self.live(db, id, worker: workerName)
             guard state == .claimed else { throw StoreError.conflict("attempt \(id) is \(state.rawValue), not claimed") }
             let message = "the worker \(workerName) refused the attempt token: \(reason)"
@@ -514,7 +515,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func cancel(_ id: String, at: Int64) async throws -> AttemptState {
-        try await pool.write { db in
+        try await writer.write { db in
             let state = try Self.live(db, id)
             if state == .available {
                 try db.execute(cached: """
@@ -531,7 +532,7 @@ public final class SQLiteStore: LightningStore {
 
     public func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> AppendedLogs {
         guard !lines.isEmpty else { return AppendedLogs(seqs: [], stored: []) }
-        return try await logWriter.append(attemptID: attemptID, lines)
+        return try await writer.write { db in try LogWriter.insert(db, attemptID: attemptID, lines: lines).get() }
     }
 
     public func logs(attemptID: String, since: Int64, limit: Int) async throws -> [LogLineRecord] {
@@ -558,7 +559,7 @@ public final class SQLiteStore: LightningStore {
     // MARK: Workers and the janitor
 
     public func workerConnected(name: String, capacity: Int, version: String?, at: Int64) async throws {
-        try await pool.write { db in
+        try await writer.write { db in
             try db.execute(cached: """
                 INSERT INTO workers (name, capacity, version, connected_at, last_seen_at, disconnected_at) VALUES (?, ?, ?, ?, ?, NULL)
                 ON CONFLICT(name) DO UPDATE SET capacity = excluded.capacity, version = excluded.version,
@@ -568,7 +569,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func workerDisconnected(name: String, at: Int64) async throws {
-        try await pool.write { db in
+        try await writer.write { db in
             try db.execute(cached: "UPDATE workers SET disconnected_at = ?, last_seen_at = ? WHERE name = ?", arguments: [at, at, name])
         }
     }
@@ -586,7 +587,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func markLost(goneWorkers workerNames: [String], now: Int64, graceMicros: Int64) async throws -> [String] {
-        try await pool.write { db in
+        try await writer.write { db in
             var ids = Set<String>()
             for name in workerNames {
                 ids.formUnion(try String.fetchAll(db, cached: "SELECT id FROM attempts WHERE worker_name = ? AND state IN ('claimed', 'started')",
@@ -615,45 +616,12 @@ public final class SQLiteStore: LightningStore {
 
 /// Group commit for log lines: callers arriving while a write is in progress are written together in the
 /// next transaction, so heavy logging costs one fsync per batch of batches, not one per line.
-actor LogWriter {
-    private let pool: DatabasePool
-    private var pending: [(attemptID: String, lines: [NewLogLine], done: CheckedContinuation<AppendedLogs, any Error>)] = []
-    private var writing = false
-
-    init(pool: DatabasePool) { self.pool = pool }
-
-    func append(attemptID: String, _ lines: [NewLogLine]) async throws -> AppendedLogs {
-        try await withCheckedThrowingContinuation { c in
-            pending.append((attemptID, lines, c))
-            if !writing {
-                writing = true
-                Task { await self.flush() }
-            }
-        }
-    }
-
-    private func flush() async {
-        while !pending.isEmpty {
-            let batch = pending
-            pending = []
-            let requests = batch.map { ($0.attemptID, $0.lines) }
-            do {
-                // One transaction for everything that queued up while the last one was being written.
-                let results = try await pool.write { db in
-                    try requests.map { try Self.insert(db, attemptID: $0.0, lines: $0.1) }
-                }
-                for (item, result) in zip(batch, results) { item.done.resume(with: result) }
-            } catch {
-                for item in batch { item.done.resume(throwing: error) }
-            }
-        }
-        writing = false
-    }
-
+/// The log path's insert (through the group writer, like every other write).
+enum LogWriter {
     /// Inserts one request's lines after the attempt's last seq. A refused request (unknown or final attempt)
     /// is a failed result, so it cannot fail the others in the same transaction. Lines past the attempt's log
     /// limit are dropped (counted; the first one dropped leaves a notice), whatever the worker does.
-    private static func insert(_ db: Database, attemptID: String, lines: [NewLogLine]) throws -> Result<AppendedLogs, any Error> {
+    static func insert(_ db: Database, attemptID: String, lines: [NewLogLine]) throws -> Result<AppendedLogs, any Error> {
         guard let attempt = try Row.fetchOne(db, cached: """
             SELECT state, log_bytes, log_limit_bytes, log_dropped FROM attempts WHERE id = ?
             """, arguments: [attemptID]) else {

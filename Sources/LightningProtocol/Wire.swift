@@ -76,6 +76,18 @@ public enum Wire {
         public static let operatorSocket = "/socket/websocket"
     }
 
+    /// Our extensions to the worker protocol, named in `worker:queue` join payloads (by workers) and replies (by
+    /// Lightning): each side uses one only when the other named it, so OpenFn's workers and Lightning never see them.
+    public enum Extension {
+        /// A worker tells Lightning it refused a claimed attempt's token (`run:refused` on `worker:queue`).
+        public static let attemptRefused = "run:refused"
+        /// Claim replies carry each attempt's plan and (when small) its input dataclip, saving the worker its
+        /// `fetch:plan` and `fetch:dataclip` round trips.
+        public static let claimCheckout = "claim:checkout"
+    }
+    /// Largest input dataclip a claim reply carries (larger ones are fetched as usual).
+    public static let claimCheckoutMaxDataclipBytes = 64 * 1024
+
     /// Issuers of the two token kinds (PROTOCOL.md 2 and 4).
     public static let workerTokenIssuer = "urn:openfn:worker"
     public static let attemptTokenIssuer = "Lightning"

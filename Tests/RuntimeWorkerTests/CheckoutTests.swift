@@ -43,6 +43,31 @@ struct CheckoutTests {
         #expect(c.input == Array(#"{"x":1}"#.utf8))
     }
 
+    @Test("with the plan and dataclip from the claim (claim:checkout), neither is fetched; an unreadable plan is fetched")
+    func prefetched() async throws {
+        let fetched = Fetched()
+        let c = try await AttemptCheckout.fetch(plan: { fetched.add("fetch:plan"); return ChannelClientReply(status: "ok", response: Self.minimalPlan) },
+                                                send: { event, _ in fetched.add(event); return ChannelClientReply(status: "error", response: "no") },
+                                                prefetched: Prefetched(plan: Self.minimalPlan, dataclip: ["x": 2]))
+        #expect(fetched.events.isEmpty, "\(fetched.events)")
+        #expect(c.plan.id == "run-1" && c.input == Array(#"{"x":2}"#.utf8))
+        let again = Fetched()
+        let d = try await AttemptCheckout.fetch(plan: { again.add("fetch:plan"); return ChannelClientReply(status: "ok", response: Self.minimalPlan) },
+                                                send: { event, _ in
+                                                    again.add(event)
+                                                    return ChannelClientReply(status: "ok", response: .null, binary: Array(#"{"x":3}"#.utf8))
+                                                },
+                                                prefetched: Prefetched(plan: ["not": "a plan"], dataclip: ["x": 2]))
+        #expect(again.events == ["fetch:plan", "fetch:dataclip"] && d.input == Array(#"{"x":3}"#.utf8))
+    }
+
+    final class Fetched: @unchecked Sendable {
+        private let lock = NSLock()
+        private var list: [String] = []
+        func add(_ e: String) { lock.withLock { list.append(e) } }
+        var events: [String] { lock.withLock { list } }
+    }
+
     @Test("a plan that is refused or cannot be read ends the attempt as an exception that says why")
     func badPlan() async throws {
         let refused = try await failure(Self.replies(plan: ChannelClientReply(status: "error", response: ["reason": "not_found"])))

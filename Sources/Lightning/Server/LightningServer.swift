@@ -162,6 +162,7 @@ public final class Lightning: Sendable {
     }
 
     func workerSocketClosed(_ socket: ChannelSocket) async {
+        state.setCheckout(socket.id, false)
         guard let worker = socket.context as? WorkerIdentity else { return }
         let stillConnected = serverBox.server?.sockets(joinedTo: Wire.Topic.queue)
             .contains { ($0.context as? WorkerIdentity) == worker && $0 != socket } ?? false
@@ -391,6 +392,12 @@ final class LightningState: @unchecked Sendable {
     func claimUndelivered() { lock.withLock { undelivered += 1 } }
 
     func workerGone(_ name: String, at: Int64) { lock.withLock { goneSince[name] = at } }
+    /// Worker sockets that asked for the claim:checkout extension.
+    private var checkoutSockets = Set<Int>()
+    func setCheckout(_ socketID: Int, _ on: Bool) {
+        lock.withLock { if on { checkoutSockets.insert(socketID) } else { checkoutSockets.remove(socketID) } }
+    }
+    func wantsCheckout(_ socketID: Int) -> Bool { lock.withLock { checkoutSockets.contains(socketID) } }
     func workerGoneIfUnknown(_ name: String, at: Int64) { lock.withLock { if goneSince[name] == nil { goneSince[name] = at } } }
     func workerBack(_ name: String) { lock.withLock { _ = goneSince.removeValue(forKey: name) } }
     func workersGone(before: Int64) -> [String] { lock.withLock { goneSince.filter { $0.value < before }.map(\.key).sorted() } }

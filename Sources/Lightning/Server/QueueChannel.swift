@@ -11,8 +11,10 @@ struct QueueChannel: ChannelHandler {
         let capacity = Int(payload["capacity"]?.intValue ?? 1)
         do {
             try await lightning.workerJoined(worker, capacity: capacity, version: socket.request.query["worker_version"])
-            // Our extensions, offered so that workers send them only to a Lightning that has them (OpenFn's replies {}).
-            return .ok(["extensions": [.string(Wire.Event.attemptRefused)]])
+            let asked = Set((payload["extensions"]?.arrayValue ?? []).compactMap(\.stringValue))
+            lightning.state.setCheckout(socket.id, asked.contains(Wire.Extension.claimCheckout))
+            // Our extensions, offered so that workers use them only with a Lightning that has them (OpenFn's replies {}).
+            return .ok(["extensions": [.string(Wire.Extension.attemptRefused), .string(Wire.Extension.claimCheckout)]])
         } catch {
             return .error(["reason": .string("could not record the worker: \(error)")])
         }
@@ -31,7 +33,7 @@ struct QueueChannel: ChannelHandler {
             lightning.metrics.claims.increment()
             lightning.metrics.claimedAttempts.increment(by: Int64(claimed.count))
             // RS256 signing runs here, in the connection's task, never on the socket service thread.
-            let runs: [JSON]
+            var runs: [JSON]
             do {
                 runs = try claimed.map { c -> JSON in
                     ["id": .string(c.id), "token": .string(try lightning.signAttemptToken(c))]
@@ -41,6 +43,9 @@ struct QueueChannel: ChannelHandler {
                 try? await lightning.store.unclaim(ids, workerName: worker.name)
                 lightning.logger.error("could not sign attempt tokens; claims returned to the queue", metadata: ["error": "\(error)"])
                 return .error(["errors": ["claim": .array([.string("could not sign attempt tokens")])]])
+            }
+            if lightning.state.wantsCheckout(socket.id) {
+                for i in runs.indices { runs[i] = await checkout(runs[i]) }
             }
             let store = lightning.store
             let logger = lightning.logger
@@ -72,5 +77,20 @@ struct QueueChannel: ChannelHandler {
         } catch {
             return .error(["errors": ["id": .array([.string("\(error)")])]])
         }
+    }
+
+    /// The claim:checkout extension: the attempt's plan, and its input dataclip when small, in the claim reply.
+    /// Anything that cannot be read is left out: the worker then fetches it as usual.
+    private func checkout(_ run: JSON) async -> JSON {
+        guard case .object(var o) = run, let id = o["id"]?.stringValue,
+            let plan = try? await lightning.store.plan(attemptID: id), let planJSON = try? JSON(encoding: plan)
+        else { return run }
+        o["plan"] = planJSON
+        if let bytes = try? await lightning.store.dataclip(plan.dataclipID), bytes.count <= Wire.claimCheckoutMaxDataclipBytes,
+            let value = try? JSON.parse(bytes)
+        {
+            o["dataclip"] = value
+        }
+        return .object(o)
     }
 }

@@ -192,7 +192,8 @@ public final class Worker: @unchecked Sendable {
     private func joinQueue() async {
         do {
             let reply = try await client.join(topic: Wire.Topic.queue, payload: { [configuration] in
-                ["capacity": .int(Int64(configuration.capacity))]
+                // Extensions this worker can use; a Lightning that has them says so in its reply.
+                ["capacity": .int(Int64(configuration.capacity)), "extensions": [.string(Wire.Extension.claimCheckout)]]
             }, onMessage: { [weak self] m in
                 if m.event == Wire.Event.workAvailable {
                     self?.runner.prepare()  // work is coming: get the sandbox's slow parts going now
@@ -249,12 +250,14 @@ public final class Worker: @unchecked Sendable {
                 Task { await refuse(id, reason: "\(error)") }
                 continue
             }
+            // claim:checkout: the plan and the input dataclip may come with the claim.
+            let prefetched = Prefetched(plan: run["plan"], dataclip: run["dataclip"])
             let control = AttemptControl()
             lock.withLock { running[id] = control }
             metrics.running.record(runningAttempts)
             let claimedAt = ContinuousClock.now
             let task = Task { [self] in
-                await runAttempt(id: id, token: token, control: control, claimedAt: claimedAt)
+                await runAttempt(id: id, token: token, control: control, claimedAt: claimedAt, prefetched: prefetched)
                 lock.withLock {
                     running[id] = nil
                     tasks[id] = nil
@@ -279,7 +282,7 @@ public final class Worker: @unchecked Sendable {
     /// that offers it): it ends the attempt at once instead of leaving it claimed until the timeout.
     private func refuse(_ id: String, reason: String) async {
         // An unknown event would crash the queue channel of a Lightning that does not offer this one.
-        guard lock.withLock({ extensions.contains(Wire.Event.attemptRefused) }) else { return }
+        guard lock.withLock({ extensions.contains(Wire.Extension.attemptRefused) }) else { return }
         do {
             let r = try await client.push(topic: Wire.Topic.queue, event: Wire.Event.attemptRefused,
                                           payload: ["id": .string(id), "reason": .string("attempt token refused: \(reason)")])
@@ -293,7 +296,8 @@ public final class Worker: @unchecked Sendable {
         lock.withLock { running[id] }?.cancel(reason: reason)
     }
 
-    private func runAttempt(id: String, token: String, control: AttemptControl, claimedAt: ContinuousClock.Instant) async {
+    private func runAttempt(id: String, token: String, control: AttemptControl, claimedAt: ContinuousClock.Instant,
+                            prefetched: Prefetched) async {
         let topic = Wire.Topic.attempt(id)
         let log = logger.with(["attempt.id": "\(id)"])
         var sink = ChannelEventSink(client: client, topic: topic)
@@ -307,7 +311,7 @@ public final class Worker: @unchecked Sendable {
         }
         do {
             let checkout = try await AttemptCheckout.fetch(plan: { try await sink.send(Wire.Event.fetchPlan, [:]) },
-                                                           send: { try await sink.send($0, $1) })
+                                                           send: { try await sink.send($0, $1) }, prefetched: prefetched)
             log.info("running attempt", metadata: ["steps.planned": "\(checkout.plan.jobs.count)"])
             var executor = AttemptExecutor(attemptID: id, plan: checkout.plan, input: checkout.input,
                                            credentials: checkout.credentials, credentialErrors: checkout.credentialErrors,
@@ -400,6 +404,13 @@ struct CheckoutFailure: Error {
     }
 }
 
+/// What a claim reply carried with the attempt (claim:checkout): used instead of fetching it, when it can be read.
+struct Prefetched: Sendable {
+    var plan: JSON?
+    var dataclip: JSON?
+    static let none = Prefetched(plan: nil, dataclip: nil)
+}
+
 /// Everything an attempt needs before its first step (PROTOCOL.md 5): the plan, its input dataclip (a binary
 /// reply holding a JSON object) and its credentials. A plan or dataclip that cannot be loaded is a
 /// `CheckoutFailure`; a credential that cannot be loaded fails only the jobs that use it, with the reason.
@@ -410,7 +421,14 @@ struct AttemptCheckout {
     var credentialErrors: [String: String] = [:]
 
     static func fetch(plan fetchPlan: () async throws -> ChannelClientReply,
-                      send: (String, JSON) async throws -> ChannelClientReply) async throws -> AttemptCheckout {
+                      send: (String, JSON) async throws -> ChannelClientReply,
+                      prefetched: Prefetched = .none) async throws -> AttemptCheckout {
+        if let value = prefetched.plan, let plan = try? value.decode(Plan.self) {
+            if let dataclip = prefetched.dataclip, dataclip.objectValue != nil {
+                return try await credentials(AttemptCheckout(plan: plan, input: dataclip.encoded()), send: send)
+            }
+            return try await credentials(AttemptCheckout(plan: plan, input: try await dataclip(plan, send: send)), send: send)
+        }
         let planReply = try await fetchPlan()
         guard planReply.isOK else {
             throw CheckoutFailure(ErrorType.plan, "fetch:plan was refused: \(planReply.response.text)")
@@ -419,6 +437,11 @@ struct AttemptCheckout {
         do { plan = try planReply.response.decode(Plan.self) } catch {
             throw CheckoutFailure(ErrorType.plan, "the plan could not be read: \(Self.describe(error))")
         }
+        return try await credentials(AttemptCheckout(plan: plan, input: try await dataclip(plan, send: send)), send: send)
+    }
+
+    /// The input dataclip: a binary reply holding a JSON object.
+    static func dataclip(_ plan: Plan, send: (String, JSON) async throws -> ChannelClientReply) async throws -> [UInt8] {
         let reply = try await send(Wire.Event.fetchDataclip, ["id": .string(plan.dataclipID)])
         guard reply.isOK else {
             throw CheckoutFailure(ErrorType.dataclip, "fetch:dataclip of \(plan.dataclipID) was refused: \(reply.response.text)")
@@ -430,7 +453,15 @@ struct AttemptCheckout {
         guard (try? JSON.parse(input))?.objectValue != nil else {
             throw CheckoutFailure(ErrorType.dataclip, "the input dataclip \(plan.dataclipID) is not a JSON object")
         }
-        var checkout = AttemptCheckout(plan: plan, input: input)
+        return input
+    }
+
+    /// The credentials of the plan's jobs; one that cannot be loaded is recorded with the reason.
+    static func credentials(_ base: AttemptCheckout, send: (String, JSON) async throws -> ChannelClientReply) async throws
+        -> AttemptCheckout
+    {
+        var checkout = base
+        let plan = base.plan
         for credentialID in Set(plan.jobs.compactMap(\.credentialID)).sorted() {
             let r = try await send(Wire.Event.fetchCredential, ["id": .string(credentialID)])
             if r.isOK, r.response.objectValue != nil {

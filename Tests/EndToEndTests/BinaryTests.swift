@@ -157,7 +157,17 @@ struct BinaryTests {
         #expect(live.code == "200" && live.body.contains(#""status":"ok""#), "\(live)")
         let created = try await store.createWorkOrder(workflow: "counted", input: Array("{}".utf8))
         #expect(try await store.waitUntilFinal(created.attemptID).state == .success)
-        let metrics = try await get("/metrics")
+        // The attempt is final in the store a moment before the worker has counted it (it counts after Lightning
+        // acknowledged run:complete): wait for the count rather than race it.
+        var metrics = try await get("/metrics")
+        let counted = ContinuousClock.now + .seconds(30)
+        func settled(_ body: String) -> Bool {
+            body.contains(#"worker_attempts_finished_total{reason="success"} 1"#) && body.contains("worker_attempts_running 0")
+        }
+        while !settled(metrics.body), ContinuousClock.now < counted {
+            try await Task.sleep(for: .milliseconds(50))
+            metrics = try await get("/metrics")
+        }
         #expect(metrics.code == "200")
         #expect(metrics.body.contains(#"worker_attempts_finished_total{reason="success"} 1"#), "\(metrics.body)")
         #expect(metrics.body.contains("worker_log_lines_sent_total 2"), "\(metrics.body)")

@@ -281,12 +281,20 @@ struct WorkerProtocolTests {
 
     @Test("a claim whose reply cannot be delivered goes back to the queue")
     func undeliveredClaim() async throws {
-        let h = try Harness()
+        // The claim is held after its commit until the claimer's socket is gone, so its reply cannot be delivered.
+        // (The first version raced a connection reset against the claim: a reset that arrived first discarded the
+        // unread claim and the test timed out in CI.)
+        let gone = Flag()
+        let h = try Harness { config in
+            config.testBeforeClaimReply = {
+                let deadline = ContinuousClock.now + .seconds(30)
+                while !gone.isSet, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+            }
+        }
         defer { Task { await h.stop() } }
         try await h.t.workflow()
         let created = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
-        // A raw socket that sends a claim and resets the connection at once (SO_LINGER 0): lws sees the reset
-        // before the claim's database write is done, so the reply cannot be delivered.
+        // A raw socket that sends a claim and closes at once (a normal close: the claim is read before the end).
         let token = try h.workerToken("vanishing")
         let script = """
             import base64, json, os, socket, struct, sys
@@ -304,13 +312,16 @@ struct WorkerProtocolTests {
             s.sendall(frame(json.dumps(["1", "1", "worker:queue", "phx_join", {"capacity": 1}])))
             s.recv(4096)
             s.sendall(frame(json.dumps(["1", "2", "worker:queue", "claim", {"demand": 1}])))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.shutdown(socket.SHUT_WR)
             s.close()
             """
         let file = h.t.dir.appendingPathComponent("vanish.py").path
         try script.write(toFile: file, atomically: true, encoding: .utf8)
         let port = h.port
         _ = try await Task.detached { try TestSupport.python(file, ["\(port)", token]) }.value
+        try await waitUntil("the claimer's socket closed") { !h.lightning.hasOpenSocket(worker: "vanishing") }
+        try await waitUntil("the claim committed") { try await h.t.store.attempt(created.attemptID).state == .claimed }
+        gone.set()
         try await waitUntil("the undelivered reply noticed") { h.lightning.state.undeliveredClaims == 1 }
         try await waitUntil("attempt back in the queue") { try await h.t.store.attempt(created.attemptID).state == .available }
     }
@@ -399,4 +410,11 @@ final class Box: @unchecked Sendable {
     private var flag = false
     func set() { lock.withLock { flag = true } }
     var isSet: Bool { lock.withLock { flag } }
+}
+
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }

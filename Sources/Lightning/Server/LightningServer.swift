@@ -31,6 +31,9 @@ public struct LightningConfiguration: Sendable {
     /// joins `run:<id>`, after the claim reply reached that worker and before the join is answered, which makes
     /// "Lightning restarted right after a claim" deterministic.
     public var testExitOnAttemptJoin = false
+    /// For tests only: awaited after a claim is committed and signed, before its reply goes out (so a test can make
+    /// the worker vanish in between, deterministically).
+    public var testBeforeClaimReply: (@Sendable () async -> Void)? = nil
 
     public init(attemptSigningKey: JWTKey, workerSecretKey: JWTKey) {
         self.attemptSigningKey = attemptSigningKey
@@ -149,6 +152,11 @@ public final class Lightning: Sendable {
                 topicSocket.close(code: 1008, reason: "token revoked")
             }
         }
+    }
+
+    /// Whether any socket of this worker is still open (joined or not).
+    func hasOpenSocket(worker name: String) -> Bool {
+        (serverBox.server?.allSockets() ?? []).contains { ($0.context as? WorkerIdentity)?.name == name }
     }
 
     func connectedWorkerNames() -> [String] {

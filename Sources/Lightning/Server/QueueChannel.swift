@@ -44,6 +44,7 @@ struct QueueChannel: ChannelHandler {
                 lightning.logger.error("could not sign attempt tokens; claims returned to the queue", metadata: ["error": "\(error)"])
                 return .error(["errors": ["claim": .array([.string("could not sign attempt tokens")])]])
             }
+            await lightning.configuration.testBeforeClaimReply?()
             if lightning.state.wantsCheckout(socket.id) {
                 for i in runs.indices { runs[i] = await checkout(runs[i]) }
             }

@@ -80,7 +80,7 @@ public enum Wire {
     /// Lightning): each side uses one only when the other named it, so OpenFn's workers and Lightning never see them.
     public enum Extension {
         /// A worker tells Lightning it refused a claimed attempt's token (`run:refused` on `worker:queue`).
-        public static let attemptRefused = "run:refused"
+        public static let attemptRefused = Event.attemptRefused
         /// Claim replies carry each attempt's plan and (when small) its input dataclip, saving the worker its
         /// `fetch:plan` and `fetch:dataclip` round trips.
         public static let claimCheckout = "claim:checkout"

@@ -7,7 +7,6 @@ import JWT
 struct AttemptChannel: ChannelHandler {
     let lightning: Lightning
     private let scrubbers = AttemptCache<CredentialScrubber>()
-    private let plans = AttemptCache<Plan>()
 
     var store: any LightningStore { lightning.store }
 
@@ -44,8 +43,6 @@ struct AttemptChannel: ChannelHandler {
         } catch let error as StoreError {
             return Self.errors(event == Wire.Event.fetchCredential || event == Wire.Event.fetchDataclip ? "id" : "attempt",
                                error.description)
-        } catch let error as FieldError {
-            return Self.errors(error.field, error.message)
         } catch let error as WireFieldError {
             return Self.errors(error.field, error.message)
         } catch {
@@ -57,13 +54,9 @@ struct AttemptChannel: ChannelHandler {
         .error(["errors": [field: .array([.string(message)])]])
     }
 
-    struct FieldError: Error {
-        var field: String
-        var message: String
-    }
 
     private func field(_ payload: JSON, _ name: String) throws -> String {
-        guard let v = payload[name]?.stringValue, !v.isEmpty else { throw FieldError(field: name, message: "can't be blank") }
+        guard let v = payload[name]?.stringValue, !v.isEmpty else { throw WireFieldError(name, "can't be blank") }
         return v
     }
 
@@ -81,7 +74,7 @@ struct AttemptChannel: ChannelHandler {
             let dataclipID = try field(payload, "id")
             let plan = try await plan(id)
             guard dataclipID == plan.dataclipID else {
-                throw FieldError(field: "id", message: "dataclip \(dataclipID) is not this attempt's input")
+                throw WireFieldError("id", "dataclip \(dataclipID) is not this attempt's input")
             }
             return .binary(try await store.dataclip(dataclipID))
 
@@ -89,10 +82,10 @@ struct AttemptChannel: ChannelHandler {
             let credentialID = try field(payload, "id")
             if credentialID.hasPrefix(Plan.missingCredentialPrefix) {
                 let name = credentialID.dropFirst(Plan.missingCredentialPrefix.count)
-                throw FieldError(field: "id", message: "credential \"\(name)\" is not set (lightning credentials set \(name) --body ...)")
+                throw WireFieldError("id", "credential \"\(name)\" is not set (lightning credentials set \(name) --body ...)")
             }
             guard try await store.credentialIDs(attemptID: id).contains(credentialID) else {
-                throw FieldError(field: "id", message: "credential \(credentialID) is not used by this attempt")
+                throw WireFieldError("id", "credential \(credentialID) is not used by this attempt")
             }
             let body = try await store.credentialBody(id: credentialID)
             return .ok(try JSON.parse(body))
@@ -124,7 +117,7 @@ struct AttemptChannel: ChannelHandler {
 
         case Wire.Event.log, Wire.Event.batchLogs:
             // A batch: `run:log` with `logs` (ws-worker's batching, lexicon RunLogPayload), or our older name.
-            guard let logs = payload["logs"]?.arrayValue else { throw FieldError(field: "logs", message: "must be a list") }
+            guard let logs = payload["logs"]?.arrayValue else { throw WireFieldError("logs", "must be a list") }
             let scrubber = try await scrubber(id)
             var lines: [NewLogLine] = []
             lines.reserveCapacity(logs.count)
@@ -160,25 +153,18 @@ struct AttemptChannel: ChannelHandler {
             let done = try await store.completeAttempt(id, complete, finalState: finalState, at: timestamp(payload))
             guard done.changed else { return .ok(.null) }
             scrubbers.forget(id)
-            plans.forget(id)
+            lightning.plans.forget(id)
             await lightning.attemptChanged(id)
             lightning.logger.info("attempt finished", metadata: ["attempt.id": "\(id)", "attempt.state": "\(done.state.rawValue)"])
             if let retry = done.retryID { lightning.retryCreated(retry, after: id, state: done.state) }
             return .ok(.null)
 
         default:
-            throw FieldError(field: "event", message: "unknown event \(event)")
+            throw WireFieldError("event", "unknown event \(event)")
         }
     }
 
-    /// The attempt's plan, built once: it comes from the immutable snapshot the work order was made with, and
-    /// fetch:plan, fetch:dataclip, step:complete and run:complete all need it.
-    private func plan(_ attemptID: String) async throws -> Plan {
-        if let p = plans.get(attemptID) { return p }
-        let p = try await store.plan(attemptID: attemptID)
-        plans.put(attemptID, p)
-        return p
-    }
+    private func plan(_ attemptID: String) async throws -> Plan { try await lightning.plan(attemptID) }
 
     /// The job's name, for viewers (only fetched when someone watches).
     private func jobName(_ attemptID: String, _ jobID: String) async -> String? {
@@ -204,7 +190,7 @@ struct AttemptChannel: ChannelHandler {
         switch payload["message"] {
         case .array(let a): items = a
         case .string(let s): items = [.string(s)]  // a worker that sends the text itself
-        default: throw FieldError(field: "message", message: "must be a list")
+        default: throw WireFieldError("message", "must be a list")
         }
         var text = items.count == 1 ? (items[0].stringValue ?? items[0].text) : items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
         if Self.mayHaveControlCharacters(text) { text = Self.stripControlCharacters(text) }
@@ -213,14 +199,14 @@ struct AttemptChannel: ChannelHandler {
             text = "(log line of \(text.utf8.count) bytes removed: over the \(lightning.configuration.maxLogLineBytes)-byte limit)"
         }
         let level = payload["level"]?.stringValue ?? "info"
-        guard LogLevel(rawValue: level) != nil else { throw FieldError(field: "level", message: "unknown level \(level)") }
+        guard LogLevel(rawValue: level) != nil else { throw WireFieldError("level", "unknown level \(level)") }
         let source = payload["source"]?.stringValue ?? "JOB"
         guard source.count <= LogSource.maxLength else {
-            throw FieldError(field: "source", message: "at most \(LogSource.maxLength) characters")
+            throw WireFieldError("source", "at most \(LogSource.maxLength) characters")
         }
         var workerSeq: Int64? = nil
         if let w = payload["worker_seq"] {
-            guard let n = w.intValue, n > 0 else { throw FieldError(field: "worker_seq", message: "must be a positive integer") }
+            guard let n = w.intValue, n > 0 else { throw WireFieldError("worker_seq", "must be a positive integer") }
             workerSeq = Int64(n)
         }
         return NewLogLine(stepID: payload["step_id"]?.stringValue, level: level, source: source, message: text,

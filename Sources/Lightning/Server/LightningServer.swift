@@ -56,6 +56,9 @@ public final class Lightning: Sendable {
     let metrics: LightningMetrics
     let viewers: ViewerHub
     let waiters = CompletionWaiters()
+    /// Plans of running attempts, built once: from the immutable snapshot of the work order, and needed by the
+    /// claim (claim:checkout), fetch:plan, fetch:dataclip, step:complete and run:complete.
+    let plans = AttemptCache<Plan>()
     private let serverBox = ServerBox()
 
     public init(configuration: LightningConfiguration, store: any LightningStore, logger: Logger = Logger(label: "lightning")) throws {
@@ -194,6 +197,13 @@ public final class Lightning: Sendable {
         } catch {
             logger.error("could not read which workers hold attempts", metadata: ["error": "\(error)"])
         }
+    }
+
+    func plan(_ attemptID: String) async throws -> Plan {
+        if let p = plans.get(attemptID) { return p }
+        let p = try await store.plan(attemptID: attemptID)
+        plans.put(attemptID, p)
+        return p
     }
 
     /// An attempt changed state: viewers and any webhook waiting on it learn of it.

@@ -16,8 +16,8 @@ public final class SQLiteStore: LightningStore {
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         var config = Configuration()
         config.prepareDatabase { db in
-            try db.execute(cached: "PRAGMA synchronous = FULL")
-            try db.execute(cached: "PRAGMA foreign_keys = ON")
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         config.busyMode = .timeout(10)
         pool = try DatabasePool(path: path, configuration: config)
@@ -300,9 +300,9 @@ public final class SQLiteStore: LightningStore {
             guard let a = try Row.fetchOne(db, cached: "SELECT snapshot_id, dataclip_id FROM attempts WHERE id = ?", arguments: [attemptID])
             else { throw StoreError.notFound("no attempt \(attemptID)") }
             let snapshotID: String = a["snapshot_id"]
-            let definitionText = try String.fetchOne(db, cached: "SELECT definition FROM workflow_snapshots WHERE id = ?",
-                                                     arguments: [snapshotID]) ?? "{}"
-            let definition = try JSONDecoder().decode(WorkflowDefinition.self, from: Data(definitionText.utf8))
+            guard let definition = try Self.definition(db, snapshotID: snapshotID) else {
+                throw StoreError.invalid("the workflow snapshot \(snapshotID) of attempt \(attemptID) cannot be read")
+            }
             let jobs = try Row.fetchAll(db, cached: """
                 SELECT j.id, j.name, j.body, j.adaptor, j.credential_name, c.id AS credential_id FROM jobs j
                 LEFT JOIN credentials c ON c.name = j.credential_name WHERE j.snapshot_id = ? ORDER BY j.position

@@ -144,25 +144,12 @@ extension WorkflowDefinition {
         do {
             definition = try YAMLDecoder().decode(WorkflowDefinition.self, from: text)
         } catch let error as DecodingError {
-            throw WorkflowValidationError(problems: [Self.describe(error)])
+            throw WorkflowValidationError(problems: [error.fieldDescription])
         } catch {
             throw WorkflowValidationError(problems: ["not valid YAML or JSON: \(error)"])
         }
         try definition.validate()
         return definition
-    }
-
-    static func describe(_ error: DecodingError) -> String {
-        func path(_ c: DecodingError.Context) -> String {
-            c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-        }
-        switch error {
-        case .keyNotFound(let key, let c): return "missing field \"\(key.stringValue)\" at \(path(c).isEmpty ? "top level" : path(c))"
-        case .typeMismatch(let t, let c): return "wrong type at \(path(c)): expected \(t)"
-        case .valueNotFound(let t, let c): return "missing value at \(path(c)): expected \(t)"
-        case .dataCorrupted(let c): return "invalid value at \(path(c)): \(c.debugDescription)"
-        @unknown default: return "\(error)"
-        }
     }
 
     /// Every problem at once, each naming what is wrong and where.

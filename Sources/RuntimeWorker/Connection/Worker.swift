@@ -423,21 +423,25 @@ struct AttemptCheckout {
     static func fetch(plan fetchPlan: () async throws -> ChannelClientReply,
                       send: (String, JSON) async throws -> ChannelClientReply,
                       prefetched: Prefetched = .none) async throws -> AttemptCheckout {
-        if let value = prefetched.plan, let plan = try? value.decode(Plan.self) {
-            if let dataclip = prefetched.dataclip, dataclip.objectValue != nil {
-                return try await credentials(AttemptCheckout(plan: plan, input: dataclip.encoded()), send: send)
-            }
-            return try await credentials(AttemptCheckout(plan: plan, input: try await dataclip(plan, send: send)), send: send)
-        }
-        let planReply = try await fetchPlan()
-        guard planReply.isOK else {
-            throw CheckoutFailure(ErrorType.plan, "fetch:plan was refused: \(planReply.response.text)")
-        }
+        // The claim's plan when it reads; its dataclip only with it (both come from the same Lightning reply).
         let plan: Plan
-        do { plan = try planReply.response.decode(Plan.self) } catch {
-            throw CheckoutFailure(ErrorType.plan, "the plan could not be read: \(Self.describe(error))")
+        var input: [UInt8]? = nil
+        if let claimed = try? prefetched.plan?.decode(Plan.self) {
+            plan = claimed
+            input = prefetched.dataclip.flatMap { $0.objectValue != nil ? $0.encoded() : nil }
+        } else {
+            let planReply = try await fetchPlan()
+            guard planReply.isOK else {
+                throw CheckoutFailure(ErrorType.plan, "fetch:plan was refused: \(planReply.response.text)")
+            }
+            do { plan = try planReply.response.decode(Plan.self) } catch {
+                throw CheckoutFailure(ErrorType.plan,
+                                      "the plan could not be read: \((error as? DecodingError)?.fieldDescription ?? "\(error)")")
+            }
         }
-        return try await credentials(AttemptCheckout(plan: plan, input: try await dataclip(plan, send: send)), send: send)
+        if input == nil { input = try await dataclip(plan, send: send) }
+        let checkout = AttemptCheckout(plan: plan, input: input ?? [])
+        return try await credentials(checkout, send: send)
     }
 
     /// The input dataclip: a binary reply holding a JSON object.
@@ -473,20 +477,6 @@ struct AttemptCheckout {
             }
         }
         return checkout
-    }
-
-    static func describe(_ error: any Error) -> String {
-        guard let e = error as? DecodingError else { return "\(error)" }
-        func path(_ c: DecodingError.Context) -> String {
-            c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-        }
-        switch e {
-        case .keyNotFound(let key, let c): return "missing \(path(c)).\(key.stringValue)"
-        case .typeMismatch(let t, let c): return "\(path(c)) is not a \(t)"
-        case .valueNotFound(let t, let c): return "\(path(c)) is null, expected \(t)"
-        case .dataCorrupted(let c): return "\(path(c)): \(c.debugDescription)"
-        @unknown default: return "\(e)"
-        }
     }
 }
 

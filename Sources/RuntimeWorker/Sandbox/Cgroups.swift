@@ -70,7 +70,7 @@ final class Cgroups: @unchecked Sendable {
                 g.destroy()
             }
         }
-        let g = try Group(version: version, name: nextName(), memoryBytes: memoryBytes, pids: pids)
+        let g = try Group(version: version, name: nextName())
         try g.setLimits(memoryBytes: memoryBytes, pids: pids)
         return g
     }
@@ -93,7 +93,7 @@ final class Cgroups: @unchecked Sendable {
     private func fillPool() {
         guard poolLock.withLock({ idle.isEmpty }) else { return }
         DispatchQueue.global().async { [self] in
-            guard let g = try? Group(version: version, name: nextName(), memoryBytes: 1 << 30, pids: 256) else { return }
+            guard let g = try? Group(version: version, name: nextName()) else { return }
             if g.reset() { poolLock.withLock { idle.append(g) } } else { g.destroy() }
         }
     }
@@ -174,7 +174,8 @@ final class Cgroups: @unchecked Sendable {
         private var peakFD: Int32 = -1
         private var peakResettable = false
 
-        init(version: Version, name: String, memoryBytes: Int64, pids: Int) throws {
+        /// An empty group; `setLimits` gives it its limits before each step.
+        init(version: Version, name: String) throws {
             self.version = version
             let fm = FileManager.default
             switch version {

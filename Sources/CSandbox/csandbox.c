@@ -65,7 +65,9 @@ static void mkdirs(char *path) {
     mkdir(path, 0755);
 }
 
-static int bind(const char *src, const char *dst, int readonly, int err) {
+// Binds src at dst (made as an empty directory or file), read-only if asked. Returns 0, or -1 with errno set and
+// *stage naming what failed. An absent src is skipped.
+static int bind(const char *src, const char *dst, int readonly, const char **stage) {
     struct stat st;
     if (stat(src, &st) != 0) return 0;  // absent on this host: skip
     char d[4096];
@@ -81,9 +83,11 @@ static int bind(const char *src, const char *dst, int readonly, int err) {
         int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
         if (fd >= 0) close(fd);
     }
-    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0) fail(err, "bind mount");
-    if (readonly && mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REC, NULL) != 0)
-        fail(err, "read-only remount");
+    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0) { *stage = "bind mount"; return -1; }
+    if (readonly && mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REC, NULL) != 0) {
+        *stage = "read-only remount";
+        return -1;
+    }
     return 0;
 }
 
@@ -107,15 +111,30 @@ static int child_main(void *arg) {
     if (setsid() < 0) fail(err, "setsid");
     if ((c->flags & CSANDBOX_SHARE_NETNS) && setns(c->netns_fd, CLONE_NEWNET) != 0) fail(err, "join the empty network namespace");
 
-    if (c->flags & CSANDBOX_NAMESPACES) {
+    if ((c->flags & CSANDBOX_NAMESPACES) && (c->flags & CSANDBOX_PREPARED_ROOT)) {
+        // This namespace is a copy of the spawner thread's, where the read-only view is built already.
+        char p[4096];
+        join_path(p, sizeof p, c->rootdir, "/work");
+        if (mount(c->workdir, p, NULL, MS_BIND | MS_NOSUID | MS_NODEV, NULL) != 0) fail(err, "bind the work directory");
+        join_path(p, sizeof p, c->rootdir, "/tmp");
+        if (mount(c->tmpdir, p, NULL, MS_BIND | MS_NOSUID | MS_NODEV, NULL) != 0) fail(err, "bind the private /tmp");
+        join_path(p, sizeof p, c->rootdir, "/proc");
+        if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) fail(err, "mount /proc");
+        join_path(p, sizeof p, c->rootdir, "/.old");
+        if (syscall(SYS_pivot_root, c->rootdir, p) != 0) fail(err, "pivot_root");
+        if (chdir("/") != 0) fail(err, "chdir /");
+        if (umount2("/.old", MNT_DETACH) != 0) fail(err, "detach the old root");
+        if (sethostname("step", 4) != 0) fail(err, "sethostname");
+    } else if (c->flags & CSANDBOX_NAMESPACES) {
         char root[4096], p[4096];
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) fail(err, "make mounts private");
         strncpy(root, c->rootdir, sizeof root - 1);
         root[sizeof root - 1] = 0;
         if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755") != 0) fail(err, "mount the new root");
+        const char *stage = "";
         for (const char *const *b = c->ro_binds; b && *b; b++) {
             join_path(p, sizeof p, root, *b);
-            bind(*b, p, 1, err);
+            if (bind(*b, p, 1, &stage) != 0) fail(err, stage);
         }
         join_path(p, sizeof p, root, "/work");
         mkdirs(p);
@@ -126,7 +145,7 @@ static int child_main(void *arg) {
         const char *devs[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", NULL};
         for (const char **d = devs; *d; d++) {
             join_path(p, sizeof p, root, *d);
-            bind(*d, p, 0, err);
+            if (bind(*d, p, 0, &stage) != 0) fail(err, stage);
         }
         join_path(p, sizeof p, root, "/proc");
         mkdirs(p);
@@ -265,6 +284,54 @@ pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_
         return -1;
     }
     return pid;
+}
+
+static __thread int prepared_namespace = 0;
+
+int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, char *error, size_t error_size) {
+    if (!prepared_namespace) {
+        // This thread's own mount namespace (unshare takes CLONE_FS with it: its cwd and root become its own).
+        if (unshare(CLONE_NEWNS) != 0) { snprintf(error, error_size, "unshare(CLONE_NEWNS): %s", strerror(errno)); return -1; }
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+            snprintf(error, error_size, "make mounts private: %s", strerror(errno));
+            return -1;
+        }
+        prepared_namespace = 1;
+    }
+    char root[4096], p[4096];
+    strncpy(root, rootdir, sizeof root - 1);
+    root[sizeof root - 1] = 0;
+    umount2(root, MNT_DETACH);  // an earlier view, if any: steps running with it keep their copies
+    if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755") != 0) {
+        snprintf(error, error_size, "mount the new root: %s", strerror(errno));
+        return -1;
+    }
+    const char *stage = "";
+    int failed = 0;
+    for (const char *const *b = ro_binds; b && *b && !failed; b++) {
+        join_path(p, sizeof p, root, *b);
+        failed = bind(*b, p, 1, &stage);
+    }
+    const char *devs[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", NULL};
+    for (const char **d = devs; *d && !failed; d++) {
+        join_path(p, sizeof p, root, *d);
+        failed = bind(*d, p, 0, &stage);
+    }
+    const char *dirs[] = {"/work", "/tmp", "/proc", "/.old", NULL};
+    for (const char **d = dirs; *d && !failed; d++) {
+        join_path(p, sizeof p, root, *d);
+        mkdirs(p);
+    }
+    if (!failed && mount(NULL, root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0) {
+        stage = "make the new root read-only";
+        failed = -1;
+    }
+    if (failed) {
+        snprintf(error, error_size, "%s: %s", stage, strerror(errno));
+        umount2(root, MNT_DETACH);
+        return -1;
+    }
+    return 0;
 }
 
 int csandbox_empty_netns(void) {

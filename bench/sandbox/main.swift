@@ -50,6 +50,9 @@ let launch = StepLaunch(executable: "/bin/true", arguments: ["true"], environmen
 let sandboxed = stats("sandboxed (namespaces, cgroups)", try await measure(count) {
     _ = try await runner.run(launch) { _ in }
 })
+let perStep = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
+perStep.buildRootPerStep = true
+let builtPerStep = stats("sandboxed, view built per step", try await measure(count) { _ = try await perStep.run(launch) { _ in } })
 let noneRunner = try SandboxRunner(mode: .none, stateDirectory: dir)
 let unsandboxed = stats("runner with --sandbox none", try await measure(count) { _ = try await noneRunner.run(launch) { _ in } })
 
@@ -65,6 +68,7 @@ if FileManager.default.isExecutableFile(atPath: "/usr/bin/bwrap") {
 }
 print(String(format: "\nsandboxed / plain spawn: %.2f×   (aim ≤ 1.5×)", sandboxed / plain))
 print(String(format: "--sandbox none / plain:  %.2f×", unsandboxed / plain))
+print(String(format: "view built per step / prepared once: %.2f×", builtPerStep / sandboxed))
 if let bwrap { print(String(format: "bubblewrap / sandboxed:  %.2f×   (aim ≥ 4×)", bwrap / sandboxed)) }
 
 // The same spawn from a process with a worker-sized heap (threads and 256 MB touched, as a busy worker has): the

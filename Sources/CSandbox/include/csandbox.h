@@ -9,6 +9,7 @@ enum {
     CSANDBOX_NAMESPACES = 1 << 0,   // pid, mount, ipc, uts (+ user when not root)
     CSANDBOX_SHARE_NETNS = 1 << 1,  // join netns_fd (an empty network namespace made once)
     CSANDBOX_COPY_VM = 1 << 2,      // clone without CLONE_VM, copying the page tables: the benchmark's baseline only
+    CSANDBOX_PREPARED_ROOT = 1 << 3, // rootdir already holds the read-only view (csandbox_prepare_root on this thread)
 };
 
 struct csandbox_config {
@@ -31,6 +32,13 @@ struct csandbox_config {
 /// Spawns the step. Returns its pid (in the host's pid namespace) or -1 with `error` filled in
 /// ("mount /proc: Operation not permitted").
 pid_t csandbox_spawn(const struct csandbox_config *config, char *error, size_t error_size);
+
+/// Builds the read-only view of the system at `rootdir` once, in a mount namespace of the calling thread's own
+/// (made on the first call): a read-only tmpfs holding `ro_binds`, the four devices and empty /work, /tmp,
+/// /proc and /.old. Steps cloned from this thread with CSANDBOX_PREPARED_ROOT copy it instead of building it:
+/// they only bind their two directories, mount /proc and pivot. Called again, it replaces the view (files
+/// bound from the host, such as /etc/passwd, are pinned when bound). Root only. Returns 0, or -1 with `error`.
+int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, char *error, size_t error_size);
 
 /// pipe2(O_CLOEXEC), which Swift's Glibc module does not export.
 int csandbox_pipe_cloexec(int fds[2]);

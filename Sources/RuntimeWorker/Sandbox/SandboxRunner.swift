@@ -143,6 +143,13 @@ public final class SandboxRunner: @unchecked Sendable {
     let logger: Logger
     private static let counter = NSLock()
     nonisolated(unsafe) private static var sequence = 0
+    nonisolated(unsafe) private static var runners = 0
+    static func nextRunnerNumber() -> Int {
+        counter.withLock {
+            runners += 1
+            return runners
+        }
+    }
     static func nextStepNumber() -> Int {
         counter.withLock {
             sequence += 1
@@ -158,6 +165,15 @@ public final class SandboxRunner: @unchecked Sendable {
     public let readOnlyPaths: [String]
     /// Clone the way the first version did, copying the worker's page tables: only for the benchmark's baseline.
     public var copyAddressSpace = false
+    /// Build the read-only view of the system for each step, as the first version did, instead of once on the
+    /// spawner thread: only for the benchmark's baseline.
+    public var buildRootPerStep = false
+    /// The read-only view is built again this often, so that host files bound into it (`/etc/passwd`,
+    /// `/etc/ld.so.cache`, which are replaced, not edited) are at most this old in a step.
+    public static let preparedRootLifetime: Duration = .seconds(60)
+    /// When the spawner thread built the view (touched only on that thread); nil: build it at the next step.
+    nonisolated(unsafe) private var preparedRootAt: ContinuousClock.Instant?
+    nonisolated(unsafe) private var preparedRootFailed = false
 
     public init(mode: SandboxMode, network: StepNetwork = .none, stateDirectory: String, extraReadOnlyPaths: [String] = [],
                 logger: Logger = Logger(label: "runtime-worker.sandbox")) throws {
@@ -166,7 +182,8 @@ public final class SandboxRunner: @unchecked Sendable {
         self.logger = logger
         readOnlyPaths = Self.defaultReadOnlyPaths.filter { !$0.hasPrefix("/opt/swift") } + extraReadOnlyPaths
             + (network == .host ? ["/etc/resolv.conf", "/etc/hosts"] : [])
-        rootDirectory = stateDirectory + "/sandbox-root"
+        // One per runner: the spawner thread holds each runner's prepared view at its own root.
+        rootDirectory = stateDirectory + "/sandbox-root-\(Self.nextRunnerNumber())"
         try FileManager.default.createDirectory(atPath: rootDirectory, withIntermediateDirectories: true)
         cgroups = Cgroups(name: "lightning-runtime-\(getpid())") { "step-\(SandboxRunner.nextStepNumber())" }
         useNamespaces = mode != .none
@@ -203,8 +220,8 @@ public final class SandboxRunner: @unchecked Sendable {
         guard Glibc.pipe(&pipe) == 0 else { throw SandboxError.unavailable("pipe failed") }
         defer { close(pipe[0]) }
         do {
-            let pid = try spawn(StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: dir,
-                                           tmpDirectory: dir), stdout: pipe[1], stderr: pipe[1], group: nil)
+            let launch = StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: dir, tmpDirectory: dir)
+            let pid = try SpawnerThread.shared.runBlocking { try self.spawnHere(launch, stdout: pipe[1], stderr: pipe[1], group: nil) }
             close(pipe[1])
             var status: Int32 = 0
             waitpid(pid, &status, 0)
@@ -216,11 +233,40 @@ public final class SandboxRunner: @unchecked Sendable {
 
     /// Spawns on the one long-lived spawner thread: the parent-death signal follows the thread that cloned the
     /// step, and Dispatch's pool threads exit when idle (which killed steps after about 5 s).
-    private func spawn(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?) throws -> pid_t {
-        try SpawnerThread.shared.run { try self.spawnHere(launch, stdout: stdout, stderr: stderr, group: group) }
+    private func spawn(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?) async throws -> pid_t {
+        try await SpawnerThread.shared.run { try self.spawnHere(launch, stdout: stdout, stderr: stderr, group: group) }
+    }
+
+    /// On the spawner thread: the read-only view of the system, built at most once per `preparedRootLifetime`
+    /// (as root, with namespaces). False: each step builds it (not root, or building it failed once).
+    private func preparedRoot() -> Bool {
+        guard useNamespaces, !buildRootPerStep, !preparedRootFailed, geteuid() == 0 else { return false }
+        if let at = preparedRootAt, ContinuousClock.now - at < Self.preparedRootLifetime { return true }
+        var error = [CChar](repeating: 0, count: 512)
+        let paths = readOnlyPaths.map { strdup($0) }
+        defer { paths.forEach { free($0) } }
+        let binds = paths.map { UnsafePointer($0) } + [nil]
+        let r = binds.withUnsafeBufferPointer { csandbox_prepare_root(rootDirectory, $0.baseAddress, &error, error.count) }
+        guard r == 0 else {
+            preparedRootFailed = true
+            logger.warning("could not prepare the read-only view of the system once; each step builds its own", metadata: [
+                "error": "\(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"])
+            return false
+        }
+        preparedRootAt = .now
+        return true
+    }
+
+    deinit {
+        // The prepared view lives in the spawner thread's mount namespace only: unmount it there.
+        SpawnerThread.shared.post { [rootDirectory, preparedRootAt] in
+            if preparedRootAt != nil { _ = umount2(rootDirectory, Int32(MNT_DETACH)) }
+            _ = rmdir(rootDirectory)
+        }
     }
 
     private func spawnHere(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?) throws -> pid_t {
+        let prepared = preparedRoot()
         var cStrings: [UnsafeMutablePointer<CChar>?] = []
         defer { cStrings.forEach { free($0) } }
         func c(_ s: String) -> UnsafeMutablePointer<CChar>? {
@@ -250,6 +296,7 @@ public final class SandboxRunner: @unchecked Sendable {
                         config.flags = (useNamespaces ? Int32(CSANDBOX_NAMESPACES) : 0)
                             | (netnsFD >= 0 ? Int32(CSANDBOX_SHARE_NETNS) : 0)
                             | (copyAddressSpace ? Int32(CSANDBOX_COPY_VM) : 0)
+                            | (prepared ? Int32(CSANDBOX_PREPARED_ROOT) : 0)
                         config.netns_fd = netnsFD
                         config.cgroup_procs_fds = fdBuf.baseAddress
                         config.cgroup_count = Int32(fdBuf.count)
@@ -288,7 +335,7 @@ public final class SandboxRunner: @unchecked Sendable {
         let started = ContinuousClock.now
         let pid: pid_t
         do {
-            pid = try spawn(launch, stdout: out[1], stderr: err[1], group: group)
+            pid = try await spawn(launch, stdout: out[1], stderr: err[1], group: group)
         } catch {
             for fd in out + err { close(fd) }
             group.map { cgroups?.release($0) }
@@ -352,18 +399,30 @@ final class SpawnerThread: @unchecked Sendable {
         thread.start()
     }
 
-    func run<T>(_ body: @escaping () throws -> T) throws -> T {
+    /// Runs `body` on the spawner thread and waits (blocking: only for the probe at start).
+    func runBlocking<T>(_ body: @escaping () throws -> T) throws -> T {
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var result: Result<T, any Error>?
-        condition.lock()
-        work.append {
+        post {
             result = Result { try body() }
             done.signal()
         }
-        condition.signal()
-        condition.unlock()
         done.wait()
         return try result!.get()
+    }
+
+    /// Runs `body` on the spawner thread; the caller's task waits without holding a thread.
+    func run<T: Sendable>(_ body: @escaping () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+            post { c.resume(with: Result { try body() }) }
+        }
+    }
+
+    func post(_ job: @escaping () -> Void) {
+        condition.lock()
+        work.append(job)
+        condition.signal()
+        condition.unlock()
     }
 }
 

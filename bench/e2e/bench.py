@@ -3,6 +3,10 @@
 measured in the same run. Prints one table. Run it through `bench/e2e/run`, which builds and installs first.
 
 usage: bench.py BIN_DIR [--attempts 2000] [--latency 200] [--lines 1000000] [--sockets 10000] [--rq-jobs 300]
+                [--only dispatch,throughput,logs,sockets,baselines] [--perf DIR]
+
+--perf DIR samples both processes with `perf record -e cpu-clock -g` while the throughput figure runs and writes
+DIR/lightning.data, DIR/worker.data and a report of each (DIR/*.txt): where the CPU of an attempt goes.
 """
 import argparse
 import http.client
@@ -163,7 +167,30 @@ jobs: [{name: t, adaptor: sh, body: "date +%s%N"}]
     rows.append(("dispatch: p99", "%.2f ms" % p99, "", ""))
 
 
-def bench_throughput(stack, n):
+def start_perf(stack, perf_dir):
+    if not perf_dir:
+        return []
+    if not shutil.which("perf"):
+        sys.exit("--perf needs perf (Debian: linux-perf)")
+    os.makedirs(perf_dir, exist_ok=True)
+    return [subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-o", os.path.join(perf_dir, name + ".data"),
+                              "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in (("lightning", stack.lightning.pid), ("worker", stack.workers[0].pid))]
+
+
+def stop_perf(recorders, perf_dir):
+    for r in recorders:
+        r.send_signal(2)
+        r.wait()
+    for name in ("lightning", "worker") if recorders else ():
+        data = os.path.join(perf_dir, name + ".data")
+        with open(os.path.join(perf_dir, name + ".txt"), "w") as out:
+            subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol", "--stdio",
+                            "--percent-limit", "0.5", "-g", "none"], stdout=out, stderr=subprocess.DEVNULL)
+        say("perf: %s and %s" % (data, out.name))
+
+
+def bench_throughput(stack, n, perf_dir=None):
     say("throughput: %d one-step attempts (`true`) through Lightning and one worker (capacity 4)" % n)
     stack.apply("""name: noop
 triggers: [{name: hook, type: webhook, path: noop}]
@@ -171,6 +198,7 @@ jobs: [{name: t, adaptor: sh, body: "true"}]
 """)
     before = stack.counts()
     done_before = sum(v for k, v in before.items() if k not in ("available", "claimed", "started"))
+    recorders = start_perf(stack, perf_dir)
     cpu_before = (cpu_seconds(stack.lightning.pid), cpu_seconds(stack.workers[0].pid))
     start = time.perf_counter()
     errors = []
@@ -199,6 +227,7 @@ jobs: [{name: t, adaptor: sh, body: "true"}]
     elapsed = time.perf_counter() - start
     cpu_l = (cpu_seconds(stack.lightning.pid) - cpu_before[0]) / n * 1000
     cpu_w = (cpu_seconds(stack.workers[0].pid) - cpu_before[1]) / n * 1000
+    stop_perf(recorders, perf_dir)
     ok = c.get("success", 0) - before.get("success", 0)
     rows.append(("throughput: %d attempts end to end (%d succeeded)" % (n, ok), "%.1f attempts/s" % (n / elapsed), "", ""))
     rows.append(("  of which: accepting the %d webhooks" % n, "%.0f /s" % (n / posted), "", ""))
@@ -289,34 +318,55 @@ def main():
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--sockets", type=int, default=10_000)
     ap.add_argument("--rq-jobs", type=int, default=300)
+    ap.add_argument("--only", default="dispatch,throughput,logs,sockets,baselines",
+                    help="comma-separated: dispatch, throughput, logs, sockets, baselines")
+    ap.add_argument("--perf", metavar="DIR", help="perf record both processes during the throughput figure")
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    unknown = only - {"dispatch", "throughput", "logs", "sockets", "baselines"}
+    if unknown:
+        ap.error("unknown --only part: " + ", ".join(sorted(unknown)))
+    ours = None
 
     with tempfile.TemporaryDirectory(prefix="lr-bench-") as d:
         stack = Stack(args.bin, d)
         try:
             stack.worker("bench", 4)
             bench_idle(stack)
-            bench_latency(stack, args.latency)
-            ours = bench_throughput(stack, args.attempts)
-            bench_logs(stack, args.lines)
-            if args.sockets:
+            if "dispatch" in only:
+                bench_latency(stack, args.latency)
+            if "throughput" in only:
+                ours = bench_throughput(stack, args.attempts, args.perf)
+            if "logs" in only:
+                bench_logs(stack, args.lines)
+            if args.sockets and "sockets" in only:
                 bench_sockets(stack, args.sockets)
         finally:
             stack.stop()
 
+    if "baselines" in only:
+        baselines(args, ours)
+    print_rows()
+
+
+def baselines(args, ours):
     say("baselines: plain spawn loop, then RQ (%d jobs, forking and simple workers)" % args.rq_jobs)
     spawn = baseline_spawn(max(2000, args.attempts))
     rq, rq_note = baseline_rq(args.rq_jobs)
     if spawn:
         rows.append(("baseline: plain posix_spawn of /bin/true, both cores", "%.0f /s" % spawn, "",
-                     "ours = %.2f of it (aim >= 0.5)" % (ours / spawn)))
+                     "ours = %.2f of it (aim >= 0.5)" % (ours / spawn) if ours else ""))
     for kind in ("fork", "simple"):
-        if kind in rq:
+        if kind in rq and not ours:
+            rows.append(("baseline: RQ %s worker, `true` as a subprocess" % kind, "%.1f jobs/s" % rq[kind], "", ""))
+        elif kind in rq:
             rows.append(("baseline: RQ %s worker, `true` as a subprocess" % kind, "%.1f jobs/s" % rq[kind], "",
                          "ours = %.1fx%s" % (ours / rq[kind], " (aim >= 10x)" if kind == "fork" else "")))
     if not rq:
         rows.append(("baseline: RQ", "not run: %s" % rq_note, "", ""))
 
+
+def print_rows():
     width = max(len(r[0]) for r in rows)
     print()
     print("%-*s  %-22s  %-20s  %s" % (width, "figure", "ours", "detail", "ratio / aim"))

@@ -257,13 +257,13 @@ public final class Worker: @unchecked Sendable {
             metrics.running.record(runningAttempts)
             let claimedAt = ContinuousClock.now
             let task = Task { [self] in
-                await runAttempt(id: id, token: token, control: control, claimedAt: claimedAt, prefetched: prefetched)
-                lock.withLock {
-                    running[id] = nil
-                    tasks[id] = nil
+                await runAttempt(id: id, token: token, control: control, claimedAt: claimedAt, prefetched: prefetched) {
+                    // The slot is free once run:complete is acknowledged; leaving run:<id> follows on its own.
+                    lock.withLock { running[id] = nil }
+                    metrics.running.record(runningAttempts)
+                    wake()
                 }
-                metrics.running.record(runningAttempts)
-                wake()
+                lock.withLock { tasks[id] = nil }
             }
             lock.withLock { tasks[id] = task }
             started += 1
@@ -297,15 +297,17 @@ public final class Worker: @unchecked Sendable {
     }
 
     private func runAttempt(id: String, token: String, control: AttemptControl, claimedAt: ContinuousClock.Instant,
-                            prefetched: Prefetched) async {
+                            prefetched: Prefetched, finished: () -> Void) async {
         let topic = Wire.Topic.attempt(id)
         let log = logger.with(["attempt.id": "\(id)"])
-        var sink = ChannelEventSink(client: client, topic: topic)
-        sink.isAbandoned = { [weak self] in self?.lock.withLock { self?.abandoned.contains(id) } ?? true }
+        var wire = ChannelEventSink(client: client, topic: topic)
+        wire.isAbandoned = { [weak self] in self?.lock.withLock { self?.abandoned.contains(id) } ?? true }
+        let sink = AttemptOutbox(wire)
         do {
             try await joinAttempt(topic: topic, token: token, id: id, log: log)
         } catch {
             log.error("could not join the attempt's channel; it is not run", metadata: ["error": "\(error)"])
+            finished()
             await client.leave(topic: topic)
             return
         }
@@ -333,6 +335,7 @@ public final class Worker: @unchecked Sendable {
             await endEarly(sink, AttemptComplete(reason: .exception, errorType: ErrorType.crash,
                                                  errorMessage: "the worker failed while running the attempt: \(error)"), log: log)
         }
+        finished()
         await client.leave(topic: topic)
         lock.withLock { _ = abandoned.remove(id) }
     }
@@ -365,7 +368,7 @@ public final class Worker: @unchecked Sendable {
 
     /// Ends an attempt that could not run (or broke between steps) with `run:start` (a resend changes nothing)
     /// and a `run:complete` that says why.
-    private func endEarly(_ sink: ChannelEventSink, _ complete: AttemptComplete, log: Logger) async {
+    private func endEarly(_ sink: AttemptOutbox, _ complete: AttemptComplete, log: Logger) async {
         do {
             _ = try await sink.send(Wire.Event.attemptStart, ["versions": ["runtime-worker": .string(RuntimeVersion.current)],
                                                               "timestamp": .string(Timestamp.now())])

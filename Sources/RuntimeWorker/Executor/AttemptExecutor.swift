@@ -102,15 +102,17 @@ public struct AttemptExecutor: Sendable {
         try FileManager.default.createDirectory(atPath: attemptDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: attemptDir) }
         let deadline = ContinuousClock.now + .milliseconds(plan.options.runTimeoutMS)
-        let logs = LogBatcher(attemptID: attemptID, events: events, scrubber: scrubber, maxBytes: maxLogBytesPerAttempt,
+        // Events go through an outbox: the ones whose replies are not needed are posted, not waited for.
+        let out = (events as? AttemptOutbox) ?? AttemptOutbox(events)
+        let logs = LogBatcher(attemptID: attemptID, events: out, scrubber: scrubber, maxBytes: maxLogBytesPerAttempt,
                                 logger: logger, metrics: metrics)
 
-        _ = try await events.send(Wire.Event.attemptStart, ["versions": ["runtime-worker": .string(RuntimeVersion.current)],
-                                                            "timestamp": .string(Timestamp.now())])
+        try out.post(Wire.Event.attemptStart, ["versions": ["runtime-worker": .string(RuntimeVersion.current)],
+                                               "timestamp": .string(Timestamp.now())])
         guard let initial = (try? JSONSerialization.jsonObject(with: Data(input))) as? [String: Any] else {
             return try await complete(Outcome(reason: .exception, errorType: ErrorType.dataclip,
                                               errorMessage: "the input dataclip is not a JSON object", state: [:]),
-                                      finalState: nil, finalDataclipID: nil)
+                                      finalState: nil, finalDataclipID: nil, out: out)
         }
         var queue: [(jobID: String, state: [String: Any], dataclipID: String?)] = []
         if plan.job(plan.startingNodeID) != nil {
@@ -129,7 +131,7 @@ public struct AttemptExecutor: Sendable {
                 break
             }
             let (outcome, outputID) = try await runStep(job, number: stepNumber, state: state, inputDataclipID: inputDataclipID,
-                                                        dir: attemptDir, deadline: deadline, logs: logs)
+                                                        dir: attemptDir, deadline: deadline, logs: logs, out: out)
             if [.crash, .kill, .exception, .cancel].contains(outcome.reason) {
                 leaves.append(outcome)
                 break
@@ -159,9 +161,9 @@ public struct AttemptExecutor: Sendable {
         if leaves.count > 1 {
             var byStep: [String: Any] = [:]
             for leaf in leaves { byStep[leaf.stepID ?? "step-\(byStep.count + 1)"] = leaf.state }
-            return try await complete(worst, finalState: byStep, finalDataclipID: nil)
+            return try await complete(worst, finalState: byStep, finalDataclipID: nil, out: out)
         }
-        return try await complete(worst, finalState: leaves.first?.state ?? initial, finalDataclipID: leaves.first?.outputID)
+        return try await complete(worst, finalState: leaves.first?.state ?? initial, finalDataclipID: leaves.first?.outputID, out: out)
     }
 
     /// How an attempt stopped from outside ends: `cancel` for an operator, `kill` for the worker's shutdown.
@@ -171,7 +173,9 @@ public struct AttemptExecutor: Sendable {
             : Outcome(reason: .cancel, errorType: ErrorType.cancelled, errorMessage: control.reason, state: state)
     }
 
-    private func complete(_ o: Outcome, finalState state: [String: Any]?, finalDataclipID: String?) async throws -> AttemptComplete {
+    /// Sends `run:complete` and waits for its reply, which comes after the replies to every event before it.
+    private func complete(_ o: Outcome, finalState state: [String: Any]?, finalDataclipID: String?,
+                          out: AttemptOutbox) async throws -> AttemptComplete {
         var finalState: JSON? = nil
         if let state, let data = try? JSONSerialization.data(withJSONObject: state) {
             if data.count > plan.options.payloadLimitMB * 1_000_000 {
@@ -183,14 +187,15 @@ public struct AttemptExecutor: Sendable {
         }
         let c = AttemptComplete(reason: o.reason, errorType: o.errorType, errorMessage: o.errorMessage,
                                 finalDataclipID: finalDataclipID, finalState: finalState)
-        _ = try await events.send(Wire.Event.attemptComplete, c.wire)
+        _ = try await out.send(Wire.Event.attemptComplete, c.wire)
         return c
     }
 
     private func runStep(_ job: Plan.Job, number: Int, state input: [String: Any], inputDataclipID: String?, dir: String,
-                         deadline: ContinuousClock.Instant, logs: LogBatcher) async throws -> (Outcome, String?) {
+                         deadline: ContinuousClock.Instant, logs: LogBatcher, out: AttemptOutbox) async throws -> (Outcome, String?) {
         let stepID = UUID().uuidString.lowercased()
-        _ = try await events.send(Wire.Event.stepStart, StepStart(stepID: stepID, jobID: job.id, inputDataclipID: inputDataclipID).wire)
+        // Posted: the step starts without waiting for the reply (the outbox keeps the order).
+        try out.post(Wire.Event.stepStart, StepStart(stepID: stepID, jobID: job.id, inputDataclipID: inputDataclipID).wire)
         let started = ContinuousClock.now
         var outcome = Outcome(reason: .success, state: input)
         var termination: StepTermination?
@@ -222,7 +227,7 @@ public struct AttemptExecutor: Sendable {
             mem: MemoryUse(job: termination?.peakMemoryBytes ?? 0, system: Int64(ProcessInfo.processInfo.physicalMemory)),
             duration: termination?.durationMS ?? Int64((ContinuousClock.now - started).components.seconds * 1000),
             webhookResponse: webhookResponse)
-        _ = try await events.send(Wire.Event.stepComplete, complete.wire)
+        try out.post(Wire.Event.stepComplete, complete.wire)
         outcome.stepID = stepID
         // The output is kept by Lightning only when it was sent in full.
         outcome.outputID = outputText != nil && plan.options.outputDataclips ? outputID : nil

@@ -156,6 +156,26 @@ struct OutboxAndCancelTests {
         #expect(lightning.names == ["run:start", "step:start"])
     }
 
+    @Test("run:start and step:start are posted: the step runs while their replies are held back, and the events still arrive in order")
+    func pipelined() async throws {
+        let gate = ReplyGate()
+        let ran = Flag()
+        let runner = ObservedRunner(ran: ran)
+        let dir = try TestSupport.temporaryDirectory("exec")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let executor = AttemptExecutor(attemptID: "a1", plan: makePlan([("a", "print hi")], edges: []), input: Array(#"{"x":1}"#.utf8),
+                                       credentials: [:], runner: runner, events: gate, workRoot: dir.path)
+        let attempt = Task { try await executor.run() }
+        // The reply to run:start does not come until the step has run (bounded: a serial executor never gets there).
+        for _ in 0..<2000 where !ran.isSet { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(ran.isSet, "the step ran before run:start was answered")
+        #expect(gate.names.count <= 1 && gate.names.allSatisfy { $0 == "run:start" }, "one event on the wire at a time, the first first")
+        gate.release()
+        let c = try await attempt.value
+        #expect(c.reason == .success)
+        #expect(gate.names == ["run:start", "step:start", "run:log", "step:complete", "run:complete"])
+    }
+
     @Test("a final state over the payload limit is left out of run:complete")
     func finalStateTooLarge() async throws {
         var plan = makePlan([("a", "out {\"big\":\"" + String(repeating: "x", count: 1_100_000) + "\"}")], edges: [])
@@ -171,4 +191,48 @@ final class Flag: @unchecked Sendable {
     private var value = false
     func set() { lock.withLock { value = true } }
     var isSet: Bool { lock.withLock { value } }
+}
+
+/// Answers nothing until `release()`; then everything, in the order it was sent.
+final class ReplyGate: AttemptEventSink, @unchecked Sendable {
+    private let lock = NSLock()
+    private var open = false
+    private var held: [CheckedContinuation<Void, Never>] = []
+    private(set) var sent: [String] = []
+
+    func send(_ event: String, _ payload: JSON) async throws -> ChannelClientReply {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let go: Bool = lock.withLock {
+                sent.append(event)
+                if !open { held.append(c) }
+                return open
+            }
+            if go { c.resume() }
+        }
+        return ChannelClientReply(status: "ok", response: .null)
+    }
+
+    func release() {
+        let waiting: [CheckedContinuation<Void, Never>] = lock.withLock {
+            open = true
+            defer { held = [] }
+            return held
+        }
+        waiting.forEach { $0.resume() }
+    }
+
+    var names: [String] { lock.withLock { sent } }
+}
+
+/// The fake runner, noting that a step ran.
+struct ObservedRunner: StepRunning {
+    let ran: Flag
+    func stepPath(_ hostPath: String, workDirectory: String) -> String { hostPath }
+    func run(_ launch: StepLaunch, control: StepControl, onLines: @escaping @Sendable ([(StepStream, String)]) -> Void)
+        async throws -> StepTermination
+    {
+        let t = try await FakeRunner().run(launch, control: control, onLines: onLines)
+        ran.set()
+        return t
+    }
 }

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -364,3 +366,31 @@ int csandbox_empty_netns(void) {
 }
 
 int csandbox_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int csandbox_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int csandbox_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int csandbox_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int csandbox_epoll_ctl(int epfd, int op, int fd, unsigned events, unsigned long long token) {
+    struct epoll_event e;
+    memset(&e, 0, sizeof e);
+    e.events = events;
+    e.data.u64 = token;
+    int o = op == 1 ? EPOLL_CTL_ADD : op == 2 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+    return epoll_ctl(epfd, o, fd, &e);
+}
+
+int csandbox_epoll_wait(int epfd, unsigned long long *tokens, unsigned *events, int max, int timeout_ms) {
+    struct epoll_event e[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(epfd, e, max, timeout_ms);
+    for (int i = 0; i < n; i++) { tokens[i] = e[i].data.u64; events[i] = e[i].events; }
+    return n;
+}
+
+int csandbox_set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}

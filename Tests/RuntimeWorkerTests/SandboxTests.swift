@@ -30,7 +30,8 @@ struct SandboxFixture {
     func remove() { try? FileManager.default.removeItem(at: dir) }
 
     func run(_ script: String, env: [String: String] = [:], timeout: Duration = .seconds(20), memoryMB: Int64 = 256,
-             pids: Int = 64, interpreter: String = "/bin/sh", scriptName: String = "step") async throws -> (StepTermination, Collected) {
+             pids: Int = 64, interpreter: String = "/bin/sh", scriptName: String = "step", control: StepControl = StepControl(),
+             onLines: (@Sendable ([(StepStream, String)]) -> Void)? = nil) async throws -> (StepTermination, Collected) {
         let work = dir.appendingPathComponent("work-\(UUID().uuidString.prefix(6))")
         let tmp = dir.appendingPathComponent("tmp-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
@@ -42,7 +43,10 @@ struct SandboxFixture {
                                 workDirectory: work.path, tmpDirectory: tmp.path, memoryLimitBytes: memoryMB << 20,
                                 pidsLimit: pids, timeout: timeout)
         let collected = Collected()
-        let t = try await runner.run(launch) { collected.add($0) }
+        let t = try await runner.run(launch, control: control) { lines in
+            collected.add(lines)
+            onLines?(lines)
+        }
         return (t, collected)
     }
 }
@@ -209,6 +213,22 @@ struct SandboxTests {
         #expect(rss() - before < 150_000, "RSS grew by \(rss() - before) KB")
     }
 
+    @Test("a consumer that holds the output pauses reading: the step waits on its full pipe, nothing is lost or reordered")
+    func heldOutput() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let control = StepControl()
+        let probe = HoldProbe(control: control)
+        let (t, out) = try await f.run("seq 400000", timeout: .seconds(120), control: control) { probe.saw($0) }
+        #expect(t.exitCode == 0)
+        let (count, wrong) = probe.order
+        #expect(count == 400_000 && wrong == nil, "\(count) lines; the first out of order: \(wrong ?? "-")")
+        let (holds, mostWhileHeld) = probe.figures
+        #expect(holds >= 5, "the output was held \(holds) times")
+        // While held, the reactor finishes at most the read it was in: one 64 KB chunk.
+        #expect(mostWhileHeld <= StepReactor.chunk, "\(mostWhileHeld) bytes were read while the output was held")
+    }
+
     @Test("the step gets default signal dispositions, not the worker's (SIGPIPE ends a writer to a closed pipe)")
     func signals() async throws {
         signal(SIGPIPE, SIG_IGN)  // as a Swift server process has it
@@ -247,4 +267,52 @@ struct SandboxTests {
         try await Task.sleep(for: .milliseconds(100))
         #expect(try await TestSupport.run("/usr/bin/pgrep", ["-f", marker]).stdout.isEmpty)
     }
+}
+
+/// Holds a step's output after every 20,000 lines and releases it 30 ms later from another thread, counting the
+/// bytes that still arrive while it is held.
+final class HoldProbe: @unchecked Sendable {
+    let control: StepControl
+    private let lock = NSLock()
+    private var sinceRelease = 0
+    private var held = false
+    private var heldBytes = 0
+    private var holds = 0
+    private var most = 0
+
+    init(control: StepControl) { self.control = control }
+
+    private var count = 0
+    private var wrong: String?
+
+    func saw(_ lines: [(StepStream, String)]) {
+        let bytes = lines.reduce(0) { $0 + $1.1.utf8.count + 1 }
+        let hold: Bool = lock.withLock {
+            for (_, text) in lines {
+                count += 1
+                if wrong == nil && text != String(count) { wrong = "line \(count) is \(text)" }
+            }
+            if held {
+                heldBytes += bytes
+                most = max(most, heldBytes)
+                return false
+            }
+            sinceRelease += lines.count
+            guard sinceRelease >= 20_000 else { return false }
+            sinceRelease = 0
+            held = true
+            heldBytes = 0
+            holds += 1
+            return true
+        }
+        guard hold else { return }
+        control.holdOutput()
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(30)) { [self] in
+            lock.withLock { held = false }
+            control.releaseOutput()
+        }
+    }
+
+    var figures: (holds: Int, mostWhileHeld: Int) { lock.withLock { (holds, most) } }
+    var order: (count: Int, firstWrong: String?) { lock.withLock { (count, wrong) } }
 }

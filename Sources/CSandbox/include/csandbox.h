@@ -40,6 +40,15 @@ pid_t csandbox_spawn(const struct csandbox_config *config, char *error, size_t e
 /// bound from the host, such as /etc/passwd, are pinned when bound). Root only. Returns 0, or -1 with `error`.
 int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, char *error, size_t error_size);
 
+/// The step reactor's system calls, with epoll_event (packed on x86-64) kept on this side.
+int csandbox_pidfd_open(pid_t pid);            // -1 with errno (ENOSYS before Linux 5.3)
+int csandbox_eventfd(void);                    // non-blocking, close-on-exec
+int csandbox_epoll_create(void);
+int csandbox_epoll_ctl(int epfd, int op, int fd, unsigned events, unsigned long long token); // op: 1 add, 2 del, 3 mod
+/// Waits up to `timeout_ms`; fills `tokens` and `events` with up to `max` ready entries; returns their number.
+int csandbox_epoll_wait(int epfd, unsigned long long *tokens, unsigned *events, int max, int timeout_ms);
+int csandbox_set_nonblocking(int fd);
+
 /// pipe2(O_CLOEXEC), which Swift's Glibc module does not export.
 int csandbox_pipe_cloexec(int fds[2]);
 

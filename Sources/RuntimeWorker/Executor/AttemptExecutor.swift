@@ -275,7 +275,7 @@ public struct AttemptExecutor: Sendable {
         control.attach(stepControl)
         defer { control.detach() }
         let spawning = ContinuousClock.now
-        let t = try await runner.run(launch, control: stepControl) { lines in logs.add(lines, stepID: stepID) }
+        let t = try await runner.run(launch, control: stepControl) { lines in logs.add(lines, stepID: stepID, control: stepControl) }
         if let metrics, let started = stepControl.startedAt { metrics.record(metrics.stepSpawn, started - spawning) }
 
         if t.cancelled || control.isCancelled { return (stopped(input), t) }
@@ -385,6 +385,8 @@ final class LogBatcher: @unchecked Sendable {
     /// reply only once.
     private var nextSeq: Int64 = 0
     private var flushing: Task<Void, Never>?
+    /// The step whose output is held until the lines waiting fall below `maxPending`.
+    private var held: StepControl?
     let batchLines = 5000
     let maxPending = 15000
 
@@ -400,9 +402,11 @@ final class LogBatcher: @unchecked Sendable {
         self.maxBytes = maxBytes
     }
 
-    func add(_ lines: [(StepStream, String)], stepID: String) {
+    /// Takes a step's lines. Over `maxPending` lines waiting, it holds the step's output through `control` (the
+    /// runner stops reading its pipes until enough were sent); without one it blocks the caller's thread.
+    func add(_ lines: [(StepStream, String)], stepID: String, control: StepControl? = nil) {
         lock.lock()
-        while pending.count >= maxPending { lock.wait() }
+        if control == nil { while pending.count >= maxPending { lock.wait() } }
         // One timestamp per chunk read from the pipe: the lines arrived together.
         let now = Timestamp.now()
         let step = JSON.string(stepID)
@@ -425,19 +429,26 @@ final class LogBatcher: @unchecked Sendable {
         }
         let start = flushing == nil
         if start { flushing = Task { await self.flushLoop() } }
+        if let control, pending.count >= maxPending {
+            held = control
+            control.holdOutput()
+        }
         lock.unlock()
         if added > 0 { metrics?.outbox(added) }
     }
 
     private func flushLoop() async {
         while true {
-            let batch: [JSON] = lock.withLock {
+            let (batch, release): ([JSON], StepControl?) = lock.withLock {
                 let b = Array(pending.prefix(batchLines))
                 pending.removeFirst(b.count)
                 if b.isEmpty { flushing = nil }
                 lock.broadcast()
-                return b
+                let r = pending.count < maxPending ? held : nil
+                if r != nil { held = nil }
+                return (b, r)
             }
+            release?.releaseOutput()
             if batch.isEmpty { return }
             metrics?.outbox(-batch.count)
             metrics?.logLinesSent.increment(by: Int64(batch.count))

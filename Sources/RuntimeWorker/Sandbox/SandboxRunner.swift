@@ -99,6 +99,29 @@ public final class StepControl: @unchecked Sendable {
 
     var wasCancelled: Bool { lock.withLock { cancelled } }
 
+    private var held = false
+    /// Set by the step reactor while it watches this step: it reads the pipes again.
+    var onRelease: (@Sendable () -> Void)? {
+        get { lock.withLock { release } }
+        set { lock.withLock { release = newValue } }
+    }
+    private var release: (@Sendable () -> Void)?
+
+    /// The consumer of the step's lines holds too many: the runner stops reading the step's output (the step
+    /// blocks once its pipe is full) until `releaseOutput()`. Nothing is dropped.
+    public func holdOutput() { lock.withLock { held = true } }
+
+    public func releaseOutput() {
+        let r: (@Sendable () -> Void)? = lock.withLock {
+            guard held else { return nil }
+            held = false
+            return release
+        }
+        r?()
+    }
+
+    var outputHeld: Bool { lock.withLock { held } }
+
     /// SIGTERM to the step's whole tree, then SIGKILL after `grace`.
     public func terminate(grace: Duration = .seconds(5)) {
         let (p, g): (pid_t, Cgroups.Group?) = lock.withLock {
@@ -317,8 +340,9 @@ public final class SandboxRunner: @unchecked Sendable {
         return pid
     }
 
-    /// Runs one step to completion. `onLines` gets its output lines in order, from a reader thread; it may
-    /// block, which pauses reading (and so, once the pipe is full, the step): nothing is dropped.
+    /// Runs one step to completion. `onLines` gets its output lines in order, on the step reactor's thread,
+    /// which every step shares: it must not block. A consumer that holds too many lines calls
+    /// `control.holdOutput()`, which pauses reading (and so, once the pipe is full, the step): nothing is dropped.
     public func run(_ launch: StepLaunch, control: StepControl = StepControl(),
                     onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async throws -> StepTermination {
         // The step's uid must be able to use its directories (as root it drops to 65534 in every mode).
@@ -351,20 +375,8 @@ public final class SandboxRunner: @unchecked Sendable {
             timedOut.set()
             control.killNow()
         }
-        let reader = LineReader(fds: [out[0], err[0]], maxLineBytes: launch.maxLineBytes, onLines: onLines)
-        let status: Int32 = await withCheckedContinuation { continuation in
-            let thread = Thread {
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                // The step is gone: nothing it left behind may keep running (or keep the pipes open).
-                StepControl.killTree(pid, group)
-                reader.finish()
-                continuation.resume(returning: status)
-            }
-            thread.name = "step-wait"
-            thread.start()
-            reader.start()
-        }
+        let status = await StepReactor.shared.watch(pid: pid, group: group, control: control, out: out[0], err: err[0],
+                                                    maxLineBytes: launch.maxLineBytes, onLines: onLines)
         timer.cancel()
         let termination = StepTermination(
             exitCode: (status & 0x7f) == 0 ? (status >> 8) & 0xff : nil,
@@ -431,77 +443,4 @@ final class Flag: @unchecked Sendable {
     private var value = false
     func set() { lock.withLock { value = true } }
     var isSet: Bool { lock.withLock { value } }
-}
-
-/// Reads stdout and stderr together on one thread with poll(), splitting lines. A line over the limit is
-/// replaced by a notice; a partial last line is flushed at the end.
-final class LineReader: @unchecked Sendable {
-    let fds: [Int32]
-    let maxLineBytes: Int
-    let onLines: @Sendable ([(StepStream, String)]) -> Void
-    private let done = DispatchSemaphore(value: 0)
-
-    init(fds: [Int32], maxLineBytes: Int, onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) {
-        self.fds = fds
-        self.maxLineBytes = maxLineBytes
-        self.onLines = onLines
-    }
-
-    func start() {
-        let thread = Thread { [self] in
-            run()
-            done.signal()
-        }
-        thread.name = "step-output"
-        thread.start()
-    }
-
-    /// Waits until both pipes reached end of file.
-    func finish() { done.wait() }
-
-    private func run() {
-        var partial: [[UInt8]] = [[], []]
-        var oversize = [false, false]
-        var open = [true, true]
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        while open.contains(true) {
-            var polls = fds.enumerated().map { i, fd in pollfd(fd: open[i] ? fd : -1, events: Int16(POLLIN), revents: 0) }
-            let r = poll(&polls, nfds_t(polls.count), 1000)
-            if r < 0 && errno == EINTR { continue }
-            var batch: [(StepStream, String)] = []
-            for i in 0..<2 where open[i] && polls[i].revents != 0 {
-                let n = read(fds[i], &buffer, buffer.count)
-                if n <= 0 {
-                    if n < 0 && errno == EINTR { continue }
-                    open[i] = false
-                    close(fds[i])
-                    if !partial[i].isEmpty || oversize[i] { batch.append(line(i, partial[i], oversize[i])) }
-                    partial[i] = []
-                    continue
-                }
-                var start = 0
-                for j in 0..<n where buffer[j] == 0x0A {
-                    if !oversize[i] { partial[i].append(contentsOf: buffer[start..<j]) }
-                    batch.append(line(i, partial[i], oversize[i] || partial[i].count > maxLineBytes))
-                    partial[i] = []
-                    oversize[i] = false
-                    start = j + 1
-                }
-                if start < n && !oversize[i] {
-                    partial[i].append(contentsOf: buffer[start..<n])
-                    if partial[i].count > maxLineBytes {
-                        oversize[i] = true
-                        partial[i] = []
-                    }
-                }
-            }
-            if !batch.isEmpty { onLines(batch) }
-        }
-    }
-
-    private func line(_ i: Int, _ bytes: [UInt8], _ tooLong: Bool) -> (StepStream, String) {
-        let stream: StepStream = i == 0 ? .stdout : .stderr
-        if tooLong { return (stream, "(a line over \(maxLineBytes) bytes was removed)") }
-        return (stream, String(decoding: bytes, as: UTF8.self))
-    }
 }

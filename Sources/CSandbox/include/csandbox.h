@@ -49,6 +49,9 @@ int csandbox_epoll_ctl(int epfd, int op, int fd, unsigned events, unsigned long 
 int csandbox_epoll_wait(int epfd, unsigned long long *tokens, unsigned *events, int max, int timeout_ms);
 int csandbox_set_nonblocking(int fd);
 
+/// Removes a directory tree without following symbolic links or crossing mounts (a step's leftovers). 0 or -1.
+int csandbox_remove_tree(const char *path);
+
 /// pipe2(O_CLOEXEC), which Swift's Glibc module does not export.
 int csandbox_pipe_cloexec(int fds[2]);
 

@@ -1,3 +1,4 @@
+internal import CSandbox
 import Channels
 import Foundation
 import Logging
@@ -99,8 +100,8 @@ public struct AttemptExecutor: Sendable {
             try? JSONSerialization.jsonObject(with: Data($0))
         })
         let attemptDir = workRoot + "/" + attemptID
-        try FileManager.default.createDirectory(atPath: attemptDir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: attemptDir) }
+        try Self.makeDirectory(attemptDir)
+        defer { Self.removeTree(attemptDir) }
         let deadline = ContinuousClock.now + .milliseconds(plan.options.runTimeoutMS)
         // Events go through an outbox: the ones whose replies are not needed are posted, not waited for.
         let out = (events as? AttemptOutbox) ?? AttemptOutbox(events)
@@ -243,8 +244,7 @@ public struct AttemptExecutor: Sendable {
         }
         let stepDir = dir + "/step-\(number)"
         let work = stepDir + "/work", tmp = stepDir + "/tmp"
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        for d in [stepDir, work, tmp] { try Self.makeDirectory(d) }
         var state = input
         if let credentialID = job.credentialID {
             guard let body = credentials[credentialID], let config = try? JSONSerialization.jsonObject(with: Data(body)) else {
@@ -304,6 +304,22 @@ public struct AttemptExecutor: Sendable {
 }
 
 extension AttemptExecutor {
+    /// One mkdir (Foundation's createDirectory looks at every component first); an existing directory is fine.
+    static func makeDirectory(_ path: String) throws {
+        if mkdir(path, 0o755) == 0 || errno == EEXIST { return }
+        if errno == ENOENT {
+            // The work root itself is missing (removed under a running worker): make the whole path.
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            return
+        }
+        throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, "errno": errno])
+    }
+
+    /// Removes an attempt's directory and whatever its steps left there (no links followed, no mounts crossed).
+    static func removeTree(_ path: String) {
+        if csandbox_remove_tree(path) != 0 && errno != ENOENT { try? FileManager.default.removeItem(atPath: path) }
+    }
+
     /// Writes a step's input file plainly: Foundation's atomic writes fsync, about 1 ms each, for files that live
     /// only as long as the step.
     static func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {

@@ -92,7 +92,7 @@ let package = Package(
 
         .target(name: "TestSupport", path: "Tests/TestSupport", exclude: ["Python"]),
         .executableTarget(name: "bench-jwt", dependencies: ["JWT"], path: "bench/jwt"),
-        .executableTarget(name: "bench-sandbox", dependencies: ["RuntimeWorker"], path: "bench/sandbox"),
+        .executableTarget(name: "bench-sandbox", dependencies: ["RuntimeWorker", "JWT"], path: "bench/sandbox"),
         .executableTarget(
             name: "bench-channels", dependencies: ["Channels"], path: "bench/channels",
             exclude: ["raw_lws_echo.c", "idle_clients.py"]),

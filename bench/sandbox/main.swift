@@ -1,10 +1,12 @@
 // Step spawn cost, printed, never asserted: the sandboxed spawn of /bin/true next to a plain posix_spawn of the
 // same program and next to bubblewrap, in the same run; and lines per second read from a step.
-// Run (as root, for namespaces and cgroups): swift run -c release bench-sandbox [spawns]
+// Run (as root, for namespaces and cgroups): swift run -c release bench-sandbox [spawns] [--limit-loop]
 import Foundation
+import JWT
 import RuntimeWorker
 
-let count = Int(CommandLine.arguments.dropFirst().first ?? "") ?? 300
+let arguments = Array(CommandLine.arguments.dropFirst())
+let count = Int(arguments.first { Int($0) != nil } ?? "") ?? 300
 let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bench-sandbox-\(getpid())").path
 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -37,6 +39,35 @@ func measure(_ n: Int, _ body: () async throws -> Void) async rethrows -> [Doubl
         samples.append(micros(ContinuousClock.now - t))
     }
     return samples
+}
+
+// `bench-sandbox --limit-loop N`: the limit loop of the end-to-end benchmark. Each iteration is the work one
+// attempt needs and nothing else: the sandboxed spawn of /bin/true (namespaces, cgroups, its output read) and one
+// RS256 attempt token signed, with one loop per core and no Lightning, sockets or database. Prints iterations/s.
+if arguments.contains("--limit-loop") {
+    let key = try JWTKey.rsa(pem: try RSAKeyPair.generate().privateKeyPEM)
+    let limitRunner = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
+    let work = dir + "/limit-work", tmp = dir + "/limit-tmp"
+    for d in [work, tmp] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+    let launch = StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: work, tmpDirectory: tmp)
+    let loops = ProcessInfo.processInfo.activeProcessorCount
+    let t0 = ContinuousClock.now
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for i in 0..<loops {
+            let share = count / loops + (i < count % loops ? 1 : 0)
+            group.addTask {
+                for _ in 0..<share {
+                    _ = try JWT.sign(AttemptTokenClaims(attemptID: UUID().uuidString, lifetime: 60), key: key)
+                    let t = try await limitRunner.run(launch) { _ in }
+                    precondition(t.exitCode == 0, "the limit loop's step failed: \(t)")
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    let seconds = micros(ContinuousClock.now - t0) / 1e6
+    print(String(format: "limit loop: %.1f iterations/s (%d iterations, %d loops, %.2f s)", Double(count) / seconds, count, loops, seconds))
+    exit(0)
 }
 
 print("Step spawn, \(count) runs each\n")

@@ -115,8 +115,10 @@ static int child_main(void *arg) {
     if ((c->flags & CSANDBOX_SHARE_NETNS) && setns(c->netns_fd, CLONE_NEWNET) != 0) fail(err, "join the empty network namespace");
 
     if ((c->flags & CSANDBOX_NAMESPACES) && (c->flags & CSANDBOX_PREPARED_ROOT)) {
-        // This namespace is a copy of the spawner thread's, where the read-only view is built already.
+        // This namespace is a copy of the spawner thread's, where the read-only view is built already. That one
+        // follows the host's mounts (slave); this one takes nothing from anywhere (private).
         char p[4096];
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) fail(err, "make mounts private");
         join_path(p, sizeof p, c->rootdir, "/work");
         if (mount(c->workdir, p, NULL, MS_BIND | MS_NOSUID | MS_NODEV, NULL) != 0) fail(err, "bind the work directory");
         join_path(p, sizeof p, c->rootdir, "/tmp");
@@ -295,8 +297,10 @@ int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, char
     if (!prepared_namespace) {
         // This thread's own mount namespace (unshare takes CLONE_FS with it: its cwd and root become its own).
         if (unshare(CLONE_NEWNS) != 0) { snprintf(error, error_size, "unshare(CLONE_NEWNS): %s", strerror(errno)); return -1; }
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
-            snprintf(error, error_size, "make mounts private: %s", strerror(errno));
+        // Slave: mounts made on the host later (a disk under the work directory) still appear here; nothing made
+        // here goes back.
+        if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) != 0) {
+            snprintf(error, error_size, "make mounts slaves: %s", strerror(errno));
             return -1;
         }
         prepared_namespace = 1;

@@ -22,9 +22,9 @@ struct SandboxFixture {
     let dir: URL
     let runner: SandboxRunner
 
-    init(mode: SandboxMode = .namespaces, network: StepNetwork = .none) throws {
+    init(mode: SandboxMode = .namespaces, network: StepNetwork = .none, extraReadOnlyPaths: [String] = []) throws {
         dir = try TestSupport.temporaryDirectory("sandbox")
-        runner = try SandboxRunner(mode: mode, network: network, stateDirectory: dir.path)
+        runner = try SandboxRunner(mode: mode, network: network, stateDirectory: dir.path, extraReadOnlyPaths: extraReadOnlyPaths)
     }
 
     func remove() { try? FileManager.default.removeItem(at: dir) }
@@ -227,6 +227,28 @@ struct SandboxTests {
         #expect(holds >= 5, "the output was held \(holds) times")
         // While held, the reactor finishes at most the read it was in: one 64 KB chunk.
         #expect(mostWhileHeld <= StepReactor.chunk, "\(mostWhileHeld) bytes were read while the output was held")
+    }
+
+    @Test("the read-only view is built once and again after its lifetime: a host file replaced by rename is seen after the rebuild")
+    func preparedViewRebuilt() async throws {
+        // Not under /tmp: the step's private /tmp is mounted over it.
+        let host = URL(fileURLWithPath: "/var/tmp/lr-view-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: host, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: host) }
+        let file = host.appendingPathComponent("settings").path
+        try "first".write(toFile: file, atomically: false, encoding: .utf8)
+        let f = try SandboxFixture(extraReadOnlyPaths: [file])
+        defer { f.remove() }
+        f.runner.preparedRootLifetime = .seconds(3600)
+        #expect(try await f.run("cat \(file)").1.stdout == ["first"])
+        // Replaced the way package managers replace files: the view still holds the old one, as a bind mount does.
+        try "second".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try await f.run("cat \(file)").1.stdout == ["first"], "the view is built once, not per step")
+        f.runner.preparedRootLifetime = .zero
+        #expect(try await f.run("cat \(file)").1.stdout == ["second"], "a view past its lifetime is built again")
+        // Still read-only after the rebuild.
+        let (_, out) = try await f.run("echo x > \(file) 2>/dev/null && echo WROTE; echo x > /usr/x 2>/dev/null && echo WROTE; echo done")
+        #expect(out.stdout == ["done"])
     }
 
     @Test("the step gets default signal dispositions, not the worker's (SIGPIPE ends a writer to a closed pipe)")

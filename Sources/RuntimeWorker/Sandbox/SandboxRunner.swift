@@ -193,7 +193,7 @@ public final class SandboxRunner: @unchecked Sendable {
     public var buildRootPerStep = false
     /// The read-only view is built again this often, so that host files bound into it (`/etc/passwd`,
     /// `/etc/ld.so.cache`, which are replaced, not edited) are at most this old in a step.
-    public static let preparedRootLifetime: Duration = .seconds(60)
+    public var preparedRootLifetime: Duration = .seconds(60)
     /// When the spawner thread built the view (touched only on that thread); nil: build it at the next step.
     nonisolated(unsafe) private var preparedRootAt: ContinuousClock.Instant?
     nonisolated(unsafe) private var preparedRootFailed = false
@@ -264,7 +264,7 @@ public final class SandboxRunner: @unchecked Sendable {
     /// (as root, with namespaces). False: each step builds it (not root, or building it failed once).
     private func preparedRoot() -> Bool {
         guard useNamespaces, !buildRootPerStep, !preparedRootFailed, geteuid() == 0 else { return false }
-        if let at = preparedRootAt, ContinuousClock.now - at < Self.preparedRootLifetime { return true }
+        if let at = preparedRootAt, ContinuousClock.now - at < preparedRootLifetime { return true }
         var error = [CChar](repeating: 0, count: 512)
         let paths = readOnlyPaths.map { strdup($0) }
         defer { paths.forEach { free($0) } }

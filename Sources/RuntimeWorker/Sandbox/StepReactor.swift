@@ -147,13 +147,16 @@ final class StepReactor: @unchecked Sendable {
     }
 
     private func reap(_ w: Watched) {
+        // The pidfd is readable: the step has exited and is a zombie until reaped, so its pid (and process group
+        // id) cannot have been reused yet. Kill what it left behind first, then reap it.
+        StepControl.killTree(w.pid, w.group)
         var status: Int32 = 0
         let r = waitpid(w.pid, &status, WNOHANG)
         guard r == w.pid else { return }
         _ = csandbox_epoll_ctl(epfd, 2, w.pidfd, 0, 0)
         close(w.pidfd)
         w.pidfd = -1
-        ended(w, status)
+        w.status = status
     }
 
     private func ended(_ w: Watched, _ status: Int32) {

@@ -291,19 +291,32 @@ pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_
     return pid;
 }
 
-static __thread int prepared_namespace = 0;
+// The host's mount namespace (opened before the first unshare) and how many fresh copies of it this thread made.
+static __thread int host_namespace = -1;
+static __thread int namespace_generation = 0;
 
-int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, char *error, size_t error_size) {
-    if (!prepared_namespace) {
-        // This thread's own mount namespace (unshare takes CLONE_FS with it: its cwd and root become its own).
+int csandbox_namespace_generation(void) { return namespace_generation; }
+
+int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, int fresh, char *error, size_t error_size) {
+    if (fresh || namespace_generation == 0) {
+        // A new copy of the host's mounts as they are now (unshare takes CLONE_FS with it: this thread's cwd and
+        // root become its own). From the second time on, go back to the host's namespace first: a copy made from
+        // this thread's namespace would keep its old snapshot (host mounts made since do not reach it when they
+        // are not shared, as in most containers).
+        if (host_namespace < 0) {
+            host_namespace = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+            if (host_namespace < 0) { snprintf(error, error_size, "open the mount namespace: %s", strerror(errno)); return -1; }
+        } else if (setns(host_namespace, CLONE_NEWNS) != 0) {
+            snprintf(error, error_size, "setns to the host's mount namespace: %s", strerror(errno));
+            return -1;
+        }
         if (unshare(CLONE_NEWNS) != 0) { snprintf(error, error_size, "unshare(CLONE_NEWNS): %s", strerror(errno)); return -1; }
-        // Slave: mounts made on the host later (a disk under the work directory) still appear here; nothing made
-        // here goes back.
+        // Slave: nothing made here goes back to the host (and shared host mounts still arrive).
         if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) != 0) {
             snprintf(error, error_size, "make mounts slaves: %s", strerror(errno));
             return -1;
         }
-        prepared_namespace = 1;
+        namespace_generation++;
     }
     char root[4096], p[4096];
     strncpy(root, rootdir, sizeof root - 1);

@@ -31,9 +31,11 @@ struct SandboxFixture {
 
     func run(_ script: String, env: [String: String] = [:], timeout: Duration = .seconds(20), memoryMB: Int64 = 256,
              pids: Int = 64, interpreter: String = "/bin/sh", scriptName: String = "step", control: StepControl = StepControl(),
+             under: String? = nil,
              onLines: (@Sendable ([(StepStream, String)]) -> Void)? = nil) async throws -> (StepTermination, Collected) {
-        let work = dir.appendingPathComponent("work-\(UUID().uuidString.prefix(6))")
-        let tmp = dir.appendingPathComponent("tmp-\(UUID().uuidString.prefix(6))")
+        let parent = under.map { URL(fileURLWithPath: $0) } ?? dir
+        let work = parent.appendingPathComponent("work-\(UUID().uuidString.prefix(6))")
+        let tmp = parent.appendingPathComponent("tmp-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         try script.write(to: work.appendingPathComponent(scriptName), atomically: true, encoding: .utf8)
@@ -249,6 +251,35 @@ struct SandboxTests {
         // Still read-only after the rebuild.
         let (_, out) = try await f.run("echo x > \(file) 2>/dev/null && echo WROTE; echo x > /usr/x 2>/dev/null && echo WROTE; echo done")
         #expect(out.stdout == ["done"])
+    }
+
+    @Test("a work directory on a mount made after the worker started (not propagated) is the step's /work all the same")
+    func workDirectoryOnLaterMount() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        #expect(try await f.run("echo ready").0.exitCode == 0)  // the view is prepared
+        // A private mount point, so that nothing mounted under it reaches the spawner's copy of the host's mounts.
+        let base = f.dir.appendingPathComponent("later").path
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        #expect(mount(base, base, nil, UInt(MS_BIND), nil) == 0 && mount(nil, base, nil, UInt(MS_PRIVATE), nil) == 0)
+        defer { umount2(base, Int32(MNT_DETACH)) }
+        #expect(mount("tmpfs", base, "tmpfs", 0, "size=8m") == 0)
+        let (t, out) = try await f.run("cat /work/step >/dev/null && echo sees-its-script", under: base)
+        #expect(t.exitCode == 0 && out.stdout == ["sees-its-script"], "\(out.stdout) \(out.stderr)")
+    }
+
+    @Test("a step that ends on SIGTERM within its grace is not SIGKILLed later: its pid and pooled cgroup may be another step's by then")
+    func noLateKill() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        let first = StepControl()
+        let stopping = Task { try await f.run("sleep 30", control: first) }
+        for _ in 0..<2000 where first.startedAt == nil { try await Task.sleep(for: .milliseconds(5)) }
+        first.terminate(grace: .milliseconds(800))
+        _ = try await stopping.value
+        // The next step most likely takes the same cgroup from the pool; it outlives the first one's grace.
+        let (t, out) = try await f.run("sleep 2; echo alive")
+        #expect(t.exitCode == 0 && t.signal == nil && out.stdout == ["alive"], "\(t)")
     }
 
     @Test("the step gets default signal dispositions, not the worker's (SIGPIPE ends a writer to a closed pipe)")

@@ -33,12 +33,16 @@ struct csandbox_config {
 /// ("mount /proc: Operation not permitted").
 pid_t csandbox_spawn(const struct csandbox_config *config, char *error, size_t error_size);
 
-/// Builds the read-only view of the system at `rootdir` once, in a mount namespace of the calling thread's own
-/// (made on the first call): a read-only tmpfs holding `ro_binds`, the four devices and empty /work, /tmp,
-/// /proc and /.old. Steps cloned from this thread with CSANDBOX_PREPARED_ROOT copy it instead of building it:
-/// they only bind their two directories, mount /proc and pivot. Called again, it replaces the view (files
-/// bound from the host, such as /etc/passwd, are pinned when bound). Root only. Returns 0, or -1 with `error`.
-int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, char *error, size_t error_size);
+/// Builds the read-only view of the system at `rootdir` in the calling thread's own mount namespace: a read-only
+/// tmpfs holding `ro_binds`, the four devices and empty /work, /tmp, /proc and /.old. Steps cloned from this thread
+/// with CSANDBOX_PREPARED_ROOT copy it instead of building it: they only bind their two directories, mount /proc and
+/// pivot. `fresh` (and the first call) first makes that namespace a new copy of the host's mounts as they are now,
+/// which drops every view built before in this thread (see csandbox_namespace_generation). Root only. Returns 0, or
+/// -1 with `error`.
+int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, int fresh, char *error, size_t error_size);
+
+/// How many fresh namespaces this thread has made: a view built in an earlier one is gone.
+int csandbox_namespace_generation(void);
 
 /// The step reactor's system calls, with epoll_event (packed on x86-64) kept on this side.
 int csandbox_pidfd_open(pid_t pid);            // -1 with errno (ENOSYS before Linux 5.3)

@@ -124,16 +124,26 @@ public final class StepControl: @unchecked Sendable {
 
     /// SIGTERM to the step's whole tree, then SIGKILL after `grace`.
     public func terminate(grace: Duration = .seconds(5)) {
-        let (p, g): (pid_t, Cgroups.Group?) = lock.withLock {
+        let p: pid_t = lock.withLock {
             cancelled = true
-            return (pid, group)
+            return pid
         }
         guard p > 0 else { return }
         kill(-p, SIGTERM)
         kill(p, SIGTERM)
         Task.detached {
             try? await Task.sleep(for: grace)
-            Self.killTree(p, g)
+            // Only if the step has not ended meanwhile: by then its pid and its pooled cgroup may be another step's.
+            self.killNow()
+        }
+    }
+
+    /// The step's process has ended (called while it is still an unreaped zombie): nothing of it is signalled from
+    /// now on, since its pid and its cgroup can be reused once it is reaped.
+    func processEnded() {
+        lock.withLock {
+            pid = 0
+            group = nil
         }
     }
 
@@ -196,6 +206,8 @@ public final class SandboxRunner: @unchecked Sendable {
     public var preparedRootLifetime: Duration = .seconds(60)
     /// When the spawner thread built the view (touched only on that thread); nil: build it at the next step.
     nonisolated(unsafe) private var preparedRootAt: ContinuousClock.Instant?
+    /// The spawner thread's namespace generation the view was built in (a fresh namespace drops older views).
+    nonisolated(unsafe) private var preparedGeneration: Int32 = 0
     nonisolated(unsafe) private var preparedRootFailed = false
 
     public init(mode: SandboxMode, network: StepNetwork = .none, stateDirectory: String, extraReadOnlyPaths: [String] = [],
@@ -257,39 +269,75 @@ public final class SandboxRunner: @unchecked Sendable {
     /// Spawns on the one long-lived spawner thread: the parent-death signal follows the thread that cloned the
     /// step, and Dispatch's pool threads exit when idle (which killed steps after about 5 s).
     private func spawn(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?) async throws -> pid_t {
-        try await SpawnerThread.shared.run { try self.spawnHere(launch, stdout: stdout, stderr: stderr, group: group) }
+        // The work directory as this thread (in the host's mount namespace) sees it, for the spawner to compare.
+        var st = stat()
+        let work: (dev_t, ino_t)? = stat(launch.workDirectory, &st) == 0 ? (st.st_dev, st.st_ino) : nil
+        return try await SpawnerThread.shared.run {
+            try self.spawnHere(launch, stdout: stdout, stderr: stderr, group: group, work: work)
+        }
     }
 
-    /// On the spawner thread: the read-only view of the system, built at most once per `preparedRootLifetime`
-    /// (as root, with namespaces). False: each step builds it (not root, or building it failed once).
-    private func preparedRoot() -> Bool {
+    /// On the spawner thread: the read-only view of the system, built at most once per `preparedRootLifetime` (as
+    /// root, with namespaces). It is built from a fresh copy of the host's mounts when its lifetime ran out or when
+    /// the step's work directory (`work`: device and inode as the caller sees it) is not the same directory in the
+    /// spawner's copy (a mount made on the host since, which reaches that copy only if it was shared). False: each
+    /// step builds the view (not root, or building it failed).
+    private func preparedRoot(work: (dev_t, ino_t)?) throws -> Bool {
         guard useNamespaces, !buildRootPerStep, !preparedRootFailed, geteuid() == 0 else { return false }
-        if let at = preparedRootAt, ContinuousClock.now - at < preparedRootLifetime { return true }
+        let sees = { () -> Bool in work.map { Self.sameFile(self.workPathProbe, $0) } ?? true }
+        var fresh = preparedRootAt.map { ContinuousClock.now - $0 >= preparedRootLifetime } ?? false
+        if !fresh, preparedRootAt != nil {
+            if !sees() { fresh = true }
+            else if preparedGeneration == csandbox_namespace_generation() { return true }
+        }
+        try buildView(fresh: fresh)
+        if preparedRootFailed { return false }
+        if !sees() {
+            throw SandboxError.spawn("the work directory \(workPathProbe) is not the same directory in the sandbox's view of the host's mounts")
+        }
+        return true
+    }
+
+    /// The step's work directory of the spawn under way (set on the spawner thread just before `preparedRoot`).
+    nonisolated(unsafe) private var workPathProbe = ""
+
+    static func sameFile(_ path: String, _ id: (dev_t, ino_t)) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && st.st_dev == id.0 && st.st_ino == id.1
+    }
+
+    private func buildView(fresh: Bool) throws {
         var error = [CChar](repeating: 0, count: 512)
         let paths = readOnlyPaths.map { strdup($0) }
         defer { paths.forEach { free($0) } }
         let binds = paths.map { UnsafePointer($0) } + [nil]
-        let r = binds.withUnsafeBufferPointer { csandbox_prepare_root(rootDirectory, $0.baseAddress, &error, error.count) }
+        let r = binds.withUnsafeBufferPointer {
+            csandbox_prepare_root(rootDirectory, $0.baseAddress, fresh ? 1 : 0, &error, error.count)
+        }
         guard r == 0 else {
             preparedRootFailed = true
             logger.warning("could not prepare the read-only view of the system once; each step builds its own", metadata: [
                 "error": "\(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"])
-            return false
+            return
         }
         preparedRootAt = .now
-        return true
+        preparedGeneration = csandbox_namespace_generation()
     }
 
     deinit {
         // The prepared view lives in the spawner thread's mount namespace only: unmount it there.
-        SpawnerThread.shared.post { [rootDirectory, preparedRootAt] in
-            if preparedRootAt != nil { _ = umount2(rootDirectory, Int32(MNT_DETACH)) }
+        SpawnerThread.shared.post { [rootDirectory, preparedRootAt, preparedGeneration] in
+            if preparedRootAt != nil && preparedGeneration == csandbox_namespace_generation() {
+                _ = umount2(rootDirectory, Int32(MNT_DETACH))
+            }
             _ = rmdir(rootDirectory)
         }
     }
 
-    private func spawnHere(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?) throws -> pid_t {
-        let prepared = preparedRoot()
+    private func spawnHere(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?,
+                           work: (dev_t, ino_t)? = nil) throws -> pid_t {
+        workPathProbe = launch.workDirectory
+        let prepared = try preparedRoot(work: work)
         var cStrings: [UnsafeMutablePointer<CChar>?] = []
         defer { cStrings.forEach { free($0) } }
         func c(_ s: String) -> UnsafeMutablePointer<CChar>? {

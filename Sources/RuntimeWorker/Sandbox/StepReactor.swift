@@ -141,7 +141,7 @@ final class StepReactor: @unchecked Sendable {
             guard let w = watched[id], !w.armed else { continue }
             w.armed = true
             for k in 0..<2 where w.fds[k] >= 0 {
-                _ = csandbox_epoll_ctl(epfd, 3, w.fds[k], Self.readable, w.id << 2 | UInt64(k))
+                _ = csandbox_epoll_ctl(epfd, 1, w.fds[k], Self.readable, w.id << 2 | UInt64(k))
             }
         }
     }
@@ -150,24 +150,34 @@ final class StepReactor: @unchecked Sendable {
         // The pidfd is readable: the step has exited and is a zombie until reaped, so its pid (and process group
         // id) cannot have been reused yet. Kill what it left behind first, then reap it.
         StepControl.killTree(w.pid, w.group)
+        w.control.processEnded()
         var status: Int32 = 0
-        let r = waitpid(w.pid, &status, WNOHANG)
-        guard r == w.pid else { return }
+        var r: pid_t
+        repeat { r = waitpid(w.pid, &status, WNOHANG) } while r < 0 && errno == EINTR
+        if r == 0 { return }  // not reapable yet: the pidfd stays readable and comes back
+        if r < 0 {
+            // Reaped elsewhere (SIGCHLD ignored, or another waiter): the status is lost. End the step as killed
+            // rather than watch a readable pidfd forever.
+            status = SIGKILL
+        }
         _ = csandbox_epoll_ctl(epfd, 2, w.pidfd, 0, 0)
         close(w.pidfd)
         w.pidfd = -1
         w.status = status
     }
 
+    /// Without a pidfd: the waiter thread reaped the step already.
     private func ended(_ w: Watched, _ status: Int32) {
         w.status = status
         // The step is gone: nothing it left behind may keep running (or keep its pipes open).
         StepControl.killTree(w.pid, w.group)
+        w.control.processEnded()
     }
 
     private func readPipe(_ w: Watched, _ k: Int) {
         let fd = w.fds[k]
-        guard fd >= 0 else { return }
+        // Not while held: an event for this fd may still be in the batch epoll returned before the hold.
+        guard fd >= 0, w.armed else { return }
         let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         var lines: [(StepStream, String)] = []
         if n > 0 {
@@ -181,7 +191,8 @@ final class StepReactor: @unchecked Sendable {
         if !lines.isEmpty { w.onLines(lines) }
         if w.armed && w.control.outputHeld {
             w.armed = false
-            for j in 0..<2 where w.fds[j] >= 0 { _ = csandbox_epoll_ctl(epfd, 3, w.fds[j], 0, w.id << 2 | UInt64(j)) }
+            // Out of the set, not just disarmed: a hang-up is reported even for a disarmed fd, and would spin.
+            for j in 0..<2 where w.fds[j] >= 0 { _ = csandbox_epoll_ctl(epfd, 2, w.fds[j], 0, 0) }
             // Released meanwhile: arm again at once.
             if !w.control.outputHeld { post { $0.rearm.insert(w.id) } }
         }

@@ -11,7 +11,7 @@ struct InteropTests {
         defer { server.stop() }
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/ChannelsTests/Interop/phoenix_client.py").path
         let port = server.port
-        let result = try await Task.detached { try TestSupport.python(script, ["\(port)", "good", "bad"]) }.value
+        let result = try await TestSupport.python(script, ["\(port)", "good", "bad"])
         #expect(result.status == 0, "\(result.stderr)")
         let found = try JSON.parse(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(found["join"] == ["1", "1", "room:py", "phx_reply",

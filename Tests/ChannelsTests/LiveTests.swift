@@ -278,7 +278,7 @@ struct LiveTests {
         defer { server.stop() }
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/ChannelsTests/Interop/slow_consumer.py").path
         let port = server.port
-        let result = try await Task.detached { try TestSupport.python(script, ["\(port)", "good"]) }.value
+        let result = try await TestSupport.python(script, ["\(port)", "good"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("close 1008"), "\(result.stdout)")
         try await waitFor("server-side cleanup") { disconnects.value == 1 }

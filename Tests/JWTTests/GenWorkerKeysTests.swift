@@ -25,7 +25,7 @@ struct GenWorkerKeysTests {
         let pem = try String(contentsOfFile: out + "/attempts_public.pem", encoding: .utf8)
         #expect(printedPublic.flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } == pem)
 
-        let check = try TestSupport.python(tool, ["check-keys", out])
+        let check = try await TestSupport.python(tool, ["check-keys", out])
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.stdout.contains(#""bits": 2048"#))
         #expect(check.stdout.contains(#""secret_bytes": 32"#))
@@ -62,7 +62,7 @@ struct GenWorkerKeysTests {
         let dir = try TestSupport.temporaryDirectory("keys")
         defer { try? FileManager.default.removeItem(at: dir) }
         #expect(try await TestSupport.run(bin, ["--bits", "3072", "--out", dir.path]).status == 0)
-        let check = try TestSupport.python(tool, ["check-keys", dir.path])
+        let check = try await TestSupport.python(tool, ["check-keys", dir.path])
         #expect(check.stdout.contains(#""bits": 3072"#), "\(check.stderr)")
     }
 }

@@ -187,7 +187,7 @@ struct WorkerProtocolTests {
         let file = h.t.dir.appendingPathComponent("malformed.py").path
         try script.write(toFile: file, atomically: true, encoding: .utf8)
         let port = h.port
-        let r = try await Task.detached { try TestSupport.python(file, ["\(port)", token]) }.value
+        let r = try await TestSupport.python(file, ["\(port)", token])
         #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[1003, 1003, 1003, 1009]", "\(r.stdout) \(r.stderr)")
         let good = try await h.connectedWorker()
         good.close()
@@ -318,7 +318,7 @@ struct WorkerProtocolTests {
         let file = h.t.dir.appendingPathComponent("vanish.py").path
         try script.write(toFile: file, atomically: true, encoding: .utf8)
         let port = h.port
-        _ = try await Task.detached { try TestSupport.python(file, ["\(port)", token]) }.value
+        _ = try await TestSupport.python(file, ["\(port)", token])
         try await waitUntil("the claimer's socket closed") { !h.lightning.hasOpenSocket(worker: "vanishing") }
         try await waitUntil("the claim committed") { try await h.t.store.attempt(created.attemptID).state == .claimed }
         gone.set()

@@ -66,6 +66,16 @@ public enum TestSupport {
         return try run(python, [script] + arguments)
     }
 
+    /// The same, from async code, on a thread of its own (see the async `run`). A synchronous call from a task, even
+    /// a detached one, holds a cooperative thread for as long as the script runs: two long scripts at once held
+    /// both of this machine's, and every other test stalled for 21 s (a push timed out in CI).
+    public static func python(_ script: String, _ arguments: [String]) async throws -> ProcessResult {
+        guard let python = which("python3") else {
+            throw Failure("python3 is not installed; run scripts/test, which installs it")
+        }
+        return try await run(python, [script] + arguments)
+    }
+
     public static func which(_ name: String) -> String? {
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
             let path = "\(dir)/\(name)"

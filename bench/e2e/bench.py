@@ -61,13 +61,12 @@ class Stack:
         self.token = open(os.path.join(workdir, "keys", "operator_token")).read().strip()
         self.secret = open(os.path.join(workdir, "keys", "worker_secret")).read().strip()
         self.workers = []
-        self.worker_args = []
         self.local = threading.local()
 
     def worker(self, name, capacity):
         log = open(os.path.join(self.dir, name + ".log"), "w")
         p = subprocess.Popen([os.path.join(self.bin, "runtime-worker"), "--lightning", "ws://127.0.0.1:%d/worker" % self.port,
-                              "--name", name, "--capacity", str(capacity), "--work-dir", os.path.join(self.dir, "w-" + name)] + self.worker_args,
+                              "--name", name, "--capacity", str(capacity), "--work-dir", os.path.join(self.dir, "w-" + name)],
                              cwd=self.dir, stderr=log, stdout=log)
         self.workers.append(p)
         deadline = time.time() + 30

@@ -391,7 +391,7 @@ final class LogBatcher: @unchecked Sendable {
     let scrubber: CredentialScrubber
     let maxBytes: Int
     let logger: Logger
-    private let lock = NSCondition()
+    private let lock = NSLock()
     private var pending: [JSON] = []
     private var bytes = 0
     private var capped = false
@@ -418,11 +418,11 @@ final class LogBatcher: @unchecked Sendable {
         self.maxBytes = maxBytes
     }
 
-    /// Takes a step's lines. Over `maxPending` lines waiting, it holds the step's output through `control` (the
-    /// runner stops reading its pipes until enough were sent); without one it blocks the caller's thread.
-    func add(_ lines: [(StepStream, String)], stepID: String, control: StepControl? = nil) {
+    /// Takes a step's lines, never blocking (it is called on the step reactor's thread). Over `maxPending` lines
+    /// waiting, it holds the step's output through `control`: the runner stops reading its pipes until enough were
+    /// sent.
+    func add(_ lines: [(StepStream, String)], stepID: String, control: StepControl) {
         lock.lock()
-        if control == nil { while pending.count >= maxPending { lock.wait() } }
         // One timestamp per chunk read from the pipe: the lines arrived together.
         let now = Timestamp.now()
         let step = JSON.string(stepID)
@@ -445,7 +445,7 @@ final class LogBatcher: @unchecked Sendable {
         }
         let start = flushing == nil
         if start { flushing = Task { await self.flushLoop() } }
-        if let control, pending.count >= maxPending {
+        if pending.count >= maxPending {
             held = control
             control.holdOutput()
         }
@@ -459,7 +459,6 @@ final class LogBatcher: @unchecked Sendable {
                 let b = Array(pending.prefix(batchLines))
                 pending.removeFirst(b.count)
                 if b.isEmpty { flushing = nil }
-                lock.broadcast()
                 let r = pending.count < maxPending ? held : nil
                 if r != nil { held = nil }
                 return (b, r)

@@ -282,9 +282,9 @@ public final class SandboxRunner: @unchecked Sendable {
     /// the step's work directory (`work`: device and inode as the caller sees it) is not the same directory in the
     /// spawner's copy (a mount made on the host since, which reaches that copy only if it was shared). False: each
     /// step builds the view (not root, or building it failed).
-    private func preparedRoot(work: (dev_t, ino_t)?) throws -> Bool {
+    private func preparedRoot(workDirectory: String, work: (dev_t, ino_t)?) throws -> Bool {
         guard useNamespaces, !buildRootPerStep, !preparedRootFailed, geteuid() == 0 else { return false }
-        let sees = { () -> Bool in work.map { Self.sameFile(self.workPathProbe, $0) } ?? true }
+        let sees = { () -> Bool in work.map { Self.sameFile(workDirectory, $0) } ?? true }
         var fresh = preparedRootAt.map { ContinuousClock.now - $0 >= preparedRootLifetime } ?? false
         if !fresh, preparedRootAt != nil {
             if !sees() { fresh = true }
@@ -293,13 +293,10 @@ public final class SandboxRunner: @unchecked Sendable {
         try buildView(fresh: fresh)
         if preparedRootFailed { return false }
         if !sees() {
-            throw SandboxError.spawn("the work directory \(workPathProbe) is not the same directory in the sandbox's view of the host's mounts")
+            throw SandboxError.spawn("the work directory \(workDirectory) is not the same directory in the sandbox's view of the host's mounts")
         }
         return true
     }
-
-    /// The step's work directory of the spawn under way (set on the spawner thread just before `preparedRoot`).
-    nonisolated(unsafe) private var workPathProbe = ""
 
     static func sameFile(_ path: String, _ id: (dev_t, ino_t)) -> Bool {
         var st = stat()
@@ -336,8 +333,7 @@ public final class SandboxRunner: @unchecked Sendable {
 
     private func spawnHere(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?,
                            work: (dev_t, ino_t)? = nil) throws -> pid_t {
-        workPathProbe = launch.workDirectory
-        let prepared = try preparedRoot(work: work)
+        let prepared = try preparedRoot(workDirectory: launch.workDirectory, work: work)
         var cStrings: [UnsafeMutablePointer<CChar>?] = []
         defer { cStrings.forEach { free($0) } }
         func c(_ s: String) -> UnsafeMutablePointer<CChar>? {

@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 // One package, three executables (`lightning`, `runtime-worker`, `gen-worker-keys`).
@@ -53,7 +53,12 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]),
+            ],
+            // The operator console's HTML, CSS and JavaScript, compiled into the binary by the plugin.
+            exclude: ["Console"],
+            plugins: ["EmbedConsole"]),
+        .executableTarget(name: "embed-assets", path: "mix-like-tools/embed-assets"),
+        .plugin(name: "EmbedConsole", capability: .buildTool(), dependencies: ["embed-assets"]),
         .target(
             name: "RuntimeWorker",
             dependencies: [
@@ -68,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "LightningCommand",
             dependencies: [
-                "Lightning", "Channels",
+                "Lightning", "Channels", "LightningProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -103,7 +108,8 @@ let package = Package(
                     exclude: ["Interop"]),
         .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol", "TestSupport", "JWT", "Channels"]),
         .testTarget(
-            name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol", "Lightning", "RuntimeWorker", "TestSupport"]),
+            name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol", "Lightning", "RuntimeWorker", "TestSupport"],
+            exclude: ["Browser"]),
     ],
     swiftLanguageModes: [.v6]
 )

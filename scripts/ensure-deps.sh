@@ -2,7 +2,9 @@
 # Debian packages need root (or sudo); Python test tools come from PyPI.
 
 APT_PACKAGES=(pkg-config libssl-dev libwebsockets-dev libsqlite3-dev libcurl4 curl python3 python3-pip openssl procps)
-PY_MODULES=("jwt:PyJWT" "websockets:websockets" "cryptography:cryptography")
+# The operator console's browser tests: headless Chromium and its driver (Debian's), driven by selenium (PyPI).
+TEST_APT_PACKAGES=(chromium chromium-driver)
+PY_MODULES=("jwt:PyJWT" "websockets:websockets" "cryptography:cryptography" "selenium:selenium")
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

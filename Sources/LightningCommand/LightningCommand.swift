@@ -61,6 +61,8 @@ extension LightningCommand {
         var noMetrics = false
         @Flag(help: "Do not run the cron scheduler here (another Lightning on this database does).")
         var noCron = false
+        @Flag(help: "Do not serve the operator console at / (the API and the operator socket stay).")
+        var noConsole = false
 
         func validate() throws {
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -95,6 +97,7 @@ extension LightningCommand {
             config.metricsEnabled = !noMetrics
             config.viewerMaxQueuedBytes = viewerQueueBytes
             config.cronEnabled = !noCron
+            config.consoleEnabled = !noConsole
             let store = try db.open()
             try await OperatorBootstrap.firstAdminToken(store: store, keysDirectory: keysDir, logger: logger)
             let lightning = try Lightning(configuration: config, store: store, logger: logger)

@@ -1,5 +1,6 @@
 import Channels
 import Foundation
+import LightningProtocol
 import Logging
 
 /// `attempts tail`: the backlog, then live lines, until the attempt is final and every line is printed.
@@ -188,7 +189,9 @@ final class LogTail: @unchecked Sendable {
         let time = String(format: "%02d:%02d:%02d.%03d", parts.tm_hour, parts.tm_min, parts.tm_sec, Int(millis))
         let level = line["level"]?.stringValue ?? "info"
         let source = line["source"]?.stringValue ?? ""
-        let message = line["message"]?.stringValue ?? ""
+        // Stored messages carry only colour sequences (LogText.clean); drawn on a colour terminal, then reset.
+        let raw = line["message"]?.stringValue ?? ""
+        let message = color ? (raw.utf8.contains(0x1B) ? raw + "\u{1B}[0m" : raw) : LogText.withoutColour(raw)
         let levelCode: String = switch level {
             case "error": "31"
             case "warn": "33"

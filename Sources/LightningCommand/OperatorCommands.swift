@@ -115,7 +115,7 @@ extension LightningCommand {
 
     struct Attempts: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Attempts.", subcommands: [Start.self, Status.self, List.self, Tail.self, Cancel.self])
+            abstract: "Attempts.", subcommands: [Start.self, Status.self, List.self, Tail.self, Cancel.self, Rerun.self])
 
         struct Start: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Start an attempt of a workflow; prints its id.")
@@ -188,12 +188,20 @@ extension LightningCommand {
             static let configuration = CommandConfiguration(abstract: "List recent attempts, newest first.")
             @OptionGroup var options: ClientOptions
             @Option(help: "Only attempts in this state.") var state: String?
+            @Option(help: "Only attempts of this workflow (name or id).") var workflow: String?
+            @Option(help: "Only attempts created at or after this time (ISO 8601, UTC).") var since: String?
+            @Option(help: "Only attempts created before this time (ISO 8601, UTC).") var until: String?
+            @Option(name: .customLong("grep"), help: "Only attempts with a log line containing this text.") var text: String?
             @Option(help: "How many (1-1000).") var limit: Int = 50
 
             func run() async throws {
                 try await runCLI {
                     var query = ["limit": "\(limit)"]
                     if let state { query["state"] = state }
+                    if let workflow { query["workflow"] = workflow }
+                    if let since { query["since"] = since }
+                    if let until { query["until"] = until }
+                    if let text { query["q"] = text }
                     let r = try await options.client().call("GET", "/api/attempts", query: query)
                     if options.json { options.emit(r); return }
                     let rows = (r["attempts"]?.arrayValue ?? []).map { a in
@@ -234,6 +242,34 @@ extension LightningCommand {
                     let r = try await options.client().call("POST", "/api/attempts/\(id)/cancel")
                     if options.json { options.emit(r); return }
                     print("\(id): \(r["state"]?.cell ?? "") (\(r["message"]?.cell ?? ""))")
+                }
+            }
+        }
+
+        struct Rerun: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Run a finished attempt's work order again, as a new attempt; prints its id.",
+                discussion: "Without --from it starts from the beginning with the work order's input. With --from STEP it "
+                    + "starts at that step's job with the input that step had (STEP: a step id, job id or job name of this attempt).")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "Attempt id.") var id: String
+            @Option(help: "The step to start from.") var from: String?
+            @Flag(help: "Then tail the new attempt's log until it ends (exit status 0 only on success).") var follow = false
+            @Flag(help: "With --follow: no colour.") var noColor = false
+
+            func run() async throws {
+                try await runCLI {
+                    let client = try options.client()
+                    let body: JSON = from.map { ["from": .string($0)] } ?? [:]
+                    let r = try await client.call("POST", "/api/attempts/\(id)/rerun", body: body.encoded())
+                    guard let newID = r["attempt_id"]?.stringValue else { throw CLIError(message: "unexpected reply: \(r.text)") }
+                    if follow {
+                        if !options.json { FileHandle.standardError.write(Data("attempt \(newID)\n".utf8)) }
+                        let code = try await LogTail(client: client, attemptID: newID, since: 0, json: options.json,
+                                                     color: LogTail.wantsColor(noColor: noColor)).run()
+                        throw ExitCode(code)
+                    }
+                    if options.json { options.emit(r) } else { print(newID) }
                 }
             }
         }

@@ -483,7 +483,7 @@ struct CompatibilityTests {
         #expect(notes.last == "\(1500 - kept.count) log lines were dropped: this attempt went over its log limit of 1 MB")
     }
 
-    @Test("newlines inside a message are kept (CR LF and CR become newlines); other control characters are stripped")
+    @Test("newlines inside a message are kept (CR LF and CR become newlines), and colours; other control characters and escapes are stripped")
     func newlines() async throws {
         let h = try Harness()
         defer { Task { await h.stop() } }
@@ -493,9 +493,10 @@ struct CompatibilityTests {
         let (id, topic, _) = try await h.claimed(worker)
         #expect(try await worker.push(topic: topic, event: "run:start", payload: WSWorker.runStart()).isOK)
         #expect(try await worker.push(topic: topic, event: "run:log",
-                                      payload: WSWorker.batchLog(run: id, step: nil, messages: [["first\nsecond\r\nthird\rfourth\u{7}\tend"]])).isOK)
+                                      payload: WSWorker.batchLog(run: id, step: nil, messages: [["first\nsecond\r\nthird\rfourth\u{7}\tend"],
+                                          ["\u{1B}[1;31mred\u{1B}[0m \u{1B}]0;title\u{7}\u{1B}[2Jcleared\u{1B}[6n\u{9B}c1"]])).isOK)
         let logs = try await h.t.store.logs(attemptID: id, since: 0, limit: 5)
-        #expect(logs.map(\.message) == ["first\nsecond\nthird\nfourth\tend"])
+        #expect(logs.map(\.message) == ["first\nsecond\nthird\nfourth\tend", "\u{1B}[1;31mred\u{1B}[0m clearedc1"])
     }
 
     static let syncWorkflow = """

@@ -85,6 +85,9 @@ final class Seen: @unchecked Sendable {
     private var _messages: [String] = []
     private var _complete: JSON?
     private var _events: [String] = []
+    private var _pushes: [JSON] = []
+    /// Every push's payload, in order.
+    var pushes: [JSON] { lock.withLock { _pushes } }
     /// Every event pushed to the viewer, in order.
     var events: [String] { lock.withLock { _events } }
     var seqs: [Int64] { lock.withLock { _seqs } }
@@ -99,7 +102,7 @@ final class Seen: @unchecked Sendable {
     }
     func take(_ m: PhoenixMessage) {
         guard case .json(let p) = m.payload else { return }
-        lock.withLock { _events.append(m.event) }
+        lock.withLock { _events.append(m.event); _pushes.append(p) }
         if m.event == "log" { add(p) }
         if m.event == "attempt:complete" { lock.withLock { _complete = p } }
     }

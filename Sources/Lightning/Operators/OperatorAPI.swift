@@ -12,7 +12,7 @@ extension Lightning {
         let method = request.method.uppercased()
         let needed: OperatorToken.Role = method == "GET" ? .viewer : .admin
         let who: OperatorIdentity
-        switch authorize(request.headers["authorization"], needed: needed) {
+        switch authorize(request, needed: needed) {
         case .success(let identity): who = identity
         case .failure(let refusal): return refusal.response
         }
@@ -41,19 +41,36 @@ extension Lightning {
         var response: HTTPResponse
     }
 
-    /// Checks a bearer token (an `Authorization` header value, or a bare token) for a role.
-    func authorize(_ header: String?, needed: OperatorToken.Role) -> Result<OperatorIdentity, Refusal> {
-        guard let header, !header.isEmpty else {
-            return .failure(Refusal(response: .error(401, "missing operator token: send Authorization: Bearer <token>")))
-        }
-        let secret = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces) : header
+    func authorize(_ request: HTTPRequest, needed: OperatorToken.Role) -> Result<OperatorIdentity, Refusal> {
+        authorize(presented: request.headers["authorization"], headers: request.headers, method: request.method, needed: needed)
+    }
+
+    /// Checks a bearer token (an `Authorization` header value, or a bare token) for a role; without one, the
+    /// console's session cookie, for requests from the console's own origin.
+    func authorize(presented header: String?, headers: [String: String], method: String, needed: OperatorToken.Role)
+        -> Result<OperatorIdentity, Refusal>
+    {
         let record: OperatorTokenRecord?
-        do { record = try store.verifyOperatorToken(secret: secret) } catch {
-            return .failure(Refusal(response: .error(503, "could not check the token: \(error)")))
+        if let header, !header.isEmpty {
+            let secret = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces) : header
+            do { record = try store.verifyOperatorToken(secret: secret) } catch {
+                return .failure(Refusal(response: .error(503, "could not check the token: \(error)")))
+            }
+            guard record != nil else {
+                return .failure(Refusal(response: .error(401, "invalid or revoked operator token")))
+            }
+        } else if let session = Self.cookie(Self.sessionCookie, in: headers["cookie"]) {
+            if let refusal = crossOriginRefusal(headers, method: method) { return .failure(refusal) }
+            do { record = try store.consoleSession(secret: session, at: Timestamp.nowMicros()) } catch {
+                return .failure(Refusal(response: .error(503, "could not check the session: \(error)")))
+            }
+            guard record != nil else {
+                return .failure(Refusal(response: .error(401, "the console session has ended or expired: sign in again")))
+            }
+        } else {
+            return .failure(Refusal(response: .error(401, "missing operator token: send Authorization: Bearer <token> (or sign in to the console)")))
         }
-        guard let record else {
-            return .failure(Refusal(response: .error(401, "invalid or revoked operator token")))
-        }
+        guard let record else { return .failure(Refusal(response: .error(401, "invalid or revoked operator token"))) }
         guard record.role.allows(needed) else {
             return .failure(Refusal(response: .error(403, "token \"\(record.name)\" is a \(record.role.rawValue); this needs \(needed.rawValue)")))
         }
@@ -90,21 +107,58 @@ extension Lightning {
             return .json(201, ["work_order_id": .string(created.workOrderID), "attempt_id": .string(created.attemptID)])
 
         case ("GET", "attempts", 1):
-            var state: AttemptState? = nil
+            var filter = AttemptFilter()
             if let s = request.query["state"], !s.isEmpty {
                 guard let parsed = AttemptState(rawValue: s) else {
                     throw APIError(status: 400, message: "unknown state \"\(s)\"; one of: \(AttemptState.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
-                state = parsed
+                filter.state = parsed
             }
-            let limit = try intParameter(request.query["limit"], name: "limit", default: 50, range: 1...1000)
-            return .json(200, ["attempts": .array(try await store.attempts(state: state, limit: limit).map { Render.attempt($0) })])
+            filter.limit = try intParameter(request.query["limit"], name: "limit", default: 50, range: 1...1000)
+            if let w = request.query["workflow"], !w.isEmpty { filter.workflow = w }
+            filter.since = try timeParameter(request.query["since"], name: "since")
+            filter.until = try timeParameter(request.query["until"], name: "until")
+            if let q = request.query["q"], !q.isEmpty {
+                guard q.count <= 200 else { throw APIError(status: 400, message: "q (text in the logs) is at most 200 characters") }
+                filter.text = q
+            }
+            if let b = request.query["before"], !b.isEmpty {
+                guard let n = Int64(b), n > 0 else { throw APIError(status: 400, message: "before must be a next_before value from a previous page, not \"\(b)\"") }
+                filter.before = n
+            }
+            let page = try await store.attempts(matching: filter)
+            return .json(200, ["attempts": .array(page.attempts.map { Render.attempt($0) }),
+                               "next_before": page.nextBefore.map { .string(String($0)) } ?? .null])
+
+        case ("POST", "attempts", 3) where route[2] == "rerun" || route[2] == "retry":
+            let body = request.body.isEmpty ? [:] : try jsonObject(request.body)
+            var from: String? = nil
+            if route[2] == "rerun", let f = body["from"], f != .null {
+                guard let text = f.stringValue else { throw APIError(status: 400, message: "\"from\" is a step id, job id or job name") }
+                from = text.isEmpty ? nil : text
+            }
+            let created = try await store.rerun(attemptID: route[1], fromStep: from, at: Timestamp.nowMicros())
+            nudgeWorkers()
+            attemptsChanged([created.attemptID])
+            logger.info("attempt rerun by an operator", metadata: ["attempt.id": "\(created.attemptID)", "rerun.of": "\(route[1])",
+                                                                   "from": "\(from ?? "the start")", "by": "\(who.name)"])
+            return .json(201, ["work_order_id": .string(created.workOrderID), "attempt_id": .string(created.attemptID)])
+
+        case ("GET", "dataclips", 2):
+            let (type, body) = try await store.dataclipRecord(route[1])
+            return .json(200, ["id": .string(route[1]), "type": .string(type), "body": try await shownDataclip(body)])
+
+        case ("GET", "workflows", 2):
+            let detail = try await store.workflowDetail(route[1])
+            let recent = try await store.attempts(matching: AttemptFilter(workflow: detail.id, limit: 20)).attempts
+            return .json(200, Render.workflow(detail, recent: recent))
 
         case ("GET", "attempts", 2):
             let id = route[1]
             let attempt = try await store.attempt(id)
+            let names = await store.jobNames(attemptID: id)
             var shown = Render.attempt(attempt, steps: try await store.steps(attemptID: id),
-                                       lastSeq: try await store.lastLogSeq(attemptID: id), jobNames: await store.jobNames(attemptID: id))
+                                       lastSeq: try await store.lastLogSeq(attemptID: id), jobNames: names)
             // The work order's attempts, oldest first: the retry chain this one belongs to.
             if case .object(var o) = shown {
                 o["work_order_attempts"] = .array(try await store.attempts(workOrderID: attempt.workOrderID).map {
@@ -168,8 +222,10 @@ extension Lightning {
             return .json(200, ["revoked": .int(Int64(n))])
 
         default:
-            let known = "GET|PUT /api/workflows, POST|GET /api/attempts, GET /api/attempts/<id>, GET /api/attempts/<id>/logs, "
-                + "POST /api/attempts/<id>/cancel, GET /api/workers, PUT /api/credentials/<name>, GET|POST /api/tokens, DELETE /api/tokens/<id>"
+            let known = "GET|PUT /api/workflows, GET /api/workflows/<name>, POST|GET /api/attempts, GET /api/attempts/<id>, "
+                + "GET /api/attempts/<id>/logs, POST /api/attempts/<id>/cancel, POST /api/attempts/<id>/retry, "
+                + "POST /api/attempts/<id>/rerun, GET /api/dataclips/<id>, GET /api/workers, PUT /api/credentials/<name>, "
+                + "GET|POST /api/tokens, DELETE /api/tokens/<id>"
             return .error(404, "no such endpoint: \(method) \(request.path) (the API has: \(known))")
         }
     }
@@ -186,6 +242,55 @@ extension Lightning {
         do { parsed = try JSON.parse(body) } catch { throw APIError(status: 400, message: "the body is not valid JSON: \(error)") }
         guard case .object(let o) = parsed else { throw APIError(status: 400, message: "the body must be a JSON object") }
         return o
+    }
+
+    /// A time filter: ISO 8601 (`2026-12-02T10:00:00Z`, with or without seconds, fractions or the `Z`, which is
+    /// then assumed: times are UTC), or microseconds since the epoch.
+    private func timeParameter(_ text: String?, name: String) throws -> Int64? {
+        guard let text, !text.isEmpty else { return nil }
+        if let micros = Int64(text), micros >= 0 { return micros }
+        if let micros = Self.parseISO8601(text) { return micros }
+        throw APIError(status: 400, message: "\(name) must be an ISO 8601 time such as 2026-12-02T10:00:00Z (UTC), not \"\(text)\"")
+    }
+
+    static func parseISO8601(_ text: String) -> Int64? {
+        var t = text.trimmingCharacters(in: .whitespaces)
+        if t.hasSuffix("Z") || t.hasSuffix("z") { t.removeLast() }
+        // Minutes only (what a datetime-local field sends): add the seconds.
+        if t.count == 16 { t += ":00" }
+        let f = ISO8601DateFormatter()
+        f.timeZone = TimeZone(identifier: "UTC")
+        for options: ISO8601DateFormatter.Options in [[.withFullDate, .withFullTime, .withFractionalSeconds], [.withFullDate, .withFullTime]] {
+            f.formatOptions = options.subtracting(.withTimeZone)
+            if let d = f.date(from: t) { return Int64((d.timeIntervalSince1970 * 1e6).rounded()) }
+        }
+        return nil
+    }
+
+    /// A dataclip as an operator may see it: JSON (or a string when it is not JSON), without `configuration`
+    /// (the worker drops it; this holds for any older or foreign dataclip too) and with every credential value
+    /// masked, as in logs.
+    private func shownDataclip(_ body: [UInt8]) async throws -> JSON {
+        var value = (try? JSON.parse(body)) ?? .string(String(decoding: body, as: UTF8.self))
+        if case .object(var o) = value { o["configuration"] = nil; value = .object(o) }
+        var bodies: [Any] = []
+        for b in try await store.allCredentialBodies() {
+            if let json = try? JSONSerialization.jsonObject(with: Data(b)) { bodies.append(json) }
+        }
+        let scrubber = CredentialScrubber(credentialBodies: bodies)
+        return scrubber.isEmpty ? value : Self.scrubbed(value, scrubber)
+    }
+
+    static func scrubbed(_ value: JSON, _ scrubber: CredentialScrubber) -> JSON {
+        switch value {
+        case .string(let s): return .string(scrubber.scrub(s))
+        case .array(let items): return .array(items.map { scrubbed($0, scrubber) })
+        case .object(let o): return .object(o.mapValues { scrubbed($0, scrubber) })
+        default:
+            // A number that is a credential value (a PIN, an account number) is masked too.
+            let text = String(decoding: value.encoded(), as: UTF8.self)
+            return scrubber.scrub(text) == text ? value : .string(CredentialScrubber.mask)
+        }
     }
 
     private func intParameter(_ text: String?, name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {

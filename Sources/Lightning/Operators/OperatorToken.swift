@@ -15,6 +15,8 @@ public struct OperatorToken: Sendable, Equatable {
     }
 
     public static let prefix = "lro_"
+    /// The console's session cookies have the same shape with their own prefix, so neither passes for the other.
+    public static let sessionPrefix = "lrs_"
 
     /// The secret, to show the operator once.
     public let plaintext: String
@@ -22,7 +24,7 @@ public struct OperatorToken: Sendable, Equatable {
     public let hash: String
 
     /// A fresh token from OpenSSL's CSPRNG.
-    public static func generate() throws -> OperatorToken {
+    public static func generate(prefix: String = prefix) throws -> OperatorToken {
         var bytes = [UInt8](repeating: 0, count: 32)
         guard RAND_bytes(&bytes, 32) == 1 else { throw OperatorTokenError.randomFailed }
         let text = prefix + base64url(bytes)
@@ -39,7 +41,7 @@ public struct OperatorToken: Sendable, Equatable {
     }
 
     /// Cheap shape check before any lookup: prefix and 43 base64url characters.
-    public static func isWellFormed(_ text: String) -> Bool {
+    public static func isWellFormed(_ text: String, prefix: String = prefix) -> Bool {
         guard text.hasPrefix(prefix) else { return false }
         let body = text.utf8.dropFirst(prefix.utf8.count)
         return body.count == 43 && body.allSatisfy { c in

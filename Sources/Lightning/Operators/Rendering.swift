@@ -20,6 +20,7 @@ enum Render {
             "run_timeout_ms": .int(Int64(a.runTimeoutMS)), "inserted_at": time(a.insertedAt), "claimed_at": time(a.claimedAt),
             "started_at": time(a.startedAt), "finished_at": time(a.finishedAt),
             "attempt_number": .int(Int64(a.attemptNumber)), "retry_of": opt(a.retryOf),
+            "starting_job_id": opt(a.startingJobID), "starting_job_name": opt(a.startingJobID.flatMap { jobNames[$0] }),
         ]
         if let steps {
             o["steps"] = .array(steps.map { s in
@@ -59,6 +60,24 @@ enum Render {
         [
             "id": .string(w.id), "name": .string(w.name), "version": .int(Int64(w.version)),
             "concurrency": w.concurrency.map { .int(Int64($0)) } ?? .null, "webhooks": .array(w.webhookPaths.map { .string("/i/" + $0) }),
+        ]
+    }
+
+    static func workflow(_ w: WorkflowDetail, recent: [AttemptRecord]) -> JSON {
+        [
+            "id": .string(w.id), "name": .string(w.name), "version": .int(Int64(w.version)),
+            "concurrency": w.concurrency.map { .int(Int64($0)) } ?? .null,
+            "webhooks": .array(w.triggers.compactMap { $0.webhookPath.map { .string("/i/" + $0) } }),
+            "versions": .array(w.versions.map { ["version": .int(Int64($0.version)), "snapshot_id": .string($0.snapshotID),
+                                                 "inserted_at": time($0.insertedAt)] }),
+            "triggers": .array(w.triggers.map { ["id": .string($0.id), "name": .string($0.name), "type": .string($0.type),
+                                                 "webhook_path": opt($0.webhookPath), "cron": opt($0.cron)] }),
+            "jobs": .array(w.jobs.map { ["id": .string($0.id), "name": .string($0.name), "adaptor": .string($0.adaptor),
+                                         "credential": opt($0.credential)] }),
+            "edges": .array(w.edges.map { ["id": .string($0.id), "source_trigger_id": opt($0.sourceTriggerID),
+                                           "source_job_id": opt($0.sourceJobID), "target_job_id": .string($0.targetJobID),
+                                           "condition": .string($0.condition), "enabled": .bool($0.enabled)] }),
+            "recent_attempts": .array(recent.map { attempt($0) }),
         ]
     }
 

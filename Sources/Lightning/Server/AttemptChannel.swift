@@ -193,7 +193,7 @@ struct AttemptChannel: ChannelHandler {
         default: throw WireFieldError("message", "must be a list")
         }
         var text = items.count == 1 ? (items[0].stringValue ?? items[0].text) : items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
-        if Self.mayHaveControlCharacters(text) { text = Self.stripControlCharacters(text) }
+        text = LogText.clean(text)
         text = scrubber.scrub(text)
         if text.utf8.count > lightning.configuration.maxLogLineBytes {
             text = "(log line of \(text.utf8.count) bytes removed: over the \(lightning.configuration.maxLogLineBytes)-byte limit)"
@@ -211,19 +211,6 @@ struct AttemptChannel: ChannelHandler {
         }
         return NewLogLine(stepID: payload["step_id"]?.stringValue, level: level, source: source, message: text,
                           timestamp: timestamp(payload), workerSeq: workerSeq)
-    }
-
-    /// A cheap byte scan: C0 controls (but tab and newline), DEL, and the lead byte of C1 controls (U+0080-U+009F).
-    static func mayHaveControlCharacters(_ text: String) -> Bool {
-        text.utf8.contains { ($0 < 0x20 && $0 != 0x09 && $0 != 0x0A) || $0 == 0x7F || $0 == 0xC2 }
-    }
-
-    /// Removes control characters but tab and newline; a CR LF or a lone CR becomes a newline.
-    static func stripControlCharacters(_ text: String) -> String {
-        let normalized = text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
-        return String(String.UnicodeScalarView(normalized.unicodeScalars.filter {
-            $0 == "\t" || $0 == "\n" || $0.properties.generalCategory != .control
-        }))
     }
 
     private func scrubber(_ attemptID: String) async throws -> CredentialScrubber {

@@ -27,6 +27,10 @@ public struct LightningConfiguration: Sendable {
     public var metricsEnabled = true
     /// Run the cron scheduler (one per database is enough; two are safe).
     public var cronEnabled = true
+    /// The operator console at `/` (`serve --no-console` turns it off; the API stays).
+    public var consoleEnabled = true
+    /// How long a console sign-in lasts.
+    public var consoleSessionSeconds: Int64 = 12 * 3600
     /// For fault tests only (`LIGHTNING_TEST_EXIT_ON_ATTEMPT_JOIN=1`): the process exits at once when a worker
     /// joins `run:<id>`, after the claim reply reached that worker and before the join is answered, which makes
     /// "Lightning restarted right after a claim" deterministic.
@@ -55,6 +59,7 @@ public final class Lightning: Sendable {
     let state = LightningState()
     let metrics: LightningMetrics
     let viewers: ViewerHub
+    let attemptsFeed = AttemptsFeed()
     let waiters = CompletionWaiters()
     /// Plans of running attempts, built once: from the immutable snapshot of the work order, and needed by the
     /// claim (claim:checkout), fetch:plan, fetch:dataclip, step:complete and run:complete.
@@ -87,8 +92,12 @@ public final class Lightning: Sendable {
         let operatorEndpoint = SocketEndpoint(
             path: Wire.Path.operatorSocket,
             authenticate: { [self] request in authenticateOperator(request) },
-            channels: [ChannelRoute("attempt:*", OperatorChannel(lightning: self))],
-            onDisconnect: { [self] socket in await viewers.detachAll(socketID: socket.id) },
+            channels: [ChannelRoute("attempt:*", OperatorChannel(lightning: self)),
+                       ChannelRoute(AttemptsFeed.topic, AttemptsFeedChannel(lightning: self))],
+            onDisconnect: { [self] socket in
+                attemptsFeed.remove(socketID: socket.id)
+                await viewers.detachAll(socketID: socket.id)
+            },
             maxQueuedBytes: configuration.viewerMaxQueuedBytes)
         var routes = [
             HTTPRoute("GET", "/healthz") { _ in .json(200, ["status": "ok"]) },
@@ -98,6 +107,7 @@ public final class Lightning: Sendable {
         if configuration.metricsEnabled {
             routes.append(HTTPRoute("GET", "/metrics") { [self] _ in await renderMetrics() })
         }
+        if configuration.consoleEnabled { routes += consoleRoutes() }
         let server = ChannelServer(configuration: channel, endpoints: [workerEndpoint, operatorEndpoint], routes: routes,
                                    logger: Logger(label: "lightning.channels"))
         try server.start()
@@ -107,8 +117,9 @@ public final class Lightning: Sendable {
             await runJanitor()
         }
         if configuration.cronEnabled {
-            let scheduler = CronScheduler(store: store, logger: logger) { [self] _ in
+            let scheduler = CronScheduler(store: store, logger: logger) { [self] created in
                 metrics.cronFired.increment()
+                attemptsChanged([created.attemptID])
                 nudgeWorkers()
             }
             serverBox.cron = Task { await scheduler.run() }
@@ -137,10 +148,12 @@ public final class Lightning: Sendable {
         }
     }
 
-    /// Operator sockets: the token in `?token=` or `Authorization: Bearer`, checked before the upgrade.
+    /// Operator sockets: the token in `?token=` or `Authorization: Bearer`, or the console's session cookie
+    /// from the console's own origin (a WebSocket is not protected by the same-origin policy), checked before
+    /// the upgrade.
     func authenticateOperator(_ request: UpgradeRequest) -> AuthDecision {
         let presented = request.query["token"].flatMap { $0.isEmpty ? nil : $0 } ?? request.headers["authorization"]
-        switch authorize(presented, needed: .viewer) {
+        switch authorize(presented: presented, headers: request.headers, method: "WEBSOCKET", needed: .viewer) {
         case .success(let identity): return .accept(context: identity)
         case .failure(let refusal):
             return .reject(status: refusal.response.status, message: String(decoding: refusal.response.body, as: UTF8.self))
@@ -208,6 +221,7 @@ public final class Lightning: Sendable {
 
     /// An attempt changed state: viewers and any webhook waiting on it learn of it.
     func attemptChanged(_ id: String) async {
+        attemptsChanged([id])
         await viewers.attemptChanged(id)
         await waiters.changed(id)
     }
@@ -215,6 +229,7 @@ public final class Lightning: Sendable {
     /// A retry was made for an attempt that ended lost or exception: workers hear of it at once.
     func retryCreated(_ retryID: String, after id: String, state: AttemptState) {
         metrics.retries.increment()
+        attemptsChanged([retryID])
         logger.notice("attempt retried", metadata: ["attempt.id": "\(id)", "attempt.state": "\(state.rawValue)",
                                                      "retry.id": "\(retryID)"])
         nudgeWorkers()
@@ -277,6 +292,7 @@ public final class Lightning: Sendable {
     public func startWork(workflow: String, input: [UInt8]) async throws -> CreatedWork {
         let created = try await store.createWorkOrder(workflow: workflow, input: input)
         nudgeWorkers()
+        attemptsChanged([created.attemptID])
         return created
     }
 
@@ -288,6 +304,7 @@ public final class Lightning: Sendable {
             metrics.webhooks.increment()
             let created = try await store.createWorkOrder(webhookPath: path, input: body)
             nudgeWorkers()
+            attemptsChanged([created.attemptID])
             if created.webhookReply == .afterCompletion {
                 let timeout = Duration.milliseconds(created.webhookReplyTimeoutMS ?? 30_000)
                 return await webhookResult(created, timeout: timeout)

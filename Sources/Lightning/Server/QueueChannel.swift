@@ -32,6 +32,7 @@ struct QueueChannel: ChannelHandler {
             let ids = claimed.map(\.id)
             lightning.metrics.claims.increment()
             lightning.metrics.claimedAttempts.increment(by: Int64(claimed.count))
+            lightning.attemptsChanged(ids)
             // RS256 signing runs here, in the connection's task, never on the socket service thread.
             var runs: [JSON]
             do {

@@ -173,6 +173,23 @@ enum Migrations {
                 CREATE INDEX steps_output ON steps(output_dataclip_id);
                 """)
         }
+        m.registerMigration("2026-12-02-005-console") { db in
+            try db.execute(sql: """
+                -- Browser sessions of the operator console: an HttpOnly cookie whose SHA-256 is kept here, bound to
+                -- the operator token it was exchanged for (revoking the token ends its sessions).
+                CREATE TABLE console_sessions (
+                    hash TEXT PRIMARY KEY,
+                    token_id TEXT NOT NULL REFERENCES operator_tokens(id),
+                    inserted_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    ended_at INTEGER
+                );
+                -- An attempt rerun from a chosen step starts at that step's job, with that step's recorded input.
+                ALTER TABLE attempts ADD COLUMN starting_job_id TEXT;
+                -- The console's filters: attempts of one workflow, newest first.
+                CREATE INDEX attempts_workflow ON attempts(workflow_id, seq);
+                """)
+        }
         return m
     }
 }

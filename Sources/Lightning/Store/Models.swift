@@ -86,8 +86,10 @@ public struct AttemptRecord: Sendable, Equatable {
     public var finishedAt: Int64?
     /// 1 for a work order's first attempt, 2 for its first retry, ...
     public var attemptNumber: Int = 1
-    /// The attempt this one retries.
+    /// The attempt this one retries (or reruns).
     public var retryOf: String? = nil
+    /// Set when the attempt was rerun from a step: the job it starts at.
+    public var startingJobID: String? = nil
 }
 
 public struct StepRecord: Sendable, Equatable {
@@ -211,6 +213,19 @@ public protocol LightningStore: Sendable {
     func fireCron(_ trigger: CronTrigger, due: Int64, next: Int64) async throws -> CreatedWork?
     /// Records the first due slot of a trigger seen for the first time; keeps an existing one.
     func scheduleCron(_ trigger: CronTrigger, next: Int64) async throws -> Int64
+
+    // The operator console
+    func attempts(matching filter: AttemptFilter) async throws -> AttemptPage
+    /// A new session for a live operator token; returns the cookie's secret (only its hash is kept).
+    func createConsoleSession(tokenID: String, lifetimeMicros: Int64, at now: Int64) async throws -> String
+    /// Synchronous, like `verifyOperatorToken`: the socket's upgrade hook checks the cookie itself.
+    func consoleSession(secret: String, at now: Int64) throws -> OperatorTokenRecord?
+    func endConsoleSession(secret: String, at now: Int64) async throws
+    /// A new attempt of the same work order: from the start, or from a step of this attempt with its recorded input.
+    func rerun(attemptID: String, fromStep: String?, at now: Int64) async throws -> CreatedWork
+    func workflowDetail(_ nameOrID: String) async throws -> WorkflowDetail
+    func dataclipRecord(_ id: String) async throws -> (type: String, body: [UInt8])
+    func allCredentialBodies() async throws -> [[UInt8]]
 }
 
 public struct OperatorTokenRecord: Sendable, Equatable {
@@ -230,4 +245,44 @@ public struct CronTrigger: Sendable, Equatable {
     public var expression: String
     /// The stored next due slot (µs), when the scheduler has seen this trigger before.
     public var nextSlot: Int64?
+}
+
+/// The console's and the API's attempt filters; `before` is the cursor of the page before (an attempt's seq).
+public struct AttemptFilter: Sendable, Equatable {
+    public var state: AttemptState?
+    public var workflow: String?
+    /// Inserted at or after / before, in microseconds.
+    public var since: Int64?
+    public var until: Int64?
+    /// Text in the attempt's log lines.
+    public var text: String?
+    public var before: Int64?
+    public var limit: Int = 50
+    public init(state: AttemptState? = nil, workflow: String? = nil, since: Int64? = nil, until: Int64? = nil, text: String? = nil,
+                before: Int64? = nil, limit: Int = 50) {
+        self.state = state; self.workflow = workflow; self.since = since; self.until = until; self.text = text
+        self.before = before; self.limit = limit
+    }
+}
+
+public struct AttemptPage: Sendable, Equatable {
+    public var attempts: [AttemptRecord]
+    /// Pass as `before` for the next, older page; nil on the last page.
+    public var nextBefore: Int64?
+}
+
+public struct WorkflowDetail: Sendable, Equatable {
+    public struct Version: Sendable, Equatable { public var version: Int; public var snapshotID: String; public var insertedAt: Int64 }
+    public struct Job: Sendable, Equatable { public var id: String; public var name: String; public var adaptor: String; public var credential: String? }
+    public struct Trigger: Sendable, Equatable {
+        public var id: String; public var name: String; public var type: String; public var webhookPath: String?; public var cron: String?
+    }
+    public var id: String
+    public var name: String
+    public var version: Int
+    public var concurrency: Int?
+    public var versions: [Version]
+    public var jobs: [Job]
+    public var triggers: [Trigger]
+    public var edges: [Plan.Edge]
 }

@@ -266,7 +266,7 @@ public final class SQLiteStore: LightningStore {
             errorMessage: row["error_message"], workerName: row["worker_name"], finalDataclipID: row["final_dataclip_id"],
             runTimeoutMS: row["run_timeout_ms"], insertedAt: row["inserted_at"], claimedAt: row["claimed_at"],
             startedAt: row["started_at"], finishedAt: row["finished_at"], attemptNumber: row["attempt_number"] ?? 1,
-            retryOf: row["retry_of"])
+            retryOf: row["retry_of"], startingJobID: row["starting_job_id"])
     }
 
     static let attemptColumns = "a.*, w.name AS workflow_name FROM attempts a JOIN workflows w ON w.id = a.workflow_id"
@@ -297,7 +297,8 @@ public final class SQLiteStore: LightningStore {
 
     public func plan(attemptID: String) async throws -> Plan {
         try await pool.read { db in
-            guard let a = try Row.fetchOne(db, cached: "SELECT snapshot_id, dataclip_id FROM attempts WHERE id = ?", arguments: [attemptID])
+            guard let a = try Row.fetchOne(db, cached: "SELECT snapshot_id, dataclip_id, starting_job_id FROM attempts WHERE id = ?",
+                                           arguments: [attemptID])
             else { throw StoreError.notFound("no attempt \(attemptID)") }
             let snapshotID: String = a["snapshot_id"]
             guard let definition = try Self.definition(db, snapshotID: snapshotID) else {
@@ -319,7 +320,8 @@ public final class SQLiteStore: LightningStore {
                           targetJobID: $0["target_job_id"], condition: $0["condition"], enabled: $0["enabled"])
             }
             let startName = definition.startingJob ?? jobs.first?.name ?? ""
-            let start = jobs.first { $0.name == startName }?.id ?? ""
+            // A rerun from a step starts at that step's job (same snapshot, so the job is there).
+            let start = (a["starting_job_id"] as String?) ?? jobs.first { $0.name == startName }?.id ?? ""
             return Plan(id: attemptID, dataclipID: a["dataclip_id"], startingNodeID: start,
                         triggers: triggers.map(Plan.Trigger.init(id:)), jobs: jobs, edges: edges, options: definition.planOptions)
         }
@@ -464,10 +466,10 @@ public final class SQLiteStore: LightningStore {
         let newID = Self.newID()
         try db.execute(cached: """
             INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms, log_limit_bytes,
-                retry_of, attempt_number, inserted_at)
-            VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?)
+                retry_of, attempt_number, starting_job_id, inserted_at)
+            VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?)
             """, arguments: [newID, a["work_order_id"], a["workflow_id"], a["snapshot_id"], a["dataclip_id"], a["run_timeout_ms"],
-                             a["log_limit_bytes"], id, number + 1, at])
+                             a["log_limit_bytes"], id, number + 1, a["starting_job_id"], at])
         let note = "retry \(number) of \(retries): attempt \(id) ended \(reason.rawValue)" + (why.isEmpty ? "" : " (\(why))")
         try db.execute(cached: """
             INSERT INTO log_lines (attempt_id, seq, level, source, message, timestamp) VALUES (?, 1, 'warn', ?, ?, ?)

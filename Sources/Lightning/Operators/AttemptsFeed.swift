@@ -1,0 +1,51 @@
+import Channels
+import Foundation
+import LightningProtocol
+
+/// `attempts` on the operator socket: every attempt created or changing state, as `attempt:changed` with the
+/// attempt (no steps), for pages that list attempts live. With nobody joined it costs one lock per change.
+final class AttemptsFeed: @unchecked Sendable {
+    static let topic = "attempts"
+    static let event = "attempt:changed"
+
+    private let lock = NSLock()
+    private var watchers: [Int: ChannelSocket] = [:]
+
+    func add(_ socket: ChannelSocket) { lock.withLock { watchers[socket.id] = socket } }
+    func remove(socketID: Int) { lock.withLock { _ = watchers.removeValue(forKey: socketID) } }
+    var sockets: [ChannelSocket] { lock.withLock { Array(watchers.values) } }
+}
+
+extension Lightning {
+    /// Attempts were created or changed state: the `attempts` watchers hear of each.
+    func attemptsChanged(_ ids: [String]) {
+        guard !ids.isEmpty else { return }
+        let sockets = attemptsFeed.sockets
+        guard !sockets.isEmpty else { return }
+        let store = self.store
+        Task {
+            for id in ids {
+                guard let a = try? await store.attempt(id) else { continue }
+                let payload = Render.attempt(a)
+                for s in sockets { _ = s.push(topic: AttemptsFeed.topic, event: AttemptsFeed.event, payload: payload) }
+            }
+        }
+    }
+}
+
+struct AttemptsFeedChannel: ChannelHandler {
+    let lightning: Lightning
+
+    func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult {
+        guard socket.context is OperatorIdentity else { return .error(["reason": "unauthorized"]) }
+        return .ok([:])
+    }
+
+    func joined(topic: String, socket: ChannelSocket) async { lightning.attemptsFeed.add(socket) }
+
+    func leave(topic: String, socket: ChannelSocket) async { lightning.attemptsFeed.remove(socketID: socket.id) }
+
+    func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
+        .error(["reason": .string("the attempts feed only sends: unknown event \(event)")])
+    }
+}

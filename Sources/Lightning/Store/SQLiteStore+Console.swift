@@ -1,0 +1,166 @@
+import Foundation
+import GRDB
+import LightningProtocol
+
+/// What the operator console (and the API behind it) reads and writes beyond the worker's path: filtered pages of
+/// attempts, browser sessions, reruns from a step, a workflow's graph and versions.
+extension SQLiteStore {
+    // MARK: Attempts, filtered and paged
+
+    public func attempts(matching filter: AttemptFilter) async throws -> AttemptPage {
+        try await pool.read { db in
+            var conditions: [String] = []
+            var arguments: StatementArguments = []
+            if let before = filter.before { conditions.append("a.seq < ?"); arguments += [before] }
+            if let state = filter.state { conditions.append("a.state = ?"); arguments += [state.rawValue] }
+            if let workflow = filter.workflow { conditions.append("(w.name = ? OR w.id = ?)"); arguments += [workflow, workflow] }
+            if let since = filter.since { conditions.append("a.inserted_at >= ?"); arguments += [since] }
+            if let until = filter.until { conditions.append("a.inserted_at < ?"); arguments += [until] }
+            if let text = filter.text, !text.isEmpty {
+                // No index serves a substring search: it reads the log lines of each candidate, newest first,
+                // and stops at the page's end.
+                conditions.append("EXISTS (SELECT 1 FROM log_lines l WHERE l.attempt_id = a.id AND l.message LIKE ? ESCAPE '\\')")
+                arguments += ["%" + Self.likeEscaped(text) + "%"]
+            }
+            arguments += [filter.limit + 1]
+            let sql = "SELECT \(Self.attemptColumns)" + (conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))
+                + " ORDER BY a.seq DESC LIMIT ?"
+            let rows = try Row.fetchAll(db, sql: sql, arguments: arguments)
+            let page = rows.prefix(filter.limit)
+            let next: Int64? = rows.count > filter.limit ? page.last.map { $0["seq"] } : nil
+            return AttemptPage(attempts: page.map(Self.attempt(from:)), nextBefore: next)
+        }
+    }
+
+    static func likeEscaped(_ text: String) -> String {
+        var out = ""
+        for c in text {
+            if c == "%" || c == "_" || c == "\\" { out.append("\\") }
+            out.append(c)
+        }
+        return out
+    }
+
+    // MARK: Console sessions
+
+    public func createConsoleSession(tokenID: String, lifetimeMicros: Int64, at now: Int64) async throws -> String {
+        let secret = try OperatorToken.generate(prefix: OperatorToken.sessionPrefix)
+        try await pool.write { db in
+            // Sessions past their end are of no use to anyone: swept as new ones are made.
+            try db.execute(sql: "DELETE FROM console_sessions WHERE expires_at < ? OR ended_at IS NOT NULL", arguments: [now])
+            try db.execute(sql: "INSERT INTO console_sessions (hash, token_id, inserted_at, expires_at) VALUES (?, ?, ?, ?)",
+                           arguments: [secret.hash, tokenID, now, now + lifetimeMicros])
+        }
+        return secret.plaintext
+    }
+
+    /// The operator token behind a live session (not ended, not expired, its token not revoked), or nil.
+    public func consoleSession(secret: String, at now: Int64) throws -> OperatorTokenRecord? {
+        guard OperatorToken.isWellFormed(secret, prefix: OperatorToken.sessionPrefix) else { return nil }
+        let hash = OperatorToken.hash(secret)
+        return try pool.read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT t.* FROM console_sessions s JOIN operator_tokens t ON t.id = s.token_id
+                WHERE s.hash = ? AND s.ended_at IS NULL AND s.expires_at > ? AND t.revoked_at IS NULL
+                """, arguments: [hash, now])
+        }.map(Self.token(from:))
+    }
+
+    public func endConsoleSession(secret: String, at now: Int64) async throws {
+        let hash = OperatorToken.hash(secret)
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE console_sessions SET ended_at = ? WHERE hash = ?", arguments: [now, hash])
+        }
+    }
+
+    // MARK: Reruns
+
+    /// A new attempt of `attemptID`'s work order on the same workflow snapshot. From a step: it starts at that
+    /// step's job with the input that step had; without one: from the start with the work order's input.
+    public func rerun(attemptID: String, fromStep stepRef: String?, at now: Int64) async throws -> CreatedWork {
+        let created = try await writer.write { db -> CreatedWork in
+            guard let a = try Row.fetchOne(db, cached: "SELECT * FROM attempts WHERE id = ?", arguments: [attemptID]) else {
+                throw StoreError.notFound("no attempt \(attemptID)")
+            }
+            let state = AttemptState(rawValue: a["state"]) ?? .available
+            guard state.isFinal else {
+                throw StoreError.conflict("attempt \(attemptID) is \(state.rawValue): rerun it once it has finished (or cancel it first)")
+            }
+            var dataclipID: String = a["dataclip_id"]
+            var startingJobID: String? = nil
+            if let stepRef, !stepRef.isEmpty {
+                // A step of this attempt, by step id, job id or job name.
+                guard let step = try Row.fetchOne(db, cached: """
+                    SELECT s.id, s.job_id, s.input_dataclip_id, j.name FROM steps s LEFT JOIN jobs j ON j.id = s.job_id
+                    WHERE s.attempt_id = ? AND (s.id = ? OR s.job_id = ? OR j.name = ?) ORDER BY s.started_at LIMIT 1
+                    """, arguments: [attemptID, stepRef, stepRef, stepRef]) else {
+                    throw StoreError.notFound("attempt \(attemptID) has no step \"\(stepRef)\" (give a step id, a job id or a job name)")
+                }
+                guard let input: String = step["input_dataclip_id"] else {
+                    throw StoreError.conflict("the input of step \(step["id"] as String) was not kept, so it cannot be rerun from there")
+                }
+                dataclipID = input
+                startingJobID = step["job_id"]
+            }
+            let number = (try Int.fetchOne(db, cached: "SELECT MAX(attempt_number) FROM attempts WHERE work_order_id = ?",
+                                           arguments: [a["work_order_id"]]) ?? 0) + 1
+            let newID = Self.newID()
+            try db.execute(cached: """
+                INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms, log_limit_bytes,
+                    retry_of, attempt_number, starting_job_id, inserted_at)
+                VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?)
+                """, arguments: [newID, a["work_order_id"], a["workflow_id"], a["snapshot_id"], dataclipID, a["run_timeout_ms"],
+                                 a["log_limit_bytes"], attemptID, number, startingJobID, now])
+            return CreatedWork(workOrderID: a["work_order_id"], attemptID: newID, dataclipID: dataclipID,
+                               webhookReply: nil, webhookReplyTimeoutMS: nil)
+        }
+        return created
+    }
+
+    // MARK: Workflows
+
+    public func workflowDetail(_ nameOrID: String) async throws -> WorkflowDetail {
+        try await pool.read { db in
+            guard let w = try Row.fetchOne(db, sql: """
+                SELECT w.id, w.name, w.concurrency, w.current_snapshot_id, s.version FROM workflows w
+                JOIN workflow_snapshots s ON s.id = w.current_snapshot_id WHERE w.name = ? OR w.id = ?
+                """, arguments: [nameOrID, nameOrID]) else { throw StoreError.notFound("no workflow named \"\(nameOrID)\"") }
+            let snapshotID: String = w["current_snapshot_id"]
+            let versions = try Row.fetchAll(db, sql: """
+                SELECT id, version, inserted_at FROM workflow_snapshots WHERE workflow_id = ? ORDER BY version DESC
+                """, arguments: [w["id"]]).map { WorkflowDetail.Version(version: $0["version"], snapshotID: $0["id"], insertedAt: $0["inserted_at"]) }
+            let jobs = try Row.fetchAll(db, sql: "SELECT id, name, adaptor, credential_name FROM jobs WHERE snapshot_id = ? ORDER BY position",
+                                        arguments: [snapshotID]).map {
+                WorkflowDetail.Job(id: $0["id"], name: $0["name"], adaptor: $0["adaptor"], credential: $0["credential_name"])
+            }
+            let triggers = try Row.fetchAll(db, sql: """
+                SELECT id, name, type, webhook_path, cron_expression FROM triggers WHERE snapshot_id = ? ORDER BY rowid
+                """, arguments: [snapshotID]).map {
+                WorkflowDetail.Trigger(id: $0["id"], name: $0["name"], type: $0["type"], webhookPath: $0["webhook_path"], cron: $0["cron_expression"])
+            }
+            let edges = try Row.fetchAll(db, sql: "SELECT * FROM edges WHERE snapshot_id = ? ORDER BY position", arguments: [snapshotID]).map {
+                Plan.Edge(id: $0["id"], sourceTriggerID: $0["source_trigger_id"], sourceJobID: $0["source_job_id"],
+                          targetJobID: $0["target_job_id"], condition: $0["condition"], enabled: $0["enabled"])
+            }
+            return WorkflowDetail(id: w["id"], name: w["name"], version: w["version"], concurrency: w["concurrency"],
+                                  versions: versions, jobs: jobs, triggers: triggers, edges: edges)
+        }
+    }
+
+    // MARK: Dataclips
+
+    public func dataclipRecord(_ id: String) async throws -> (type: String, body: [UInt8]) {
+        guard let row = try await pool.read({ db in
+            try Row.fetchOne(db, sql: "SELECT type, body FROM dataclips WHERE id = ?", arguments: [id])
+        }) else { throw StoreError.notFound("no dataclip \(id)") }
+        return (row["type"], Array(row["body"] as Data))
+    }
+
+    /// Every stored credential's body (decrypted): what an operator-facing view must never show.
+    public func allCredentialBodies() async throws -> [[UInt8]] {
+        let ids = try await pool.read { db in try String.fetchAll(db, sql: "SELECT id FROM credentials") }
+        var bodies: [[UInt8]] = []
+        for id in ids { bodies.append(try await credentialBody(id: id)) }
+        return bodies
+    }
+}

@@ -193,6 +193,19 @@ struct ConsoleTests {
         #expect(try await h.raw("GET", "/console/session", headers: ["Cookie": adminCookie]).status == 401)
     }
 
+    @Test("times are rendered as Foundation's ISO 8601 formatter renders them, and parsed back")
+    func times() {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        for micros: Int64 in [0, 1, 999, 1_000, 999_999, 1_000_000, 1_764_633_600_123_456, 4_102_444_799_999_999, 951_782_400_000_000] {
+            #expect(Render.iso8601(micros) == f.string(from: Date(timeIntervalSince1970: Double(micros / 1000) / 1e3)), "\(micros)")
+            #expect(Lightning.parseISO8601(Render.iso8601(micros)) == micros / 1000 * 1000)
+        }
+        #expect(Lightning.parseISO8601("2026-12-02T10:00") == Lightning.parseISO8601("2026-12-02T10:00:00Z"))
+        #expect(Lightning.parseISO8601("2026-12-02T10:00:00.5Z") == 1_796_205_600_500_000)
+        #expect(Lightning.parseISO8601("yesterday") == nil && Lightning.parseISO8601("2026-13-02T10:00:00Z") == nil)
+    }
+
     @Test("sessions expire")
     func expiry() async throws {
         let h = try Harness { $0.consoleSessionSeconds = 1 }

@@ -94,9 +94,18 @@ enum Render {
         guard let micros else { return .null }
         return .string(iso8601(micros))
     }
+    /// `2026-12-02T10:00:00.123Z`. By hand: a formatter made per call was most of the time of a page of
+    /// attempts (four times each), and one shared formatter is not documented as safe across threads.
     static func iso8601(_ micros: Int64) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date(timeIntervalSince1970: Double(micros) / 1e6))
+        var seconds = time_t(micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000)
+        let millis = Int((micros - Int64(seconds) * 1_000_000) / 1000)
+        var t = tm()
+        gmtime_r(&seconds, &t)
+        func pad(_ n: Int, _ width: Int) -> String {
+            let s = String(n)
+            return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+        }
+        return pad(Int(t.tm_year) + 1900, 4) + "-" + pad(Int(t.tm_mon) + 1, 2) + "-" + pad(Int(t.tm_mday), 2) + "T"
+            + pad(Int(t.tm_hour), 2) + ":" + pad(Int(t.tm_min), 2) + ":" + pad(Int(t.tm_sec), 2) + "." + pad(millis, 3) + "Z"
     }
 }

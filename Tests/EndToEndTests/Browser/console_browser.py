@@ -368,7 +368,10 @@ def scenario_workflows(driver, ctx):
     edges = driver.find_elements(By.CSS_SELECTOR, "#workflow-graph [data-edge-id]")
     check(len(nodes) == ctx["nodes"] and len(edges) == ctx["edges"], "%d nodes, %d edges" % (len(nodes), len(edges)))
     body = driver.find_element(By.TAG_NAME, "body").text
-    check("/i/" + ctx["webhook"] in body, "the webhook URL is shown")
+    url = ctx["base"] + "/i/" + ctx["webhook"]
+    check(driver.find_element(By.ID, "workflow-webhooks").text.strip() == url, "the webhook URL is shown")
+    check(url in driver.find_element(By.ID, "workflow-triggers").text, "the trigger's URL is shown: %s"
+          % driver.find_element(By.ID, "workflow-triggers").text)
     conditions = sorted(e.get_attribute("data-condition") for e in edges)
     check(conditions == ["always", "on_job_failure", "on_job_success"], "the edges' conditions: %s" % conditions)
     labels = driver.find_element(By.ID, "workflow-graph").text

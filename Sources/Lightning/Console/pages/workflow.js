@@ -188,7 +188,7 @@ export function render(ctx) {
       el('h2', null, 'Triggers'),
       table('workflow-triggers', ['Name', 'Type', 'Webhook / cron'], (wf.triggers || []).map((t) =>
         el('tr', {'data-trigger-id': t.id}, el('td', null, t.name ?? ''), el('td', null, t.type ?? ''),
-          el('td', {class: 'mono'}, t.type === 'cron' ? (t.cron ?? '') : (t.webhook_path ? location.origin + t.webhook_path : ''))))
+          el('td', {class: 'mono'}, t.type === 'cron' ? (t.cron ?? '') : (t.webhook_path ? location.origin + '/i/' + t.webhook_path.replace(/^\/+/, '') : ''))))
       , 'No triggers.'),
       el('h2', null, 'Jobs'),
       table('workflow-jobs', ['Name', 'Adaptor', 'Credential'], (wf.jobs || []).map((j) =>

@@ -63,11 +63,16 @@ extension LightningCommand {
         var noCron = false
         @Flag(help: "Do not serve the operator console at / (the API and the operator socket stay).")
         var noConsole = false
+        @Option(help: "The URL browsers reach Lightning at, behind a proxy (e.g. https://ops.example.com): the console's requests must come from it, and its cookie is Secure when it is https.")
+        var publicURL: String?
 
         func validate() throws {
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
             if requireClientCert && tlsCA == nil { throw ValidationError("--require-client-cert needs --tls-ca") }
             if !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535") }
+            if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) || publicURL.contains(" ") {
+                throw ValidationError("--public-url must be an http:// or https:// URL, such as https://ops.example.com")
+            }
         }
 
         func run() async throws {
@@ -98,6 +103,7 @@ extension LightningCommand {
             config.viewerMaxQueuedBytes = viewerQueueBytes
             config.cronEnabled = !noCron
             config.consoleEnabled = !noConsole
+            config.publicURL = publicURL
             let store = try db.open()
             try await OperatorBootstrap.firstAdminToken(store: store, keysDirectory: keysDir, logger: logger)
             let lightning = try Lightning(configuration: config, store: store, logger: logger)

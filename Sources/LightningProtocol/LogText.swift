@@ -64,15 +64,19 @@ public enum LogText {
             }
             return i
         case UInt8(ascii: "]"), UInt8(ascii: "P"), UInt8(ascii: "_"), UInt8(ascii: "^"), UInt8(ascii: "X"):
-            i += 1
-            while i < b.count {
-                if b[i] == 0x07 { return i + 1 }
-                if b[i] == escape, i + 1 < b.count, b[i + 1] == UInt8(ascii: "\\") { return i + 2 }
-                i += 1
+            var j = i + 1
+            while j < b.count {
+                if b[j] == 0x07 { return j + 1 }
+                if b[j] == escape, j + 1 < b.count, b[j + 1] == UInt8(ascii: "\\") { return j + 2 }
+                j += 1
             }
-            return i
-        default:
+            // Never terminated: no terminal would show the rest either, but without its ESC it is plain text.
             return i + 1
+        default:
+            // ESC, intermediate bytes (`ESC ( B` from `tput sgr0`), one final byte. A non-ASCII byte is text: kept.
+            while i < b.count, b[i] >= 0x20, b[i] <= 0x2F { i += 1 }
+            if i < b.count, b[i] >= 0x30, b[i] <= 0x7E { i += 1 }
+            return i
         }
     }
 

@@ -22,6 +22,9 @@ struct LogTextTests {
         ("\u{9B}31mc1\u{7}\u{7F}\u{0}", "31mc1"),
         // An unterminated sequence does not swallow the rest of the message.
         ("\u{1B}[31", ""),
+        ("\u{1B}]0;no end, then text", "0;no end, then text"),
+        // tput sgr0 (ESC ( B), keypad mode (ESC =), an ESC before a multi-byte character.
+        ("\u{1B}(Bplain\u{1B}=\u{1B}é", "plainé"),
         ("é ü 日本 \u{1B}[1m✓\u{1B}[0m", "é ü 日本 \u{1B}[1m✓\u{1B}[0m"),
     ])
     func clean(input: String, expected: String) {

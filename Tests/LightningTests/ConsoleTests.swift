@@ -203,7 +203,73 @@ struct ConsoleTests {
         }
         #expect(Lightning.parseISO8601("2026-12-02T10:00") == Lightning.parseISO8601("2026-12-02T10:00:00Z"))
         #expect(Lightning.parseISO8601("2026-12-02T10:00:00.5Z") == 1_796_205_600_500_000)
-        #expect(Lightning.parseISO8601("yesterday") == nil && Lightning.parseISO8601("2026-13-02T10:00:00Z") == nil)
+        #expect(Lightning.parseISO8601("2026-12-02T12:00+02:00") == Lightning.parseISO8601("2026-12-02T10:00:00Z"))
+        #expect(Lightning.parseISO8601("2026-12-02T08:30:00-0130") == Lightning.parseISO8601("2026-12-02T10:00:00Z"))
+        #expect(Lightning.parseISO8601("2026-12-02") == Lightning.parseISO8601("2026-12-02T00:00:00Z"))
+        #expect(Lightning.parseISO8601("2026-12-02 10:00:00.123456789Z") == 1_796_205_600_123_456)
+        for bad in ["yesterday", "2026-13-02T10:00:00Z", "2026-02-30", "2026-12-02T25:00", "2026-12-02T10:00:00Zjunk", "1796205600", ""] {
+            #expect(Lightning.parseISO8601(bad) == nil, "\(bad)")
+        }
+    }
+
+    static let socketScript = TestSupport.packageRoot.appendingPathComponent("Tests/LightningTests/Interop/console_socket.py").path
+
+    /// A socket opened with the cookie joins `attempts`; `end` is then done; the server must close the socket.
+    static func socketClosed(_ h: Harness, cookie: String, by end: () async throws -> Void) async throws {
+        let flag = h.t.dir.appendingPathComponent("joined-\(UUID().uuidString.prefix(6))").path
+        async let result = TestSupport.python(socketScript, ["\(h.port)", cookie, h.origin, "joined-until-closed", flag])
+        try await waitUntil("the socket joined", timeout: .seconds(60)) { FileManager.default.fileExists(atPath: flag) }
+        try await end()
+        let r = try await result
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+    }
+
+    @Test("the operator socket takes the cookie only from the console's origin, and closes when the session ends")
+    func socketSessions() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        let (admin, _) = try await h.tokens()
+        let cookie = try await h.signIn(admin)
+        for origin in ["http://evil.example", "-"] {
+            let r = try await TestSupport.python(Self.socketScript, ["\(h.port)", cookie, origin, "refused"])
+            #expect(r.status == 0, "origin \(origin): \(r.stdout) \(r.stderr)")
+        }
+        // Signing out closes the sockets of that session.
+        try await Self.socketClosed(h, cookie: cookie) {
+            _ = try await h.raw("DELETE", "/console/session", headers: ["Cookie": cookie, "Origin": h.origin])
+        }
+        // Revoking the token closes them too.
+        let second = try await h.signIn(admin)
+        try await Self.socketClosed(h, cookie: second) { _ = try await h.http("DELETE", "/api/tokens/root", token: admin) }
+    }
+
+    @Test("an expired session's sockets are closed by the janitor's check (given a clock past the session's end)")
+    func socketExpiry() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        let (admin, _) = try await h.tokens()
+        let cookie = try await h.signIn(admin)
+        try await Self.socketClosed(h, cookie: cookie) {
+            // Now: nothing to close. Thirteen hours on (sessions last twelve): closed.
+            h.lightning.closeExpiredConsoleSockets(now: Timestamp.nowMicros())
+            #expect(h.lightning.operatorSocketCount() == 1)
+            h.lightning.closeExpiredConsoleSockets(now: Timestamp.nowMicros() + 13 * 3600 * 1_000_000)
+        }
+    }
+
+    @Test("behind a proxy: --public-url is the only origin accepted, and an https one makes the cookie Secure")
+    func publicURL() async throws {
+        let h = try Harness { $0.publicURL = "https://ops.example.com/" }
+        defer { Task { await h.stop() } }
+        let (admin, _) = try await h.tokens()
+        let json = ["Content-Type": "application/json"]
+        let local = try await h.raw("POST", "/console/session", headers: json.merging(["Origin": h.origin]) { $1 }, body: #"{"token":"\#(admin)"}"#)
+        #expect(local.status == 403, "the server's own address is not the public origin: \(local.text)")
+        let r = try await h.raw("POST", "/console/session", headers: json.merging(["Origin": "https://OPS.example.com"]) { $1 },
+                                body: #"{"token":"\#(admin)"}"#)
+        #expect(r.status == 200, "\(r.text)")
+        #expect(r.headers["set-cookie"]?.contains("; Secure") == true, "\(r.headers["set-cookie"] ?? "-")")
+        #expect(Lightning.origin(of: "https://ops.example.com:8443/console/") == "https://ops.example.com:8443")
     }
 
     @Test("sessions expire")
@@ -262,7 +328,7 @@ struct ConsoleTests {
         #expect(future.ids.isEmpty)
         #expect(try await page("until=2999-01-01T00:00&limit=1000").ids.count == 130)
         #expect(try await page("until=2000-01-01T00:00:00.000Z").ids.isEmpty)
-        for bad in ["since=yesterday", "before=abc", "before=-3", "state=nope", "limit=5000", "q=" + String(repeating: "x", count: 201)] {
+        for bad in ["since=yesterday", "since=1796205600", "before=abc", "before=-3", "state=nope", "limit=5000", "q=" + String(repeating: "x", count: 201)] {
             let r = try await h.http("GET", "/api/attempts?" + bad, token: viewer)
             #expect(r.status == 400 && r.json["error"]?.stringValue != nil, "\(bad): \(r.status) \(r.text)")
         }
@@ -322,6 +388,32 @@ struct ConsoleTests {
         let p2 = try await store.plan(attemptID: try #require(retry.json["attempt_id"]?.stringValue))
         #expect(retry.status == 201 && p2.startingNodeID == first.id && p2.dataclipID == created.dataclipID)
         #expect(try await store.attempt(try #require(retry.json["attempt_id"]?.stringValue)).attemptNumber == 4)
+    }
+
+    @Test("reruns and automatic retries: numbers never repeat, and a rerun gets the workflow's retries afresh")
+    func rerunsAndRetries() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        try await h.t.workflow("name: flaky\noptions:\n  retries: 1\njobs:\n  - {name: a, adaptor: sh, body: 'true'}\n")
+        let store = h.t.store
+        /// Claims the attempt and refuses its token: it ends `exception`, a platform fault that may be retried.
+        func fault(_ id: String) async throws -> String? {
+            let claimed = try await store.claim(demand: 10, workerName: "w")
+            #expect(claimed.contains { $0.id == id })
+            return try await store.refuseClaim(id, workerName: "w", reason: "test", at: Timestamp.nowMicros()).retryID
+        }
+        let first = try await h.lightning.startWork(workflow: "flaky", input: Array("{}".utf8)).attemptID
+        let retry = try #require(try await fault(first))           // #2, automatic
+        #expect(try await fault(retry) == nil)                      // retries: 1, used up
+        let rerunA = try await store.rerun(attemptID: first, fromStep: nil, by: "ada", at: Timestamp.nowMicros()).attemptID   // #3
+        let retryOfA = try #require(try await fault(rerunA), "a rerun gets the workflow's retry afresh")   // #4
+        #expect(try await fault(retryOfA) == nil)
+        let rerunB = try await store.rerun(attemptID: retryOfA, fromStep: nil, by: "ada", at: Timestamp.nowMicros()).attemptID  // #5
+        let numbers = try await store.attempts(workOrderID: try await store.attempt(first).workOrderID).map(\.attemptNumber)
+        #expect(numbers == [1, 2, 3, 4, 5], "\(numbers)")
+        #expect(try await store.attempt(rerunB).state == .available)
+        let note = try await store.logs(attemptID: retryOfA, since: 0, limit: 1).first?.message ?? ""
+        #expect(note.hasPrefix("retry 1 of 1: attempt \(rerunA) ended exception"), "\(note)")
     }
 
     static let twoSteps = """

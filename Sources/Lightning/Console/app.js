@@ -68,7 +68,12 @@ function ensureSocket() {
   const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/socket/websocket?vsn=2.0.0';
   socket = new Socket(url);
   socket.onOpen(() => setConnStatus('live'));
-  socket.onClose(() => setConnStatus('reconnecting'));
+  socket.onClose(() => {
+    setConnStatus('reconnecting');
+    // A socket refused or closed because the session ended (sign-out elsewhere, expiry, a revoked token) looks
+    // like any other drop: ask the server, which answers 401 and so sends the page to sign in again.
+    api.get('/console/session').catch(() => {});
+  });
   socket.connect();
   return socket;
 }

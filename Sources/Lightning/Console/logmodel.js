@@ -81,6 +81,8 @@ export class LogModel {
       const last = this.lastSeq;
       if (line.seq <= last) continue;
       if (line.seq === last + 1) {
+        // A copy may have been buffered when it first came early: it must not look like a gap later.
+        this.pending.delete(line.seq);
         this.lines.push(line);
         appended.push(line);
         this.drain(appended);

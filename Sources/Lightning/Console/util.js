@@ -12,8 +12,18 @@ function setAttrs(node, attrs) {
       throw new Error(`unsafe attribute: ${name}`);
     }
     let v = value === true ? '' : String(value);
-    if (URL_ATTRS.has(name.toLowerCase()) && !/^(\/(?![/\\])|#|\?|https?:\/\/)/i.test(v)) v = '#';
+    // Links stay on this origin: parsed as the browser will (so tabs, backslashes and javascript: cannot slip by).
+    if (URL_ATTRS.has(name.toLowerCase()) && !sameOrigin(v)) v = '#';
     node.setAttribute(name, v);
+  }
+}
+
+function sameOrigin(url) {
+  try {
+    const u = new URL(url, location.href);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === location.origin;
+  } catch (e) {
+    return false;
   }
 }
 

@@ -92,6 +92,9 @@ extension Lightning {
         case "DELETE":
             if let secret = Self.cookie(Self.sessionCookie, in: request.headers["cookie"]) {
                 try? await store.endConsoleSession(secret: secret, at: Timestamp.nowMicros())
+                // Its sockets go with it: an open log or feed must not outlive the sign-out.
+                let hash = OperatorToken.hash(secret)
+                closeOperatorSockets(reason: "signed out") { $0.sessionHash == hash }
             }
             response = .json(200, ["signed_out": true])
             response.headers.append(("set-cookie", sessionCookie(value: "", maxAge: 0)))
@@ -131,8 +134,31 @@ extension Lightning {
 
     private func sessionCookie(value: String, maxAge: Int) -> String {
         var c = "\(Self.sessionCookie)=\(value); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(maxAge)"
-        if configuration.channel.tls != nil { c += "; Secure" }
+        if configuration.channel.tls != nil || configuration.publicURL?.hasPrefix("https://") == true { c += "; Secure" }
         return c
+    }
+
+    /// The origin browsers reach the console at: `--public-url` when set (behind a proxy that terminates TLS or
+    /// renames the host), else this server's own scheme and the request's Host.
+    func expectedOrigin(host: String?) -> String? {
+        if let publicURL = configuration.publicURL { return Self.origin(of: publicURL) }
+        guard let host else { return nil }
+        return (configuration.channel.tls != nil ? "https://" : "http://") + host
+    }
+
+    /// `scheme://host[:port]` of a URL, lowercased, without path or trailing slash.
+    static func origin(of url: String) -> String {
+        var u = url.lowercased()
+        if let schemeEnd = u.range(of: "://") {
+            let rest = u[schemeEnd.upperBound...]
+            if let slash = rest.firstIndex(of: "/") { u = String(u[..<slash]) }
+        }
+        return u
+    }
+
+    /// Closes console sockets whose session is over (the janitor calls this): a session's sockets end with it.
+    func closeExpiredConsoleSockets(now: Int64) {
+        closeOperatorSockets(reason: "session expired") { !$0.isLive(at: now) }
     }
 
     /// A cookie's value from a `Cookie` header (`a=1; b=2`).
@@ -150,11 +176,10 @@ extension Lightning {
     /// requests, and this refuses the rest (older browsers, a page on a sibling host of the same site).
     func crossOriginRefusal(_ headers: [String: String], method: String) -> Refusal? {
         if method == "GET" || method == "HEAD" { return nil }
-        guard let origin = headers["origin"], let host = headers["host"] else {
+        guard let origin = headers["origin"], let expected = expectedOrigin(host: headers["host"]) else {
             return Refusal(response: .error(403, "a console request without an Origin header is refused"))
         }
-        let scheme = configuration.channel.tls != nil ? "https://" : "http://"
-        guard origin == scheme + host else {
+        guard origin.lowercased() == expected.lowercased() else {
             logger.notice("refused a cross-origin console request", metadata: ["origin": "\(origin)"])
             return Refusal(response: .error(403, "cross-origin request refused (Origin \(origin))"))
         }

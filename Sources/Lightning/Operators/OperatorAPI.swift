@@ -59,14 +59,20 @@ extension Lightning {
             guard record != nil else {
                 return .failure(Refusal(response: .error(401, "invalid or revoked operator token")))
             }
-        } else if let session = Self.cookie(Self.sessionCookie, in: headers["cookie"]) {
+        } else if let secret = Self.cookie(Self.sessionCookie, in: headers["cookie"]) {
             if let refusal = crossOriginRefusal(headers, method: method) { return .failure(refusal) }
-            do { record = try store.consoleSession(secret: session, at: Timestamp.nowMicros()) } catch {
+            let found: ConsoleSession?
+            do { found = try store.consoleSession(secret: secret, at: Timestamp.nowMicros()) } catch {
                 return .failure(Refusal(response: .error(503, "could not check the session: \(error)")))
             }
-            guard record != nil else {
+            guard let session = found else {
                 return .failure(Refusal(response: .error(401, "the console session has ended or expired: sign in again")))
             }
+            guard session.token.role.allows(needed) else {
+                return .failure(Refusal(response: .error(403, "token \"\(session.token.name)\" is a \(session.token.role.rawValue); this needs \(needed.rawValue)")))
+            }
+            return .success(OperatorIdentity(tokenID: session.token.id, name: session.token.name, role: session.token.role,
+                                             sessionHash: session.hash, sessionExpiresAt: session.expiresAt))
         } else {
             return .failure(Refusal(response: .error(401, "missing operator token: send Authorization: Bearer <token> (or sign in to the console)")))
         }
@@ -137,7 +143,7 @@ extension Lightning {
                 guard let text = f.stringValue else { throw APIError(status: 400, message: "\"from\" is a step id, job id or job name") }
                 from = text.isEmpty ? nil : text
             }
-            let created = try await store.rerun(attemptID: route[1], fromStep: from, at: Timestamp.nowMicros())
+            let created = try await store.rerun(attemptID: route[1], fromStep: from, by: who.name, at: Timestamp.nowMicros())
             nudgeWorkers()
             attemptsChanged([created.attemptID])
             logger.info("attempt rerun by an operator", metadata: ["attempt.id": "\(created.attemptID)", "rerun.of": "\(route[1])",
@@ -248,23 +254,68 @@ extension Lightning {
     /// then assumed: times are UTC), or microseconds since the epoch.
     private func timeParameter(_ text: String?, name: String) throws -> Int64? {
         guard let text, !text.isEmpty else { return nil }
-        if let micros = Int64(text), micros >= 0 { return micros }
         if let micros = Self.parseISO8601(text) { return micros }
-        throw APIError(status: 400, message: "\(name) must be an ISO 8601 time such as 2026-12-02T10:00:00Z (UTC), not \"\(text)\"")
+        throw APIError(status: 400, message: "\(name) must be an ISO 8601 time such as 2026-12-02T10:00:00Z, 2026-12-02T12:00+02:00 "
+                       + "or 2026-12-02 (UTC unless an offset is given), not \"\(text)\"")
     }
 
+    /// `2026-12-02`, `2026-12-02T10:00`, `2026-12-02T10:00:00.5`, each with `Z`, `+02:00`, `-0130` or nothing
+    /// (UTC); a space may stand for the `T`. Returns microseconds since the epoch; nil for anything else.
     static func parseISO8601(_ text: String) -> Int64? {
-        var t = text.trimmingCharacters(in: .whitespaces)
-        if t.hasSuffix("Z") || t.hasSuffix("z") { t.removeLast() }
-        // Minutes only (what a datetime-local field sends): add the seconds.
-        if t.count == 16 { t += ":00" }
-        let f = ISO8601DateFormatter()
-        f.timeZone = TimeZone(identifier: "UTC")
-        for options: ISO8601DateFormatter.Options in [[.withFullDate, .withFullTime, .withFractionalSeconds], [.withFullDate, .withFullTime]] {
-            f.formatOptions = options.subtracting(.withTimeZone)
-            if let d = f.date(from: t) { return Int64((d.timeIntervalSince1970 * 1e6).rounded()) }
+        let t = Array(text.trimmingCharacters(in: .whitespaces).utf8)
+        var i = 0
+        func number(_ digits: Int) -> Int? {
+            guard i + digits <= t.count else { return nil }
+            var n = 0
+            for k in i..<(i + digits) {
+                guard t[k] >= 0x30, t[k] <= 0x39 else { return nil }
+                n = n * 10 + Int(t[k] - 0x30)
+            }
+            i += digits
+            return n
         }
-        return nil
+        func take(_ c: Character) -> Bool {
+            guard i < t.count, t[i] == c.asciiValue! else { return false }
+            i += 1
+            return true
+        }
+        guard let year = number(4), take("-"), let month = number(2), take("-"), let day = number(2),
+              (1...12).contains(month), (1...31).contains(day) else { return nil }
+        var hour = 0, minute = 0, second = 0, micros = 0, offsetSeconds = 0
+        if i < t.count {
+            guard take("T") || take("t") || take(" "), let h = number(2), take(":"), let m = number(2), h < 24, m < 60 else { return nil }
+            hour = h; minute = m
+            if take(":") {
+                guard let sec = number(2), sec < 61 else { return nil }
+                second = min(sec, 59)
+                if take(".") || take(",") {
+                    var digits = 0
+                    while i < t.count, t[i] >= 0x30, t[i] <= 0x39 {
+                        if digits < 6 { micros = micros * 10 + Int(t[i] - 0x30) }
+                        digits += 1; i += 1
+                    }
+                    guard digits > 0 else { return nil }
+                    for _ in digits..<max(digits, 6) { micros *= 10 }
+                }
+            }
+            if take("Z") || take("z") {
+            } else if i < t.count, t[i] == UInt8(ascii: "+") || t[i] == UInt8(ascii: "-") {
+                let sign = t[i] == UInt8(ascii: "-") ? -1 : 1
+                i += 1
+                guard let oh = number(2), oh < 24 else { return nil }
+                _ = take(":")
+                guard let om = number(2), om < 60 else { return nil }
+                offsetSeconds = sign * (oh * 3600 + om * 60)
+            }
+        }
+        guard i == t.count else { return nil }
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900); parts.tm_mon = Int32(month - 1); parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hour); parts.tm_min = Int32(minute); parts.tm_sec = Int32(second)
+        let seconds = timegm(&parts)
+        // timegm normalises 31 February to 3 March: such a date is not a date.
+        guard parts.tm_mday == Int32(day), parts.tm_mon == Int32(month - 1) else { return nil }
+        return (Int64(seconds) - Int64(offsetSeconds)) * 1_000_000 + Int64(micros)
     }
 
     /// A dataclip as an operator may see it: JSON (or a string when it is not JSON), without `configuration`
@@ -285,7 +336,11 @@ extension Lightning {
         switch value {
         case .string(let s): return .string(scrubber.scrub(s))
         case .array(let items): return .array(items.map { scrubbed($0, scrubber) })
-        case .object(let o): return .object(o.mapValues { scrubbed($0, scrubber) })
+        case .object(let o):
+            // Keys too: a header map or a lookup table may be keyed by a secret.
+            var out: [String: JSON] = [:]
+            for (k, v) in o { out[scrubber.scrub(k)] = scrubbed(v, scrubber) }
+            return .object(out)
         default:
             // A number that is a credential value (a PIN, an account number) is masked too.
             let text = String(decoding: value.encoded(), as: UTF8.self)

@@ -9,6 +9,12 @@ public struct OperatorIdentity: Sendable, Equatable {
     public var tokenID: String
     public var name: String
     public var role: OperatorToken.Role
+    /// Set when a console session cookie (not a token) authenticated it: its hash and when it ends.
+    public var sessionHash: String? = nil
+    public var sessionExpiresAt: Int64? = nil
+
+    /// False once a console session behind it has expired (a token's identity never expires by itself).
+    func isLive(at now: Int64) -> Bool { sessionExpiresAt.map { $0 > now } ?? true }
 }
 
 /// Delivers an attempt's log lines and events to the operators watching it (`attempt:<id>`).
@@ -159,7 +165,9 @@ struct OperatorChannel: ChannelHandler {
     let lightning: Lightning
 
     func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult {
-        guard socket.context is OperatorIdentity else { return .error(["reason": "unauthorized"]) }
+        guard let who = socket.context as? OperatorIdentity, who.isLive(at: Timestamp.nowMicros()) else {
+            return .error(["reason": "unauthorized"])
+        }
         let id = String(topic.dropFirst("attempt:".count))
         var since: Int64 = 0
         if let s = payload["since"], s != .null {

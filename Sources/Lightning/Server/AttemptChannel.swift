@@ -193,8 +193,11 @@ struct AttemptChannel: ChannelHandler {
         default: throw WireFieldError("message", "must be a list")
         }
         var text = items.count == 1 ? (items[0].stringValue ?? items[0].text) : items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
+        // Escapes go before the scrubber looks (one between a secret's halves would hide it), and again after, in
+        // case a masked value sat inside a colour sequence.
         text = LogText.clean(text)
         text = scrubber.scrub(text)
+        text = LogText.clean(text)
         if text.utf8.count > lightning.configuration.maxLogLineBytes {
             text = "(log line of \(text.utf8.count) bytes removed: over the \(lightning.configuration.maxLogLineBytes)-byte limit)"
         }

@@ -31,6 +31,9 @@ public struct LightningConfiguration: Sendable {
     public var consoleEnabled = true
     /// How long a console sign-in lasts.
     public var consoleSessionSeconds: Int64 = 12 * 3600
+    /// The URL browsers reach Lightning at, when it is not this server's own (a proxy terminating TLS, another
+    /// host name): the console's requests must come from its origin, and its cookie is `Secure` when it is https.
+    public var publicURL: String? = nil
     /// For fault tests only (`LIGHTNING_TEST_EXIT_ON_ATTEMPT_JOIN=1`): the process exits at once when a worker
     /// joins `run:<id>`, after the claim reply reached that worker and before the join is answered, which makes
     /// "Lightning restarted right after a claim" deterministic.
@@ -160,12 +163,17 @@ public final class Lightning: Sendable {
         }
     }
 
-    /// Closes the operator sockets whose token matches (after a revocation).
-    func closeOperatorSockets(where matches: (OperatorIdentity) -> Bool) {
+    /// Operator sockets open now (viewers, the console).
+    func operatorSocketCount() -> Int {
+        serverBox.server?.allSockets().filter { $0.context is OperatorIdentity }.count ?? 0
+    }
+
+    /// Closes the operator sockets whose identity matches (a revoked token, an ended or expired session).
+    func closeOperatorSockets(reason: String = "token revoked", where matches: (OperatorIdentity) -> Bool) {
         guard let server = serverBox.server else { return }
         for topicSocket in server.allSockets() {
             if let who = topicSocket.context as? OperatorIdentity, matches(who) {
-                topicSocket.close(code: 1008, reason: "token revoked")
+                topicSocket.close(code: 1008, reason: reason)
             }
         }
     }
@@ -396,6 +404,7 @@ public final class Lightning: Sendable {
     /// Marks lost the attempts of workers gone past the grace period, and attempts overdue past their timeout.
     public func sweep() async {
         let now = Timestamp.nowMicros()
+        closeExpiredConsoleSockets(now: now)
         let grace = Int64(configuration.graceSeconds * 1_000_000)
         let gone = state.workersGone(before: now - grace)
         do {

@@ -186,6 +186,8 @@ enum Migrations {
                 );
                 -- An attempt rerun from a chosen step starts at that step's job, with that step's recorded input.
                 ALTER TABLE attempts ADD COLUMN starting_job_id TEXT;
+                -- Who asked for a rerun (NULL: the first attempt, or an automatic retry).
+                ALTER TABLE attempts ADD COLUMN rerun_by TEXT;
                 -- The console's filters: attempts of one workflow, newest first.
                 CREATE INDEX attempts_workflow ON attempts(workflow_id, seq);
                 """)

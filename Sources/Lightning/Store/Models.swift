@@ -219,10 +219,11 @@ public protocol LightningStore: Sendable {
     /// A new session for a live operator token; returns the cookie's secret (only its hash is kept).
     func createConsoleSession(tokenID: String, lifetimeMicros: Int64, at now: Int64) async throws -> String
     /// Synchronous, like `verifyOperatorToken`: the socket's upgrade hook checks the cookie itself.
-    func consoleSession(secret: String, at now: Int64) throws -> OperatorTokenRecord?
+    func consoleSession(secret: String, at now: Int64) throws -> ConsoleSession?
     func endConsoleSession(secret: String, at now: Int64) async throws
     /// A new attempt of the same work order: from the start, or from a step of this attempt with its recorded input.
-    func rerun(attemptID: String, fromStep: String?, at now: Int64) async throws -> CreatedWork
+    /// `by`: the operator, recorded on the attempt (a rerun does not count against the workflow's automatic retries).
+    func rerun(attemptID: String, fromStep: String?, by: String, at now: Int64) async throws -> CreatedWork
     func workflowDetail(_ nameOrID: String) async throws -> WorkflowDetail
     func dataclipRecord(_ id: String) async throws -> (type: String, body: [UInt8])
     func allCredentialBodies() async throws -> [[UInt8]]
@@ -263,6 +264,13 @@ public struct AttemptFilter: Sendable, Equatable {
         self.state = state; self.workflow = workflow; self.since = since; self.until = until; self.text = text
         self.before = before; self.limit = limit
     }
+}
+
+public struct ConsoleSession: Sendable, Equatable {
+    public var token: OperatorTokenRecord
+    /// SHA-256 of the cookie's secret: how the session is named in the store and on its sockets.
+    public var hash: String
+    public var expiresAt: Int64
 }
 
 public struct AttemptPage: Sendable, Equatable {

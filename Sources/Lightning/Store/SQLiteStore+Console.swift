@@ -13,7 +13,11 @@ extension SQLiteStore {
             var arguments: StatementArguments = []
             if let before = filter.before { conditions.append("a.seq < ?"); arguments += [before] }
             if let state = filter.state { conditions.append("a.state = ?"); arguments += [state.rawValue] }
-            if let workflow = filter.workflow { conditions.append("(w.name = ? OR w.id = ?)"); arguments += [workflow, workflow] }
+            if let workflow = filter.workflow {
+                // One id, looked up first, so the (workflow_id, seq) index serves the page.
+                conditions.append("a.workflow_id = (SELECT id FROM workflows WHERE name = ? OR id = ? LIMIT 1)")
+                arguments += [workflow, workflow]
+            }
             if let since = filter.since { conditions.append("a.inserted_at >= ?"); arguments += [since] }
             if let until = filter.until { conditions.append("a.inserted_at < ?"); arguments += [until] }
             if let text = filter.text, !text.isEmpty {
@@ -55,15 +59,15 @@ extension SQLiteStore {
     }
 
     /// The operator token behind a live session (not ended, not expired, its token not revoked), or nil.
-    public func consoleSession(secret: String, at now: Int64) throws -> OperatorTokenRecord? {
+    public func consoleSession(secret: String, at now: Int64) throws -> ConsoleSession? {
         guard OperatorToken.isWellFormed(secret, prefix: OperatorToken.sessionPrefix) else { return nil }
         let hash = OperatorToken.hash(secret)
         return try pool.read { db in
             try Row.fetchOne(db, sql: """
-                SELECT t.* FROM console_sessions s JOIN operator_tokens t ON t.id = s.token_id
+                SELECT t.*, s.expires_at AS session_expires_at FROM console_sessions s JOIN operator_tokens t ON t.id = s.token_id
                 WHERE s.hash = ? AND s.ended_at IS NULL AND s.expires_at > ? AND t.revoked_at IS NULL
                 """, arguments: [hash, now])
-        }.map(Self.token(from:))
+        }.map { ConsoleSession(token: Self.token(from: $0), hash: hash, expiresAt: $0["session_expires_at"]) }
     }
 
     public func endConsoleSession(secret: String, at now: Int64) async throws {
@@ -77,7 +81,7 @@ extension SQLiteStore {
 
     /// A new attempt of `attemptID`'s work order on the same workflow snapshot. From a step: it starts at that
     /// step's job with the input that step had; without one: from the start with the work order's input.
-    public func rerun(attemptID: String, fromStep stepRef: String?, at now: Int64) async throws -> CreatedWork {
+    public func rerun(attemptID: String, fromStep stepRef: String?, by: String, at now: Int64) async throws -> CreatedWork {
         let created = try await writer.write { db -> CreatedWork in
             guard let a = try Row.fetchOne(db, cached: "SELECT * FROM attempts WHERE id = ?", arguments: [attemptID]) else {
                 throw StoreError.notFound("no attempt \(attemptID)")
@@ -107,10 +111,10 @@ extension SQLiteStore {
             let newID = Self.newID()
             try db.execute(cached: """
                 INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms, log_limit_bytes,
-                    retry_of, attempt_number, starting_job_id, inserted_at)
-                VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?)
+                    retry_of, attempt_number, starting_job_id, rerun_by, inserted_at)
+                VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [newID, a["work_order_id"], a["workflow_id"], a["snapshot_id"], dataclipID, a["run_timeout_ms"],
-                                 a["log_limit_bytes"], attemptID, number, startingJobID, now])
+                                 a["log_limit_bytes"], attemptID, number, startingJobID, by, now])
             return CreatedWork(workOrderID: a["work_order_id"], attemptID: newID, dataclipID: dataclipID,
                                webhookReply: nil, webhookReplyTimeoutMS: nil)
         }

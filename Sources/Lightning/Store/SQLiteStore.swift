@@ -461,16 +461,26 @@ public final class SQLiteStore: LightningStore {
     static func retryIfAllowed(_ db: Database, _ id: String, reason: ExitReason, why: String, at: Int64) throws -> String? {
         guard let a = try Row.fetchOne(db, cached: "SELECT * FROM attempts WHERE id = ?", arguments: [id]) else { return nil }
         let retries = try definition(db, snapshotID: a["snapshot_id"])?.options.retries ?? 0
-        let number: Int = a["attempt_number"] ?? 1
-        guard number <= retries else { return nil }
+        // Automatic retries so far: this attempt and those before it, back along retry_of, up to the first attempt
+        // or an operator's rerun (which starts a fresh count).
+        var automatic = 0
+        var cursor: Row? = a
+        while let row = cursor, (row["retry_of"] as String?) != nil, (row["rerun_by"] as String?) == nil {
+            automatic += 1
+            cursor = try Row.fetchOne(db, cached: "SELECT retry_of, rerun_by FROM attempts WHERE id = ?", arguments: [row["retry_of"] as String])
+        }
+        guard automatic < retries else { return nil }
+        let number = (try Int.fetchOne(db, cached: "SELECT MAX(attempt_number) FROM attempts WHERE work_order_id = ?",
+                                       arguments: [a["work_order_id"]]) ?? 0) + 1
         let newID = Self.newID()
         try db.execute(cached: """
             INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms, log_limit_bytes,
                 retry_of, attempt_number, starting_job_id, inserted_at)
             VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?)
             """, arguments: [newID, a["work_order_id"], a["workflow_id"], a["snapshot_id"], a["dataclip_id"], a["run_timeout_ms"],
-                             a["log_limit_bytes"], id, number + 1, a["starting_job_id"], at])
-        let note = "retry \(number) of \(retries): attempt \(id) ended \(reason.rawValue)" + (why.isEmpty ? "" : " (\(why))")
+                             a["log_limit_bytes"], id, number, a["starting_job_id"], at])
+        // `why` may quote a worker's error message: stored like any log line, without escape sequences.
+        let note = LogText.clean("retry \(automatic + 1) of \(retries): attempt \(id) ended \(reason.rawValue)" + (why.isEmpty ? "" : " (\(why))"))
         try db.execute(cached: """
             INSERT INTO log_lines (attempt_id, seq, level, source, message, timestamp) VALUES (?, 1, 'warn', ?, ?, ?)
             """, arguments: [newID, LogSource.lightning, note, at])

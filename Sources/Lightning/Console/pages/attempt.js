@@ -346,15 +346,23 @@ function build(ctx, id, isAdmin, initial, state) {
     if (resp.attempt) applyAttempt(resp.attempt);
     const r = view.append(resp.logs || []);
     const target = (resp.attempt && resp.attempt.last_seq) || 0;
-    const need = resp.more || r.gap || view.lastSeq() < target;
-    (need ? catchUp(target, !!resp.more) : Promise.resolve()).then(markReady);
+    if (resp.more) {
+      // The server sends the rest of the backlog as pushes, in order: wait for it rather than fetch it twice.
+      readyAt = target;
+      if (r.gap) catchUp();
+      return;
+    }
+    const need = r.gap || view.lastSeq() < target;
+    (need ? catchUp(target) : Promise.resolve()).then(markReady);
   });
   channel.onJoinError((resp) => {
     clear(logError).append(errorBox(`Live log unavailable: ${(resp && (resp.reason || resp.error)) || 'join refused'}`));
   });
+  let readyAt = null;
   channel.on('log', (line) => {
     const r = view.append([line]);
     if (r.gap) catchUp();
+    if (readyAt !== null && view.lastSeq() >= readyAt) { readyAt = null; markReady(); }
   });
   for (const event of ['step:start', 'step:complete', 'attempt:update']) channel.on(event, () => refresh.request());
   channel.on('attempt:complete', (a) => {

@@ -167,11 +167,9 @@ export function render(ctx) {
   }
 
   const channel = ctx.socket.channel('attempts', () => ({}));
-  let joinedOnce = false;
-  channel.onJoin(() => {
-    if (joinedOnce && loaded) load(); // changes while disconnected were missed: reload
-    joinedOnce = true;
-  });
+  // Every join reloads, the first one too: the server starts sending changes only once the join is done, so a
+  // change between the first read and the join (or while disconnected) would otherwise be missed.
+  channel.onJoin(() => load());
   channel.on('attempt:changed', applyChange);
   channel.join();
   load();

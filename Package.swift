@@ -97,6 +97,7 @@ let package = Package(
 
         .target(name: "TestSupport", path: "Tests/TestSupport", exclude: ["Python"]),
         .executableTarget(name: "bench-jwt", dependencies: ["JWT"], path: "bench/jwt"),
+        .executableTarget(name: "bench-json", dependencies: ["Channels"], path: "bench/json"),
         .executableTarget(name: "bench-sandbox", dependencies: ["RuntimeWorker", "JWT"], path: "bench/sandbox"),
         .executableTarget(
             name: "bench-channels", dependencies: ["Channels"], path: "bench/channels",

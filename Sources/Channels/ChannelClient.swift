@@ -67,6 +67,9 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         var joinRef: String?
         /// The ref of a join in flight: a push can arrive right behind its reply, before `joinRef` is set.
         var pendingJoinRef: String?
+        /// Joined on a connection that has since been lost: the next connection joins it again. A channel whose
+        /// first join is still in flight is not, or a join made just after the connection opens would go twice.
+        var needsRejoin = false
         var payload: @Sendable () -> JSON
         var onMessage: @Sendable (PhoenixMessage) -> Void
     }
@@ -160,8 +163,14 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     ) async throws -> JSON {
         let joinRef = nextRef()
         lock.withLock { channels[topic] = Channel(joinRef: nil, pendingJoinRef: joinRef, payload: payload, onMessage: onMessage) }
-        let reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(),
-                                   ref: joinRef, timeout: timeout)
+        let reply: ChannelClientReply
+        do {
+            reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(), ref: joinRef, timeout: timeout)
+        } catch {
+            // Not joined: forget it (unless a newer join of the topic took its place), so a retry starts clean.
+            lock.withLock { if channels[topic]?.pendingJoinRef == joinRef { channels[topic] = nil } }
+            throw error
+        }
         guard reply.isOK else {
             lock.withLock { _ = channels.removeValue(forKey: topic) }
             throw ChannelError.joinRefused(reply.response)
@@ -372,7 +381,10 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         lock.withLock {
             isConnected = false
             heartbeatRef = nil
-            for k in channels.keys { channels[k]?.joinRef = nil }
+            for k in channels.keys where channels[k]?.joinRef != nil {
+                channels[k]?.joinRef = nil
+                channels[k]?.needsRejoin = true
+            }
         }
         failPending(ChannelError.closed)
         if status == 401 || status == 403 {
@@ -429,11 +441,15 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     }
 
     private func rejoin() async {
-        let topics = lock.withLock { Array(channels.keys) }
+        let topics = lock.withLock { channels.filter { $0.value.needsRejoin }.map(\.key) }
         for topic in topics {
-            guard let payload = lock.withLock({ channels[topic]?.payload }) else { continue }
             let joinRef = nextRef()
-            lock.withLock { channels[topic]?.pendingJoinRef = joinRef }
+            guard let payload: @Sendable () -> JSON = lock.withLock({
+                guard channels[topic]?.needsRejoin == true else { return nil }
+                channels[topic]?.needsRejoin = false
+                channels[topic]?.pendingJoinRef = joinRef
+                return channels[topic]?.payload
+            }) else { continue }
             do {
                 let reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(),
                                            ref: joinRef, timeout: .seconds(10))
@@ -445,6 +461,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
                     eventSink.yield(.rejoinFailed(topic: topic, response: reply.response))
                 }
             } catch {
+                // The connection went while rejoining: the next one tries again.
+                lock.withLock { if channels[topic]?.pendingJoinRef == joinRef { channels[topic]?.needsRejoin = true } }
                 logger.notice("rejoin interrupted", metadata: ["topic": "\(topic)", "error": "\(error)"])
             }
         }

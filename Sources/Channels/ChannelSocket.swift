@@ -53,6 +53,24 @@ public final class ChannelSocket: Sendable, Hashable {
         }
     }
 
+    /// A push whose payload is already encoded JSON (one frame; the caller vouches for the bytes).
+    @discardableResult
+    public func push(topic: String, event: String, rawPayload: [UInt8]) -> Bool {
+        guard let joinRef = state.joinRef(topic), let server else { return false }
+        server.send(to: id, bytes: PhoenixMessage.encodeText(joinRef: joinRef, topic: topic, event: event, rawPayload: rawPayload),
+                    binary: false, onWritten: nil)
+        return true
+    }
+
+    /// The same, returning once the frame is written (false: the socket closed first).
+    public func pushAndWait(topic: String, event: String, rawPayload: [UInt8]) async -> Bool {
+        guard let joinRef = state.joinRef(topic), let server else { return false }
+        let frame = PhoenixMessage.encodeText(joinRef: joinRef, topic: topic, event: event, rawPayload: rawPayload)
+        return await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+            server.send(to: id, frames: [frame], onLastWritten: { c.resume(returning: $0) })
+        }
+    }
+
     private func frames(topic: String, event: String, payloads: [JSON]) -> [[UInt8]]? {
         guard let joinRef = state.joinRef(topic) else { return nil }
         return payloads.map { PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: $0).encodeText() }

@@ -103,7 +103,8 @@ extension JSON {
 
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
-    static func writeString(_ s: String, to out: inout [UInt8]) {
+    /// Appends `s` as a JSON string literal (for code that writes JSON directly, without building a value).
+    public static func writeString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         // Most strings need no escaping: copy them whole.
         if !s.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
@@ -170,9 +171,17 @@ extension JSON {
             switch bytes[i] {
             case UInt8(ascii: "{"):
                 i += 1
-                var o = [String: JSON]()
                 skipSpace()
-                if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return .object(o) }
+                if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return .object([:]) }
+                // The members first, then a dictionary of the right size: growing one from empty rehashes it
+                // several times, for every object of every message.
+                var members: [(String, JSON)] = []
+                members.reserveCapacity(8)
+                func object() -> JSON {
+                    var o = [String: JSON](minimumCapacity: members.count)
+                    for (k, v) in members { o[k] = v }  // a repeated key: the last one wins
+                    return .object(o)
+                }
                 while true {
                     skipSpace()
                     guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a key") }
@@ -181,11 +190,11 @@ extension JSON {
                     guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
                     i += 1
                     skipSpace()
-                    o[k] = try value(depth: depth + 1)
+                    members.append((k, try value(depth: depth + 1)))
                     skipSpace()
                     guard i < bytes.count else { throw fail("unexpected end") }
                     if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if bytes[i] == UInt8(ascii: "}") { i += 1; return .object(o) }
+                    if bytes[i] == UInt8(ascii: "}") { i += 1; return object() }
                     throw fail("expected ',' or '}'")
                 }
             case UInt8(ascii: "["):

@@ -113,6 +113,23 @@ public struct PhoenixMessage: Sendable, Equatable {
         return out
     }
 
+    /// A text push frame around a payload that is already encoded JSON (`rawPayload`): for a server that writes a
+    /// large payload directly instead of building a `JSON` value for it.
+    public static func encodeText(joinRef: String?, topic: String, event: String, rawPayload: [UInt8]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(rawPayload.count + topic.utf8.count + event.utf8.count + 32)
+        out.append(UInt8(ascii: "["))
+        if let joinRef { JSON.writeString(joinRef, to: &out) } else { out.append(contentsOf: Array("null".utf8)) }
+        out.append(contentsOf: Array(",null,".utf8))
+        JSON.writeString(topic, to: &out)
+        out.append(UInt8(ascii: ","))
+        JSON.writeString(event, to: &out)
+        out.append(UInt8(ascii: ","))
+        out.append(contentsOf: rawPayload)
+        out.append(UInt8(ascii: "]"))
+        return out
+    }
+
     /// Binary frame kinds of the V2 serializer.
     public enum BinaryKind: UInt8, Sendable { case push = 0, reply = 1, broadcast = 2 }
 

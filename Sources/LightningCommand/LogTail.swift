@@ -88,7 +88,8 @@ final class LogTail: @unchecked Sendable {
 
     private func join(_ socket: ChannelClient, _ topic: String) async {
         do {
-            let reply = try await socket.join(topic: topic, payload: { [self] in ["since": .int(lock.withLock { lastSeq })] }) {
+            // batch: lines come as `logs` pushes of many lines (one frame each), not a `log` push per line.
+            let reply = try await socket.join(topic: topic, payload: { [self] in ["since": .int(lock.withLock { lastSeq }), "batch": true] }) {
                 [self] message in self.message(message)
             }
             joinReply(reply)
@@ -113,6 +114,7 @@ final class LogTail: @unchecked Sendable {
         guard case .json(let payload) = m.payload else { return }
         switch m.event {
         case "log": log(payload)
+        case "logs": for line in payload["lines"]?.arrayValue ?? [] { log(line) }
         case "attempt:complete": complete(payload)
         case "step:start":
             if json { emit(["event": "step:start", "step": payload]) } else {

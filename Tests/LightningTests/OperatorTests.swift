@@ -53,9 +53,15 @@ extension Harness {
     }
 
     /// Joins attempt:<id> on a connected viewer; the reply's backlog and every later push go into the result.
-    func watch(_ viewer: ChannelClient, _ id: String, since: Int64? = nil, into seen: Seen = Seen()) async throws -> (Seen, JSON) {
+    func watch(_ viewer: ChannelClient, _ id: String, since: Int64? = nil, batched: Bool = false, into seen: Seen = Seen()) async throws
+        -> (Seen, JSON)
+    {
         try await waitUntil("viewer connected") { viewer.connected }
-        let reply = try await viewer.join(topic: "attempt:\(id)", payload: { since.map { ["since": .int($0)] } ?? [:] }) { seen.take($0) }
+        let reply = try await viewer.join(topic: "attempt:\(id)", payload: {
+            var p: [String: JSON] = batched ? ["batch": true] : [:]
+            if let since { p["since"] = .int(since) }
+            return .object(p)
+        }) { seen.take($0) }
         for line in reply["logs"]?.arrayValue ?? [] { seen.add(line) }
         return (seen, reply)
     }
@@ -104,6 +110,7 @@ final class Seen: @unchecked Sendable {
         guard case .json(let p) = m.payload else { return }
         lock.withLock { _events.append(m.event); _pushes.append(p) }
         if m.event == "log" { add(p) }
+        if m.event == "logs" { for line in p["lines"]?.arrayValue ?? [] { add(line) } }
         if m.event == "attempt:complete" { lock.withLock { _complete = p } }
     }
 }
@@ -183,8 +190,9 @@ struct OperatorTests {
         #expect(metrics.status == 200 && metrics.text.contains(#"lightning_attempts{state="cancelled"} 1"#), "\(metrics.text)")
     }
 
-    @Test("viewers: backlog then live lines; several viewers; one that reconnects resumes with since, no loss, no duplicates")
-    func viewers() async throws {
+    @Test("viewers: backlog then live lines; several viewers; one that reconnects resumes with since, no loss, no duplicates",
+          arguments: [false, true])
+    func viewers(batched: Bool) async throws {
         let h = try Harness()
         defer { Task { await h.stop() } }
         let (worker, viewerToken, id, topic) = try await h.watchedAttempt()
@@ -202,20 +210,20 @@ struct OperatorTests {
         // Viewer A joins from the start; viewer B from since=10.
         let a = try h.viewer(viewerToken), b = try h.viewer(viewerToken)
         defer { a.close(); b.close() }
-        let (seenA, replyA) = try await h.watch(a, id, since: 0)
+        let (seenA, replyA) = try await h.watch(a, id, since: 0, batched: batched)
         #expect(replyA["attempt"]?["state"] == "started")
-        let (seenB, _) = try await h.watch(b, id, since: 10)
+        let (seenB, _) = try await h.watch(b, id, since: 10, batched: batched)
         #expect(seenB.seqs.first == 11)
 
         // A third viewer drops mid-stream and resumes from the last seq it saw.
         var c = try h.viewer(viewerToken)
-        let (seenC, _) = try await h.watch(c, id)
+        let (seenC, _) = try await h.watch(c, id, batched: batched)
         for _ in 0..<10 { try await send(25) }
         try await waitUntil("c has some live lines") { seenC.last > 100 }
         c.close()
         for _ in 0..<10 { try await send(25) }  // lines C is not there for
         c = try h.viewer(viewerToken)
-        _ = try await h.watch(c, id, since: seenC.last, into: seenC)
+        _ = try await h.watch(c, id, since: seenC.last, batched: batched, into: seenC)
         for _ in 0..<4 { try await send(25) }
         let completed = try await worker.push(topic: topic, event: "run:complete", payload: ["reason": "success", "final_state": "{}", "timestamp": .string(Timestamp.now())])
         #expect(completed.isOK, "\(completed.response)")
@@ -227,12 +235,15 @@ struct OperatorTests {
             #expect(seen.messages == (first...total).map { "line \($0)" })
             #expect(seen.complete?["state"] == "success" && seen.complete?["last_seq"] == .int(total))
         }
+        // A batch viewer gets `logs` pushes of many lines, never `log`; the others the other way round.
+        let events = Set(seenA.events + seenB.events + seenC.events)
+        #expect(batched ? events.contains("logs") && !events.contains("log") : events.contains("log") && !events.contains("logs"), "\(events)")
         c.close()
 
         // Joining after the end: the whole log in the reply, then attempt:complete.
         let late = try h.viewer(viewerToken)
         defer { late.close() }
-        let (seenLate, replyLate) = try await h.watch(late, id)
+        let (seenLate, replyLate) = try await h.watch(late, id, batched: batched)
         try await waitUntil("late viewer has everything") { seenLate.last == total && seenLate.complete != nil }
         #expect(seenLate.seqs == Array(1...total))
         #expect(replyLate["more"] == false || seenLate.seqs.count == Int(total))

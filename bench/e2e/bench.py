@@ -5,8 +5,8 @@ measured in the same run. Prints one table. Run it through `bench/e2e/run`, whic
 usage: bench.py BIN_DIR [--attempts 2000] [--latency 200] [--lines 1000000] [--sockets 10000] [--rq-jobs 300]
                 [--only dispatch,throughput,logs,sockets,baselines] [--perf DIR]
 
---perf DIR samples both processes with `perf record -e cpu-clock -g` while the throughput figure runs and writes
-DIR/lightning.data, DIR/worker.data and a report of each (DIR/*.txt): where the CPU of an attempt goes.
+--perf DIR samples both processes with `perf record -e cpu-clock -g` while the throughput and the log figures run and writes
+DIR/lightning.data, DIR/worker.data (DIR/logs-*.data for the logs) and a report of each (DIR/*.txt).
 """
 import argparse
 import http.client
@@ -167,22 +167,22 @@ jobs: [{name: t, adaptor: sh, body: "date +%s%N"}]
     rows.append(("dispatch: p99", "%.2f ms" % p99, "", ""))
 
 
-def start_perf(stack, perf_dir):
+def start_perf(stack, perf_dir, prefix=""):
     if not perf_dir:
         return []
     if not shutil.which("perf"):
         sys.exit("--perf needs perf (Debian: linux-perf)")
     os.makedirs(perf_dir, exist_ok=True)
-    return [subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-o", os.path.join(perf_dir, name + ".data"),
+    return [subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-o", os.path.join(perf_dir, prefix + name + ".data"),
                               "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, pid in (("lightning", stack.lightning.pid), ("worker", stack.workers[0].pid))]
 
 
-def stop_perf(recorders, perf_dir):
+def stop_perf(recorders, perf_dir, prefix=""):
     for r in recorders:
         r.send_signal(2)
         r.wait()
-    for name in ("lightning", "worker") if recorders else ():
+    for name in (prefix + "lightning", prefix + "worker") if recorders else ():
         data = os.path.join(perf_dir, name + ".data")
         with open(os.path.join(perf_dir, name + ".txt"), "w") as out:
             subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol", "--stdio",
@@ -236,12 +236,13 @@ jobs: [{name: t, adaptor: sh, body: "true"}]
     return n / elapsed
 
 
-def bench_logs(stack, lines):
+def bench_logs(stack, lines, perf_dir=None):
     say("log streaming: one step printing %d lines, stored and watched by `lightning attempts tail`" % lines)
     stack.apply("""name: flood
 triggers: [{name: hook, type: webhook, path: flood}]
 jobs: [{name: t, adaptor: sh, body: "seq 1 %d"}]
 """ % lines)
+    recorders = start_perf(stack, perf_dir, "logs-")
     t0 = time.perf_counter()
     r = stack.call("POST", "/i/flood", "{}", auth=False)
     env = dict(os.environ, LIGHTNING_TOKEN=stack.token, LIGHTNING_SERVER="http://127.0.0.1:%d" % stack.port)
@@ -259,6 +260,7 @@ jobs: [{name: t, adaptor: sh, body: "seq 1 %d"}]
     tail.wait()
     t_tail = time.perf_counter() - t0
     stack.wait_final(r["attempt_id"])
+    stop_perf(recorders, perf_dir, "logs-")
     stored = stack.call("GET", "/api/attempts/" + r["attempt_id"])
     # Stored rate: from the attempt's start to its end, both recorded by Lightning.
     def iso(s):
@@ -349,7 +351,7 @@ def main():
             if "throughput" in only:
                 ours = bench_throughput(stack, args.attempts, args.perf)
             if "logs" in only:
-                bench_logs(stack, args.lines)
+                bench_logs(stack, args.lines, args.perf)
             if args.sockets and "sockets" in only:
                 bench_sockets(stack, args.sockets)
         finally:

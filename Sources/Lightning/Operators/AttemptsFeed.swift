@@ -10,51 +10,29 @@ final class AttemptsFeed: @unchecked Sendable {
 
     private let lock = NSLock()
     private var watchers: [Int: ChannelSocket] = [:]
-    /// Changed attempts waiting to be read and pushed, oldest first; one drain runs at a time, so pushes go out
-    /// in the order the changes happened, each with the attempt as it is when read (never older than before).
-    private var pending: [String] = []
-    private var draining = false
 
     func add(_ socket: ChannelSocket) { lock.withLock { watchers[socket.id] = socket } }
     func remove(socketID: Int) { lock.withLock { _ = watchers.removeValue(forKey: socketID) } }
     var sockets: [ChannelSocket] { lock.withLock { Array(watchers.values) } }
     var isWatched: Bool { lock.withLock { !watchers.isEmpty } }
-
-    /// Queues ids; true when the caller must start the drain.
-    func enqueue(_ ids: [String]) -> Bool {
-        lock.withLock {
-            pending += ids
-            if draining { return false }
-            draining = true
-            return true
-        }
-    }
-
-    /// The next batch to push, or nil (and the drain ends) when there is none.
-    func next() -> [String]? {
-        lock.withLock {
-            if pending.isEmpty { draining = false; return nil }
-            defer { pending.removeAll(keepingCapacity: true) }
-            // An attempt changed twice while waiting is read once.
-            var seen = Set<String>()
-            return pending.filter { seen.insert($0).inserted }
-        }
-    }
 }
 
 extension Lightning {
     /// Attempts were created or changed state: the `attempts` watchers hear of each.
+    /// Changed attempts are read and pushed by one drain, in the order the changes happened, each as it is when
+    /// read (so never older than what was pushed before it).
     func attemptsChanged(_ ids: [String]) {
-        guard !ids.isEmpty, attemptsFeed.isWatched, attemptsFeed.enqueue(ids) else { return }
-        let store = self.store, feed = attemptsFeed
-        Task {
-            while let batch = feed.next() {
-                for id in batch {
-                    guard let a = try? await store.attempt(id) else { continue }
-                    let payload = Render.attempt(a)
-                    for s in feed.sockets { _ = s.push(topic: AttemptsFeed.topic, event: AttemptsFeed.event, payload: payload) }
-                }
-            }
+        guard !ids.isEmpty, attemptsFeed.isWatched else { return }
+        attemptsDrain.post(ids, weight: ids.count)
+    }
+
+    static func pushAttempts(_ batches: [[String]], store: any LightningStore, feed: AttemptsFeed) async {
+        // An attempt changed twice while waiting is read once.
+        var seen = Set<String>()
+        for id in batches.joined() where seen.insert(id).inserted {
+            guard let a = try? await store.attempt(id) else { continue }
+            let payload = Render.attempt(a)
+            for s in feed.sockets { _ = s.push(topic: AttemptsFeed.topic, event: AttemptsFeed.event, payload: payload) }
         }
     }
 }

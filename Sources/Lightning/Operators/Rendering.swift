@@ -48,6 +48,47 @@ enum Render {
         ]
     }
 
+    /// The same object as `log`, written straight to bytes: a batch for viewers is encoded once, without a JSON
+    /// value per line (the keys in a fixed order).
+    static func writeLog(_ l: LogLineRecord, to out: inout [UInt8]) {
+        out.append(contentsOf: Array(#"{"seq":"#.utf8))
+        out.append(contentsOf: String(l.seq).utf8)
+        out.append(contentsOf: Array(#","step_id":"#.utf8))
+        if let step = l.stepID { JSON.writeString(step, to: &out) } else { out.append(contentsOf: Array("null".utf8)) }
+        out.append(contentsOf: Array(#","level":"#.utf8))
+        JSON.writeString(l.level, to: &out)
+        out.append(contentsOf: Array(#","source":"#.utf8))
+        JSON.writeString(l.source, to: &out)
+        out.append(contentsOf: Array(#","message":"#.utf8))
+        JSON.writeString(l.message, to: &out)
+        out.append(contentsOf: Array(#","timestamp":""#.utf8))
+        out.append(contentsOf: String(l.timestamp).utf8)
+        out.append(contentsOf: Array(#""}"#.utf8))
+    }
+
+    static func encodedLogs(_ lines: [LogLineRecord]) -> [[UInt8]] {
+        lines.map { l in
+            var out: [UInt8] = []
+            out.reserveCapacity(l.message.utf8.count + 120)
+            writeLog(l, to: &out)
+            return out
+        }
+    }
+
+    /// `{"lines": [line, ...]}` from lines already written by `writeLog`.
+    static func logBatch(_ encoded: ArraySlice<[UInt8]>) -> [UInt8] {
+        var out = Array(#"{"lines":["#.utf8)
+        out.reserveCapacity(encoded.reduce(16) { $0 + $1.count + 1 })
+        var first = true
+        for line in encoded {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            out.append(contentsOf: line)
+        }
+        out.append(contentsOf: Array("]}".utf8))
+        return out
+    }
+
     static func worker(_ w: WorkerRecord, connected: Bool) -> JSON {
         [
             "name": .string(w.name), "capacity": .int(Int64(w.capacity)), "version": opt(w.version), "connected": .bool(connected),

@@ -28,6 +28,8 @@ actor ViewerHub {
     struct Viewer {
         let socket: ChannelSocket
         var cursor: Int64
+        /// Joined with `{"batch": true}`: lines arrive as `logs` pushes of many lines, not one `log` push each.
+        var batched = false
         var catchingUp = false
         var missed = false
         var sentComplete = false
@@ -38,8 +40,8 @@ actor ViewerHub {
     private let chunk: Int
     /// attempt id -> socket id -> viewer
     private var viewers: [String: [Int: Viewer]] = [:]
-    /// Cursors handed over from `join` (the backlog in the reply) to `attach`.
-    private var pending: [String: Int64] = [:]
+    /// Cursors (and batch mode) handed over from `join` (the backlog in the reply) to `attach`.
+    private var pending: [String: (cursor: Int64, batched: Bool)] = [:]
 
     /// Viewers watching now, kept current on every attach and detach.
     private let gauge: Metrics.Gauge?
@@ -57,13 +59,13 @@ actor ViewerHub {
 
     static func topic(_ attemptID: String) -> String { "attempt:" + attemptID }
 
-    func prepare(attemptID: String, socket: ChannelSocket, cursor: Int64) {
-        pending["\(socket.id) \(attemptID)"] = cursor
+    func prepare(attemptID: String, socket: ChannelSocket, cursor: Int64, batched: Bool = false) {
+        pending["\(socket.id) \(attemptID)"] = (cursor, batched)
     }
 
     func attach(attemptID: String, socket: ChannelSocket) async {
-        guard let cursor = pending.removeValue(forKey: "\(socket.id) \(attemptID)") else { return }
-        viewers[attemptID, default: [:]][socket.id] = Viewer(socket: socket, cursor: cursor)
+        guard let (cursor, batched) = pending.removeValue(forKey: "\(socket.id) \(attemptID)") else { return }
+        viewers[attemptID, default: [:]][socket.id] = Viewer(socket: socket, cursor: cursor, batched: batched)
         gauge?.record(count)
         await catchUp(attemptID, socket.id)
     }
@@ -82,7 +84,9 @@ actor ViewerHub {
     /// Lines just stored for an attempt, in seq order.
     func published(attemptID: String, lines: [LogLineRecord]) async {
         guard let watching = viewers[attemptID], let first = lines.first, let last = lines.last else { return }
-        let rendered = lines.map(Render.log)  // once, whatever the number of viewers
+        // Rendered once, whatever the number of viewers, and only in the forms someone needs.
+        let rendered = watching.values.contains { !$0.batched } ? lines.map(Render.log) : []
+        let encoded = watching.values.contains { $0.batched } ? Render.encodedLogs(lines) : []
         for (id, var v) in watching {
             if v.catchingUp { v.missed = true; viewers[attemptID]?[id] = v; continue }
             if v.cursor >= last.seq { continue }
@@ -92,7 +96,11 @@ actor ViewerHub {
                 continue
             }
             let from = lines.firstIndex { $0.seq > v.cursor } ?? lines.count
-            v.socket.push(topic: Self.topic(attemptID), event: "log", payloads: Array(rendered[from...]))
+            if v.batched {
+                v.socket.push(topic: Self.topic(attemptID), event: "logs", rawPayload: Render.logBatch(encoded[from...]))
+            } else {
+                v.socket.push(topic: Self.topic(attemptID), event: "log", payloads: Array(rendered[from...]))
+            }
             v.cursor = last.seq
             viewers[attemptID]?[id] = v
         }
@@ -142,7 +150,14 @@ actor ViewerHub {
                 detach(attemptID: attemptID, socketID: socketID)
                 return
             }
-            let delivered = await current.socket.pushAndWait(topic: topic, event: "log", payloads: lines.map(Render.log))
+            let delivered: Bool
+            if lines.isEmpty {
+                delivered = true
+            } else if current.batched {
+                delivered = await current.socket.pushAndWait(topic: topic, event: "logs", rawPayload: Render.logBatch(Render.encodedLogs(lines)[...]))
+            } else {
+                delivered = await current.socket.pushAndWait(topic: topic, event: "log", payloads: lines.map(Render.log))
+            }
             guard delivered, var after = viewers[attemptID]?[socketID] else {
                 detach(attemptID: attemptID, socketID: socketID)
                 return
@@ -187,7 +202,7 @@ struct OperatorChannel: ChannelHandler {
             }
             let lastSeq = try await store.lastLogSeq(attemptID: id)
             let cursor = backlog.last?.seq ?? since
-            await lightning.viewers.prepare(attemptID: id, socket: socket, cursor: cursor)
+            await lightning.viewers.prepare(attemptID: id, socket: socket, cursor: cursor, batched: payload["batch"] == .bool(true))
             return .ok([
                 "attempt": Render.attempt(attempt, steps: steps, lastSeq: lastSeq, jobNames: await store.jobNames(attemptID: id)),
                 "logs": .array(backlog.map(Render.log)),

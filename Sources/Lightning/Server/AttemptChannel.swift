@@ -179,7 +179,9 @@ struct AttemptChannel: ChannelHandler {
         let dropped = appended.seqs.reduce(0) { $0 + ($1 == nil ? 1 : 0) }
         if dropped > 0 { lightning.metrics.logLinesDropped.increment(by: Int64(dropped)) }
         guard !appended.stored.isEmpty, await lightning.viewers.isWatched(attemptID) else { return }
-        await lightning.viewers.published(attemptID: attemptID, lines: appended.stored)
+        // Handed over, not awaited: the worker's reply goes out after the commit, not after every viewer's frames
+        // are made. In order, by one drain; the caller waits only if viewers fall far behind.
+        await lightning.viewerFeed.add((attemptID, appended.stored), weight: appended.stored.count)
     }
 
     /// A stored log line: message items joined by a space, control characters stripped (newlines kept: a

@@ -63,6 +63,9 @@ public final class Lightning: Sendable {
     let metrics: LightningMetrics
     let viewers: ViewerHub
     let attemptsFeed = AttemptsFeed()
+    let attemptsDrain: SerialDrain<[String]>
+    /// Stored log lines on their way to the attempts' viewers (see `AttemptChannel.publish`).
+    let viewerFeed: SerialDrain<(String, [LogLineRecord])>
     let waiters = CompletionWaiters()
     /// Plans of running attempts, built once: from the immutable snapshot of the work order, and needed by the
     /// claim (claim:checkout), fetch:plan, fetch:dataclip, step:complete and run:complete.
@@ -76,7 +79,13 @@ public final class Lightning: Sendable {
         attemptVerifyKey = try configuration.attemptSigningKey.publicKey()
         let metrics = LightningMetrics()
         self.metrics = metrics
-        viewers = ViewerHub(store: store, logger: logger, gauge: metrics.viewersConnected)
+        let viewers = ViewerHub(store: store, logger: logger, gauge: metrics.viewersConnected)
+        self.viewers = viewers
+        let feed = attemptsFeed
+        attemptsDrain = SerialDrain(limit: .max) { batches in await Self.pushAttempts(batches, store: store, feed: feed) }
+        viewerFeed = SerialDrain(limit: 100_000) { batches in
+            for (attemptID, lines) in batches { await viewers.published(attemptID: attemptID, lines: lines) }
+        }
     }
 
     public var port: Int { serverBox.server?.port ?? 0 }

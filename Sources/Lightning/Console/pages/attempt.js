@@ -339,7 +339,8 @@ function build(ctx, id, isAdmin, initial, state) {
 
   // Live: the attempt channel
   let joined = false;
-  const channel = ctx.socket.channel(`attempt:${id}`, () => ({since: view.lastSeq()}));
+  // batch: the server sends lines as `logs` pushes of many lines (one frame each) instead of a `log` push per line.
+  const channel = ctx.socket.channel(`attempt:${id}`, () => ({since: view.lastSeq(), batch: true}));
   channel.onJoin((resp) => {
     joined = true;
     clear(logError);
@@ -359,11 +360,13 @@ function build(ctx, id, isAdmin, initial, state) {
     clear(logError).append(errorBox(`Live log unavailable: ${(resp && (resp.reason || resp.error)) || 'join refused'}`));
   });
   let readyAt = null;
-  channel.on('log', (line) => {
-    const r = view.append([line]);
+  const live = (lines) => {
+    const r = view.append(lines);
     if (r.gap) catchUp();
     if (readyAt !== null && view.lastSeq() >= readyAt) { readyAt = null; markReady(); }
-  });
+  };
+  channel.on('log', (line) => live([line]));
+  channel.on('logs', (batch) => live((batch && batch.lines) || []));
   for (const event of ['step:start', 'step:complete', 'attempt:update']) channel.on(event, () => refresh.request());
   channel.on('attempt:complete', (a) => {
     applyAttempt(a);

@@ -80,6 +80,9 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     private var pending: [String: CheckedContinuation<ChannelClientReply, any Error>] = [:]
     private var refCounter = 0
     private var isConnected = false
+    /// Counts lost connections: a join answered on a connection that is gone by the time its waiter runs is
+    /// not joined on the current one.
+    private var generation = 0
     private var wantConnected = false
     private var attempts = 0
     private var heartbeatRef: String?
@@ -162,7 +165,10 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         onMessage: @escaping @Sendable (PhoenixMessage) -> Void = { _ in }
     ) async throws -> JSON {
         let joinRef = nextRef()
-        lock.withLock { channels[topic] = Channel(joinRef: nil, pendingJoinRef: joinRef, payload: payload, onMessage: onMessage) }
+        let gen = lock.withLock {
+            channels[topic] = Channel(joinRef: nil, pendingJoinRef: joinRef, payload: payload, onMessage: onMessage)
+            return generation
+        }
         let reply: ChannelClientReply
         do {
             reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(), ref: joinRef, timeout: timeout)
@@ -172,11 +178,24 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
             throw error
         }
         guard reply.isOK else {
-            lock.withLock { _ = channels.removeValue(forKey: topic) }
+            lock.withLock { if channels[topic]?.pendingJoinRef == joinRef { channels[topic] = nil } }
             throw ChannelError.joinRefused(reply.response)
         }
-        lock.withLock { channels[topic]?.joinRef = joinRef }
+        settle(topic, joinRef: joinRef, generation: gen)
         return reply.response
+    }
+
+    /// A join of `topic` was accepted on connection `gen`: joined now, or, when that connection has gone in the
+    /// meantime, to be joined again on the next one. Only if no newer join of the topic took its place.
+    private func settle(_ topic: String, joinRef: String, generation gen: Int) {
+        let rejoinNow: Bool = lock.withLock {
+            guard channels[topic]?.pendingJoinRef == joinRef else { return false }
+            if gen == generation && isConnected { channels[topic]?.joinRef = joinRef; return false }
+            channels[topic]?.needsRejoin = true
+            // Already connected again (its rejoin pass may have run before this): join on this connection now.
+            return isConnected
+        }
+        if rejoinNow { Task { await self.rejoin() } }
     }
 
     public func leave(topic: String, timeout: Duration = .seconds(5)) async {
@@ -380,6 +399,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         closeRequested = false
         lock.withLock {
             isConnected = false
+            generation += 1
             heartbeatRef = nil
             for k in channels.keys where channels[k]?.joinRef != nil {
                 channels[k]?.joinRef = nil
@@ -444,20 +464,20 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         let topics = lock.withLock { channels.filter { $0.value.needsRejoin }.map(\.key) }
         for topic in topics {
             let joinRef = nextRef()
-            guard let payload: @Sendable () -> JSON = lock.withLock({
-                guard channels[topic]?.needsRejoin == true else { return nil }
+            guard let (payload, gen): (@Sendable () -> JSON, Int) = lock.withLock({
+                guard channels[topic]?.needsRejoin == true, let p = channels[topic]?.payload else { return nil }
                 channels[topic]?.needsRejoin = false
                 channels[topic]?.pendingJoinRef = joinRef
-                return channels[topic]?.payload
+                return (p, generation)
             }) else { continue }
             do {
                 let reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(),
                                            ref: joinRef, timeout: .seconds(10))
                 if reply.isOK {
-                    lock.withLock { channels[topic]?.joinRef = joinRef }
+                    settle(topic, joinRef: joinRef, generation: gen)
                     eventSink.yield(.rejoined(topic: topic, response: reply.response))
                 } else {
-                    lock.withLock { _ = channels.removeValue(forKey: topic) }
+                    lock.withLock { if channels[topic]?.pendingJoinRef == joinRef { channels[topic] = nil } }
                     eventSink.yield(.rejoinFailed(topic: topic, response: reply.response))
                 }
             } catch {

@@ -62,12 +62,13 @@ public final class ChannelSocket: Sendable, Hashable {
         return true
     }
 
-    /// The same, returning once the frame is written (false: the socket closed first).
-    public func pushAndWait(topic: String, event: String, rawPayload: [UInt8]) async -> Bool {
+    /// One frame per payload, returning once the last is written (false: the socket closed first).
+    public func pushAndWait(topic: String, event: String, rawPayloads: [[UInt8]]) async -> Bool {
+        guard !rawPayloads.isEmpty else { return true }
         guard let joinRef = state.joinRef(topic), let server else { return false }
-        let frame = PhoenixMessage.encodeText(joinRef: joinRef, topic: topic, event: event, rawPayload: rawPayload)
+        let frames = rawPayloads.map { PhoenixMessage.encodeText(joinRef: joinRef, topic: topic, event: event, rawPayload: $0) }
         return await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-            server.send(to: id, frames: [frame], onLastWritten: { c.resume(returning: $0) })
+            server.send(to: id, frames: frames, onLastWritten: { c.resume(returning: $0) })
         }
     }
 

@@ -9,8 +9,11 @@ struct TestPKI {
     let dir: URL
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
-    init() throws {
-        dir = try TestSupport.temporaryDirectory("pki")
+    /// Made by `openssl` on a thread of its own (about a second of RSA key generation): not on one of the few
+    /// cooperative threads every test's tasks share.
+    static func make() async throws -> TestPKI {
+        let pki = TestPKI(dir: try TestSupport.temporaryDirectory("pki"))
+        let dir = pki.dir
         let script = """
             set -e
             cd '\(dir.path)'
@@ -22,15 +25,16 @@ struct TestPKI {
             openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 2>/dev/null
             openssl req -x509 -newkey rsa:2048 -nodes -keyout rogue.key -out rogue.pem -days 2 -subj /CN=worker-7 2>/dev/null
             """
-        let r = try TestSupport.run("/bin/sh", ["-c", script])
+        let r: TestSupport.ProcessResult = try await TestSupport.run("/bin/sh", ["-c", script])
         guard r.status == 0 else { throw TestSupport.Failure("openssl failed: \(r.stderr)") }
+        return pki
     }
 
     func remove() { try? FileManager.default.removeItem(at: dir) }
 
     /// `openssl s_client` against the server; true when the handshake completed.
-    func handshake(port: Int, extra: [String]) throws -> Bool {
-        let r = try TestSupport.run("/usr/bin/openssl",
+    func handshake(port: Int, extra: [String]) async throws -> Bool {
+        let r: TestSupport.ProcessResult = try await TestSupport.run("/usr/bin/openssl",
                                     ["s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", path("ca.pem"),
                                      "-verify_return_error", "-brief"] + extra, input: "")
         return r.status == 0 && r.stderr.contains("CONNECTION ESTABLISHED")
@@ -65,7 +69,7 @@ func tlsServer(_ pki: TestPKI, mutual: Bool, seen: SubjectBox = SubjectBox()) th
 struct TLSTests {
     @Test("wss: a client that trusts the CA joins and gets replies")
     func wss() async throws {
-        let pki = try TestPKI()
+        let pki = try await TestPKI.make()
         defer { pki.remove() }
         let server = try tlsServer(pki, mutual: false)
         defer { server.stop() }
@@ -82,21 +86,21 @@ struct TLSTests {
 
     @Test("only TLS 1.2+ with ECDHE and AEAD ciphers is offered")
     func cipherPolicy() async throws {
-        let pki = try TestPKI()
+        let pki = try await TestPKI.make()
         defer { pki.remove() }
         let server = try tlsServer(pki, mutual: false)
         defer { server.stop() }
-        #expect(try pki.handshake(port: server.port, extra: ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"]))
-        #expect(try pki.handshake(port: server.port, extra: ["-tls1_3"]))
-        #expect(try !pki.handshake(port: server.port, extra: ["-tls1_2", "-cipher", "AES128-GCM-SHA256"]),
+        #expect(try await pki.handshake(port: server.port, extra: ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"]))
+        #expect(try await pki.handshake(port: server.port, extra: ["-tls1_3"]))
+        #expect(try await !pki.handshake(port: server.port, extra: ["-tls1_2", "-cipher", "AES128-GCM-SHA256"]),
                 "RSA key exchange must be refused")
-        #expect(try !pki.handshake(port: server.port, extra: ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"]),
+        #expect(try await !pki.handshake(port: server.port, extra: ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"]),
                 "CBC suites must be refused")
     }
 
     @Test("mutual TLS: the CA-signed client certificate is accepted and its subject reaches the auth hook")
     func mutualTLS() async throws {
-        let pki = try TestPKI()
+        let pki = try await TestPKI.make()
         defer { pki.remove() }
         let seen = SubjectBox()
         let server = try tlsServer(pki, mutual: true, seen: seen)
@@ -114,16 +118,16 @@ struct TLSTests {
 
     @Test("mutual TLS: a self-signed rogue client certificate, and no certificate, are refused")
     func rogueCertificate() async throws {
-        let pki = try TestPKI()
+        let pki = try await TestPKI.make()
         defer { pki.remove() }
         let seen = SubjectBox()
         let server = try tlsServer(pki, mutual: true, seen: seen)
         defer { server.stop() }
         // TLS 1.2, where a refused client certificate fails the handshake itself.
-        func attempt(_ extra: [String]) throws -> Bool { try pki.handshake(port: server.port, extra: ["-tls1_2"] + extra) }
-        #expect(try attempt(["-cert", pki.path("client.pem"), "-key", pki.path("client.key")]))
-        #expect(try !attempt(["-cert", pki.path("rogue.pem"), "-key", pki.path("rogue.key")]), "rogue certificate accepted")
-        #expect(try !attempt([]), "a client without a certificate was accepted")
+        func attempt(_ extra: [String]) async throws -> Bool { try await pki.handshake(port: server.port, extra: ["-tls1_2"] + extra) }
+        #expect(try await attempt(["-cert", pki.path("client.pem"), "-key", pki.path("client.key")]))
+        #expect(try await !attempt(["-cert", pki.path("rogue.pem"), "-key", pki.path("rogue.key")]), "rogue certificate accepted")
+        #expect(try await !attempt([]), "a client without a certificate was accepted")
         #expect(seen.subject == nil, "the auth hook never saw a refused client")
     }
 }

@@ -75,6 +75,24 @@ enum Render {
         }
     }
 
+    /// `logs` payloads of at most about `maxBytes` each (a line longer than that goes alone): a frame must stay
+    /// well under a client's message limit (11 MB by default), whatever the lines.
+    static func logBatches(_ encoded: ArraySlice<[UInt8]>, maxBytes: Int = 1 << 20) -> [[UInt8]] {
+        var batches: [[UInt8]] = []
+        var start = encoded.startIndex
+        var size = 0
+        for i in encoded.indices {
+            if i > start, size + encoded[i].count + 1 > maxBytes {
+                batches.append(logBatch(encoded[start..<i]))
+                start = i
+                size = 0
+            }
+            size += encoded[i].count + 1
+        }
+        if start < encoded.endIndex { batches.append(logBatch(encoded[start...])) }
+        return batches
+    }
+
     /// `{"lines": [line, ...]}` from lines already written by `writeLog`.
     static func logBatch(_ encoded: ArraySlice<[UInt8]>) -> [UInt8] {
         var out = Array(#"{"lines":["#.utf8)

@@ -49,8 +49,9 @@ final class SerialDrain<Item: Sendable>: @unchecked Sendable {
         while true {
             let batch: [(Item, Int)]? = lock.withLock {
                 if items.isEmpty { running = false; return nil }
-                defer { items.removeAll(keepingCapacity: true) }
-                return items
+                let taken = items
+                items = []
+                return taken
             }
             guard let batch else { return }
             await process(batch.map(\.0))

@@ -97,7 +97,7 @@ actor ViewerHub {
             }
             let from = lines.firstIndex { $0.seq > v.cursor } ?? lines.count
             if v.batched {
-                v.socket.push(topic: Self.topic(attemptID), event: "logs", rawPayload: Render.logBatch(encoded[from...]))
+                for batch in Render.logBatches(encoded[from...]) { v.socket.push(topic: Self.topic(attemptID), event: "logs", rawPayload: batch) }
             } else {
                 v.socket.push(topic: Self.topic(attemptID), event: "log", payloads: Array(rendered[from...]))
             }
@@ -154,7 +154,8 @@ actor ViewerHub {
             if lines.isEmpty {
                 delivered = true
             } else if current.batched {
-                delivered = await current.socket.pushAndWait(topic: topic, event: "logs", rawPayload: Render.logBatch(Render.encodedLogs(lines)[...]))
+                delivered = await current.socket.pushAndWait(topic: topic, event: "logs",
+                                                             rawPayloads: Render.logBatches(Render.encodedLogs(lines)[...]))
             } else {
                 delivered = await current.socket.pushAndWait(topic: topic, event: "log", payloads: lines.map(Render.log))
             }
@@ -173,6 +174,13 @@ actor ViewerHub {
             await sendComplete(a, to: [socketID])
         }
     }
+}
+
+/// What the viewer drain carries (`Lightning.viewerFeed`), in order.
+enum ViewerWork: Sendable {
+    case lines(String, [LogLineRecord])
+    case event(String, String, JSON)
+    case changed(String)
 }
 
 /// `attempt:<id>` on the operator socket.

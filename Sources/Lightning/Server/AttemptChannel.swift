@@ -101,10 +101,10 @@ struct AttemptChannel: ChannelHandler {
             let step = try StepStart(wire: payload)
             if try await store.startStep(attemptID: id, stepID: step.stepID, jobID: step.jobID,
                                          inputDataclipID: step.inputDataclipID, at: timestamp(payload)) {
-                await lightning.viewers.event(attemptID: id, event: "step:start", payload: [
+                lightning.viewerFeed.post(.event(id, "step:start", [
                     "step_id": .string(step.stepID), "job_id": .string(step.jobID), "attempt_id": .string(id),
                     "job_name": Render.opt(await jobName(id, step.jobID)),
-                ])
+                ]))
             }
             return .ok(["step_id": .string(step.stepID)])
 
@@ -135,12 +135,12 @@ struct AttemptChannel: ChannelHandler {
                 if bytes.count <= plan.options.payloadLimitMB * 1_000_000 { output = bytes }
             }
             if try await store.completeStep(attemptID: id, step, outputState: output, at: timestamp(payload)) {
-                await lightning.viewers.event(attemptID: id, event: "step:complete", payload: [
+                lightning.viewerFeed.post(.event(id, "step:complete", [
                     "step_id": .string(step.stepID), "job_id": .string(step.jobID), "attempt_id": .string(id),
                     "job_name": .string(plan.jobs.first { $0.id == step.jobID }?.name ?? step.jobID),
                     "reason": .string(step.reason.rawValue), "error_type": Render.opt(step.errorType),
                     "error_message": Render.opt(step.errorMessage),
-                ])
+                ]))
             }
             return .ok(["step_id": .string(step.stepID)])
 
@@ -181,7 +181,8 @@ struct AttemptChannel: ChannelHandler {
         guard !appended.stored.isEmpty, await lightning.viewers.isWatched(attemptID) else { return }
         // Handed over, not awaited: the worker's reply goes out after the commit, not after every viewer's frames
         // are made. In order, by one drain; the caller waits only if viewers fall far behind.
-        await lightning.viewerFeed.add((attemptID, appended.stored), weight: appended.stored.count)
+        let bytes = appended.stored.reduce(0) { $0 + $1.message.utf8.count + 120 }
+        await lightning.viewerFeed.add(.lines(attemptID, appended.stored), weight: bytes)
     }
 
     /// A stored log line: message items joined by a space, control characters stripped (newlines kept: a

@@ -64,8 +64,9 @@ public final class Lightning: Sendable {
     let viewers: ViewerHub
     let attemptsFeed = AttemptsFeed()
     let attemptsDrain: SerialDrain<[String]>
-    /// Stored log lines on their way to the attempts' viewers (see `AttemptChannel.publish`).
-    let viewerFeed: SerialDrain<(String, [LogLineRecord])>
+    /// Everything for the attempts' viewers, in the order it happened: stored lines, step events and state
+    /// changes go through one drain, so an event never overtakes the lines before it (see `AttemptChannel.publish`).
+    let viewerFeed: SerialDrain<ViewerWork>
     let waiters = CompletionWaiters()
     /// Plans of running attempts, built once: from the immutable snapshot of the work order, and needed by the
     /// claim (claim:checkout), fetch:plan, fetch:dataclip, step:complete and run:complete.
@@ -83,8 +84,15 @@ public final class Lightning: Sendable {
         self.viewers = viewers
         let feed = attemptsFeed
         attemptsDrain = SerialDrain(limit: .max) { batches in await Self.pushAttempts(batches, store: store, feed: feed) }
-        viewerFeed = SerialDrain(limit: 100_000) { batches in
-            for (attemptID, lines) in batches { await viewers.published(attemptID: attemptID, lines: lines) }
+        // Weighed in bytes: a caller waits once 64 MB of lines wait for viewers.
+        viewerFeed = SerialDrain(limit: 64 << 20) { work in
+            for item in work {
+                switch item {
+                case .lines(let attemptID, let lines): await viewers.published(attemptID: attemptID, lines: lines)
+                case .event(let attemptID, let event, let payload): await viewers.event(attemptID: attemptID, event: event, payload: payload)
+                case .changed(let attemptID): await viewers.attemptChanged(attemptID)
+                }
+            }
         }
     }
 
@@ -239,7 +247,7 @@ public final class Lightning: Sendable {
     /// An attempt changed state: viewers and any webhook waiting on it learn of it.
     func attemptChanged(_ id: String) async {
         attemptsChanged([id])
-        await viewers.attemptChanged(id)
+        viewerFeed.post(.changed(id))
         await waiters.changed(id)
     }
 

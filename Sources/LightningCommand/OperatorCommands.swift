@@ -113,6 +113,18 @@ extension LightningCommand {
         }
     }
 
+    /// An attempt was made (`{"attempt_id"}`): tail it until it ends (exit status 0 only on success), or print its id.
+    static func started(_ r: JSON, client: APIClient, options: ClientOptions, follow: Bool, noColor: Bool) async throws {
+        guard let id = r["attempt_id"]?.stringValue else { throw CLIError(message: "unexpected reply: \(r.text)") }
+        if follow {
+            if !options.json { FileHandle.standardError.write(Data("attempt \(id)\n".utf8)) }
+            let code = try await LogTail(client: client, attemptID: id, since: 0, json: options.json,
+                                         color: LogTail.wantsColor(noColor: noColor)).run()
+            throw ExitCode(code)
+        }
+        if options.json { options.emit(r) } else { print(id) }
+    }
+
     struct Attempts: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Attempts.", subcommands: [Start.self, Status.self, List.self, Tail.self, Cancel.self, Rerun.self])
@@ -133,14 +145,7 @@ extension LightningCommand {
                     guard case .object = parsed else { throw CLIError(message: "--input must be a JSON object") }
                     let client = try options.client()
                     let r = try await client.call("POST", "/api/attempts", body: (["workflow": .string(workflow), "input": parsed] as JSON).encoded())
-                    guard let id = r["attempt_id"]?.stringValue else { throw CLIError(message: "unexpected reply: \(r.text)") }
-                    if follow {
-                        if !options.json { FileHandle.standardError.write(Data("attempt \(id)\n".utf8)) }
-                        let code = try await LogTail(client: client, attemptID: id, since: 0, json: options.json,
-                                                     color: LogTail.wantsColor(noColor: noColor)).run()
-                        throw ExitCode(code)
-                    }
-                    if options.json { options.emit(r) } else { print(id) }
+                    try await LightningCommand.started(r, client: client, options: options, follow: follow, noColor: noColor)
                 }
             }
         }
@@ -262,14 +267,7 @@ extension LightningCommand {
                     let client = try options.client()
                     let body: JSON = from.map { ["from": .string($0)] } ?? [:]
                     let r = try await client.call("POST", "/api/attempts/\(id)/rerun", body: body.encoded())
-                    guard let newID = r["attempt_id"]?.stringValue else { throw CLIError(message: "unexpected reply: \(r.text)") }
-                    if follow {
-                        if !options.json { FileHandle.standardError.write(Data("attempt \(newID)\n".utf8)) }
-                        let code = try await LogTail(client: client, attemptID: newID, since: 0, json: options.json,
-                                                     color: LogTail.wantsColor(noColor: noColor)).run()
-                        throw ExitCode(code)
-                    }
-                    if options.json { options.emit(r) } else { print(newID) }
+                    try await LightningCommand.started(r, client: client, options: options, follow: follow, noColor: noColor)
                 }
             }
         }

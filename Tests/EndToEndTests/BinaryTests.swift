@@ -280,6 +280,44 @@ struct BinaryTests {
         #expect(noToken.status == 1 && noToken.stderr.contains("no operator token"), "\(noToken)")
     }
 
+    @Test("the CLI: attempts list filters, and attempts rerun --from STEP runs only that step on with its recorded input")
+    func cliRerun() async throws {
+        let b = try await Binaries()
+        defer { b.remove() }
+        try await b.lightning.waitForLog("created admin token")
+        let worker = try b.worker("rerun-worker")
+        defer { worker.stop() }
+        let file = b.dir.appendingPathComponent("two.yaml")
+        try """
+            name: two
+            jobs:
+              - {name: first, adaptor: sh, body: 'echo first-ran'}
+              - {name: second, adaptor: sh, body: 'echo second-ran; exit 4'}
+            edges:
+              - {from: first, to: second, condition: on_job_success}
+            """.write(to: file, atomically: true, encoding: .utf8)
+        #expect(try await b.cli(["workflows", "apply", file.path]).status == 0)
+        let first = try await b.cli(["attempts", "start", "two", "--follow"])
+        #expect(first.status == 1 && first.stdout.contains("first-ran") && first.stdout.contains("second-ran"), "\(first)")
+        let listed = try await b.cli(["attempts", "list", "--workflow", "two", "--grep", "first-ran", "--json"])
+        let id = try #require(try JSON.parse(listed.stdout)["attempts"]?.arrayValue?.first?["id"]?.stringValue, "\(listed)")
+        #expect(try await b.cli(["attempts", "list", "--grep", "never-printed", "--json"]).stdout.contains("[]"))
+        let badTime = try await b.cli(["attempts", "list", "--since", "yesterday"])
+        #expect(badTime.status == 1 && badTime.stderr.contains("ISO 8601"), "\(badTime)")
+
+        // From the second step: only it runs, and it exits 4 again (status 1).
+        let rerun = try await b.cli(["attempts", "rerun", id, "--from", "second", "--follow"])
+        #expect(rerun.status == 1 && rerun.stdout.contains("second-ran") && !rerun.stdout.contains("first-ran"), "\(rerun)")
+        let unknown = try await b.cli(["attempts", "rerun", id, "--from", "third"])
+        #expect(unknown.status == 1 && unknown.stderr.contains("no step \"third\""), "\(unknown)")
+        // From the start, printing the new attempt's id.
+        let again = try await b.cli(["attempts", "rerun", id])
+        let newID = again.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(again.status == 0 && !newID.isEmpty && newID != id, "\(again)")
+        let done = try await b.store().waitUntilFinal(newID)
+        #expect(done.retryOf == id && done.startingJobID == nil)
+    }
+
     @Test("a worker with the wrong secret says so and exits non-zero")
     func wrongSecret() async throws {
         let b = try await Binaries()

@@ -65,6 +65,14 @@ struct Binaries {
 
     func store() throws -> SQLiteStore { try SQLiteStore(path: database, cipher: nil) }
 
+    /// Applies a workflow (YAML) with the CLI; throws with the CLI's output when it is refused.
+    func apply(_ yaml: String) async throws {
+        let file = dir.appendingPathComponent("workflow-\(UUID().uuidString.prefix(6)).yaml")
+        try yaml.write(to: file, atomically: true, encoding: .utf8)
+        let r = try await cli(["workflows", "apply", file.path])
+        guard r.status == 0 else { throw TestSupport.Failure("apply failed: \(r)") }
+    }
+
     /// Runs the `lightning` CLI against this server, with the admin token `serve` wrote into keys/.
     func cli(_ arguments: [String], environment: [String: String] = [:]) async throws -> TestSupport.ProcessResult {
         try await TestSupport.run(try TestSupport.builtBinary("lightning"), arguments + ["--server", "http://127.0.0.1:\(port)"],
@@ -287,16 +295,14 @@ struct BinaryTests {
         try await b.lightning.waitForLog("created admin token")
         let worker = try b.worker("rerun-worker")
         defer { worker.stop() }
-        let file = b.dir.appendingPathComponent("two.yaml")
-        try """
+        try await b.apply("""
             name: two
             jobs:
               - {name: first, adaptor: sh, body: 'echo first-ran'}
               - {name: second, adaptor: sh, body: 'echo second-ran; exit 4'}
             edges:
               - {from: first, to: second, condition: on_job_success}
-            """.write(to: file, atomically: true, encoding: .utf8)
-        #expect(try await b.cli(["workflows", "apply", file.path]).status == 0)
+            """)
         let first = try await b.cli(["attempts", "start", "two", "--follow"])
         #expect(first.status == 1 && first.stdout.contains("first-ran") && first.stdout.contains("second-ran"), "\(first)")
         let listed = try await b.cli(["attempts", "list", "--workflow", "two", "--grep", "first-ran", "--json"])

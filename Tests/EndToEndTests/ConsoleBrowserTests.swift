@@ -35,12 +35,7 @@ struct ConsoleBrowserTests {
             try await worker.waitForLog("worker joined|connected to Lightning")
         }
 
-        func apply(_ yaml: String) async throws {
-            let file = b.dir.appendingPathComponent("workflow-\(UUID().uuidString.prefix(6)).yaml")
-            try yaml.write(to: file, atomically: true, encoding: .utf8)
-            let r = try await b.cli(["workflows", "apply", file.path])
-            guard r.status == 0 else { throw TestSupport.Failure("apply failed: \(r)") }
-        }
+        func apply(_ yaml: String) async throws { try await b.apply(yaml) }
 
         func start(_ workflow: String, input: String = "{}") async throws -> String {
             let r = try await b.cli(["attempts", "start", workflow, "--input", input])

@@ -18,16 +18,16 @@ def main():
     port, good, bad = sys.argv[1], sys.argv[2], sys.argv[3]
     url = "ws://127.0.0.1:%s/socket/websocket?token=%s&vsn=2.0.0" % (port, good)
     found = {}
-    with connect(url, open_timeout=5) as ws:
+    with connect(url, open_timeout=30) as ws:
         ws.send(json.dumps(["1", "1", "room:py", "phx_join", {"hello": "py"}]))
-        reply = json.loads(ws.recv(timeout=5))
+        reply = json.loads(ws.recv(timeout=30))
         found["join"] = reply
         ws.send(json.dumps([None, "2", "phoenix", "heartbeat", {}]))
-        found["heartbeat"] = json.loads(ws.recv(timeout=5))
+        found["heartbeat"] = json.loads(ws.recv(timeout=30))
         ws.send(json.dumps(["1", "3", "room:py", "echo", {"n": 1700000000123456}]))
-        found["echo"] = json.loads(ws.recv(timeout=5))
+        found["echo"] = json.loads(ws.recv(timeout=30))
         ws.send(json.dumps(["1", "4", "room:py", "binary", {"k": "v"}]))
-        frame = ws.recv(timeout=5)
+        frame = ws.recv(timeout=30)
         assert isinstance(frame, bytes), "expected a binary frame, got %r" % (frame,)
         kind, lj, lr, lt, ls = frame[0], frame[1], frame[2], frame[3], frame[4]
         o = 5
@@ -38,13 +38,13 @@ def main():
         found["binary"] = {"kind": kind, "join_ref": join_ref, "ref": ref, "topic": topic, "status": status,
                            "payload": json.loads(frame[o:])}
         ws.send(json.dumps(["9", "5", "room:other", "echo", {}]))
-        found["unmatched"] = json.loads(ws.recv(timeout=5))
+        found["unmatched"] = json.loads(ws.recv(timeout=30))
         # A message in three fragments (websockets sends an iterable as a fragmented message).
         text = json.dumps(["1", "6", "room:py", "echo", {"fragmented": "x" * 3000}])
         ws.send([text[:1000], text[1000:2000], text[2000:]])
-        found["fragmented"] = json.loads(ws.recv(timeout=5))
+        found["fragmented"] = json.loads(ws.recv(timeout=30))
     try:
-        with connect("ws://127.0.0.1:%s/socket/websocket?token=%s&vsn=2.0.0" % (port, bad), open_timeout=5):
+        with connect("ws://127.0.0.1:%s/socket/websocket?token=%s&vsn=2.0.0" % (port, bad), open_timeout=30):
             found["bad_token"] = "connected?!"
     except InvalidStatus as e:
         found["bad_token"] = {"status": e.response.status_code, "reason": e.response.reason_phrase}

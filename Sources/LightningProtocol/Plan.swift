@@ -1,3 +1,5 @@
+import Channels
+
 /// The plan of one attempt (PROTOCOL.md 5.1), built by Lightning from the immutable workflow snapshot taken
 /// when the work order was created, and fetched by the worker with `fetch:plan`.
 public struct Plan: Codable, Sendable, Equatable {
@@ -174,6 +176,118 @@ public struct Plan: Codable, Sendable, Equatable {
             logPayloadLimitMB = try c.decodeIfPresent(Int.self, forKey: .logPayloadLimitMB) ?? d.logPayloadLimitMB
             logLimitMB = try c.decodeIfPresent(Int.self, forKey: .logLimitMB) ?? d.logLimitMB
         }
+    }
+
+    /// The plan as Lightning sends it: the same JSON its `Encodable` form makes (a job's `credential_id` left out
+    /// when it has none, both edge sources always written), built directly instead of through `JSONEncoder`.
+    public var wire: JSON {
+        .object([
+            "id": .string(id), "dataclip_id": .string(dataclipID), "starting_node_id": .string(startingNodeID),
+            "triggers": .array(triggers.map { .object(["id": .string($0.id)]) }),
+            "jobs": .array(jobs.map { j in
+                var o: [String: JSON] = ["id": .string(j.id), "name": .string(j.name), "body": .string(j.body),
+                                         "adaptor": .string(j.adaptor)]
+                if let c = j.credentialID { o["credential_id"] = .string(c) }
+                return .object(o)
+            }),
+            "edges": .array(edges.map { e in
+                .object(["id": .string(e.id), "source_trigger_id": e.sourceTriggerID.map(JSON.string) ?? .null,
+                         "source_job_id": e.sourceJobID.map(JSON.string) ?? .null, "target_job_id": .string(e.targetJobID),
+                         "condition": .string(e.condition), "enabled": .bool(e.enabled)])
+            }),
+            "options": .object([
+                "run_timeout_ms": .int(Int64(options.runTimeoutMS)), "run_memory_limit_mb": .int(Int64(options.runMemoryLimitMB)),
+                "output_dataclips": .bool(options.outputDataclips), "payload_limit_mb": .int(Int64(options.payloadLimitMB)),
+                "log_payload_limit_mb": .int(Int64(options.logPayloadLimitMB)), "log_limit_mb": .int(Int64(options.logLimitMB)),
+            ]),
+        ])
+    }
+
+    /// Reads a plan from its JSON. A plan in the usual shape is read directly; anything else (other types, a
+    /// missing field) goes through the `Decodable` reading, which gives the same result and names what is wrong.
+    public init(wire: JSON) throws {
+        if let plan = Self.direct(wire) {
+            self = plan
+        } else {
+            self = try wire.decode(Plan.self)
+        }
+    }
+
+    /// Nil unless every field has exactly the type the `Decodable` reading wants (never more lenient than it).
+    private static func direct(_ wire: JSON) -> Plan? {
+        guard case .object(let o) = wire, let id = o["id"]?.stringValue, let dataclipID = o["dataclip_id"]?.stringValue,
+            let start = o["starting_node_id"]?.stringValue, let jobValues = o["jobs"]?.arrayValue
+        else { return nil }
+        func optionalString(_ o: [String: JSON], _ key: String) -> String?? {
+            switch o[key] {
+            case nil, .null?: return .some(nil)
+            case .string(let s)?: return .some(s)
+            default: return nil
+            }
+        }
+        var triggers: [Trigger] = []
+        switch o["triggers"] {
+        case nil, .null?: break
+        case .array(let a)?:
+            for t in a {
+                guard let tid = t.objectValue?["id"]?.stringValue else { return nil }
+                triggers.append(Trigger(id: tid))
+            }
+        default: return nil
+        }
+        var jobs: [Job] = []
+        jobs.reserveCapacity(jobValues.count)
+        for value in jobValues {
+            guard case .object(let j) = value, let jid = j["id"]?.stringValue, let adaptor = j["adaptor"]?.stringValue,
+                let name = optionalString(j, "name"), let body = optionalString(j, "body"),
+                let credential = optionalString(j, "credential_id")
+            else { return nil }
+            jobs.append(Job(id: jid, name: name ?? jid, body: body ?? "", adaptor: adaptor, credentialID: credential))
+        }
+        var edges: [Edge] = []
+        switch o["edges"] {
+        case nil, .null?: break
+        case .array(let a)?:
+            for value in a {
+                guard case .object(let e) = value, let eid = e["id"]?.stringValue, let target = e["target_job_id"]?.stringValue,
+                    let trigger = optionalString(e, "source_trigger_id"), let job = optionalString(e, "source_job_id"),
+                    let condition = optionalString(e, "condition")
+                else { return nil }
+                var enabled = true
+                switch e["enabled"] {
+                case nil, .null?: break
+                case .bool(let b)?: enabled = b
+                default: return nil
+                }
+                edges.append(Edge(id: eid, sourceTriggerID: trigger, sourceJobID: job, targetJobID: target,
+                                  condition: condition ?? "always", enabled: enabled))
+            }
+        default: return nil
+        }
+        var options = Options()
+        switch o["options"] {
+        case nil, .null?: break
+        case .object(let p)?:
+            func int(_ key: String, _ into: inout Int) -> Bool {
+                switch p[key] {
+                case nil, .null?: return true
+                case .int(let i)?: into = Int(i); return true
+                default: return false
+                }
+            }
+            guard int("run_timeout_ms", &options.runTimeoutMS), int("run_memory_limit_mb", &options.runMemoryLimitMB),
+                int("payload_limit_mb", &options.payloadLimitMB), int("log_payload_limit_mb", &options.logPayloadLimitMB),
+                int("log_limit_mb", &options.logLimitMB)
+            else { return nil }
+            switch p["output_dataclips"] {
+            case nil, .null?: break
+            case .bool(let b)?: options.outputDataclips = b
+            default: return nil
+            }
+        default: return nil
+        }
+        return Plan(id: id, dataclipID: dataclipID, startingNodeID: start, triggers: triggers, jobs: jobs, edges: edges,
+                    options: options)
     }
 
     /// Enabled edges leaving a node (a trigger or a job), in plan order.

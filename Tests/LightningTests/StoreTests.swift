@@ -280,6 +280,10 @@ struct StoreTests {
         try await t.workflow(yaml(concurrency: nil, name: "needs").replacingOccurrences(of: "adaptor: sh", with: "adaptor: sh\n    credential: nope"))
         let needs = try await t.work(1, workflow: "needs")[0]
         #expect(try await t.store.plan(attemptID: needs).jobs[0].credentialID == Plan.missingCredentialPrefix + "nope")
+        // The snapshot is read once and kept; the credential is looked up again for every plan, so one set after
+        // the first plan was built is in the next.
+        let set = try await t.store.setCredential(name: "nope", body: Array(#"{"k":"v"}"#.utf8))
+        #expect(try await t.store.plan(attemptID: needs).jobs[0].credentialID == set)
     }
 
     @Test("lost attempts: a vanished worker's attempts and overdue claims, with their open steps")

@@ -51,7 +51,7 @@ class Stack:
             cwd=workdir, stderr=self.log, stdout=self.log)
         self.port = None
         deadline = time.time() + 30
-        while time.time() < deadline and self.port is None:
+        while time.time() < deadline and self.port is None and self.lightning.poll() is None:
             time.sleep(0.05)
             m = re.search(r"port=(\d+) \[Lightning\] Lightning is listening", open(self.log.name).read())
             if m:
@@ -190,8 +190,8 @@ def stop_perf(recorders, perf_dir, prefix=""):
         say("perf: %s and %s" % (data, out.name))
 
 
-def bench_throughput(stack, n, perf_dir=None):
-    say("throughput: %d one-step attempts (`true`) through Lightning and one worker (capacity 4)" % n)
+def bench_throughput(stack, n, capacity, perf_dir=None):
+    say("throughput: %d one-step attempts (`true`) through Lightning and one worker (capacity %d)" % (n, capacity))
     stack.apply("""name: noop
 triggers: [{name: hook, type: webhook, path: noop}]
 jobs: [{name: t, adaptor: sh, body: "true"}]
@@ -331,6 +331,7 @@ def main():
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--sockets", type=int, default=10_000)
     ap.add_argument("--rq-jobs", type=int, default=300)
+    ap.add_argument("--capacity", type=int, default=4, help="the worker's capacity (default 4)")
     ap.add_argument("--only", default="dispatch,throughput,logs,sockets,baselines",
                     help="comma-separated: dispatch, throughput, logs, sockets, baselines")
     ap.add_argument("--perf", metavar="DIR", help="perf record both processes during the throughput figure")
@@ -344,12 +345,12 @@ def main():
     with tempfile.TemporaryDirectory(prefix="lr-bench-") as d:
         stack = Stack(args.bin, d)
         try:
-            stack.worker("bench", 4)
+            stack.worker("bench", args.capacity)
             bench_idle(stack)
             if "dispatch" in only:
                 bench_latency(stack, args.latency)
             if "throughput" in only:
-                ours = bench_throughput(stack, args.attempts, args.perf)
+                ours = bench_throughput(stack, args.attempts, args.capacity, args.perf)
             if "logs" in only:
                 bench_logs(stack, args.lines, args.perf)
             if args.sockets and "sockets" in only:

@@ -21,7 +21,8 @@ struct AttemptChannel: ChannelHandler {
         let attempt: AttemptRecord
         do { attempt = try await store.attempt(id) } catch { return .error(["reason": "not_found"]) }
         guard let token = payload["token"]?.stringValue,
-            (try? AttemptTokenClaims.verify(token, key: lightning.attemptVerifyKey, attemptID: id)) != nil
+            lightning.isIssuedToken(token, attemptID: id)
+                || (try? AttemptTokenClaims.verify(token, key: lightning.attemptVerifyKey, attemptID: id)) != nil
         else { return .error(["reason": "unauthorized"]) }
         guard attempt.workerName == worker.name, !attempt.state.isFinal else {
             return .error(["reason": "unauthorized"])
@@ -68,7 +69,7 @@ struct AttemptChannel: ChannelHandler {
     private func handle(event: String, attemptID id: String, worker: WorkerIdentity, payload: JSON) async throws -> ChannelReply {
         switch event {
         case Wire.Event.fetchPlan:
-            return .ok(try JSON(encoding: try await plan(id)))
+            return .ok(try await plan(id).wire)
 
         case Wire.Event.fetchDataclip:
             let dataclipID = try field(payload, "id")
@@ -154,6 +155,7 @@ struct AttemptChannel: ChannelHandler {
             guard done.changed else { return .ok(.null) }
             scrubbers.forget(id)
             lightning.plans.forget(id)
+            lightning.issuedTokens.forget(id)
             await lightning.attemptChanged(id)
             lightning.logger.info("attempt finished", metadata: ["attempt.id": "\(id)", "attempt.state": "\(done.state.rawValue)"])
             if let retry = done.retryID { lightning.retryCreated(retry, after: id, state: done.state) }

@@ -71,6 +71,10 @@ public final class Lightning: Sendable {
     /// Plans of running attempts, built once: from the immutable snapshot of the work order, and needed by the
     /// claim (claim:checkout), fetch:plan, fetch:dataclip, step:complete and run:complete.
     let plans = AttemptCache<Plan>()
+    /// The attempt tokens this process signed, with their expiry: a worker joining `run:<id>` with the very token
+    /// it was given needs no second RSA verification (any other token, or one signed by another replica, is
+    /// verified in full).
+    let issuedTokens = AttemptCache<IssuedToken>()
     private let serverBox = ServerBox()
 
     public init(configuration: LightningConfiguration, store: any LightningStore, logger: Logger = Logger(label: "lightning")) throws {
@@ -308,7 +312,20 @@ public final class Lightning: Sendable {
 
     func signAttemptToken(_ claimed: ClaimedAttempt) throws -> String {
         let lifetime = Double(claimed.runTimeoutMS) / 1000 + configuration.graceSeconds
-        return try JWT.sign(AttemptTokenClaims(attemptID: claimed.id, lifetime: lifetime), key: configuration.attemptSigningKey)
+        let claims = AttemptTokenClaims(attemptID: claimed.id, lifetime: lifetime)
+        let token = try JWT.sign(claims, key: configuration.attemptSigningKey)
+        issuedTokens.put(claimed.id, IssuedToken(token: Array(token.utf8), expiresAt: claims.exp))
+        return token
+    }
+
+    /// True when `token` is the one this process signed for `attemptID` and it has not expired.
+    func isIssuedToken(_ token: String, attemptID: String, now: Double = Date().timeIntervalSince1970) -> Bool {
+        guard let issued = issuedTokens.get(attemptID), now < issued.expiresAt else { return false }
+        let presented = Array(token.utf8)
+        guard presented.count == issued.token.count else { return false }
+        var difference: UInt8 = 0
+        for i in presented.indices { difference |= presented[i] ^ issued.token[i] }
+        return difference == 0
     }
 
     // MARK: Work
@@ -545,4 +562,10 @@ actor CompletionWaiters {
         }
         return await isFinal()
     }
+}
+
+/// An attempt token as signed, kept until its attempt ends.
+struct IssuedToken: Sendable {
+    var token: [UInt8]
+    var expiresAt: Double
 }

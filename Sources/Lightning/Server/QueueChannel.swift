@@ -85,9 +85,9 @@ struct QueueChannel: ChannelHandler {
     /// Anything that cannot be read is left out: the worker then fetches it as usual.
     private func checkout(_ run: JSON) async -> JSON {
         guard case .object(var o) = run, let id = o["id"]?.stringValue,
-            let plan = try? await lightning.plan(id), let planJSON = try? JSON(encoding: plan)
+            let plan = try? await lightning.plan(id)
         else { return run }
-        o["plan"] = planJSON
+        o["plan"] = plan.wire
         if let bytes = try? await lightning.store.dataclip(plan.dataclipID), bytes.count <= Wire.claimCheckoutMaxDataclipBytes,
             let value = try? JSON.parse(bytes)
         {

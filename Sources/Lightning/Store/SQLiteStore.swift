@@ -30,10 +30,45 @@ public final class SQLiteStore: LightningStore {
 
     /// The workflow definition a snapshot froze (nil when it no longer decodes).
     static func definition(_ db: Database, snapshotID: String) throws -> WorkflowDefinition? {
+        try snapshot(db, snapshotID)?.definition
+    }
+
+    /// What a snapshot holds for building plans. Snapshots are never changed once written, so each is read (and
+    /// its definition decoded) once and kept; ids are random, so one cache serves every store in the process.
+    static func snapshot(_ db: Database, _ snapshotID: String) throws -> Snapshot? {
+        if let s = snapshots.get(snapshotID) { return s }
         guard let text = try String.fetchOne(db, cached: "SELECT definition FROM workflow_snapshots WHERE id = ?",
                                              arguments: [snapshotID]) else { return nil }
-        return try? JSONDecoder().decode(WorkflowDefinition.self, from: Data(text.utf8))
+        let definition = try? JSONDecoder().decode(WorkflowDefinition.self, from: Data(text.utf8))
+        let jobs = try Row.fetchAll(db, cached: """
+            SELECT id, name, body, adaptor, credential_name FROM jobs WHERE snapshot_id = ? ORDER BY position
+            """, arguments: [snapshotID]).map {
+            Snapshot.Job(job: Plan.Job(id: $0["id"], name: $0["name"], body: $0["body"], adaptor: $0["adaptor"]),
+                         credentialName: $0["credential_name"])
+        }
+        let triggers = try String.fetchAll(db, cached: "SELECT id FROM triggers WHERE snapshot_id = ?", arguments: [snapshotID])
+        let edges = try Row.fetchAll(db, cached: "SELECT * FROM edges WHERE snapshot_id = ? ORDER BY position", arguments: [snapshotID]).map {
+            Plan.Edge(id: $0["id"], sourceTriggerID: $0["source_trigger_id"], sourceJobID: $0["source_job_id"],
+                      targetJobID: $0["target_job_id"], condition: $0["condition"], enabled: $0["enabled"])
+        }
+        let s = Snapshot(definition: definition, jobs: jobs, triggerIDs: triggers, edges: edges)
+        snapshots.put(snapshotID, s)
+        return s
     }
+
+    struct Snapshot: Sendable {
+        struct Job: Sendable {
+            var job: Plan.Job
+            var credentialName: String?
+        }
+        /// Nil when the stored definition no longer decodes.
+        var definition: WorkflowDefinition?
+        var jobs: [Job]
+        var triggerIDs: [String]
+        var edges: [Plan.Edge]
+    }
+
+    static let snapshots = AttemptCache<Snapshot>()
 
     // MARK: Workflows
 
@@ -301,24 +336,22 @@ public final class SQLiteStore: LightningStore {
                                            arguments: [attemptID])
             else { throw StoreError.notFound("no attempt \(attemptID)") }
             let snapshotID: String = a["snapshot_id"]
-            guard let definition = try Self.definition(db, snapshotID: snapshotID) else {
+            guard let snapshot = try Self.snapshot(db, snapshotID), let definition = snapshot.definition else {
                 throw StoreError.invalid("the workflow snapshot \(snapshotID) of attempt \(attemptID) cannot be read")
             }
-            let jobs = try Row.fetchAll(db, cached: """
-                SELECT j.id, j.name, j.body, j.adaptor, j.credential_name, c.id AS credential_id FROM jobs j
-                LEFT JOIN credentials c ON c.name = j.credential_name WHERE j.snapshot_id = ? ORDER BY j.position
-                """, arguments: [snapshotID]).map {
-                // A credential the job names but nobody has set: the worker's fetch of it fails, so the step ends
-                // with an exception that names it, instead of running without its configuration.
-                let missing = ($0["credential_name"] as String?).map { Plan.missingCredentialPrefix + $0 }
-                return Plan.Job(id: $0["id"], name: $0["name"], body: $0["body"], adaptor: $0["adaptor"],
-                                credentialID: $0["credential_id"] ?? missing)
+            // Credentials are looked up by name on every plan: they are set and replaced after the snapshot.
+            // A credential the job names but nobody has set: the worker's fetch of it fails, so the step ends
+            // with an exception that names it, instead of running without its configuration.
+            let jobs = try snapshot.jobs.map { entry -> Plan.Job in
+                var job = entry.job
+                if let name = entry.credentialName {
+                    job.credentialID = try String.fetchOne(db, cached: "SELECT id FROM credentials WHERE name = ?", arguments: [name])
+                        ?? Plan.missingCredentialPrefix + name
+                }
+                return job
             }
-            let triggers = try String.fetchAll(db, cached: "SELECT id FROM triggers WHERE snapshot_id = ?", arguments: [snapshotID])
-            let edges = try Row.fetchAll(db, cached: "SELECT * FROM edges WHERE snapshot_id = ? ORDER BY position", arguments: [snapshotID]).map {
-                Plan.Edge(id: $0["id"], sourceTriggerID: $0["source_trigger_id"], sourceJobID: $0["source_job_id"],
-                          targetJobID: $0["target_job_id"], condition: $0["condition"], enabled: $0["enabled"])
-            }
+            let triggers = snapshot.triggerIDs
+            let edges = snapshot.edges
             let startName = definition.startingJob ?? jobs.first?.name ?? ""
             // A rerun from a step starts at that step's job (same snapshot, so the job is there).
             let start = (a["starting_job_id"] as String?) ?? jobs.first { $0.name == startName }?.id ?? ""

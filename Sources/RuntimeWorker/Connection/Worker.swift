@@ -429,7 +429,7 @@ struct AttemptCheckout {
         // The claim's plan when it reads; its dataclip only with it (both come from the same Lightning reply).
         let plan: Plan
         var input: [UInt8]? = nil
-        if let claimed = try? prefetched.plan?.decode(Plan.self) {
+        if let claimed = try? prefetched.plan.map(Plan.init(wire:)) {
             plan = claimed
             input = prefetched.dataclip.flatMap { $0.objectValue != nil ? $0.encoded() : nil }
         } else {
@@ -437,7 +437,7 @@ struct AttemptCheckout {
             guard planReply.isOK else {
                 throw CheckoutFailure(ErrorType.plan, "fetch:plan was refused: \(planReply.response.text)")
             }
-            do { plan = try planReply.response.decode(Plan.self) } catch {
+            do { plan = try Plan(wire: planReply.response) } catch {
                 throw CheckoutFailure(ErrorType.plan,
                                       "the plan could not be read: \((error as? DecodingError)?.fieldDescription ?? "\(error)")")
             }

@@ -13,6 +13,7 @@
 #include <ftw.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/xattr.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
@@ -416,6 +417,14 @@ int csandbox_set_nonblocking(int fd) {
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
     (void)st; (void)ftw;
     return (type == FTW_DP ? rmdir(path) : unlink(path)) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+int csandbox_clear_acls(const char *path) {
+    const char *names[] = {"system.posix_acl_access", "system.posix_acl_default"};
+    for (int i = 0; i < 2; i++) {
+        if (lremovexattr(path, names[i]) != 0 && errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP) return -1;
+    }
+    return 0;
 }
 
 int csandbox_remove_tree(const char *path) {

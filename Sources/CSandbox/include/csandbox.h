@@ -56,6 +56,10 @@ int csandbox_set_nonblocking(int fd);
 /// Removes a directory tree without following symbolic links or crossing mounts (a step's leftovers). 0 or -1.
 int csandbox_remove_tree(const char *path);
 
+/// Removes a directory's POSIX ACLs (access and default), not following a link. 0, or -1 with errno (ENODATA
+/// and ENOTSUP, "there were none", count as success).
+int csandbox_clear_acls(const char *path);
+
 /// pipe2(O_CLOEXEC), which Swift's Glibc module does not export.
 int csandbox_pipe_cloexec(int fds[2]);
 

@@ -68,6 +68,8 @@ public final class Worker: @unchecked Sendable {
     public let configuration: WorkerConfiguration
     public let metrics = WorkerMetrics()
     let runner: any StepRunning
+    /// Step directories kept for reuse (when the runner's steps end whole), under the work root's `steps/`.
+    let directories: StepDirectories?
     let logger: Logger
     let client: ChannelClient
     private let lock = NSLock()
@@ -91,6 +93,8 @@ public final class Worker: @unchecked Sendable {
         self.configuration = configuration
         self.runner = runner
         self.logger = logger
+        directories = runner.stepsEndWhole
+            ? try StepDirectories(root: configuration.workRoot + "/steps", keep: configuration.capacity * 2) : nil
         let secret = configuration.workerSecret, name = configuration.name
         let tokenKey = try JWTKey.hmac(secret: secret)
         var client = ChannelClient.Configuration(url: configuration.socketURL) {
@@ -319,6 +323,7 @@ public final class Worker: @unchecked Sendable {
                                            credentials: checkout.credentials, credentialErrors: checkout.credentialErrors,
                                            runner: runner, events: sink, workRoot: configuration.workRoot, control: control, logger: log)
             executor.metrics = metrics
+            executor.directories = directories
             metrics.record(metrics.claimToStart, ContinuousClock.now - claimedAt)
             let result = try await executor.run()
             metrics.attemptFinished(result.reason.rawValue)

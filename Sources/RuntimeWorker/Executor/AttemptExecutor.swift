@@ -11,14 +11,19 @@ public protocol StepRunning: Sendable {
         async throws -> StepTermination
     /// A step will start soon: do slow preparation now, off the critical path.
     func prepare()
+    /// True when nothing a step started can run on after the step ended (so its directories can be reused).
+    var stepsEndWhole: Bool { get }
 }
 
 extension StepRunning {
     public func prepare() {}
+    public var stepsEndWhole: Bool { false }
 }
 
 extension SandboxRunner: StepRunning {
     public func prepare() { cgroups?.warmUp() }
+    /// With namespaces each step is PID 1 of its own pid namespace: when it exits, the kernel kills the rest.
+    public var stepsEndWhole: Bool { useNamespaces }
 
     public func stepPath(_ hostPath: String, workDirectory: String) -> String {
         useNamespaces ? "/work" + hostPath.dropFirst(workDirectory.count) : hostPath
@@ -56,6 +61,9 @@ public struct AttemptExecutor: Sendable {
     public var maxLogBytesPerAttempt: Int
     /// Where spawn latency and log counts go (the admin port's /metrics), when the worker keeps figures.
     public var metrics: WorkerMetrics?
+    /// Reused step directories, for a runner whose steps cannot outlive their end; nil: each step's directories
+    /// are made under the attempt's own directory and removed with it.
+    public var directories: StepDirectories?
 
     public init(attemptID: String, plan: Plan, input: [UInt8], credentials: [String: [UInt8]],
                 credentialErrors: [String: String] = [:], runner: any StepRunning,
@@ -100,8 +108,8 @@ public struct AttemptExecutor: Sendable {
             try? JSONSerialization.jsonObject(with: Data($0))
         })
         let attemptDir = workRoot + "/" + attemptID
-        try Self.makeDirectory(attemptDir)
-        defer { Self.removeTree(attemptDir) }
+        if directories == nil { try Self.makeDirectory(attemptDir) }
+        defer { if directories == nil { Self.removeTree(attemptDir) } }
         let deadline = ContinuousClock.now + .milliseconds(plan.options.runTimeoutMS)
         // Events go through an outbox: the ones whose replies are not needed are posted, not waited for.
         let out = (events as? AttemptOutbox) ?? AttemptOutbox(events)
@@ -242,9 +250,15 @@ public struct AttemptExecutor: Sendable {
             return (Outcome(reason: .crash, errorType: ErrorType.importError,
                             errorMessage: "adaptor \"\(job.adaptor)\" cannot run on this worker (it runs: \(known))", state: input), nil)
         }
-        let stepDir = dir + "/step-\(number)"
-        let work = stepDir + "/work", tmp = stepDir + "/tmp"
-        for d in [stepDir, work, tmp] { try Self.makeDirectory(d) }
+        var entry: StepDirectories.Entry
+        if let directories {
+            entry = try directories.take()
+        } else {
+            entry = StepDirectories.Entry(path: dir + "/step-\(number)")
+            for d in [entry.path, entry.work, entry.tmp] { try Self.makeDirectory(d) }
+        }
+        defer { directories?.give(entry) }
+        let work = entry.work, tmp = entry.tmp
         var state = input
         if let credentialID = job.credentialID {
             guard let body = credentials[credentialID], let config = try? JSONSerialization.jsonObject(with: Data(body)) else {
@@ -256,9 +270,18 @@ public struct AttemptExecutor: Sendable {
             }
             state["configuration"] = config
         }
-        let statePath = work + "/state.json", outputPath = work + "/output.json", bodyPath = work + "/job"
-        try Self.writeFile(statePath, Array(JSONSerialization.data(withJSONObject: state)), mode: 0o444)
-        try Self.writeFile(bodyPath, Array(job.body.utf8), mode: 0o644)
+        let outputPath = work + "/output.json"
+        let statePath: String, bodyPath: String
+        let stateBytes = Array(try JSONSerialization.data(withJSONObject: state)), bodyBytes = Array(job.body.utf8)
+        if let directories {
+            statePath = try directories.write(&entry, name: "state.json", stateBytes, mode: 0o444)
+            bodyPath = try directories.write(&entry, name: "job", bodyBytes, mode: 0o644)
+        } else {
+            statePath = work + "/state.json"
+            bodyPath = work + "/job"
+            try Self.writeFile(statePath, stateBytes, mode: 0o444)
+            try Self.writeFile(bodyPath, bodyBytes, mode: 0o644)
+        }
         let remaining = deadline - ContinuousClock.now
         guard remaining > .zero else {
             return (Outcome(reason: .kill, errorType: ErrorType.timeout, errorMessage: "the attempt ran out of time", state: input), nil)
@@ -294,8 +317,14 @@ public struct AttemptExecutor: Sendable {
         if let code = t.exitCode, code != 0 {
             return (Outcome(reason: .fail, errorType: ErrorType.job, errorMessage: "the step exited with code \(code)", state: input), t)
         }
-        guard let data = FileManager.default.contents(atPath: outputPath) else { return (Outcome(reason: .success, state: input), t) }
-        guard let output = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        let data: [UInt8]
+        switch Self.readOutput(outputPath) {
+        case .absent: return (Outcome(reason: .success, state: input), t)
+        case .refused(let why):
+            return (Outcome(reason: .crash, errorType: ErrorType.crash, errorMessage: "OUTPUT_PATH \(why)", state: input), t)
+        case .bytes(let b): data = b
+        }
+        guard let output = (try? JSONSerialization.jsonObject(with: Data(data))) as? [String: Any] else {
             return (Outcome(reason: .crash, errorType: ErrorType.crash,
                             errorMessage: "the step wrote an output that is not a JSON object to OUTPUT_PATH", state: input), t)
         }
@@ -318,6 +347,37 @@ extension AttemptExecutor {
     /// Removes an attempt's directory and whatever its steps left there (no links followed, no mounts crossed).
     static func removeTree(_ path: String) {
         if csandbox_remove_tree(path) != 0 && errno != ENOENT { try? FileManager.default.removeItem(atPath: path) }
+    }
+
+    enum OutputFile: Equatable {
+        case absent
+        case refused(String)
+        case bytes([UInt8])
+    }
+
+    /// Reads the file a step left at OUTPUT_PATH as the step could see it: a plain file, never through a link
+    /// (the worker reads it with its own rights, on the host: a link could point at any file there, another
+    /// step's input with its credentials included). Its size is bound by the step's file-size limit.
+    static func readOutput(_ path: String) -> OutputFile {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return .absent }
+            if errno == ELOOP { return .refused("is a symbolic link: the output must be a plain file") }
+            return .refused("could not be read: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return .refused("is not a plain file") }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return .refused("could not be read: \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            done += n
+        }
+        return .bytes(done == bytes.count ? bytes : Array(bytes[..<done]))
     }
 
     /// Writes a step's input file plainly: Foundation's atomic writes fsync, about 1 ms each, for files that live

@@ -223,7 +223,7 @@ struct StoreTests {
         let t = try TestStore()
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil))
-        let before = await t.store.writer.transactions
+        let before = t.store.writer.transactions
         let results = await withTaskGroup(of: Result<CreatedWork, any Error>.self) { group in
             for i in 0..<60 {
                 group.addTask {
@@ -243,7 +243,7 @@ struct StoreTests {
         #expect(ok.count == 59, "every write but the refused one committed")
         #expect(results.filter { if case .failure(let e) = $0 { return e is StoreError }; return false }.count == 1)
         for created in ok { #expect(try await t.store.attempt(created.attemptID).state == .available) }
-        let transactions = await t.store.writer.transactions - before
+        let transactions = t.store.writer.transactions - before
         // One transaction per write would be 60; writes that queue up while one commits go in the next.
         #expect(transactions < 60, "60 writes in \(transactions) transactions")
     }

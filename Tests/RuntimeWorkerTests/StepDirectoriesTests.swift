@@ -43,6 +43,12 @@ struct StepDirectoriesTests {
         #expect(inode(again) == first, "the same file, rewritten")
         #expect(try String(contentsOfFile: again, encoding: .utf8) == #"{"n":2}"#)
         #expect(stat(again, &st) == 0 && st.st_mode & 0o777 == 0o444)
+        // Shorter and longer contents than before: written over and cut to length.
+        _ = try pool.write(&b, name: "state.json", Array("{}".utf8), mode: 0o444)
+        #expect(try String(contentsOfFile: again, encoding: .utf8) == "{}")
+        _ = try pool.write(&b, name: "state.json", Array(#"{"longer":true}"#.utf8), mode: 0o444)
+        #expect(try String(contentsOfFile: again, encoding: .utf8) == #"{"longer":true}"#)
+        #expect(inode(again) == first)
         pool.give(b)
     }
 

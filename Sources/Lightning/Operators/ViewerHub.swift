@@ -57,6 +57,10 @@ actor ViewerHub {
 
     func isWatched(_ attemptID: String) -> Bool { viewers[attemptID] != nil }
 
+    /// The attempts with a viewer, kept beside `viewers` and readable without a hop to the hub: the worker's
+    /// events ask it first, so nothing is queued for the hub while nobody watches.
+    nonisolated let watched = WatchedAttempts()
+
     static func topic(_ attemptID: String) -> String { "attempt:" + attemptID }
 
     func prepare(attemptID: String, socket: ChannelSocket, cursor: Int64, batched: Bool = false) {
@@ -66,13 +70,17 @@ actor ViewerHub {
     func attach(attemptID: String, socket: ChannelSocket) async {
         guard let (cursor, batched) = pending.removeValue(forKey: "\(socket.id) \(attemptID)") else { return }
         viewers[attemptID, default: [:]][socket.id] = Viewer(socket: socket, cursor: cursor, batched: batched)
+        watched.insert(attemptID)
         gauge?.record(count)
         await catchUp(attemptID, socket.id)
     }
 
     func detach(attemptID: String, socketID: Int) {
         if viewers[attemptID]?.removeValue(forKey: socketID) != nil { gauge?.record(count) }
-        if viewers[attemptID]?.isEmpty == true { viewers[attemptID] = nil }
+        if viewers[attemptID]?.isEmpty == true {
+            viewers[attemptID] = nil
+            watched.remove(attemptID)
+        }
         pending["\(socketID) \(attemptID)"] = nil
     }
 
@@ -235,4 +243,13 @@ struct OperatorChannel: ChannelHandler {
     func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
         .error(["reason": .string("viewers only listen: unknown event \(event)")])
     }
+}
+
+/// A set of attempt ids behind a lock.
+final class WatchedAttempts: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ids: Set<String> = []
+    func contains(_ id: String) -> Bool { lock.withLock { ids.contains(id) } }
+    func insert(_ id: String) { lock.withLock { _ = ids.insert(id) } }
+    func remove(_ id: String) { lock.withLock { _ = ids.remove(id) } }
 }

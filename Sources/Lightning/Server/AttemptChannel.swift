@@ -102,10 +102,10 @@ struct AttemptChannel: ChannelHandler {
             let step = try StepStart(wire: payload)
             if try await store.startStep(attemptID: id, stepID: step.stepID, jobID: step.jobID,
                                          inputDataclipID: step.inputDataclipID, at: timestamp(payload)) {
-                lightning.viewerFeed.post(.event(id, "step:start", [
+                if lightning.viewers.watched.contains(id) { lightning.viewerFeed.post(.event(id, "step:start", [
                     "step_id": .string(step.stepID), "job_id": .string(step.jobID), "attempt_id": .string(id),
                     "job_name": Render.opt(await jobName(id, step.jobID)),
-                ]))
+                ])) }
             }
             return .ok(["step_id": .string(step.stepID)])
 
@@ -136,12 +136,12 @@ struct AttemptChannel: ChannelHandler {
                 if bytes.count <= plan.options.payloadLimitMB * 1_000_000 { output = bytes }
             }
             if try await store.completeStep(attemptID: id, step, outputState: output, at: timestamp(payload)) {
-                lightning.viewerFeed.post(.event(id, "step:complete", [
+                if lightning.viewers.watched.contains(id) { lightning.viewerFeed.post(.event(id, "step:complete", [
                     "step_id": .string(step.stepID), "job_id": .string(step.jobID), "attempt_id": .string(id),
                     "job_name": .string(plan.jobs.first { $0.id == step.jobID }?.name ?? step.jobID),
                     "reason": .string(step.reason.rawValue), "error_type": Render.opt(step.errorType),
                     "error_message": Render.opt(step.errorMessage),
-                ]))
+                ])) }
             }
             return .ok(["step_id": .string(step.stepID)])
 
@@ -170,7 +170,7 @@ struct AttemptChannel: ChannelHandler {
 
     /// The job's name, for viewers (only fetched when someone watches).
     private func jobName(_ attemptID: String, _ jobID: String) async -> String? {
-        guard await lightning.viewers.isWatched(attemptID) else { return nil }
+        guard lightning.viewers.watched.contains(attemptID) else { return nil }
         return await store.jobNames(attemptID: attemptID)[jobID]
     }
 
@@ -180,7 +180,7 @@ struct AttemptChannel: ChannelHandler {
         lightning.metrics.logLines.increment(by: Int64(appended.stored.count))
         let dropped = appended.seqs.reduce(0) { $0 + ($1 == nil ? 1 : 0) }
         if dropped > 0 { lightning.metrics.logLinesDropped.increment(by: Int64(dropped)) }
-        guard !appended.stored.isEmpty, await lightning.viewers.isWatched(attemptID) else { return }
+        guard !appended.stored.isEmpty, lightning.viewers.watched.contains(attemptID) else { return }
         // Handed over, not awaited: the worker's reply goes out after the commit, not after every viewer's frames
         // are made. In order, by one drain; the caller waits only if viewers fall far behind.
         let bytes = appended.stored.reduce(0) { $0 + $1.message.utf8.count + 120 }

@@ -251,8 +251,8 @@ public final class Lightning: Sendable {
     /// An attempt changed state: viewers and any webhook waiting on it learn of it.
     func attemptChanged(_ id: String) async {
         attemptsChanged([id])
-        viewerFeed.post(.changed(id))
-        await waiters.changed(id)
+        if viewers.watched.contains(id) { viewerFeed.post(.changed(id)) }
+        if waiters.isWaiting(id) { await waiters.changed(id) }
     }
 
     /// A retry was made for an attempt that ended lost or exception: workers hear of it at once.
@@ -532,6 +532,11 @@ final class ServerBox: @unchecked Sendable {
 /// a waiter checks the store itself, so a change between its check and its wait is never missed.
 actor CompletionWaiters {
     private var waiting: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
+    /// Waits in progress by attempt id, readable without a hop to the actor. Counted before a waiter first checks
+    /// the attempt, so a change that finds none here was committed before that check, which then sees it.
+    private nonisolated let counts = WaitCounts()
+
+    nonisolated func isWaiting(_ id: String) -> Bool { counts.contains(id) }
 
     func changed(_ id: String) {
         guard let all = waiting.removeValue(forKey: id) else { return }
@@ -545,6 +550,8 @@ actor CompletionWaiters {
 
     /// True once `isFinal()` holds, false when `deadline` passes first.
     func wait(for id: String, until deadline: ContinuousClock.Instant, isFinal: @escaping @Sendable () async -> Bool) async -> Bool {
+        counts.add(id, 1)
+        defer { counts.add(id, -1) }
         while ContinuousClock.now < deadline {
             let key = UUID()
             var tasks: [Task<Void, Never>] = []
@@ -568,4 +575,17 @@ actor CompletionWaiters {
 struct IssuedToken: Sendable {
     var token: [UInt8]
     var expiresAt: Double
+}
+
+/// Counts by key behind a lock.
+final class WaitCounts: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts: [String: Int] = [:]
+    func add(_ key: String, _ n: Int) {
+        lock.withLock {
+            let v = counts[key, default: 0] + n
+            counts[key] = v > 0 ? v : nil
+        }
+    }
+    func contains(_ key: String) -> Bool { lock.withLock { counts[key] != nil } }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 
 /// Group commit for every write: writes from all connections reach this one writer, which runs everything that
@@ -5,56 +6,87 @@ import GRDB
 /// a savepoint of its own so one refused write (a late event, a conflict) undoes only itself. A caller hears
 /// back only after the commit: nothing is acknowledged before it is on disk (`synchronous=FULL` stays).
 /// One attempt's events stay in order because its worker waits for each reply before the next.
-actor GroupWriter {
+///
+/// The transactions run on a thread of the writer's own, through GRDB's synchronous write (which runs on the
+/// calling thread when the database's writer is free): a write costs the caller one wake-up of this thread and
+/// one resumption, where an actor and GRDB's async API cost four thread switches. The thread ends after a quiet
+/// second and starts again with the next write.
+final class GroupWriter: @unchecked Sendable {
     private let pool: DatabasePool
     private typealias Work = @Sendable (Database) throws -> any Sendable
+    private let condition = NSCondition()
     private var pending: [(work: Work, done: CheckedContinuation<any Sendable, any Error>)] = []
-    private var writing = false
-    /// Transactions committed, and the writes they carried (their ratio is the batching).
-    private(set) var transactions = 0
-    private(set) var writes = 0
+    private var running = false
+    private var counts = (transactions: 0, writes: 0)
+    /// How long the thread waits for more work before it ends.
+    private let idleSeconds: Double = 1
 
     init(pool: DatabasePool) { self.pool = pool }
 
+    /// Transactions committed, and the writes they carried (their ratio is the batching).
+    var transactions: Int { condition.withLock { counts.transactions } }
+    var writes: Int { condition.withLock { counts.writes } }
+
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         let value = try await withCheckedThrowingContinuation { (c: CheckedContinuation<any Sendable, any Error>) in
+            condition.lock()
             pending.append(({ db in try body(db) }, c))
-            if !writing {
-                writing = true
-                Task { await self.flush() }
+            let start = !running
+            running = true
+            condition.signal()
+            condition.unlock()
+            if start {
+                let thread = Thread { [self] in loop() }
+                thread.name = "lightning.writer"
+                thread.stackSize = 1 << 20
+                thread.start()
             }
         }
         return value as! T
     }
 
-    private func flush() async {
-        while !pending.isEmpty {
+    private func loop() {
+        while true {
+            condition.lock()
+            if pending.isEmpty {
+                _ = condition.wait(until: Date(timeIntervalSinceNow: idleSeconds))
+            }
+            if pending.isEmpty {
+                running = false
+                condition.unlock()
+                return
+            }
             let batch = pending
             pending = []
-            let works = batch.map(\.work)
-            do {
-                let results: [Result<any Sendable, any Error>] = try await pool.write { db in
-                    works.map { work in
-                        do {
-                            var value: (any Sendable)?
-                            try db.inSavepoint {
-                                value = try work(db)
-                                return .commit
-                            }
-                            return .success(value!)
-                        } catch {
-                            return .failure(error)
+            condition.unlock()
+            commit(batch)
+        }
+    }
+
+    private func commit(_ batch: [(work: Work, done: CheckedContinuation<any Sendable, any Error>)]) {
+        do {
+            let results: [Result<any Sendable, any Error>] = try pool.write { db in
+                batch.map { item in
+                    do {
+                        var value: (any Sendable)?
+                        try db.inSavepoint {
+                            value = try item.work(db)
+                            return .commit
                         }
+                        return .success(value!)
+                    } catch {
+                        return .failure(error)
                     }
                 }
-                transactions += 1
-                writes += batch.count
-                for (item, result) in zip(batch, results) { item.done.resume(with: result) }
-            } catch {
-                // The commit itself failed (disk full, I/O error): nothing of the batch is stored or acknowledged.
-                for item in batch { item.done.resume(throwing: error) }
             }
+            condition.withLock {
+                counts.transactions += 1
+                counts.writes += batch.count
+            }
+            for (item, result) in zip(batch, results) { item.done.resume(with: result) }
+        } catch {
+            // The commit itself failed (disk full, I/O error): nothing of the batch is stored or acknowledged.
+            for item in batch { item.done.resume(throwing: error) }
         }
-        writing = false
     }
 }

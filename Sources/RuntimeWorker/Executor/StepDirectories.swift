@@ -67,11 +67,15 @@ public final class StepDirectories: @unchecked Sendable {
             if fd >= 0 {
                 var st = stat()
                 if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1, st.st_uid == geteuid(),
-                    FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) == known,
-                    fchmod(fd, mode) == 0, ftruncate(fd, 0) == 0
+                    FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) == known, fchmod(fd, mode) == 0
                 {
                     defer { close(fd) }
+                    // Written over, then cut to length: truncating to zero first makes ext4 flush the file at
+                    // close (its "replace by truncate" heuristic) and free and allocate its blocks again.
                     try Self.writeAll(fd, bytes, path: path)
+                    if Int(st.st_size) > bytes.count, ftruncate(fd, off_t(bytes.count)) != 0 {
+                        throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, "errno": errno])
+                    }
                     return path
                 }
                 close(fd)

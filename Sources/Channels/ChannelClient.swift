@@ -78,6 +78,12 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     private let lock = Lock()
     private var channels: [String: Channel] = [:]
     private var pending: [String: CheckedContinuation<ChannelClientReply, any Error>] = [:]
+    /// When each pending reply is given up on. One sweeper task checks them (every `sweepInterval`, only while
+    /// some are pending) instead of a timer task per request: a request then costs no timer registration and
+    /// cancellation (about four thread wake-ups each, most of a small push's cost on the worker).
+    private var deadlines: [String: ContinuousClock.Instant] = [:]
+    private var sweeping = false
+    static let sweepInterval: Duration = .milliseconds(50)
     private var refCounter = 0
     private var isConnected = false
     /// Counts lost connections: a join answered on a connection that is gone by the time its waiter runs is
@@ -227,13 +233,14 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     {
         guard connected else { throw ChannelError.notConnected }
         let bytes = PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: payload).encodeText()
-        let timer = Task { [weak self] in
-            try await Task.sleep(for: timeout)
-            self?.resolve(ref, .failure(ChannelError.timeout))
-        }
-        defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
-            lock.withLock { pending[ref] = continuation }
+            let startSweeper = lock.withLock { () -> Bool in
+                pending[ref] = continuation
+                deadlines[ref] = .now + timeout
+                defer { sweeping = true }
+                return !sweeping
+            }
+            if startSweeper { Task { [weak self] in await self?.sweepDeadlines() } }
             loop.post { [self] in
                 guard wsi != nil else {
                     resolve(ref, .failure(ChannelError.notConnected))
@@ -245,8 +252,26 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         }
     }
 
+    /// Fails every pending request whose deadline passed; ends when none is pending.
+    private func sweepDeadlines() async {
+        while true {
+            try? await Task.sleep(for: Self.sweepInterval)
+            let now = ContinuousClock.now
+            let (expired, more): ([String], Bool) = lock.withLock {
+                let expired = deadlines.filter { $0.value <= now }.map(\.key)
+                if deadlines.isEmpty { sweeping = false }
+                return (expired, !deadlines.isEmpty)
+            }
+            for ref in expired { resolve(ref, .failure(ChannelError.timeout)) }
+            if !more { return }
+        }
+    }
+
     private func resolve(_ ref: String, _ result: Result<ChannelClientReply, any Error>) {
-        let c = lock.withLock { pending.removeValue(forKey: ref) }
+        let c = lock.withLock { () -> CheckedContinuation<ChannelClientReply, any Error>? in
+            deadlines[ref] = nil
+            return pending.removeValue(forKey: ref)
+        }
         c?.resume(with: result)
     }
 
@@ -254,6 +279,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         let all = lock.withLock {
             let p = pending
             pending = [:]
+            deadlines = [:]
             return p
         }
         for c in all.values { c.resume(throwing: error) }

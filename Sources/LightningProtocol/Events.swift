@@ -25,6 +25,14 @@ public struct ClaimRequest: Codable, Sendable, Equatable {
         case demand, queues
         case workerName = "worker_name"
     }
+
+    /// The JSON its `Encodable` form makes (absent optionals left out), built directly.
+    public var wire: JSON {
+        var o: [String: JSON] = ["demand": .int(Int64(demand))]
+        if let workerName { o["worker_name"] = .string(workerName) }
+        if let queues { o["queues"] = .array(queues.map(JSON.string)) }
+        return .object(o)
+    }
 }
 
 public struct ClaimReply: Codable, Sendable, Equatable {

@@ -117,6 +117,30 @@ struct LiveTests {
         #expect(server.sockets(joinedTo: "room:1").isEmpty)
     }
 
+    @Test("a push nobody answers fails with a timeout after its own deadline, and others on the socket are not held up")
+    func pushTimeout() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let client = try makeClient(server.port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        _ = try await client.join(topic: "room:t")
+        let started = ContinuousClock.now
+        let short = Task { try await client.push(topic: "room:t", event: "silent", payload: [:], timeout: .milliseconds(300)) }
+        let long = Task { try await client.push(topic: "room:t", event: "silent", payload: [:], timeout: .seconds(30)) }
+        // Answered ones go on while both wait.
+        for i in 0..<20 {
+            let r = try await client.push(topic: "room:t", event: "echo", payload: ["i": .int(Int64(i))])
+            #expect(r.response["i"] == .int(Int64(i)))
+        }
+        await #expect(throws: ChannelError.timeout) { try await short.value }
+        #expect(ContinuousClock.now - started >= .milliseconds(300), "not before its deadline")
+        // The long one is still waiting: closing the client ends it (not its timer).
+        client.close()
+        await #expect(throws: (any Error).self) { try await long.value }
+        #expect(ContinuousClock.now - started < .seconds(25), "ended by the close, not by its 30 s deadline")
+    }
+
     @Test("unmatched topics and refused joins get error replies")
     func refusals() async throws {
         let server = try makeServer()

@@ -76,6 +76,9 @@ public final class Worker: @unchecked Sendable {
     private var running: [String: AttemptControl] = [:]
     private var draining = false
     private var nudged: CheckedContinuation<Void, Never>?
+    private var nudgeDeadline: ContinuousClock.Instant?
+    private var ticking = false
+    private var runEnded = false
     private var tasks: [String: Task<Void, Never>] = [:]
     private var authFailure: Int?
     private var queueRegistered = false
@@ -131,6 +134,7 @@ public final class Worker: @unchecked Sendable {
 
     /// Runs until `stop()`; throws when Lightning refuses our credentials.
     public func run() async throws {
+        defer { lock.withLock { runEnded = true } }
         if configuration.lightningPublicKey == nil {
             logger.warning("RUNNING WITHOUT LIGHTNING_PUBLIC_KEY: attempt tokens are NOT verified. Never do this in production.")
         }
@@ -212,20 +216,41 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
+    /// Waits for a nudge (work available, a slot freed), or at most `pause`. The pause is kept by one ticker task
+    /// for the worker's life (a tick every `tick`) instead of a timer task per wait, which cost a timer
+    /// registration per claim and, left running after an early nudge, woke a later wait for nothing.
     private func waitForNudge(upTo pause: Duration) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            lock.withLock { nudged = c }
-            Task {
-                try? await Task.sleep(for: pause)
-                self.wake()
+            let startTicker = lock.withLock { () -> Bool in
+                nudged = c
+                nudgeDeadline = .now + pause
+                defer { ticking = true }
+                return !ticking
+            }
+            if startTicker {
+                Task { [weak self] in
+                    while true {
+                        try? await Task.sleep(for: Worker.tick)
+                        guard let self else { return }
+                        let (due, ended) = lock.withLock { (nudgeDeadline.map { $0 <= .now } ?? false, runEnded) }
+                        if ended {
+                            lock.withLock { ticking = false }
+                            return
+                        }
+                        if due { wake() }
+                    }
+                }
             }
         }
     }
+
+    static let tick: Duration = .milliseconds(100)
 
     func wake() {
         let c: CheckedContinuation<Void, Never>? = lock.withLock {
             let c = nudged
             nudged = nil
+            nudgeDeadline = nil
             return c
         }
         c?.resume()
@@ -236,7 +261,7 @@ public final class Worker: @unchecked Sendable {
         let reply: ChannelClientReply
         do {
             reply = try await client.push(topic: Wire.Topic.queue, event: Wire.Event.claim,
-                                          payload: try JSON(encoding: ClaimRequest(demand: demand, workerName: configuration.name)))
+                                          payload: ClaimRequest(demand: demand, workerName: configuration.name).wire)
         } catch {
             return 0
         }

@@ -414,14 +414,12 @@ public final class SandboxRunner: @unchecked Sendable {
         if !control.attach(pid: pid, group: group) { control.killNow() }
 
         let timedOut = Flag()
-        let timer = Task.detached {
-            try await Task.sleep(for: launch.timeout)
-            timedOut.set()
-            control.killNow()
-        }
         let status = await StepReactor.shared.watch(pid: pid, group: group, control: control, out: out[0], err: err[0],
-                                                    maxLineBytes: launch.maxLineBytes, onLines: onLines)
-        timer.cancel()
+                                                    maxLineBytes: launch.maxLineBytes, deadline: started + launch.timeout,
+                                                    onTimeout: {
+                                                        timedOut.set()
+                                                        control.killNow()
+                                                    }, onLines: onLines)
         let termination = StepTermination(
             exitCode: (status & 0x7f) == 0 ? (status >> 8) & 0xff : nil,
             signal: (status & 0x7f) != 0 ? status & 0x7f : nil,

@@ -27,10 +27,16 @@ final class StepReactor: @unchecked Sendable {
         let onLines: @Sendable ([(StepStream, String)]) -> Void
         var status: Int32?
         var armed = true
+        /// When the step is out of time (nil: no limit, or already acted on).
+        var deadline: ContinuousClock.Instant?
+        let onTimeout: @Sendable () -> Void
         let done: CheckedContinuation<Int32, Never>
 
         init(id: UInt64, pid: pid_t, group: Cgroups.Group?, control: StepControl, out: Int32, err: Int32, pidfd: Int32,
-             maxLineBytes: Int, onLines: @escaping @Sendable ([(StepStream, String)]) -> Void, done: CheckedContinuation<Int32, Never>) {
+             maxLineBytes: Int, onLines: @escaping @Sendable ([(StepStream, String)]) -> Void,
+             deadline: ContinuousClock.Instant?, onTimeout: @escaping @Sendable () -> Void, done: CheckedContinuation<Int32, Never>) {
+            self.deadline = deadline
+            self.onTimeout = onTimeout
             self.id = id
             self.pid = pid
             self.group = group
@@ -65,8 +71,11 @@ final class StepReactor: @unchecked Sendable {
     }
 
     /// Watches a started step until its process has ended and both pipes are at end of file (everything it
-    /// left behind killed); returns its wait status. Takes ownership of `out` and `err`.
+    /// left behind killed); returns its wait status. Takes ownership of `out` and `err`. At `deadline` (if the
+    /// step is still running) `onTimeout` is called once, on the reactor's thread: it must not block. The
+    /// reactor's own wait keeps the time, so a step costs no timer task.
     func watch(pid: pid_t, group: Cgroups.Group?, control: StepControl, out: Int32, err: Int32, maxLineBytes: Int,
+               deadline: ContinuousClock.Instant? = nil, onTimeout: @escaping @Sendable () -> Void = {},
                onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async -> Int32 {
         _ = csandbox_set_nonblocking(out)
         _ = csandbox_set_nonblocking(err)
@@ -77,7 +86,7 @@ final class StepReactor: @unchecked Sendable {
                 return nextID
             }
             let w = Watched(id: id, pid: pid, group: group, control: control, out: out, err: err, pidfd: pidfd,
-                            maxLineBytes: maxLineBytes, onLines: onLines, done: done)
+                            maxLineBytes: maxLineBytes, onLines: onLines, deadline: deadline, onTimeout: onTimeout, done: done)
             control.onRelease = { [weak self] in self?.post { $0.rearm.insert(id) } }
             post { $0.incoming.append(w) }
             if pidfd < 0 {
@@ -104,7 +113,8 @@ final class StepReactor: @unchecked Sendable {
         var tokens = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
         while true {
-            let n = csandbox_epoll_wait(epfd, &tokens, &events, 64, -1)
+            let n = csandbox_epoll_wait(epfd, &tokens, &events, 64, waitMilliseconds())
+            expireDeadlines()
             if n < 0 { continue }  // EINTR
             for i in 0..<Int(n) {
                 let token = tokens[i]
@@ -119,6 +129,24 @@ final class StepReactor: @unchecked Sendable {
                 if kind == 2 { reap(w) } else { readPipe(w, kind) }
                 finishIfDone(w)
             }
+        }
+    }
+
+    /// Until the nearest step deadline, rounded up to a whole millisecond; -1 (no timeout) when none.
+    private func waitMilliseconds() -> Int32 {
+        guard let next = watched.values.compactMap(\.deadline).min() else { return -1 }
+        let left = next - .now
+        if left <= .zero { return 0 }
+        let ms = left.components.seconds * 1000 + (left.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int32(min(ms, Int64(Int32.max)))
+    }
+
+    private func expireDeadlines() {
+        let now = ContinuousClock.now
+        for w in watched.values where w.status == nil {
+            guard let d = w.deadline, d <= now else { continue }
+            w.deadline = nil
+            w.onTimeout()
         }
     }
 

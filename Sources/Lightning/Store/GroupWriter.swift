@@ -17,6 +17,8 @@ final class GroupWriter: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [(work: Work, done: CheckedContinuation<any Sendable, any Error>)] = []
     private var running = false
+    /// The writer thread is waiting for work (and must be signalled).
+    private var idle = false
     private var counts = (transactions: 0, writes: 0)
     /// How long the thread waits for more work before it ends.
     private let idleSeconds: Double = 1
@@ -33,8 +35,12 @@ final class GroupWriter: @unchecked Sendable {
             pending.append(({ db in try body(db) }, c))
             let start = !running
             running = true
-            condition.signal()
+            // Signalled after unlocking (a woken writer does not wait again for the lock), and only when it
+            // waits: a write that arrives during a commit is taken by the loop when the commit ends.
+            let wake = idle
+            idle = false
             condition.unlock()
+            if wake { condition.signal() }
             if start {
                 let thread = Thread { [self] in loop() }
                 thread.name = "lightning.writer"
@@ -49,7 +55,10 @@ final class GroupWriter: @unchecked Sendable {
         while true {
             condition.lock()
             if pending.isEmpty {
-                _ = condition.wait(until: Date(timeIntervalSinceNow: idleSeconds))
+                idle = true
+                let until = Date(timeIntervalSinceNow: idleSeconds)
+                while pending.isEmpty && condition.wait(until: until) {}
+                idle = false
             }
             if pending.isEmpty {
                 running = false

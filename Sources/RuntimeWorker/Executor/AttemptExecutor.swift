@@ -123,56 +123,22 @@ public struct AttemptExecutor: Sendable {
                                               errorMessage: "the input dataclip is not a JSON object", state: [:]),
                                       finalState: nil, finalDataclipID: nil, out: out)
         }
-        var queue: [(jobID: String, state: [String: Any], dataclipID: String?)] = []
-        if plan.job(plan.startingNodeID) != nil {
-            queue.append((plan.startingNodeID, initial, plan.dataclipID))
-        } else {
-            for edge in plan.edges(from: plan.startingNodeID) { queue.append((edge.targetJobID, initial, plan.dataclipID)) }
-        }
-        var leaves: [Outcome] = []
-        var stepNumber = 0
-        while !queue.isEmpty {
-            let (jobID, state, inputDataclipID) = queue.removeFirst()
-            guard let job = plan.job(jobID) else { continue }
-            stepNumber += 1
+        var walk = PlanWalker(plan: plan, initial: initial)
+        while let step = walk.next() {
             if control.isCancelled {
-                leaves.append(stopped(state))
+                walk.stopped(stopped(step.input))
                 break
             }
-            let (outcome, outputID) = try await runStep(job, number: stepNumber, state: state, inputDataclipID: inputDataclipID,
-                                                        dir: attemptDir, deadline: deadline, logs: logs, out: out)
-            if [.crash, .kill, .exception, .cancel].contains(outcome.reason) {
-                leaves.append(outcome)
-                break
-            }
-            var followed = 0
-            for edge in plan.edges(from: jobID) {
-                let condition: EdgeCondition
-                do {
-                    condition = try EdgeCondition.parse(edge.condition)
-                    guard try condition.holds(upstreamFailed: outcome.reason != .success, state: outcome.state) else { continue }
-                } catch {
-                    leaves.append(Outcome(reason: .crash, errorType: ErrorType.edgeCondition,
-                                          errorMessage: "edge \(edge.id): \(error)", state: outcome.state))
-                    queue = []
-                    break
-                }
-                queue.append((edge.targetJobID, outcome.state, outputID))
-                followed += 1
-            }
-            if followed == 0 { leaves.append(outcome) }
+            let (outcome, outputID) = try await runStep(step.job, number: step.number, state: step.input,
+                                                        inputDataclipID: step.inputDataclipID, dir: attemptDir,
+                                                        deadline: deadline, logs: logs, out: out)
+            walk.finished(step, outcome, outputID: outputID)
         }
-        let worst = leaves.max { $0.reason.severity < $1.reason.severity }
-            ?? Outcome(reason: .success, state: initial)
         await logs.finish()
         // As ws-worker: one leaf's state is the final state (and its output dataclip the final dataclip);
         // several leaves' states are keyed by their step ids.
-        if leaves.count > 1 {
-            var byStep: [String: Any] = [:]
-            for leaf in leaves { byStep[leaf.stepID ?? "step-\(byStep.count + 1)"] = leaf.state }
-            return try await complete(worst, finalState: byStep, finalDataclipID: nil, out: out)
-        }
-        return try await complete(worst, finalState: leaves.first?.state ?? initial, finalDataclipID: leaves.first?.outputID, out: out)
+        let (worst, finalState, finalDataclipID) = walk.result
+        return try await complete(worst, finalState: finalState, finalDataclipID: finalDataclipID, out: out)
     }
 
     /// How an attempt stopped from outside ends: `cancel` for an operator, `kill` for the worker's shutdown.

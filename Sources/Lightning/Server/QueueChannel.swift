@@ -33,12 +33,12 @@ struct QueueChannel: ChannelHandler {
             lightning.metrics.claims.increment()
             lightning.metrics.claimedAttempts.increment(by: Int64(claimed.count))
             lightning.attemptsChanged(ids)
-            // RS256 signing runs here, in the connection's task, never on the socket service thread.
+            // RS256 signing runs here, in the connection's task, never on the socket service thread; several
+            // tokens are signed side by side (0.7 ms each, one core each).
             var runs: [JSON]
             do {
-                runs = try claimed.map { c -> JSON in
-                    ["id": .string(c.id), "token": .string(try lightning.signAttemptToken(c))]
-                }
+                let tokens = try await Self.sign(claimed, with: lightning)
+                runs = zip(claimed, tokens).map { c, token in ["id": .string(c.id), "token": .string(token)] }
             } catch {
                 // Nothing was handed out: put the claims back rather than leave them to time out.
                 try? await lightning.store.unclaim(ids, workerName: worker.name)
@@ -65,6 +65,17 @@ struct QueueChannel: ChannelHandler {
             })
         } catch {
             return .error(["errors": ["claim": .array([.string("\(error)")])]])
+        }
+    }
+
+    /// The claimed attempts' tokens, in order: one signed here, several in a task group.
+    static func sign(_ claimed: [ClaimedAttempt], with lightning: Lightning) async throws -> [String] {
+        if claimed.count < 2 { return try claimed.map { try lightning.signAttemptToken($0) } }
+        return try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for (i, c) in claimed.enumerated() { group.addTask { (i, try lightning.signAttemptToken(c)) } }
+            var tokens = [String](repeating: "", count: claimed.count)
+            for try await (i, token) in group { tokens[i] = token }
+            return tokens
         }
     }
 

@@ -81,7 +81,7 @@ let package = Package(
         .executableTarget(
             name: "RuntimeWorkerCommand",
             dependencies: [
-                "RuntimeWorker", "JWT",
+                "RuntimeWorker", "JWT", "Channels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -233,6 +233,9 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     {
         guard connected else { throw ChannelError.notConnected }
         let bytes = PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: payload).encodeText()
+        if topic != "phoenix" {
+            logger.debug("push", metadata: ["topic": "\(topic)", "event": "\(event)", "ref": "\(ref)", "bytes": "\(bytes.count)"])
+        }
         return try await withCheckedThrowingContinuation { continuation in
             let startSweeper = lock.withLock { () -> Bool in
                 pending[ref] = continuation

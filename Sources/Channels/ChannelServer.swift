@@ -411,6 +411,9 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
     /// Phoenix semantics for one message, in the connection's own task.
     private func process(_ m: PhoenixMessage, socket: ChannelSocket, endpoint: SocketEndpoint) async {
+        // What arrived, never its payload (join payloads carry tokens; events carry states and credentials).
+        logger.debug("socket message", metadata: ["connection": "\(socket.id)", "topic": "\(m.topic)", "event": "\(m.event)",
+                                                  "ref": "\(m.ref ?? "")"])
         func reply(_ r: ChannelReply, joinRef: String?) {
             let bytes: [UInt8]
             var binary = false
@@ -532,7 +535,12 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         }
         let id = conn.id
         Task { [self] in
+            let started = ContinuousClock.now
             let response = await route.handler(request)
+            // Method, path (never the query or headers: tokens travel there), status, size and time.
+            logger.debug("http request", metadata: ["method": "\(request.method)", "path": "\(request.path)",
+                                                    "status": "\(response.status)", "bytes": "\(response.body.count)",
+                                                    "ms": "\((ContinuousClock.now - started).milliseconds)"])
             loop.post { [self] in
                 guard let conn = connections[id] else { return }
                 respond(conn, response)
@@ -625,5 +633,12 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         case 503: "Service Unavailable"
         default: "Status"
         }
+    }
+}
+
+extension Duration {
+    /// Whole and fractional milliseconds, for log lines.
+    var milliseconds: Double {
+        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
     }
 }

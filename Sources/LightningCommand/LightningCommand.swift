@@ -63,10 +63,13 @@ extension LightningCommand {
         var noCron = false
         @Flag(help: "Do not serve the operator console at / (the API and the operator socket stay).")
         var noConsole = false
+        @Option(help: "Log level: trace, debug, info, notice, warning, error or critical (env LOG_LEVEL; default info). No level logs secrets.")
+        var logLevel: String?
         @Option(help: "The URL browsers reach Lightning at, behind a proxy (e.g. https://ops.example.com): the console's requests must come from it, and its cookie is Secure when it is https.")
         var publicURL: String?
 
         func validate() throws {
+            do { _ = try LogLevelSetting.parse(logLevel) } catch { throw ValidationError("--log-level: \(error)") }
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
             if requireClientCert && tlsCA == nil { throw ValidationError("--require-client-cert needs --tls-ca") }
             if !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535") }
@@ -76,7 +79,11 @@ extension LightningCommand {
         }
 
         func run() async throws {
-            LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+            let level: Logger.Level
+            do {
+                level = try LogLevelSetting.parse(logLevel) ?? LogLevelSetting.parse(ProcessInfo.processInfo.environment["LOG_LEVEL"]) ?? .info
+            } catch { throw ValidationError("LOG_LEVEL: \(error)") }
+            LogLevelSetting.bootstrap(level)
             let logger = Logger(label: "lightning")
             // Every worker and viewer is a socket: allow as many as the hard limit does.
             var files = rlimit()

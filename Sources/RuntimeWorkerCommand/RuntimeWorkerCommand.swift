@@ -1,3 +1,4 @@
+import Channels
 import ArgumentParser
 import Foundation
 import JWT
@@ -44,13 +45,19 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
     var adminHost: String?
     @Option(help: "Seconds GET /livez stays 200 while reconnecting to Lightning (env WORKER_LIVEZ_GRACE; default 60).")
     var livezGrace: Double?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical (env LOG_LEVEL; default info). No level logs secrets.")
+    var logLevel: String?
     @Flag(help: "Run attempts without verifying their tokens. Dangerous; for development only.")
     var insecureSkipTokenVerification = false
 
     func run() async throws {
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
-        let logger = Logger(label: "runtime-worker")
         let env = ProcessInfo.processInfo.environment
+        let level: Logger.Level
+        do { level = try LogLevelSetting.parse(logLevel) ?? LogLevelSetting.parse(env["LOG_LEVEL"]) ?? .info } catch {
+            throw ValidationError("--log-level: \(error)")
+        }
+        LogLevelSetting.bootstrap(level)
+        let logger = Logger(label: "runtime-worker")
         var file: [String: String] = [:]
         if let config {
             let text = try String(contentsOfFile: config, encoding: .utf8)

@@ -38,7 +38,12 @@ struct AttemptChannel: ChannelHandler {
             return .error(reason: "unauthorized")
         }
         let started = ContinuousClock.now
-        defer { lightning.metrics.eventHandled(event, ContinuousClock.now - started) }
+        defer {
+            let took = ContinuousClock.now - started
+            lightning.metrics.eventHandled(event, took)
+            lightning.logger.debug("worker event", metadata: ["attempt.id": "\(id)", "event": "\(event)", "worker.name": "\(worker.name)",
+                                                              "us": "\(took.components.attoseconds / 1_000_000_000_000 + took.components.seconds * 1_000_000)"])
+        }
         do {
             return try await handle(event: event, attemptID: id, worker: worker, payload: payload)
         } catch let error as StoreError {

@@ -260,6 +260,10 @@ public struct AttemptExecutor: Sendable {
                           "STEP_ID": stepID, "JOB_ID": job.id],
             workDirectory: work, tmpDirectory: tmp, memoryLimitBytes: Int64(plan.options.runMemoryLimitMB) << 20,
             timeout: remaining, maxLineBytes: plan.options.logPayloadLimitMB * 1_000_000)
+        // The environment's names only: its values are paths and ids, but the rule is simpler kept whole.
+        logger.debug("starting step", metadata: ["step.id": "\(stepID)", "job.id": "\(job.id)", "interpreter": "\(interpreter)",
+                                                 "work": "\(work)", "env": "\(launch.environment.keys.sorted().joined(separator: ","))",
+                                                 "state.bytes": "\(stateBytes.count)"])
         let stepControl = StepControl()
         control.attach(stepControl)
         defer { control.detach() }

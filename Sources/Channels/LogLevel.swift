@@ -1,0 +1,31 @@
+import Logging
+
+/// `--log-level` / `LOG_LEVEL` for both binaries: trace, debug, info (the default), notice, warning, error, critical.
+public enum LogLevelSetting {
+    public static let names = Logger.Level.allCases.map(\.rawValue)
+
+    /// The level named by `text` (any case); nil for nil or empty. Throws a message naming the levels otherwise.
+    public static func parse(_ text: String?) throws -> Logger.Level? {
+        guard let text, !text.isEmpty else { return nil }
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            throw LogLevelError(text: text)
+        }
+        return level
+    }
+
+    /// Sends every logger's output to standard error at `level`.
+    public static func bootstrap(_ level: Logger.Level) {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+public struct LogLevelError: Error, CustomStringConvertible {
+    public let text: String
+    public var description: String {
+        "unknown log level \"\(text)\" (one of \(LogLevelSetting.names.joined(separator: ", ")))"
+    }
+}

@@ -284,16 +284,17 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
     private func confirmUpgrade(_ wsi: OpaquePointer) -> Int32 {
         let request = UpgradeRequest(path: header(wsi, WSI_TOKEN_GET_URI) ?? "/", query: queryArguments(wsi),
-                                     headers: requestHeaders(wsi), peerCertificateSubject: peerSubject(wsi))
+                                     headers: requestHeaders(wsi), peerCertificateSubject: peerSubject(wsi),
+                                     peerAddress: Self.peerAddress(wsi))
         if shuttingDown { return rawHTTPStatus(wsi, 503, "server shutting down") }
         guard let endpoint = endpoints.first(where: { $0.path == request.path }) else {
             return rawHTTPStatus(wsi, 404, "no socket at \(request.path)")
         }
         switch endpoint.authenticate(request) {
-        case .reject(let status, let message):
+        case .reject(let status, let message, let retryAfter):
             logger.notice("refused a socket", metadata: ["path": "\(request.path)", "status": "\(status)",
-                                                         "reason": "\(message)"])
-            return rawHTTPStatus(wsi, status, message)
+                                                         "reason": "\(message)", "peer": "\(request.peerAddress)"])
+            return rawHTTPStatus(wsi, status, message, retryAfter: retryAfter)
         case .accept(let context):
             let conn = register(wsi, kind: .upgrading)
             conn.endpoint = endpoint
@@ -304,9 +305,10 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
     /// Writes a complete `HTTP/1.1` response on a connection being upgraded and ends it. (lws's own helper
     /// writes an HTTP/1.0 status line there, which strict clients refuse.)
-    private func rawHTTPStatus(_ wsi: OpaquePointer, _ status: Int, _ message: String) -> Int32 {
+    private func rawHTTPStatus(_ wsi: OpaquePointer, _ status: Int, _ message: String, retryAfter: Int? = nil) -> Int32 {
         let body = JSON.object(["error": .string(message)]).encoded()
         let head = "HTTP/1.1 \(status) \(Self.reasonPhrase(status))\r\ncontent-type: application/json\r\n"
+            + (retryAfter.map { "retry-after: \($0)\r\n" } ?? "")
             + "content-length: \(body.count)\r\nconnection: close\r\n\r\n"
         var buffer = [UInt8](repeating: 0, count: Int(clws_pre)) + Array(head.utf8) + body
         let n = buffer.count - Int(clws_pre)
@@ -523,7 +525,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         guard !conn.dispatched else { return }
         conn.dispatched = true
         let request = HTTPRequest(method: conn.method, path: conn.path, query: conn.query, headers: conn.headers,
-                                  body: conn.body)
+                                  body: conn.body, peerAddress: Self.peerAddress(conn.wsi))
         conn.body = []
         guard let route = routes.first(where: { ($0.method == nil || $0.method == request.method)
             && request.path.hasPrefix($0.pathPrefix) })
@@ -600,6 +602,13 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         var result: [String: String] = [:]
         for (token, name) in wanted { if let v = header(wsi, token) { result[name] = v } }
         return result
+    }
+
+    /// The client's IP address (service thread).
+    private static func peerAddress(_ wsi: OpaquePointer) -> String {
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard lws_get_peer_simple(wsi, &buffer, buffer.count) != nil else { return "" }
+        return String(cString: buffer)
     }
 
     private func peerSubject(_ wsi: OpaquePointer) -> String? {

@@ -5,13 +5,16 @@ public struct UpgradeRequest: Sendable {
     public var headers: [String: String]
     /// Common name of the client certificate, when mutual TLS is on.
     public var peerCertificateSubject: String?
+    /// The client's IP address as the socket sees it (a proxy's, behind one).
+    public var peerAddress: String = ""
 }
 
 public enum AuthDecision: Sendable {
     /// Accept; `context` travels with the socket (e.g. the worker's name).
     case accept(context: any Sendable)
-    /// Answer with a real `HTTP/1.1` status (401, 403, ...) before the upgrade.
-    case reject(status: Int, message: String)
+    /// Answer with a real `HTTP/1.1` status (401, 403, ...) before the upgrade; with `retryAfter` seconds, a
+    /// `retry-after` header too (429).
+    case reject(status: Int, message: String, retryAfter: Int? = nil)
 }
 
 public enum JoinResult: Sendable {
@@ -103,6 +106,8 @@ public struct HTTPRequest: Sendable {
     public var query: [String: String]
     public var headers: [String: String]
     public var body: [UInt8]
+    /// The client's IP address as the socket sees it (a proxy's, behind one).
+    public var peerAddress: String = ""
 }
 
 public struct HTTPResponse: Sendable {

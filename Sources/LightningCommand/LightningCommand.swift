@@ -63,6 +63,12 @@ extension LightningCommand {
         var noCron = false
         @Flag(help: "Do not serve the operator console at / (the API and the operator socket stay).")
         var noConsole = false
+        @Option(help: "Failed token checks (operator, worker, console sign-in) allowed per client address before it gets 429 (default 20; 0: no limit).")
+        var authFailureBurst = 20
+        @Option(help: "Failed token checks forgiven per second per address after the burst (default 1).")
+        var authFailuresPerSecond = 1.0
+        @Option(help: "A proxy's address whose X-Forwarded-For names the client for that limit (repeat for several).")
+        var trustedProxy: [String] = []
         @Option(help: "Log level: trace, debug, info, notice, warning, error or critical (env LOG_LEVEL; default info). No level logs secrets.")
         var logLevel: String?
         @Option(help: "The URL browsers reach Lightning at, behind a proxy (e.g. https://ops.example.com): the console's requests must come from it, and its cookie is Secure when it is https.")
@@ -70,6 +76,8 @@ extension LightningCommand {
 
         func validate() throws {
             do { _ = try LogLevelSetting.parse(logLevel) } catch { throw ValidationError("--log-level: \(error)") }
+            if authFailureBurst < 0 { throw ValidationError("--auth-failure-burst must be 0 or more") }
+            if !(authFailuresPerSecond > 0) { throw ValidationError("--auth-failures-per-second must be more than 0") }
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
             if requireClientCert && tlsCA == nil { throw ValidationError("--require-client-cert needs --tls-ca") }
             if !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535") }
@@ -111,6 +119,9 @@ extension LightningCommand {
             config.cronEnabled = !noCron
             config.consoleEnabled = !noConsole
             config.publicURL = publicURL
+            config.authFailureBurst = authFailureBurst
+            config.authFailuresForgivenPerSecond = authFailuresPerSecond
+            config.trustedProxies = trustedProxy
             let store = try db.open()
             try await OperatorBootstrap.firstAdminToken(store: store, keysDirectory: keysDir, logger: logger)
             let lightning = try Lightning(configuration: config, store: store, logger: logger)

@@ -111,12 +111,18 @@ extension Lightning {
               let token = fields["token"]?.stringValue, !token.isEmpty else {
             return .error(400, "send {\"token\": \"<operator token>\"} as JSON")
         }
+        let client = authLimiter.client(peer: request.peerAddress, headers: request.headers)
+        if let wait = authLimiter.retryAfter(client) {
+            metrics.authThrottled.increment()
+            return Self.throttled(wait)
+        }
         let record: OperatorTokenRecord?
         do { record = try store.verifyOperatorToken(secret: token) } catch {
             return .error(503, "could not check the token: \(error)")
         }
         guard let record else {
-            logger.notice("console sign-in refused: invalid or revoked operator token")
+            authLimiter.failed(client)
+            logger.notice("console sign-in refused: invalid or revoked operator token", metadata: ["peer": "\(client)"])
             return .error(401, "invalid or revoked operator token")
         }
         let secret: String

@@ -42,12 +42,35 @@ extension Lightning {
     }
 
     func authorize(_ request: HTTPRequest, needed: OperatorToken.Role) -> Result<OperatorIdentity, Refusal> {
-        authorize(presented: request.headers["authorization"], headers: request.headers, method: request.method, needed: needed)
+        authorize(presented: request.headers["authorization"], headers: request.headers, method: request.method, needed: needed,
+                  client: authLimiter.client(peer: request.peerAddress, headers: request.headers))
+    }
+
+    /// 429 with `Retry-After`, for a client over its failed token checks.
+    static func throttled(_ wait: Int) -> HTTPResponse {
+        var r = HTTPResponse.error(429, "too many failed token checks from this address: try again in \(wait) s")
+        r.headers.append(("retry-after", "\(wait)"))
+        return r
     }
 
     /// Checks a bearer token (an `Authorization` header value, or a bare token) for a role; without one, the
     /// console's session cookie, for requests from the console's own origin.
-    func authorize(presented header: String?, headers: [String: String], method: String, needed: OperatorToken.Role)
+    func authorize(presented header: String?, headers: [String: String], method: String, needed: OperatorToken.Role,
+                   client: String) -> Result<OperatorIdentity, Refusal>
+    {
+        let presented = (header?.isEmpty == false) || Self.cookie(Self.sessionCookie, in: headers["cookie"]) != nil
+        if presented, let wait = authLimiter.retryAfter(client) {
+            metrics.authThrottled.increment()
+            return .failure(Refusal(response: Self.throttled(wait)))
+        }
+        let result = checkCredentials(presented: header, headers: headers, method: method, needed: needed)
+        // Wrong, revoked or expired credentials count against the address; a missing one, a role that is not
+        // enough (the token was good) or a store error does not.
+        if presented, case .failure(let refusal) = result, refusal.response.status == 401 { authLimiter.failed(client) }
+        return result
+    }
+
+    private func checkCredentials(presented header: String?, headers: [String: String], method: String, needed: OperatorToken.Role)
         -> Result<OperatorIdentity, Refusal>
     {
         let record: OperatorTokenRecord?

@@ -16,6 +16,8 @@ final class LightningMetrics: Sendable {
     let tokensRefused: Metrics.Counter
     let webhooks: Metrics.Counter
     let cronFired: Metrics.Counter
+    /// Requests answered 429: their address had too many failed token checks.
+    let authThrottled: Metrics.Counter
     let workersConnected: Metrics.Gauge
     let viewersConnected: Metrics.Gauge
 
@@ -35,6 +37,7 @@ final class LightningMetrics: Sendable {
         tokensRefused = Metrics.Counter(label: "lightning_attempt_tokens_refused_total", factory: f)
         webhooks = Metrics.Counter(label: "lightning_webhook_requests_total", factory: f)
         cronFired = Metrics.Counter(label: "lightning_cron_work_orders_total", factory: f)
+        authThrottled = Metrics.Counter(label: "lightning_auth_throttled_total", factory: f)
         workersConnected = Metrics.Gauge(label: "lightning_workers_connected", factory: f)
         viewersConnected = Metrics.Gauge(label: "lightning_viewers_connected", factory: f)
     }

@@ -31,6 +31,13 @@ public struct LightningConfiguration: Sendable {
     public var consoleEnabled = true
     /// How long a console sign-in lasts.
     public var consoleSessionSeconds: Int64 = 12 * 3600
+    /// Failed token checks allowed per client address at once (0: no limit), and forgiven per second after that.
+    public var authFailureBurst = 20
+    public var authFailuresForgivenPerSecond = 1.0
+    /// Proxies whose `X-Forwarded-For` names the client for that limit.
+    public var trustedProxies: [String] = []
+    /// The clock of that limit (tests move their own).
+    var authClock: @Sendable () -> ContinuousClock.Instant = { .now }
     /// The URL browsers reach Lightning at, when it is not this server's own (a proxy terminating TLS, another
     /// host name): the console's requests must come from its origin, and its cookie is `Secure` when it is https.
     public var publicURL: String? = nil
@@ -68,6 +75,7 @@ public final class Lightning: Sendable {
     /// changes go through one drain, so an event never overtakes the lines before it (see `AttemptChannel.publish`).
     let viewerFeed: SerialDrain<ViewerWork>
     let waiters = CompletionWaiters()
+    let authLimiter: AuthFailureLimiter
     /// Plans of running attempts, built once: from the immutable snapshot of the work order, and needed by the
     /// claim (claim:checkout), fetch:plan, fetch:dataclip, step:complete and run:complete.
     let plans = AttemptCache<Plan>()
@@ -84,6 +92,9 @@ public final class Lightning: Sendable {
         attemptVerifyKey = try configuration.attemptSigningKey.publicKey()
         let metrics = LightningMetrics()
         self.metrics = metrics
+        authLimiter = AuthFailureLimiter(AuthFailureLimiter.Settings(
+            burst: configuration.authFailureBurst, perSecond: configuration.authFailuresForgivenPerSecond,
+            trustedProxies: Set(configuration.trustedProxies)), now: configuration.authClock)
         let viewers = ViewerHub(store: store, logger: logger, gauge: metrics.viewersConnected)
         self.viewers = viewers
         let feed = attemptsFeed
@@ -163,13 +174,21 @@ public final class Lightning: Sendable {
         guard let token = request.query["token"], !token.isEmpty else {
             return .reject(status: 401, message: "missing worker token")
         }
+        let client = authLimiter.client(peer: request.peerAddress, headers: request.headers)
+        if let wait = authLimiter.retryAfter(client) { return tooManyFailures(wait) }
         do {
             let claims = try WorkerTokenClaims.verify(token, key: configuration.workerSecretKey,
                                                       requireExpiry: configuration.requireWorkerTokenExpiry)
             return .accept(context: WorkerIdentity(name: claims.workerID))
         } catch {
+            authLimiter.failed(client)
             return .reject(status: 401, message: "invalid worker token: \(error)")
         }
+    }
+
+    func tooManyFailures(_ wait: Int) -> AuthDecision {
+        metrics.authThrottled.increment()
+        return .reject(status: 429, message: "too many failed token checks from this address: try again in \(wait) s", retryAfter: wait)
     }
 
     /// Operator sockets: the token in `?token=` or `Authorization: Bearer`, or the console's session cookie
@@ -177,10 +196,13 @@ public final class Lightning: Sendable {
     /// the upgrade.
     func authenticateOperator(_ request: UpgradeRequest) -> AuthDecision {
         let presented = request.query["token"].flatMap { $0.isEmpty ? nil : $0 } ?? request.headers["authorization"]
-        switch authorize(presented: presented, headers: request.headers, method: "WEBSOCKET", needed: .viewer) {
+        let client = authLimiter.client(peer: request.peerAddress, headers: request.headers)
+        switch authorize(presented: presented, headers: request.headers, method: "WEBSOCKET", needed: .viewer, client: client) {
         case .success(let identity): return .accept(context: identity)
         case .failure(let refusal):
-            return .reject(status: refusal.response.status, message: String(decoding: refusal.response.body, as: UTF8.self))
+            let retryAfter = refusal.response.headers.first { $0.0 == "retry-after" }.flatMap { Int($0.1) }
+            return .reject(status: refusal.response.status, message: String(decoding: refusal.response.body, as: UTF8.self),
+                           retryAfter: retryAfter)
         }
     }
 

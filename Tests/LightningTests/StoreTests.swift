@@ -35,8 +35,8 @@ struct TestStore {
     let key = Array(repeating: UInt8(7), count: 32)
     var path: String { dir.appendingPathComponent("lightning.db").path }
 
-    init() throws {
-        dir = try TestSupport.temporaryDirectory("store")
+    init(directory: URL? = nil) throws {
+        dir = try directory ?? TestSupport.temporaryDirectory("store")
         store = try SQLiteStore(path: dir.appendingPathComponent("lightning.db").path, cipher: CredentialCipher(key: key))
     }
 

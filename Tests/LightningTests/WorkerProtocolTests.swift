@@ -12,8 +12,8 @@ struct Harness {
     let keys: WorkerKeySet
     var port: Int { lightning.port }
 
-    init(grace: Double = 30, configure: (inout LightningConfiguration) -> Void = { _ in }) throws {
-        t = try TestStore()
+    init(grace: Double = 30, storeDirectory: URL? = nil, configure: (inout LightningConfiguration) -> Void = { _ in }) throws {
+        t = try TestStore(directory: storeDirectory)
         keys = try WorkerKeySet.generate()
         var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),
                                             workerSecretKey: try .hmac(secret: keys.workerSecret))

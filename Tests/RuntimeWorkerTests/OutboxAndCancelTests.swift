@@ -20,12 +20,13 @@ final class FlakyLightning: @unchecked Sendable {
     private let lock = NSLock()
     private var calls = 0
     private(set) var committed: [(String, JSON)] = []
-    let disconnected: Set<Int>, notRejoined: Set<Int>, lostReply: Set<Int>
+    let disconnected: Set<Int>, notRejoined: Set<Int>, lostReply: Set<Int>, diskFull: Set<Int>
 
-    init(disconnected: Set<Int> = [], notRejoined: Set<Int> = [], lostReply: Set<Int> = []) {
+    init(disconnected: Set<Int> = [], notRejoined: Set<Int> = [], lostReply: Set<Int> = [], diskFull: Set<Int> = []) {
         self.disconnected = disconnected
         self.notRejoined = notRejoined
         self.lostReply = lostReply
+        self.diskFull = diskFull
     }
 
     func push(_ event: String, _ payload: JSON) throws -> ChannelClientReply {
@@ -33,6 +34,9 @@ final class FlakyLightning: @unchecked Sendable {
             calls += 1
             if disconnected.contains(calls) { throw ChannelError.notConnected }
             if notRejoined.contains(calls) { return ChannelClientReply(status: "error", response: ["reason": "unmatched topic"]) }
+            if diskFull.contains(calls) {
+                return ChannelClientReply(status: "error", response: ["errors": ["store": ["disk full"]], "retry_after": 30])
+            }
             committed.append((event, payload))
             if lostReply.contains(calls) { throw ChannelError.timeout }
             return ChannelClientReply(status: "ok", response: .null)
@@ -138,6 +142,18 @@ struct OutboxAndCancelTests {
         #expect(lightning.names == ["run:start", "step:start", "step:start", "run:log", "step:complete", "run:complete"])
         let starts = lightning.committed.filter { $0.0 == "step:start" }.map { $0.1["step_id"] }
         #expect(starts[0] == starts[1], "the resent event carries the same step id, so Lightning can tell it is a repeat")
+    }
+
+    @Test("an event Lightning could not store (its disk full, `retry_after` in the error) is kept and sent again, in order, none lost")
+    func diskFull() async throws {
+        let plan = makePlan([("a", "print one; print two"), ("b", "print three")], edges: [("a", "b", "always")])
+        let lightning = FlakyLightning(diskFull: [2, 3, 4, 6])
+        let sink = ChannelEventSink(retryPause: .milliseconds(1)) { try lightning.push($0, $1) }
+        let c = try await run(plan, events: sink)
+        #expect(c.reason == .success)
+        #expect(lightning.logLines == ["one", "two", "three"])
+        #expect(lightning.names.first == "run:start" && lightning.names.last == "run:complete")
+        #expect(lightning.names.filter { $0 == "step:start" }.count == 2, "each event committed once")
     }
 
     @Test("when Lightning refuses to rejoin the attempt's topic, sending stops with an error instead of retrying forever")

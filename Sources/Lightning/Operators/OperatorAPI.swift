@@ -23,6 +23,7 @@ extension Lightning {
             case .notFound(let m): return .error(404, m)
             case .conflict(let m): return .error(409, m)
             case .invalid(let m): return .error(400, m)
+            case .unavailable(let m): return Self.unavailable(m)
             }
         } catch let e as APIError {
             return .error(e.status, e.message)
@@ -44,6 +45,13 @@ extension Lightning {
     func authorize(_ request: HTTPRequest, needed: OperatorToken.Role) -> Result<OperatorIdentity, Refusal> {
         authorize(presented: request.headers["authorization"], headers: request.headers, method: request.method, needed: needed,
                   client: authLimiter.client(peer: request.peerAddress, headers: request.headers))
+    }
+
+    /// 503 with `Retry-After`: the store cannot take writes now.
+    static func unavailable(_ message: String) -> HTTPResponse {
+        var r = HTTPResponse.error(503, message)
+        r.headers.append(("retry-after", "\(StoreError.retryAfterSeconds)"))
+        return r
     }
 
     /// 429 with `Retry-After`, for a client over its failed token checks.

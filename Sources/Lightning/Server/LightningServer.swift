@@ -377,6 +377,9 @@ public final class Lightning: Sendable {
         } catch let error as StoreError {
             switch error {
             case .notFound(let m): return .error(404, m)
+            case .unavailable(let m):
+                logger.error("a webhook was refused: the database disk is full", metadata: ["path": "\(path)"])
+                return Self.unavailable(m)
             default: return .error(400, error.description)
             }
         } catch {

@@ -92,10 +92,18 @@ final class GroupWriter: @unchecked Sendable {
                 counts.transactions += 1
                 counts.writes += batch.count
             }
-            for (item, result) in zip(batch, results) { item.done.resume(with: result) }
+            for (item, result) in zip(batch, results) { item.done.resume(with: result.mapError(Self.translate)) }
         } catch {
             // The commit itself failed (disk full, I/O error): nothing of the batch is stored or acknowledged.
-            for item in batch { item.done.resume(throwing: error) }
+            let translated = Self.translate(error)
+            for item in batch { item.done.resume(throwing: translated) }
         }
+    }
+
+    /// A full disk becomes `StoreError.unavailable` (callers answer 503 and nothing is lost: the write is undone);
+    /// every other error stays as it is.
+    static func translate(_ error: any Error) -> any Error {
+        guard let e = error as? DatabaseError, e.resultCode == .SQLITE_FULL else { return error }
+        return StoreError.unavailable("Lightning's database disk is full: nothing was stored; free space, then try again")
     }
 }

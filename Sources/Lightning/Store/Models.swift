@@ -5,12 +5,17 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The request conflicts with the current state (e.g. an event for a final attempt).
     case conflict(String)
     case invalid(String)
+    /// The store cannot take writes now (its disk is full): nothing of the request was stored; try again later.
+    case unavailable(String)
 
     public var description: String {
         switch self {
-        case .notFound(let m), .conflict(let m), .invalid(let m): m
+        case .notFound(let m), .conflict(let m), .invalid(let m), .unavailable(let m): m
         }
     }
+
+    /// Seconds a client is told to wait after `.unavailable`.
+    public static let retryAfterSeconds = 30
 }
 
 public struct AppliedWorkflow: Sendable, Equatable {

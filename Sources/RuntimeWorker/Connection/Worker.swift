@@ -549,6 +549,12 @@ struct ChannelEventSink: AttemptEventSink {
                     try await Task.sleep(for: retryPause)
                     continue
                 }
+                if !r.isOK, let seconds = r.response["retry_after"]?.intValue, seconds > 0 {
+                    // Lightning stored nothing and asks for the event again later (its disk is full): kept, not
+                    // dropped, and sent again every `retryPause * 10` (at most the time it names).
+                    try await Task.sleep(for: min(retryPause * 10, .seconds(seconds)))
+                    continue
+                }
                 return r
             } catch ChannelError.notConnected, ChannelError.closed, ChannelError.timeout {
                 try await Task.sleep(for: retryPause)

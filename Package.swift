@@ -110,7 +110,7 @@ let package = Package(
         .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol", "TestSupport", "JWT", "Channels"]),
         .testTarget(
             name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol", "Lightning", "RuntimeWorker", "TestSupport"],
-            exclude: ["Browser"]),
+            exclude: ["Browser", "Interop"]),
     ],
     swiftLanguageModes: [.v6]
 )

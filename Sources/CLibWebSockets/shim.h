@@ -7,6 +7,11 @@
 
 static const int clws_pre = LWS_PRE;
 
+// Names the calling thread for the kernel (glibc has it, but declares it only under _GNU_SOURCE).
+#include <pthread.h>
+extern int pthread_setname_np(pthread_t thread, const char *name);
+static inline int clws_name_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }
+
 static inline unsigned long long clws_server_options(int tls, int require_client_cert) {
     unsigned long long o = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     if (tls) o |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;

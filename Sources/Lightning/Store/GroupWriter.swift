@@ -1,3 +1,4 @@
+import Channels
 import Foundation
 import GRDB
 
@@ -42,7 +43,10 @@ final class GroupWriter: @unchecked Sendable {
             condition.unlock()
             if wake { condition.signal() }
             if start {
-                let thread = Thread { [self] in loop() }
+                let thread = Thread { [self] in
+                    nameCurrentThread("lightning-write")
+                    loop()
+                }
                 thread.name = "lightning.writer"
                 thread.stackSize = 1 << 20
                 thread.start()

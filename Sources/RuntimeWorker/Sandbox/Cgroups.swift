@@ -1,3 +1,4 @@
+import Channels
 import Foundation
 
 /// Memory and pids limits for steps through cgroups: v2 where the host's unified hierarchy has both
@@ -119,6 +120,7 @@ final class Cgroups: @unchecked Sendable {
         }
         guard start else { return }
         let thread = Thread { [self] in
+            nameCurrentThread("cgroup-warm")
             let fd = open(path, O_WRONLY | O_CLOEXEC)
             defer { if fd >= 0 { close(fd) } }
             let pid = Array(String(getpid()).utf8)

@@ -1,4 +1,5 @@
 internal import CSandbox
+import Channels
 import Foundation
 import Logging
 
@@ -441,6 +442,7 @@ final class SpawnerThread: @unchecked Sendable {
 
     private init() {
         let thread = Thread { [self] in
+            nameCurrentThread("step-spawner")
             while true {
                 condition.lock()
                 while work.isEmpty { condition.wait() }

@@ -1,4 +1,5 @@
 internal import CSandbox
+import Channels
 import Foundation
 
 /// One thread and one epoll set for every running step: it reads each step's stdout and stderr, splits lines,
@@ -65,7 +66,10 @@ final class StepReactor: @unchecked Sendable {
         wakeFD = csandbox_eventfd()
         precondition(epfd >= 0 && wakeFD >= 0, "epoll/eventfd: \(String(cString: strerror(errno)))")
         _ = csandbox_epoll_ctl(epfd, 1, wakeFD, Self.readable, 0)
-        let thread = Thread { [self] in loop() }
+        let thread = Thread { [self] in
+            nameCurrentThread("step-reactor")
+            loop()
+        }
         thread.name = "step-reactor"
         thread.start()
     }

@@ -517,10 +517,3 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         }
     }
 }
-
-extension Duration {
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) / 1e18
-    }
-}

@@ -644,10 +644,3 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         }
     }
 }
-
-extension Duration {
-    /// Whole and fractional milliseconds, for log lines.
-    var milliseconds: Double {
-        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
-    }
-}

@@ -13,6 +13,15 @@ public enum LogLevelSetting {
         return level
     }
 
+    /// The level a binary runs at: its `--log-level` flag, else `LOG_LEVEL`, else info. The error names the
+    /// source that holds an unknown level.
+    public static func resolve(flag: String?, environment: [String: String]) throws -> Logger.Level {
+        do { if let level = try parse(flag) { return level } } catch { throw LogLevelSourceError(source: "--log-level", error: error) }
+        do { return try parse(environment["LOG_LEVEL"]) ?? .info } catch {
+            throw LogLevelSourceError(source: "LOG_LEVEL", error: error)
+        }
+    }
+
     /// Sends every logger's output to standard error at `level`.
     public static func bootstrap(_ level: Logger.Level) {
         LoggingSystem.bootstrap { label in
@@ -21,6 +30,12 @@ public enum LogLevelSetting {
             return handler
         }
     }
+}
+
+public struct LogLevelSourceError: Error, CustomStringConvertible {
+    public let source: String
+    public let error: any Error
+    public var description: String { "\(source): \(error)" }
 }
 
 public struct LogLevelError: Error, CustomStringConvertible {

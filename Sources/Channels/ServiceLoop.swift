@@ -59,7 +59,6 @@ final class ServiceLoop: @unchecked Sendable {
             }
             finished.signal()
         }
-        thread.name = name
         thread.stackSize = 1 << 20
         thread.start()
     }
@@ -150,5 +149,6 @@ final class CStrings: @unchecked Sendable {
 /// Names the calling thread for the kernel (`/proc/PID/task/*/comm`, `perf --sort comm`, `top -H`): Foundation's
 /// `Thread.name` is not passed on on Linux here, and every thread showed as a dispatch worker. At most 15 bytes.
 public func nameCurrentThread(_ name: String) {
+    Thread.current.name = name
     _ = clws_name_thread(String(name.utf8.prefix(15)) ?? "thread")
 }

@@ -87,11 +87,9 @@ extension LightningCommand {
         }
 
         func run() async throws {
-            let level: Logger.Level
             do {
-                level = try LogLevelSetting.parse(logLevel) ?? LogLevelSetting.parse(ProcessInfo.processInfo.environment["LOG_LEVEL"]) ?? .info
-            } catch { throw ValidationError("LOG_LEVEL: \(error)") }
-            LogLevelSetting.bootstrap(level)
+                LogLevelSetting.bootstrap(try LogLevelSetting.resolve(flag: logLevel, environment: ProcessInfo.processInfo.environment))
+            } catch { throw ValidationError("\(error)") }
             let logger = Logger(label: "lightning")
             // Every worker and viewer is a socket: allow as many as the hard limit does.
             var files = rlimit()

@@ -52,11 +52,9 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
-        let level: Logger.Level
-        do { level = try LogLevelSetting.parse(logLevel) ?? LogLevelSetting.parse(env["LOG_LEVEL"]) ?? .info } catch {
-            throw ValidationError("--log-level: \(error)")
+        do { LogLevelSetting.bootstrap(try LogLevelSetting.resolve(flag: logLevel, environment: env)) } catch {
+            throw ValidationError("\(error)")
         }
-        LogLevelSetting.bootstrap(level)
         let logger = Logger(label: "runtime-worker")
         var file: [String: String] = [:]
         if let config {

@@ -111,28 +111,25 @@ extension Lightning {
               let token = fields["token"]?.stringValue, !token.isEmpty else {
             return .error(400, "send {\"token\": \"<operator token>\"} as JSON")
         }
+        // The same check (and the same limit on failures per address) as a bearer token on the API.
         let client = authLimiter.client(peer: request.peerAddress, headers: request.headers)
-        if let wait = authLimiter.retryAfter(client) {
-            metrics.authThrottled.increment()
-            return Self.throttled(wait)
-        }
-        let record: OperatorTokenRecord?
-        do { record = try store.verifyOperatorToken(secret: token) } catch {
-            return .error(503, "could not check the token: \(error)")
-        }
-        guard let record else {
-            authLimiter.failed(client)
-            logger.notice("console sign-in refused: invalid or revoked operator token", metadata: ["peer": "\(client)"])
-            return .error(401, "invalid or revoked operator token")
+        let record: OperatorIdentity
+        switch authorize(presented: token, headers: request.headers, method: request.method, needed: .viewer, client: client) {
+        case .success(let identity): record = identity
+        case .failure(let refusal):
+            if refusal.response.status == 401 {
+                logger.notice("console sign-in refused: invalid or revoked operator token", metadata: ["peer": "\(client)"])
+            }
+            return refusal.response
         }
         let secret: String
         do {
-            secret = try await store.createConsoleSession(tokenID: record.id, lifetimeMicros: configuration.consoleSessionSeconds * 1_000_000,
+            secret = try await store.createConsoleSession(tokenID: record.tokenID, lifetimeMicros: configuration.consoleSessionSeconds * 1_000_000,
                                                           at: Timestamp.nowMicros())
         } catch {
             return .error(503, "could not start a session: \(error)")
         }
-        logger.info("console sign-in", metadata: ["token.id": "\(record.id)", "token.name": "\(record.name)"])
+        logger.info("console sign-in", metadata: ["token.id": "\(record.tokenID)", "token.name": "\(record.name)"])
         var response = HTTPResponse.json(200, ["name": .string(record.name), "role": .string(record.role.rawValue)])
         response.headers.append(("set-cookie", sessionCookie(value: secret, maxAge: Int(configuration.consoleSessionSeconds))))
         return response

@@ -55,11 +55,9 @@ actor ViewerHub {
 
     var count: Int { viewers.values.reduce(0) { $0 + $1.count } }
 
-    func isWatched(_ attemptID: String) -> Bool { viewers[attemptID] != nil }
-
-    /// The attempts with a viewer, kept beside `viewers` and readable without a hop to the hub: the worker's
-    /// events ask it first, so nothing is queued for the hub while nobody watches.
-    nonisolated let watched = WatchedAttempts()
+    /// The attempts with a viewer (each counted once), kept beside `viewers` and readable without a hop to the
+    /// hub: the worker's events ask it first, so nothing is queued for the hub while nobody watches.
+    nonisolated let watched = KeyCounts()
 
     static func topic(_ attemptID: String) -> String { "attempt:" + attemptID }
 
@@ -69,8 +67,8 @@ actor ViewerHub {
 
     func attach(attemptID: String, socket: ChannelSocket) async {
         guard let (cursor, batched) = pending.removeValue(forKey: "\(socket.id) \(attemptID)") else { return }
+        if viewers[attemptID] == nil { watched.add(attemptID, 1) }
         viewers[attemptID, default: [:]][socket.id] = Viewer(socket: socket, cursor: cursor, batched: batched)
-        watched.insert(attemptID)
         gauge?.record(count)
         await catchUp(attemptID, socket.id)
     }
@@ -79,7 +77,7 @@ actor ViewerHub {
         if viewers[attemptID]?.removeValue(forKey: socketID) != nil { gauge?.record(count) }
         if viewers[attemptID]?.isEmpty == true {
             viewers[attemptID] = nil
-            watched.remove(attemptID)
+            watched.add(attemptID, -1)
         }
         pending["\(socketID) \(attemptID)"] = nil
     }
@@ -243,13 +241,4 @@ struct OperatorChannel: ChannelHandler {
     func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
         .error(["reason": .string("viewers only listen: unknown event \(event)")])
     }
-}
-
-/// A set of attempt ids behind a lock.
-final class WatchedAttempts: @unchecked Sendable {
-    private let lock = NSLock()
-    private var ids: Set<String> = []
-    func contains(_ id: String) -> Bool { lock.withLock { ids.contains(id) } }
-    func insert(_ id: String) { lock.withLock { _ = ids.insert(id) } }
-    func remove(_ id: String) { lock.withLock { _ = ids.remove(id) } }
 }

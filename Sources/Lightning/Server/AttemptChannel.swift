@@ -42,7 +42,7 @@ struct AttemptChannel: ChannelHandler {
             let took = ContinuousClock.now - started
             lightning.metrics.eventHandled(event, took)
             lightning.logger.debug("worker event", metadata: ["attempt.id": "\(id)", "event": "\(event)", "worker.name": "\(worker.name)",
-                                                              "us": "\(took.components.attoseconds / 1_000_000_000_000 + took.components.seconds * 1_000_000)"])
+                                                              "ms": "\(took.milliseconds)"])
         }
         do {
             return try await handle(event: event, attemptID: id, worker: worker, payload: payload)

@@ -1,3 +1,4 @@
+import Channels
 import Foundation
 
 /// Failed token checks, per client address: a bucket of `burst` failures that refills at `perSecond`. While an
@@ -59,22 +60,19 @@ final class AuthFailureLimiter: @unchecked Sendable {
     }
 
     private func refilled(_ client: String) -> (tokens: Double, at: ContinuousClock.Instant)? {
-        guard var b = buckets[client] else { return nil }
+        guard let b = buckets[client] else { return nil }
         let t = now()
-        let elapsed = t - b.at
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        b.tokens = min(Double(settings.burst), b.tokens + seconds * settings.perSecond)
-        b.at = t
-        return b
+        return (level(b, at: t), t)
+    }
+
+    /// A bucket's tokens at `t`: what it had, plus what was forgiven since, up to the burst.
+    private func level(_ b: (tokens: Double, at: ContinuousClock.Instant), at t: ContinuousClock.Instant) -> Double {
+        min(Double(settings.burst), b.tokens + (t - b.at).seconds * settings.perSecond)
     }
 
     private func evict() {
         let t = now()
-        buckets = buckets.filter { _, b in
-            let elapsed = t - b.at
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            return b.tokens + seconds * settings.perSecond < Double(settings.burst)
-        }
+        buckets = buckets.filter { _, b in level(b, at: t) < Double(settings.burst) }
         if buckets.count >= Self.maxAddresses { buckets.removeAll() }
     }
 }

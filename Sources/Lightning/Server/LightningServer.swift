@@ -559,7 +559,7 @@ actor CompletionWaiters {
     private var waiting: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
     /// Waits in progress by attempt id, readable without a hop to the actor. Counted before a waiter first checks
     /// the attempt, so a change that finds none here was committed before that check, which then sees it.
-    private nonisolated let counts = WaitCounts()
+    private nonisolated let counts = KeyCounts()
 
     nonisolated func isWaiting(_ id: String) -> Bool { counts.contains(id) }
 
@@ -602,8 +602,9 @@ struct IssuedToken: Sendable {
     var expiresAt: Double
 }
 
-/// Counts by key behind a lock.
-final class WaitCounts: @unchecked Sendable {
+/// Counts by key behind a lock, for state an actor keeps that others must read without a hop to it; a key
+/// whose count falls to zero is gone.
+final class KeyCounts: @unchecked Sendable {
     private let lock = NSLock()
     private var counts: [String: Int] = [:]
     func add(_ key: String, _ n: Int) {

@@ -47,7 +47,6 @@ final class GroupWriter: @unchecked Sendable {
                     nameCurrentThread("lightning-write")
                     loop()
                 }
-                thread.name = "lightning.writer"
                 thread.stackSize = 1 << 20
                 thread.start()
             }

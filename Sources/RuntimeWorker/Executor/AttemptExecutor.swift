@@ -61,8 +61,8 @@ public struct AttemptExecutor: Sendable {
     public var maxLogBytesPerAttempt: Int
     /// Where spawn latency and log counts go (the admin port's /metrics), when the worker keeps figures.
     public var metrics: WorkerMetrics?
-    /// Reused step directories, for a runner whose steps cannot outlive their end; nil: each step's directories
-    /// are made under the attempt's own directory and removed with it.
+    /// Reused step directories, for a runner whose steps cannot outlive their end; nil: the attempt gets
+    /// directories of its own (the same type, keeping none) under its own directory, removed with it.
     public var directories: StepDirectories?
 
     public init(attemptID: String, plan: Plan, input: [UInt8], credentials: [String: [UInt8]],
@@ -108,7 +108,7 @@ public struct AttemptExecutor: Sendable {
             try? JSONSerialization.jsonObject(with: Data($0))
         })
         let attemptDir = workRoot + "/" + attemptID
-        if directories == nil { try Self.makeDirectory(attemptDir) }
+        let stepDirectories = try directories ?? StepDirectories(root: attemptDir, keep: 0)
         defer { if directories == nil { Self.removeTree(attemptDir) } }
         let deadline = ContinuousClock.now + .milliseconds(plan.options.runTimeoutMS)
         // Events go through an outbox: the ones whose replies are not needed are posted, not waited for.
@@ -129,8 +129,8 @@ public struct AttemptExecutor: Sendable {
                 walk.stopped(stopped(step.input))
                 break
             }
-            let (outcome, outputID) = try await runStep(step.job, number: step.number, state: step.input,
-                                                        inputDataclipID: step.inputDataclipID, dir: attemptDir,
+            let (outcome, outputID) = try await runStep(step.job, state: step.input,
+                                                        inputDataclipID: step.inputDataclipID, directories: stepDirectories,
                                                         deadline: deadline, logs: logs, out: out)
             walk.finished(step, outcome, outputID: outputID)
         }
@@ -166,7 +166,7 @@ public struct AttemptExecutor: Sendable {
         return c
     }
 
-    private func runStep(_ job: Plan.Job, number: Int, state input: [String: Any], inputDataclipID: String?, dir: String,
+    private func runStep(_ job: Plan.Job, state input: [String: Any], inputDataclipID: String?, directories: StepDirectories,
                          deadline: ContinuousClock.Instant, logs: LogBatcher, out: AttemptOutbox) async throws -> (Outcome, String?) {
         let stepID = UUID().uuidString.lowercased()
         // Posted: the step starts without waiting for the reply (the outbox keeps the order).
@@ -175,7 +175,7 @@ public struct AttemptExecutor: Sendable {
         var outcome = Outcome(reason: .success, state: input)
         var termination: StepTermination?
         do {
-            (outcome, termination) = try await execute(job, stepID: stepID, number: number, input: input, dir: dir,
+            (outcome, termination) = try await execute(job, stepID: stepID, input: input, directories: directories,
                                                        deadline: deadline, logs: logs)
         } catch let error as SandboxError {
             outcome = Outcome(reason: .exception, errorType: ErrorType.sandbox, errorMessage: error.description, state: input)
@@ -209,21 +209,15 @@ public struct AttemptExecutor: Sendable {
         return (outcome, outputText == nil ? nil : outputID)
     }
 
-    private func execute(_ job: Plan.Job, stepID: String, number: Int, input: [String: Any], dir: String,
+    private func execute(_ job: Plan.Job, stepID: String, input: [String: Any], directories: StepDirectories,
                          deadline: ContinuousClock.Instant, logs: LogBatcher) async throws -> (Outcome, StepTermination?) {
         guard let interpreter = interpreters[job.adaptor] else {
             let known = interpreters.keys.sorted().joined(separator: ", ")
             return (Outcome(reason: .crash, errorType: ErrorType.importError,
                             errorMessage: "adaptor \"\(job.adaptor)\" cannot run on this worker (it runs: \(known))", state: input), nil)
         }
-        var entry: StepDirectories.Entry
-        if let directories {
-            entry = try directories.take()
-        } else {
-            entry = StepDirectories.Entry(path: dir + "/step-\(number)")
-            for d in [entry.path, entry.work, entry.tmp] { try Self.makeDirectory(d) }
-        }
-        defer { directories?.give(entry) }
+        var entry = try directories.take()
+        defer { directories.give(entry) }
         let work = entry.work, tmp = entry.tmp
         var state = input
         if let credentialID = job.credentialID {
@@ -237,17 +231,9 @@ public struct AttemptExecutor: Sendable {
             state["configuration"] = config
         }
         let outputPath = work + "/output.json"
-        let statePath: String, bodyPath: String
-        let stateBytes = Array(try JSONSerialization.data(withJSONObject: state)), bodyBytes = Array(job.body.utf8)
-        if let directories {
-            statePath = try directories.write(&entry, name: "state.json", stateBytes, mode: 0o444)
-            bodyPath = try directories.write(&entry, name: "job", bodyBytes, mode: 0o644)
-        } else {
-            statePath = work + "/state.json"
-            bodyPath = work + "/job"
-            try Self.writeFile(statePath, stateBytes, mode: 0o444)
-            try Self.writeFile(bodyPath, bodyBytes, mode: 0o644)
-        }
+        let stateBytes = Array(try JSONSerialization.data(withJSONObject: state))
+        let statePath = try directories.write(&entry, name: "state.json", stateBytes, mode: 0o444)
+        let bodyPath = try directories.write(&entry, name: "job", Array(job.body.utf8), mode: 0o644)
         let remaining = deadline - ContinuousClock.now
         guard remaining > .zero else {
             return (Outcome(reason: .kill, errorType: ErrorType.timeout, errorMessage: "the attempt ran out of time", state: input), nil)
@@ -350,22 +336,6 @@ extension AttemptExecutor {
         return .bytes(done == bytes.count ? bytes : Array(bytes[..<done]))
     }
 
-    /// Writes a step's input file plainly: Foundation's atomic writes fsync, about 1 ms each, for files that live
-    /// only as long as the step.
-    static func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
-        defer { close(fd) }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, "errno": errno])
-            }
-            done += n
-        }
-    }
 }
 
 /// Cancelling a running attempt from outside (`run:cancel`, shutdown).

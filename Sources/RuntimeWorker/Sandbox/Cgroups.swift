@@ -136,7 +136,6 @@ final class Cgroups: @unchecked Sendable {
             }
             poolLock.withLock { warming = false }
         }
-        thread.name = "cgroup-warm"
         thread.start()
     }
 

@@ -451,7 +451,6 @@ final class SpawnerThread: @unchecked Sendable {
                 next()
             }
         }
-        thread.name = "step-spawner"
         thread.start()
     }
 

@@ -70,7 +70,6 @@ final class StepReactor: @unchecked Sendable {
             nameCurrentThread("step-reactor")
             loop()
         }
-        thread.name = "step-reactor"
         thread.start()
     }
 

@@ -86,6 +86,16 @@ public enum JWT {
         return payload
     }
 
+    /// The `alg` a token's header names, unverified: only for choosing which verifier to use (each checks the
+    /// algorithm again against its own key).
+    public static func headerAlgorithm(_ token: String) -> String? {
+        guard let dot = token.utf8.firstIndex(of: UInt8(ascii: ".")), token.utf8.distance(from: token.utf8.startIndex, to: dot) <= 1024,
+            let bytes = Base64URL.decode(token.utf8[token.utf8.startIndex..<dot]),
+            let header = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+        else { return nil }
+        return header["alg"] as? String
+    }
+
     static func checkHeader(_ bytes: [UInt8], key: JWTKey) throws {
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)), let header = object as? [String: Any]
         else { throw JWTError.invalidJSON(segment: .header) }

@@ -62,6 +62,10 @@ public enum Wire {
         public static let attemptComplete = "run:complete"
         // run:<id>, Lightning -> worker (our extension)
         public static let cancel = "run:cancel"
+        /// Our extensions on `worker:queue` (docs/workers.md): a registered worker asks for a fresh auth token;
+        /// Lightning tells a worker to drain, pause or resume.
+        public static let workerRenew = "worker:renew"
+        public static let workerControl = "worker:control"
         // attempt:<id>, Lightning -> operators
         public static let operatorLog = "log"
         public static let operatorStepStart = "step:start"
@@ -84,7 +88,17 @@ public enum Wire {
         /// Claim replies carry each attempt's plan and (when small) its input dataclip, saving the worker its
         /// `fetch:plan` and `fetch:dataclip` round trips.
         public static let claimCheckout = "claim:checkout"
+        /// The worker understands `worker:control` pushes (drain, pause, resume); Lightning sends them only then.
+        public static let fleetControl = Event.workerControl
+        /// The worker renews a registered credential with `worker:renew`.
+        public static let workerRenew = Event.workerRenew
     }
+    /// The error type of an attempt a drain stopped to put back (`--policy requeue`): Lightning makes a new
+    /// attempt of its work order.
+    public static let requeuedErrorType = "Requeued"
+    /// Query parameter a worker presents a registration token in (instead of `token`).
+    public static let registrationTokenParameter = "registration_token"
+
     /// Largest input dataclip a claim reply carries (larger ones are fetched as usual).
     public static let claimCheckoutMaxDataclipBytes = 64 * 1024
 

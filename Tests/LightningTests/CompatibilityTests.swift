@@ -393,7 +393,7 @@ struct CompatibilityTests {
         try await t.workflow(compatWorkflow)  // run_timeout_ms 300,000: the claim timeout is minutes away
         let ids = try await t.work(2, workflow: "compat")
         for (i, id) in ids.enumerated() {
-            try await t.store.workerConnected(name: "w\(i)", capacity: 1, version: nil, at: Timestamp.nowMicros())
+            try await t.store.workerConnected(WorkerJoin(name: "w\(i)", capacity: 1, version: nil, authMode: "secret"), at: Timestamp.nowMicros())
             #expect(try await t.store.claim(demand: 1, workerName: "w\(i)").map(\.id) == [id])
         }
         // w0 said goodbye before the restart; w1's record still says connected (Lightning was killed under it).

@@ -224,6 +224,39 @@ extension Lightning {
             let connected = Set(connectedWorkerNames())
             return .json(200, ["workers": .array(try await store.workers().map { Render.worker($0, connected: connected.contains($0.name)) })])
 
+        case ("POST", "workers", 3) where route[2] == "registration":
+            let body = request.body.isEmpty ? [:] : try jsonObject(request.body)
+            let ttl = body["ttl_seconds"]?.doubleValue ?? 3600
+            return .json(201, try await registerWorker(route[1], ttlSeconds: ttl, by: who.name))
+
+        case ("POST", "workers", 3) where route[2] == "revoke":
+            return .json(200, try await revokeWorker(route[1], by: who.name))
+
+        case ("POST", "workers", 2) where route[1] == "control":
+            let body = try jsonObject(request.body)
+            let action = body["action"]?.stringValue ?? ""
+            guard ["drain", "pause", "resume"].contains(action) else {
+                throw APIError(status: 400, message: "\"action\" must be drain, pause or resume")
+            }
+            let selector: WorkerSelector
+            if body["all"] == .bool(true) {
+                selector = .all
+            } else if let id = body["deployment_not"]?.stringValue, !id.isEmpty {
+                selector = .deploymentNot(id)
+            } else if let names = body["workers"]?.arrayValue?.compactMap(\.stringValue), !names.isEmpty {
+                selector = .names(names)
+            } else {
+                throw APIError(status: 400, message: "say which workers: \"workers\": [names], \"all\": true or \"deployment_not\": ID")
+            }
+            let policyText = body["policy"]?.stringValue ?? "finish"
+            guard let policy = WorkerControl.Policy(rawValue: policyText) else {
+                throw APIError(status: 400, message: "unknown policy \"\(policyText)\"; one of: finish, requeue, cancel")
+            }
+            let deadline = body["deadline_seconds"]?.doubleValue ?? 600
+            guard deadline >= 0, deadline <= 7 * 86400 else { throw APIError(status: 400, message: "deadline_seconds must be from 0 to 7 days") }
+            return .json(200, try await controlWorkers(selector, action: action, policy: policy, deadlineSeconds: deadline,
+                                                       stay: body["stay"] == .bool(true), by: who.name))
+
         case ("PUT", "credentials", 2):
             let name = route[1]
             guard name.count <= 100, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
@@ -261,7 +294,7 @@ extension Lightning {
         default:
             let known = "GET|PUT /api/workflows, GET /api/workflows/<name>, POST|GET /api/attempts, GET /api/attempts/<id>, "
                 + "GET /api/attempts/<id>/logs, POST /api/attempts/<id>/cancel, POST /api/attempts/<id>/retry, "
-                + "POST /api/attempts/<id>/rerun, GET /api/dataclips/<id>, GET /api/workers, PUT /api/credentials/<name>, "
+                + "POST /api/attempts/<id>/rerun, GET /api/dataclips/<id>, GET /api/workers, POST /api/workers/<name>/registration, POST /api/workers/<name>/revoke, POST /api/workers/control, PUT /api/credentials/<name>, "
                 + "GET|POST /api/tokens, DELETE /api/tokens/<id>"
             return .error(404, "no such endpoint: \(method) \(request.path) (the API has: \(known))")
         }

@@ -109,10 +109,28 @@ enum Render {
 
     static func worker(_ w: WorkerRecord, connected: Bool) -> JSON {
         [
-            "name": .string(w.name), "capacity": .int(Int64(w.capacity)), "version": opt(w.version), "connected": .bool(connected),
+            "name": .string(w.name), "status": .string(status(w, connected: connected)), "capacity": .int(Int64(w.capacity)),
+            "version": opt(w.version), "connected": .bool(connected),
             "connected_at": time(w.connectedAt), "last_seen_at": time(w.lastSeenAt), "disconnected_at": time(w.disconnectedAt),
-            "current_attempts": .int(Int64(w.currentAttempts)),
+            "current_attempts": .int(Int64(w.currentAttempts)), "host": opt(w.host), "labels": .array(w.labels.map { .string($0) }),
+            "deployment_id": opt(w.deploymentID), "group": opt(w.group), "auth_mode": opt(w.authMode),
+            "credential_expires_at": time(w.credentialExpiresAt), "revoked_at": time(w.revokedAt),
+            "control": w.control.map { c in
+                ["action": .string(c.action.rawValue), "policy": opt(c.policy?.rawValue), "deadline_at": time(c.deadlineAt),
+                 "stay": c.stay.map { .bool($0) } ?? .null]
+            } ?? .null,
         ]
+    }
+
+    /// revoked, registered (never connected), disconnected, draining / drained, paused, busy or idle.
+    static func status(_ w: WorkerRecord, connected: Bool) -> String {
+        if w.revokedAt != nil { return "revoked" }
+        guard connected else { return w.connectedAt == nil ? "registered" : "disconnected" }
+        switch w.control?.action {
+        case .drain: return w.currentAttempts > 0 ? "draining" : "drained"
+        case .pause: return "paused"
+        case nil: return w.currentAttempts > 0 ? "busy" : "idle"
+        }
     }
 
     static func workflow(_ w: WorkflowSummary) -> JSON {

@@ -13,6 +13,11 @@ public struct LightningConfiguration: Sendable {
     /// Key that checks worker tokens (HS256, the UTF-8 bytes of WORKER_SECRET).
     public var workerSecretKey: JWTKey
     public var requireWorkerTokenExpiry = false
+    /// Accept worker tokens signed with WORKER_SECRET (`serve --no-shared-secret` turns it off: then only
+    /// registered workers connect).
+    public var sharedSecretEnabled = true
+    /// Lifetime of a worker auth token (renewed over the socket well before it ends).
+    public var workerTokenLifetimeSeconds: Double = 20 * 60
     /// How long a worker may be gone before its attempts are lost.
     public var graceSeconds: Double = 30
     public var janitorIntervalSeconds: Double = 5
@@ -57,7 +62,21 @@ public struct LightningConfiguration: Sendable {
 
 /// Who a worker socket belongs to, from its verified token.
 public struct WorkerIdentity: Sendable, Equatable {
+    public enum Auth: Sendable, Equatable {
+        /// An HS256 token signed with WORKER_SECRET.
+        case sharedSecret
+        /// A worker auth token of this credential generation, running out at `expiresAt` (seconds since the epoch).
+        case token(generation: Int64, expiresAt: Double)
+        /// A registration token, used when the worker joins `worker:queue` (it then gets its auth token).
+        case registration(jti: String, expiresAt: Double)
+    }
     public var name: String
+    public var auth: Auth = .sharedSecret
+
+    public init(name: String, auth: Auth = .sharedSecret) {
+        self.name = name
+        self.auth = auth
+    }
 }
 
 /// The orchestrator: the store, the worker socket (`worker:queue`, `run:<id>`), webhooks and the janitor.
@@ -83,7 +102,7 @@ public final class Lightning: Sendable {
     /// it was given needs no second RSA verification (any other token, or one signed by another replica, is
     /// verified in full).
     let issuedTokens = AttemptCache<IssuedToken>()
-    private let serverBox = ServerBox()
+    let serverBox = ServerBox()
 
     public init(configuration: LightningConfiguration, store: any LightningStore, logger: Logger = Logger(label: "lightning")) throws {
         self.configuration = configuration
@@ -170,22 +189,6 @@ public final class Lightning: Sendable {
 
     // MARK: Worker sockets
 
-    func authenticateWorker(_ request: UpgradeRequest) -> AuthDecision {
-        guard let token = request.query["token"], !token.isEmpty else {
-            return .reject(status: 401, message: "missing worker token")
-        }
-        let client = authLimiter.client(peer: request.peerAddress, headers: request.headers)
-        if let wait = authLimiter.retryAfter(client) { return tooManyFailures(wait) }
-        do {
-            let claims = try WorkerTokenClaims.verify(token, key: configuration.workerSecretKey,
-                                                      requireExpiry: configuration.requireWorkerTokenExpiry)
-            return .accept(context: WorkerIdentity(name: claims.workerID))
-        } catch {
-            authLimiter.failed(client)
-            return .reject(status: 401, message: "invalid worker token: \(error)")
-        }
-    }
-
     func tooManyFailures(_ wait: Int) -> AuthDecision {
         metrics.authThrottled.increment()
         return .reject(status: 429, message: "too many failed token checks from this address: try again in \(wait) s", retryAfter: wait)
@@ -238,9 +241,11 @@ public final class Lightning: Sendable {
 
     func workerSocketClosed(_ socket: ChannelSocket) async {
         state.setCheckout(socket.id, false)
+        state.setCredential(socket.id, nil)
+        state.setFleetControl(socket.id, false)
         guard let worker = socket.context as? WorkerIdentity else { return }
         let stillConnected = serverBox.server?.sockets(joinedTo: Wire.Topic.queue)
-            .contains { ($0.context as? WorkerIdentity) == worker && $0 != socket } ?? false
+            .contains { ($0.context as? WorkerIdentity)?.name == worker.name && $0 != socket } ?? false
         if !stillConnected {
             state.workerGone(worker.name, at: Timestamp.nowMicros())
             try? await store.workerDisconnected(name: worker.name, at: Timestamp.nowMicros())
@@ -299,12 +304,6 @@ public final class Lightning: Sendable {
 
     /// A worker back within the grace period carries on: its attempts are not lost.
     func workerRejoined(_ name: String) { state.workerBack(name) }
-
-    func workerJoined(_ worker: WorkerIdentity, capacity: Int, version: String?) async throws {
-        state.workerBack(worker.name)
-        try await store.workerConnected(name: worker.name, capacity: capacity, version: version, at: Timestamp.nowMicros())
-        logger.info("worker joined the queue", metadata: ["worker.name": "\(worker.name)", "worker.capacity": "\(capacity)"])
-    }
 
     /// Tells every worker that attempts are waiting: at once when the last push is at least one interval old,
     /// otherwise once at the end of that interval for everything that arrived meanwhile. The interval grows with
@@ -464,6 +463,7 @@ public final class Lightning: Sendable {
     public func sweep() async {
         let now = Timestamp.nowMicros()
         closeExpiredConsoleSockets(now: now)
+        closeExpiredWorkerSockets(now: now)
         let grace = Int64(configuration.graceSeconds * 1_000_000)
         let gone = state.workersGone(before: now - grace)
         do {
@@ -505,6 +505,16 @@ final class LightningState: @unchecked Sendable {
     func workerBack(_ name: String) { lock.withLock { _ = goneSince.removeValue(forKey: name) } }
     func workersGone(before: Int64) -> [String] { lock.withLock { goneSince.filter { $0.value < before }.map(\.key).sorted() } }
     func forget(_ names: [String]) { lock.withLock { for n in names { goneSince[n] = nil } } }
+
+    /// Registered worker sockets' credentials, and the sockets that take fleet control (`worker:control`).
+    private var credentials: [Int: SocketCredential] = [:]
+    private var fleetSockets = Set<Int>()
+    func setCredential(_ socketID: Int, _ c: SocketCredential?) { lock.withLock { credentials[socketID] = c } }
+    func credential(_ socketID: Int) -> SocketCredential? { lock.withLock { credentials[socketID] } }
+    func setFleetControl(_ socketID: Int, _ on: Bool) {
+        lock.withLock { if on { fleetSockets.insert(socketID) } else { fleetSockets.remove(socketID) } }
+    }
+    func hasFleetControl(_ socketID: Int) -> Bool { lock.withLock { fleetSockets.contains(socketID) } }
     private var lastNudge: ContinuousClock.Instant?
 
     enum Nudge: Equatable {

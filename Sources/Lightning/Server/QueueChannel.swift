@@ -8,21 +8,32 @@ struct QueueChannel: ChannelHandler {
 
     func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult {
         guard let worker = socket.context as? WorkerIdentity else { return .error(["reason": "unauthorized"]) }
-        let capacity = Int(payload["capacity"]?.intValue ?? 1)
         do {
-            try await lightning.workerJoined(worker, capacity: capacity, version: socket.request.query["worker_version"])
+            let credential = try await lightning.workerJoined(worker, socket: socket, payload: payload)
             let asked = Set((payload["extensions"]?.arrayValue ?? []).compactMap(\.stringValue))
             lightning.state.setCheckout(socket.id, asked.contains(Wire.Extension.claimCheckout))
+            lightning.state.setFleetControl(socket.id, asked.contains(Wire.Extension.fleetControl))
             // Our extensions, offered so that workers use them only with a Lightning that has them (OpenFn's replies {}).
-            return .ok(["extensions": [.string(Wire.Extension.attemptRefused), .string(Wire.Extension.claimCheckout)]])
+            var reply: [String: JSON] = ["extensions": [.string(Wire.Extension.attemptRefused), .string(Wire.Extension.claimCheckout),
+                                                        .string(Wire.Extension.fleetControl), .string(Wire.Extension.workerRenew)]]
+            if let credential { reply["credential"] = credential }
+            return .ok(.object(reply))
+        } catch StoreError.conflict(let m) {
+            return .error(["reason": .string(m)])
         } catch {
             return .error(["reason": .string("could not record the worker: \(error)")])
         }
     }
 
+    func joined(topic: String, socket: ChannelSocket) async {
+        guard let worker = socket.context as? WorkerIdentity else { return }
+        await lightning.workerJoinedQueue(worker, socket: socket)
+    }
+
     func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
         guard let worker = socket.context as? WorkerIdentity else { return .error(reason: "unauthorized") }
         if event == Wire.Event.attemptRefused { return await refused(payload, worker: worker) }
+        if event == Wire.Event.workerRenew { return await lightning.renewCredential(worker, socket: socket) }
         guard event == Wire.Event.claim else { return .error(["errors": ["event": .array([.string("unknown event \(event)")])]]) }
         guard let demand = payload["demand"]?.intValue, demand > 0, demand <= 1000 else {
             return .error(["errors": ["demand": ["must be a number from 1 to 1000"]]])

@@ -192,6 +192,34 @@ enum Migrations {
                 CREATE INDEX attempts_workflow ON attempts(workflow_id, seq);
                 """)
         }
+        m.registerMigration("2026-12-02-006-worker-fleet") { db in
+            try db.execute(sql: """
+                -- What a worker says of itself at join, and how it authenticated.
+                ALTER TABLE workers ADD COLUMN host TEXT;
+                ALTER TABLE workers ADD COLUMN labels TEXT;
+                ALTER TABLE workers ADD COLUMN deployment_id TEXT;
+                ALTER TABLE workers ADD COLUMN grp TEXT;
+                -- A new value per worker process: fleet control is bound to the process it was given to.
+                ALTER TABLE workers ADD COLUMN instance_id TEXT;
+                ALTER TABLE workers ADD COLUMN auth_mode TEXT;
+                ALTER TABLE workers ADD COLUMN credential_expires_at INTEGER;
+                -- Worker auth tokens carry the generation they were minted in; revoking or registering again moves
+                -- it on, so every earlier token is refused.
+                ALTER TABLE workers ADD COLUMN auth_generation INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE workers ADD COLUMN revoked_at INTEGER;
+                -- Fleet control in force for the process instance_id names (JSON: drain or pause), NULL: none.
+                ALTER TABLE workers ADD COLUMN control TEXT;
+                -- Registration tokens: minted by an admin for one worker name, used once.
+                CREATE TABLE worker_registrations (
+                    jti TEXT PRIMARY KEY,
+                    worker_name TEXT NOT NULL,
+                    created_by TEXT,
+                    inserted_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    used_at INTEGER
+                );
+                """)
+        }
         return m
     }
 }

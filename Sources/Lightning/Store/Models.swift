@@ -149,6 +149,72 @@ public struct WorkerRecord: Sendable, Equatable {
     public var lastSeenAt: Int64?
     public var disconnectedAt: Int64?
     public var currentAttempts: Int
+    public var host: String? = nil
+    public var labels: [String] = []
+    public var deploymentID: String? = nil
+    public var group: String? = nil
+    public var instanceID: String? = nil
+    /// `secret` (WORKER_SECRET) or `token` (registered), as of its last join.
+    public var authMode: String? = nil
+    public var credentialExpiresAt: Int64? = nil
+    public var revokedAt: Int64? = nil
+    public var control: WorkerControl? = nil
+}
+
+/// What a worker says of itself when it joins `worker:queue`.
+public struct WorkerJoin: Sendable, Equatable {
+    public var name: String
+    public var capacity: Int
+    public var version: String?
+    public var host: String? = nil
+    public var labels: [String] = []
+    public var deploymentID: String? = nil
+    public var group: String? = nil
+    public var instanceID: String? = nil
+    public var authMode: String
+    public var credentialExpiresAt: Int64? = nil
+
+    public init(name: String, capacity: Int, version: String?, authMode: String) {
+        self.name = name
+        self.capacity = capacity
+        self.version = version
+        self.authMode = authMode
+    }
+}
+
+/// Fleet control in force for one worker process: paused, or draining with a policy and a deadline.
+public struct WorkerControl: Codable, Sendable, Equatable {
+    public enum Action: String, Codable, Sendable { case drain, pause }
+    public enum Policy: String, Codable, Sendable, CaseIterable { case finish, requeue, cancel }
+    public var action: Action
+    public var policy: Policy?
+    /// Microseconds since the epoch.
+    public var deadlineAt: Int64?
+    public var stay: Bool?
+    /// The worker process it was given to (a restarted worker is not drained again).
+    public var instanceID: String?
+
+    public init(action: Action, policy: Policy? = nil, deadlineAt: Int64? = nil, stay: Bool? = nil, instanceID: String?) {
+        self.action = action
+        self.policy = policy
+        self.deadlineAt = deadlineAt
+        self.stay = stay
+        self.instanceID = instanceID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case action, policy, stay
+        case deadlineAt = "deadline_at"
+        case instanceID = "instance_id"
+    }
+}
+
+/// A registration token's record (its secret is the signed token itself; this keeps it single use).
+public struct WorkerRegistration: Sendable, Equatable {
+    public var jti: String
+    public var workerName: String
+    public var expiresAt: Int64
+    public var usedAt: Int64?
 }
 
 /// What Lightning keeps, behind a protocol so a PostgreSQL store can follow the SQLite one.
@@ -191,7 +257,22 @@ public protocol LightningStore: Sendable {
     /// The attempt's highest log seq (0 when it has none).
     func lastLogSeq(attemptID: String) async throws -> Int64
     func steps(attemptID: String) async throws -> [StepRecord]
-    func workerConnected(name: String, capacity: Int, version: String?, at: Int64) async throws
+    func workerConnected(_ join: WorkerJoin, at: Int64) async throws
+    /// Worker credentials (docs/workers.md): a registration for `name`, valid until `expiresAt`.
+    func createWorkerRegistration(name: String, jti: String, expiresAt: Int64, by: String, at: Int64) async throws
+    /// The registration with this id, or nil. Synchronous, for the socket's upgrade check.
+    func workerRegistration(jti: String) throws -> WorkerRegistration?
+    /// Uses a registration once: moves the worker's credential generation on (earlier tokens are refused from
+    /// then on), clears a revocation, and returns the new generation. Throws `.conflict` when already used or
+    /// expired.
+    func useWorkerRegistration(jti: String, name: String, at: Int64) async throws -> Int64
+    /// The worker's credential generation and revocation. Synchronous, for the socket's upgrade check.
+    func workerAuthState(name: String) throws -> (generation: Int64, revokedAt: Int64?)?
+    /// Revokes a worker: its tokens and unused registrations are refused from now on. False when unknown.
+    func revokeWorker(name: String, at: Int64) async throws -> Bool
+    func workerCredentialRenewed(name: String, expiresAt: Int64) async throws
+    /// Sets (or clears, with nil) the fleet control of these workers.
+    func setWorkerControl(_ controls: [(name: String, control: WorkerControl?)]) async throws
     func workerDisconnected(name: String, at: Int64) async throws
     func workers() async throws -> [WorkerRecord]
     /// Marks lost every unfinished attempt of `workerNames` (gone past the grace period), and every attempt

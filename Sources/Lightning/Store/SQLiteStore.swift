@@ -609,13 +609,22 @@ public final class SQLiteStore: LightningStore {
 
     // MARK: Workers and the janitor
 
-    public func workerConnected(name: String, capacity: Int, version: String?, at: Int64) async throws {
+    public func workerConnected(_ w: WorkerJoin, at: Int64) async throws {
+        let labels = w.labels.isEmpty ? nil : (try? JSONEncoder().encode(w.labels)).map { String(decoding: $0, as: UTF8.self) }
         try await writer.write { db in
+            // Fleet control given to another process of this name (a restarted worker) no longer applies.
             try db.execute(cached: """
-                INSERT INTO workers (name, capacity, version, connected_at, last_seen_at, disconnected_at) VALUES (?, ?, ?, ?, ?, NULL)
+                INSERT INTO workers (name, capacity, version, connected_at, last_seen_at, disconnected_at, host, labels, deployment_id,
+                                     grp, instance_id, auth_mode, credential_expires_at)
+                VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(name) DO UPDATE SET capacity = excluded.capacity, version = excluded.version,
-                    connected_at = excluded.connected_at, last_seen_at = excluded.last_seen_at, disconnected_at = NULL
-                """, arguments: [name, capacity, version, at, at])
+                    connected_at = excluded.connected_at, last_seen_at = excluded.last_seen_at, disconnected_at = NULL,
+                    host = excluded.host, labels = excluded.labels, deployment_id = excluded.deployment_id, grp = excluded.grp,
+                    control = CASE WHEN workers.instance_id IS excluded.instance_id THEN workers.control ELSE NULL END,
+                    instance_id = excluded.instance_id, auth_mode = excluded.auth_mode,
+                    credential_expires_at = excluded.credential_expires_at
+                """, arguments: [w.name, w.capacity, w.version, at, at, w.host, labels, w.deploymentID, w.group, w.instanceID,
+                                 w.authMode, w.credentialExpiresAt])
         }
     }
 
@@ -630,9 +639,19 @@ public final class SQLiteStore: LightningStore {
             try Row.fetchAll(db, cached: """
                 SELECT w.*, (SELECT COUNT(*) FROM attempts a WHERE a.worker_name = w.name AND a.state IN ('claimed', 'started')) AS current
                 FROM workers w ORDER BY w.name
-                """).map {
-                WorkerRecord(name: $0["name"], capacity: $0["capacity"], version: $0["version"], connectedAt: $0["connected_at"],
-                             lastSeenAt: $0["last_seen_at"], disconnectedAt: $0["disconnected_at"], currentAttempts: $0["current"])
+                """).map { row in
+                var w = WorkerRecord(name: row["name"], capacity: row["capacity"], version: row["version"], connectedAt: row["connected_at"],
+                                     lastSeenAt: row["last_seen_at"], disconnectedAt: row["disconnected_at"], currentAttempts: row["current"])
+                w.host = row["host"]
+                if let text: String = row["labels"] { w.labels = (try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? [] }
+                w.deploymentID = row["deployment_id"]
+                w.group = row["grp"]
+                w.instanceID = row["instance_id"]
+                w.authMode = row["auth_mode"]
+                w.credentialExpiresAt = row["credential_expires_at"]
+                w.revokedAt = row["revoked_at"]
+                if let text: String = row["control"] { w.control = try? JSONDecoder().decode(WorkerControl.self, from: Data(text.utf8)) }
+                return w
             }
         }
     }

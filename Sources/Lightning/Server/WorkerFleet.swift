@@ -1,0 +1,309 @@
+import Channels
+import Foundation
+import JWT
+import Logging
+
+/// Worker credentials and fleet control (docs/workers.md): the three ways a worker authenticates (the shared
+/// secret, a registration token exchanged at its first join, a worker auth token renewed over the socket),
+/// revocation, and drain / pause / resume pushed on `worker:queue`.
+extension Lightning {
+    // MARK: Authentication, before the upgrade
+
+    struct WorkerRefusal: Error {
+        var status = 401
+        var message: String
+        var worker: String?
+    }
+
+    func authenticateWorker(_ request: UpgradeRequest) -> AuthDecision {
+        let token = request.query["token"].flatMap { $0.isEmpty ? nil : $0 }
+        let registration = request.query[Wire.registrationTokenParameter].flatMap { $0.isEmpty ? nil : $0 }
+        guard token != nil || registration != nil else { return .reject(status: 401, message: "missing worker token") }
+        let client = authLimiter.client(peer: request.peerAddress, headers: request.headers)
+        if let wait = authLimiter.retryAfter(client) { return tooManyFailures(wait) }
+        switch Result(catching: { try checkWorkerCredential(token: token, registration: registration) }) {
+        case .success(let identity):
+            return .accept(context: identity)
+        case .failure(let error):
+            let refusal = error as? WorkerRefusal ?? WorkerRefusal(status: 503, message: "could not check the worker token: \(error)")
+            if refusal.status == 401 { authLimiter.failed(client) }
+            // The reason, never the token.
+            logger.notice("refused a worker connection", metadata: [
+                "reason": "\(refusal.message)", "worker.name": "\(refusal.worker ?? "-")", "peer": "\(client)",
+            ])
+            return .reject(status: refusal.status, message: refusal.message)
+        }
+    }
+
+    private func checkWorkerCredential(token: String?, registration: String?) throws -> WorkerIdentity {
+        if let registration {
+            let claims: WorkerCredentialClaims
+            do { claims = try WorkerCredentialClaims.verify(registration, key: attemptVerifyKey, kind: .registration) } catch {
+                throw WorkerRefusal(message: "invalid registration token: \(Self.describe(error))")
+            }
+            guard let record = try store.workerRegistration(jti: claims.jti), record.workerName == claims.workerID else {
+                throw WorkerRefusal(message: "unknown registration token: this Lightning's database did not mint it", worker: claims.workerID)
+            }
+            guard record.usedAt == nil else {
+                throw WorkerRefusal(message: "registration token already used (or revoked): mint a new one with `lightning workers register \(claims.workerID)`",
+                                    worker: claims.workerID)
+            }
+            return WorkerIdentity(name: claims.workerID, auth: .registration(jti: claims.jti, expiresAt: claims.exp))
+        }
+        guard let token else { throw WorkerRefusal(message: "missing worker token") }
+        switch JWT.headerAlgorithm(token) {
+        case "HS256":
+            guard configuration.sharedSecretEnabled else {
+                throw WorkerRefusal(message: "the shared worker secret is turned off here (serve --no-shared-secret): register the worker "
+                                    + "with `lightning workers register NAME` and start it with --registration-token")
+            }
+            let claims: WorkerTokenClaims
+            do {
+                claims = try WorkerTokenClaims.verify(token, key: configuration.workerSecretKey,
+                                                      requireExpiry: configuration.requireWorkerTokenExpiry)
+            } catch { throw WorkerRefusal(message: "invalid worker token: \(error)") }
+            if try store.workerAuthState(name: claims.workerID)?.revokedAt != nil {
+                throw WorkerRefusal(message: "worker \(claims.workerID) is revoked: register it again to let it back", worker: claims.workerID)
+            }
+            return WorkerIdentity(name: claims.workerID)
+        case "RS256":
+            let claims: WorkerCredentialClaims
+            do { claims = try WorkerCredentialClaims.verify(token, key: attemptVerifyKey, kind: .auth) } catch {
+                throw WorkerRefusal(message: "invalid worker auth token: \(Self.describe(error))")
+            }
+            guard let state = try store.workerAuthState(name: claims.workerID) else {
+                throw WorkerRefusal(message: "worker auth token for an unknown worker", worker: claims.workerID)
+            }
+            guard state.revokedAt == nil else {
+                throw WorkerRefusal(message: "worker \(claims.workerID) is revoked: register it again to let it back", worker: claims.workerID)
+            }
+            guard claims.gen == state.generation else {
+                throw WorkerRefusal(message: "this worker auth token was superseded (the worker registered again or was revoked since)",
+                                    worker: claims.workerID)
+            }
+            return WorkerIdentity(name: claims.workerID, auth: .token(generation: state.generation, expiresAt: claims.exp))
+        default:
+            throw WorkerRefusal(message: "invalid worker token: not an HS256 worker token nor an RS256 worker auth token")
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        if case JWTError.missingClaim("aud") = error { return "this is not a worker credential (it has no aud claim)" }
+        return "\(error)"
+    }
+
+    // MARK: Joining worker:queue
+
+    /// Records the worker and, for a registration token, uses it up and mints the worker's auth token (returned
+    /// for the join reply). The credential's expiry is tracked per socket from here on.
+    func workerJoined(_ worker: WorkerIdentity, socket: ChannelSocket, payload: JSON) async throws -> JSON? {
+        state.workerBack(worker.name)
+        let now = Timestamp.nowMicros()
+        var join = WorkerJoin(name: worker.name, capacity: Int(payload["capacity"]?.intValue ?? 1),
+                              version: socket.request.query["worker_version"], authMode: "secret")
+        join.host = payload["host"]?.stringValue.map { String($0.prefix(255)) }
+        join.labels = (payload["labels"]?.arrayValue ?? []).compactMap(\.stringValue).prefix(50).map { String($0.prefix(100)) }
+        join.deploymentID = payload["deployment_id"]?.stringValue.map { String($0.prefix(255)) }
+        join.group = payload["group"]?.stringValue.map { String($0.prefix(100)) }
+        join.instanceID = payload["instance_id"]?.stringValue.map { String($0.prefix(100)) }
+        var credential: JSON?
+        switch worker.auth {
+        case .sharedSecret:
+            break
+        case .token(let generation, let expiresAt):
+            join.authMode = "token"
+            join.credentialExpiresAt = Int64(expiresAt * 1_000_000)
+            state.setCredential(socket.id, SocketCredential(generation: generation, expiresAt: expiresAt))
+        case .registration(let jti, _):
+            let generation = try await store.useWorkerRegistration(jti: jti, name: worker.name, at: now)
+            let minted = try mintAuthToken(worker.name, generation: generation)
+            state.setCredential(socket.id, SocketCredential(generation: generation, expiresAt: minted.expiresAt))
+            join.authMode = "token"
+            join.credentialExpiresAt = Int64(minted.expiresAt * 1_000_000)
+            credential = ["token": .string(minted.token), "expires_at": .double(minted.expiresAt)]
+            logger.notice("worker registered", metadata: ["worker.name": "\(worker.name)", "worker.generation": "\(generation)"])
+        }
+        try await store.workerConnected(join, at: now)
+        logger.info("worker joined the queue", metadata: ["worker.name": "\(worker.name)", "worker.capacity": "\(join.capacity)",
+                                                          "worker.auth": "\(join.authMode)"])
+        return credential
+    }
+
+    /// After the join reply: fleet control in force for this very process is given again (it reconnected).
+    func workerJoinedQueue(_ worker: WorkerIdentity, socket: ChannelSocket) async {
+        guard state.hasFleetControl(socket.id),
+            let record = try? await store.workers().first(where: { $0.name == worker.name }), let control = record.control
+        else { return }
+        _ = socket.push(topic: Wire.Topic.queue, event: Wire.Event.workerControl, payload: Self.wire(control))
+    }
+
+    func mintAuthToken(_ name: String, generation: Int64) throws -> (token: String, expiresAt: Double) {
+        let claims = WorkerCredentialClaims(kind: .auth, workerID: name, jti: Self.randomID(), lifetime: configuration.workerTokenLifetimeSeconds,
+                                            generation: generation)
+        return (try JWT.sign(claims, key: configuration.attemptSigningKey), claims.exp)
+    }
+
+    /// `worker:renew`: a registered worker's fresh auth token, while its credential is still its own.
+    func renewCredential(_ worker: WorkerIdentity, socket: ChannelSocket) async -> ChannelReply {
+        guard let current = state.credential(socket.id) else {
+            return .error(["reason": "this worker uses the shared secret; there is nothing to renew"])
+        }
+        do {
+            guard let auth = try store.workerAuthState(name: worker.name), auth.revokedAt == nil, auth.generation == current.generation else {
+                socket.close(code: 1008, reason: "worker revoked")
+                return .error(["reason": "worker revoked"])
+            }
+            let minted = try mintAuthToken(worker.name, generation: current.generation)
+            state.setCredential(socket.id, SocketCredential(generation: current.generation, expiresAt: minted.expiresAt))
+            try await store.workerCredentialRenewed(name: worker.name, expiresAt: Int64(minted.expiresAt * 1_000_000))
+            logger.debug("worker credential renewed", metadata: ["worker.name": "\(worker.name)"])
+            return .ok(["token": .string(minted.token), "expires_at": .double(minted.expiresAt)])
+        } catch {
+            return .error(["reason": .string("could not renew: \(error)")])
+        }
+    }
+
+    /// Closes worker sockets whose credential ran out without a renewal.
+    func closeExpiredWorkerSockets(now: Int64) {
+        let seconds = Double(now) / 1_000_000
+        for socket in serverBox.server?.allSockets() ?? [] {
+            guard let worker = socket.context as? WorkerIdentity else { continue }
+            let initial: Double? = switch worker.auth {
+            case .sharedSecret: nil
+            case .token(_, let expiresAt), .registration(_, let expiresAt): expiresAt
+            }
+            guard let expiresAt = state.credential(socket.id)?.expiresAt ?? initial, expiresAt < seconds else { continue }
+            logger.notice("closing a worker socket whose credential expired", metadata: ["worker.name": "\(worker.name)"])
+            socket.close(code: 1008, reason: "worker credential expired")
+        }
+    }
+
+    static func randomID() -> String {
+        var g = SystemRandomNumberGenerator()
+        return (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+    }
+
+    // MARK: The admin's side
+
+    /// A registration token for worker `name`, valid for `ttlSeconds`, used once.
+    func registerWorker(_ name: String, ttlSeconds: Double, by: String) async throws -> JSON {
+        guard Self.isWorkerName(name) else {
+            throw APIError(status: 400, message: "a worker name is 1-100 letters, digits, - _ . or :")
+        }
+        guard ttlSeconds >= 1, ttlSeconds <= 7 * 86400 else { throw APIError(status: 400, message: "ttl must be from 1 s to 7 days") }
+        let claims = WorkerCredentialClaims(kind: .registration, workerID: name, jti: Self.randomID(), lifetime: ttlSeconds)
+        let token = try JWT.sign(claims, key: configuration.attemptSigningKey)
+        try await store.createWorkerRegistration(name: name, jti: claims.jti, expiresAt: Int64(claims.exp * 1_000_000), by: by,
+                                                 at: Timestamp.nowMicros())
+        logger.notice("registration token minted", metadata: ["worker.name": "\(name)", "by": "\(by)", "ttl": "\(Int(ttlSeconds)) s"])
+        return ["name": .string(name), "token": .string(token), "expires_at": Render.time(Int64(claims.exp * 1_000_000))]
+    }
+
+    static func isWorkerName(_ name: String) -> Bool {
+        (1...100).contains(name.count) && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }
+    }
+
+    /// Revokes a worker: its tokens and unused registrations are refused from now on and its sockets closed.
+    func revokeWorker(_ name: String, by: String) async throws -> JSON {
+        guard try await store.revokeWorker(name: name, at: Timestamp.nowMicros()) else {
+            throw APIError(status: 404, message: "no worker named \"\(name)\"")
+        }
+        var closed = 0
+        for socket in serverBox.server?.allSockets() ?? [] where (socket.context as? WorkerIdentity)?.name == name {
+            socket.close(code: 1008, reason: "worker revoked")
+            closed += 1
+        }
+        logger.notice("worker revoked", metadata: ["worker.name": "\(name)", "by": "\(by)", "sockets.closed": "\(closed)"])
+        return ["revoked": .string(name), "sockets_closed": .int(Int64(closed))]
+    }
+
+    /// Which workers a fleet command is for.
+    enum WorkerSelector: Sendable {
+        case names([String])
+        case all
+        case deploymentNot(String)
+    }
+
+    /// Drain, pause or resume the selected connected workers: the control is kept for each worker process and
+    /// pushed to it (`worker:control`); a worker that does not understand it (OpenFn's ws-worker) is reported.
+    func controlWorkers(_ selector: WorkerSelector, action: String, policy: WorkerControl.Policy, deadlineSeconds: Double, stay: Bool,
+                        by: String) async throws -> JSON {
+        let records = Dictionary(try await store.workers().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var sockets: [String: [ChannelSocket]] = [:]
+        for socket in serverBox.server?.sockets(joinedTo: Wire.Topic.queue) ?? [] {
+            if let name = (socket.context as? WorkerIdentity)?.name { sockets[name, default: []].append(socket) }
+        }
+        let names: [String]
+        switch selector {
+        case .names(let given):
+            for name in given where records[name] == nil { throw APIError(status: 404, message: "no worker named \"\(name)\"") }
+            names = given
+        case .all: names = sockets.keys.sorted()
+        case .deploymentNot(let id): names = sockets.keys.sorted().filter { records[$0]?.deploymentID != id }
+        }
+        let deadlineAt = Timestamp.nowMicros() + Int64(deadlineSeconds * 1_000_000)
+        var results: [JSON] = []
+        var stored: [(name: String, control: WorkerControl?)] = []
+        for name in names {
+            guard let connected = sockets[name], !connected.isEmpty else {
+                results.append(["name": .string(name), "result": "not connected"])
+                continue
+            }
+            let capable = connected.filter { state.hasFleetControl($0.id) }
+            guard !capable.isEmpty else {
+                results.append(["name": .string(name), "result": "unsupported: this worker does not take fleet control; stop it with SIGTERM"])
+                continue
+            }
+            let instance = records[name]?.instanceID
+            let control: WorkerControl? = switch action {
+            case "drain": WorkerControl(action: .drain, policy: policy, deadlineAt: deadlineAt, stay: stay, instanceID: instance)
+            case "pause": WorkerControl(action: .pause, instanceID: instance)
+            default: nil
+            }
+            stored.append((name, control))
+            let payload = control.map(Self.wire) ?? ["action": "resume"]
+            for socket in capable { _ = socket.push(topic: Wire.Topic.queue, event: Wire.Event.workerControl, payload: payload) }
+            results.append(["name": .string(name), "result": .string(action == "drain" ? "draining" : action == "pause" ? "paused" : "resumed")])
+        }
+        try await store.setWorkerControl(stored)
+        logger.notice("fleet control", metadata: ["action": "\(action)", "workers": "\(stored.map(\.name))", "by": "\(by)"])
+        return ["workers": .array(results)]
+    }
+
+    /// The `worker:control` push: the deadline as milliseconds from now (no clock is shared with the worker).
+    static func wire(_ control: WorkerControl) -> JSON {
+        var o: [String: JSON] = ["action": .string(control.action.rawValue)]
+        if control.action == .drain {
+            o["policy"] = .string((control.policy ?? .finish).rawValue)
+            o["deadline_ms"] = .int(max(0, ((control.deadlineAt ?? 0) - Timestamp.nowMicros()) / 1000))
+            o["stay"] = .bool(control.stay ?? false)
+        }
+        return .object(o)
+    }
+
+    /// An attempt a drain stopped under `--policy requeue` is put back as a new attempt of its work order, when
+    /// its worker really is draining with that policy.
+    func requeueIfDrained(_ attemptID: String, worker: String) async {
+        guard let control = try? await store.workers().first(where: { $0.name == worker })?.control,
+            control.action == .drain, control.policy == .requeue
+        else {
+            logger.warning("a worker said it requeued an attempt, but no requeue drain is in force for it",
+                           metadata: ["attempt.id": "\(attemptID)", "worker.name": "\(worker)"])
+            return
+        }
+        do {
+            let created = try await store.rerun(attemptID: attemptID, fromStep: nil, by: "drain of worker \(worker)", at: Timestamp.nowMicros())
+            logger.notice("attempt requeued by a drain", metadata: ["attempt.id": "\(attemptID)", "retry.id": "\(created.attemptID)"])
+            attemptsChanged([created.attemptID])
+            nudgeWorkers()
+        } catch {
+            logger.error("could not requeue a drained attempt", metadata: ["attempt.id": "\(attemptID)", "error": "\(error)"])
+        }
+    }
+}
+
+/// A registered worker socket's credential: its generation and when it runs out (seconds since the epoch).
+struct SocketCredential: Sendable {
+    var generation: Int64
+    var expiresAt: Double
+}

@@ -157,6 +157,27 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         eventSink.finish()
     }
 
+    /// Connects again (with a fresh `query()`) after the server refused our credentials, which stops
+    /// reconnecting; a no-op while connected or already trying.
+    public func reconnect() {
+        lock.withLock {
+            wantConnected = true
+            attempts = 0
+        }
+        loop.post { [self] in openConnection() }
+    }
+
+    /// Drops the connection and stops reconnecting until `reconnect()`; channels are rejoined then.
+    public func disconnect() {
+        lock.withLock { wantConnected = false }
+        loop.post { [self] in
+            if wsi != nil {
+                closeRequested = true
+                lws_callback_on_writable(wsi)
+            }
+        }
+    }
+
     deinit { protocols?.deallocate() }
 
     public var connected: Bool { lock.withLock { isConnected } }

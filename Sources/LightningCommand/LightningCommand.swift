@@ -47,6 +47,10 @@ extension LightningCommand {
         var idleTimeout: Int = 60
         @Flag(help: "Refuse worker tokens that have no exp claim.")
         var requireWorkerTokenExpiry = false
+        @Flag(help: "Refuse workers that authenticate with WORKER_SECRET: only registered workers connect (docs/workers.md).")
+        var noSharedSecret = false
+        @Option(help: "Seconds a registered worker's auth token lasts; it is renewed over the socket at half that (default 1200).")
+        var workerTokenTtl: Double = 1200
         @Option(help: "TLS certificate (PEM); with --tls-key serves wss/https.")
         var tlsCert: String?
         @Option(help: "TLS private key (PEM).")
@@ -81,6 +85,7 @@ extension LightningCommand {
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
             if requireClientCert && tlsCA == nil { throw ValidationError("--require-client-cert needs --tls-ca") }
             if !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535") }
+            if !(workerTokenTtl >= 2 && workerTokenTtl <= 86400) { throw ValidationError("--worker-token-ttl must be from 2 s to a day") }
             if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) || publicURL.contains(" ") {
                 throw ValidationError("--public-url must be an http:// or https:// URL, such as https://ops.example.com")
             }
@@ -104,6 +109,8 @@ extension LightningCommand {
             config.databasePath = db.database
             config.graceSeconds = graceSeconds
             config.requireWorkerTokenExpiry = requireWorkerTokenExpiry
+            config.sharedSecretEnabled = !noSharedSecret
+            config.workerTokenLifetimeSeconds = workerTokenTtl
             config.testExitOnAttemptJoin = ProcessInfo.processInfo.environment["LIGHTNING_TEST_EXIT_ON_ATTEMPT_JOIN"] == "1"
             config.channel.maxMessageBytes = maxMessageBytes
             config.channel.idleTimeoutSeconds = idleTimeout

@@ -63,6 +63,10 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
     }.joined(separator: "\n")
 }
 
+extension String {
+    func ifEmpty(_ fallback: String) -> String { isEmpty ? fallback : self }
+}
+
 extension JSON {
     /// A scalar as text for tables ("-" for null).
     var cell: String {
@@ -274,7 +278,9 @@ extension LightningCommand {
     }
 
     struct Workers: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Workers.", subcommands: [List.self])
+        static let configuration = CommandConfiguration(
+            abstract: "Workers: list, register, revoke, and fleet control (drain, pause, resume).",
+            subcommands: [List.self, Register.self, Revoke.self, Drain.self, Pause.self, Resume.self])
 
         struct List: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List the workers Lightning has seen.")
@@ -284,14 +290,146 @@ extension LightningCommand {
                     let r = try await options.client().call("GET", "/api/workers")
                     if options.json { options.emit(r); return }
                     let rows = (r["workers"]?.arrayValue ?? []).map { w in
-                        [w["name"]?.cell ?? "", w["connected"] == .bool(true) ? "connected" : "gone",
+                        [w["name"]?.cell ?? "", w["status"]?.cell ?? "-",
                          "\(w["current_attempts"]?.cell ?? "0")/\(w["capacity"]?.cell ?? "?")", w["version"]?.cell ?? "-",
+                         w["host"]?.cell ?? "-", (w["labels"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ",").ifEmpty("-"),
+                         w["deployment_id"]?.cell ?? "-", w["auth_mode"]?.cell ?? "-", w["credential_expires_at"]?.cell ?? "-",
                          w["last_seen_at"]?.cell ?? "-"]
                     }
-                    print(table(["NAME", "STATUS", "RUNNING", "VERSION", "LAST SEEN"], rows))
+                    print(table(["NAME", "STATUS", "RUNNING", "VERSION", "HOST", "LABELS", "DEPLOYMENT", "AUTH", "CREDENTIAL EXPIRES",
+                                 "LAST SEEN"], rows))
                 }
             }
         }
+
+        struct Register: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Mint a registration token for a worker; prints it once.",
+                discussion: """
+                    Start the worker with `runtime-worker --name NAME --registration-token TOKEN`, or POST it to a waiting \
+                    worker's admin port: `curl -d '{"token":"TOKEN"}' http://WORKER:PORT/register`. It is used once; the \
+                    worker then holds a short-lived auth token it renews by itself.
+                    """)
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "The worker's name (its --name; by default its host name).") var name: String
+            @Option(help: "How long the token may wait to be used: 90s, 30m, 1h, 2d (default 1h).") var ttl: String = "1h"
+            func run() async throws {
+                try await runCLI {
+                    guard let seconds = parseDuration(ttl) else { throw CLIError(message: "--ttl must look like 90s, 30m, 1h or 2d") }
+                    let encoded = pathComponent(name)
+                    let r = try await options.client().call("POST", "/api/workers/\(encoded)/registration",
+                                                            body: (["ttl_seconds": .double(seconds)] as JSON).encoded())
+                    if options.json { options.emit(r); return }
+                    print(r["token"]?.stringValue ?? "")
+                    FileHandle.standardError.write(Data("registration token for worker \(name), valid until \(r["expires_at"]?.cell ?? "?"), used once; shown only now\n".utf8))
+                }
+            }
+        }
+
+        struct Revoke: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Revoke a worker: its socket is closed and its credentials (and the shared secret, for its name) refused from now on.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "The worker's name.") var name: String
+            func run() async throws {
+                try await runCLI {
+                    let r = try await options.client().call("POST", "/api/workers/\(pathComponent(name))/revoke")
+                    if options.json { options.emit(r); return }
+                    print("revoked worker \(name); \(r["sockets_closed"]?.cell ?? "0") socket(s) closed")
+                }
+            }
+        }
+
+        struct Selection: ParsableArguments {
+            @Argument(help: "Worker names.") var names: [String] = []
+            @Flag(help: "Every connected worker.") var all = false
+            @Option(help: "Every connected worker whose deployment id is not this one (rotate away a stale launch configuration).")
+            var deploymentNot: String?
+
+            func validate() throws {
+                let given = (names.isEmpty ? 0 : 1) + (all ? 1 : 0) + (deploymentNot == nil ? 0 : 1)
+                if given != 1 { throw ValidationError("say which workers: NAME..., --all or --deployment-not ID (one of them)") }
+            }
+
+            var body: [String: JSON] {
+                if all { return ["all": true] }
+                if let deploymentNot { return ["deployment_not": .string(deploymentNot)] }
+                return ["workers": .array(names.map { .string($0) })]
+            }
+        }
+
+        static func control(_ options: ClientOptions, _ body: [String: JSON]) async throws {
+            let r = try await options.client().call("POST", "/api/workers/control", body: JSON.object(body).encoded())
+            if options.json { options.emit(r); return }
+            let rows = (r["workers"]?.arrayValue ?? []).map { [$0["name"]?.cell ?? "", $0["result"]?.cell ?? ""] }
+            print(rows.isEmpty ? "no connected worker matched" : table(["NAME", "RESULT"], rows))
+        }
+
+        struct Drain: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Drain workers: they stop claiming; by the deadline their running attempts have finished, or are stopped (finish), put back as new attempts (requeue) or cancelled (cancel); then they exit 0, or stay connected and idle with --stay.")
+            @OptionGroup var options: ClientOptions
+            @OptionGroup var selection: Selection
+            @Option(help: "How long running attempts get: 0s, 90s, 10m, 1h (default 10m).") var deadline: String = "10m"
+            @Option(help: "For attempts still running at the deadline: finish (stop them), requeue or cancel.") var policy: String = "finish"
+            @Flag(help: "Stay connected and idle afterwards instead of exiting (resume brings it back).") var stay = false
+            func validate() throws {
+                if !["finish", "requeue", "cancel"].contains(policy) { throw ValidationError("--policy must be finish, requeue or cancel") }
+                if parseDuration(deadline, allowZero: true) == nil { throw ValidationError("--deadline must look like 0s, 90s, 10m or 1h") }
+            }
+            func run() async throws {
+                try await runCLI {
+                    var body = selection.body
+                    body["action"] = "drain"
+                    body["policy"] = .string(policy)
+                    body["deadline_seconds"] = .double(parseDuration(deadline, allowZero: true) ?? 600)
+                    body["stay"] = .bool(stay)
+                    try await Workers.control(options, body)
+                }
+            }
+        }
+
+        struct Pause: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Pause workers: they claim nothing more; running attempts go on.")
+            @OptionGroup var options: ClientOptions
+            @OptionGroup var selection: Selection
+            func run() async throws {
+                try await runCLI {
+                    var body = selection.body
+                    body["action"] = "pause"
+                    try await Workers.control(options, body)
+                }
+            }
+        }
+
+        struct Resume: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Resume paused (or --stay drained) workers.")
+            @OptionGroup var options: ClientOptions
+            @OptionGroup var selection: Selection
+            func run() async throws {
+                try await runCLI {
+                    var body = selection.body
+                    body["action"] = "resume"
+                    try await Workers.control(options, body)
+                }
+            }
+        }
+    }
+
+    /// "90s", "30m", "1h", "2d" or plain seconds.
+    static func parseDuration(_ text: String, allowZero: Bool = false) -> Double? {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        var number = Substring(text.trimmingCharacters(in: .whitespaces)), scale = 1.0
+        if let last = number.last, let unit = units[last] {
+            scale = unit
+            number = number.dropLast()
+        }
+        guard let n = Double(number), n.isFinite, allowZero ? n >= 0 : n > 0 else { return nil }
+        return n * scale
+    }
+
+    static func pathComponent(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? text
     }
 
     struct Tokens: AsyncParsableCommand {

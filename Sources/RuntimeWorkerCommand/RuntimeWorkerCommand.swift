@@ -17,7 +17,13 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             Environment: LIGHTNING_URL (or WORKER_LIGHTNING_SERVICE_URL), WORKER_SECRET, LIGHTNING_PUBLIC_KEY (or \
             WORKER_LIGHTNING_PUBLIC_KEY; base64 of a PEM). Without the variables, a development key set in --keys-dir \
             (made by `lightning serve` or `gen-worker-keys --out keys`) is used. A YAML --config file may set any \
-            option by its long name (e.g. `capacity: 4`).
+            option by its long name (e.g. `capacity: 4`); flags win over the environment, which wins over the file. \
+            --print-config shows the result and where each value came from.
+
+            Credentials (docs/workers.md), first that applies: --registration-token (exchanged at the first join for \
+            a worker auth token, renewed over the socket and saved in --credential-file); a saved credential still \
+            good; WORKER_SECRET (or keys/worker_secret); none, with --admin-port: wait for a registration token POSTed \
+            to /register.
             """,
         version: RuntimeVersion.current)
 
@@ -47,6 +53,20 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
     var livezGrace: Double?
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical (env LOG_LEVEL; default info). No level logs secrets.")
     var logLevel: String?
+    @Option(help: "A registration token from `lightning workers register NAME` (env WORKER_REGISTRATION_TOKEN): exchanged for a worker auth token at the first join.")
+    var registrationToken: String?
+    @Option(help: "Where a registered worker keeps its auth token between starts (default <work-dir>/credential.json, mode 0600).")
+    var credentialFile: String?
+    @Option(help: "The launch configuration this worker comes from (env WORKER_DEPLOYMENT_ID): `lightning workers drain --deployment-not NEW` drains the others.")
+    var deploymentID: String?
+    @Option(help: "The worker's group (env WORKER_GROUP), shown by `lightning workers list`.")
+    var group: String?
+    @Option(name: .customLong("label"), help: "A label shown by `lightning workers list` (repeat for several; env WORKER_LABELS, comma-separated).")
+    var labels: [String] = []
+    @Option(help: "What SIGTERM does with attempts still running when --shutdown-timeout ends: finish (stop them), requeue (stop them and have Lightning run them again) or cancel (env WORKER_SHUTDOWN_POLICY; default finish).")
+    var shutdownPolicy: String?
+    @Flag(help: "Print the merged settings and where each came from (secrets as ***), then exit.")
+    var printConfig = false
     @Flag(help: "Run attempts without verifying their tokens. Dangerous; for development only.")
     var insecureSkipTokenVerification = false
 
@@ -64,8 +84,22 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             }
             file = map.mapValues { "\($0)" }
         }
-        func setting(_ flag: String?, _ envNames: [String], _ key: String, _ fallback: String) -> String {
-            flag ?? envNames.lazy.compactMap { env[$0] }.first ?? file[key] ?? fallback
+        let configPath = self.config ?? ""
+        // Each value with where it came from, for --print-config.
+        var report: [(key: String, value: String, source: String)] = []
+        func setting(_ flag: String?, _ envNames: [String], _ key: String, _ fallback: String, secret: Bool = false) -> String {
+            let value: String, source: String
+            if let flag {
+                (value, source) = (flag, "flag --\(key)")
+            } else if let found = envNames.lazy.compactMap({ n in env[n].map { (n, $0) } }).first {
+                (value, source) = (found.1, "env \(found.0)")
+            } else if let v = file[key] {
+                (value, source) = (v, "file \(configPath)")
+            } else {
+                (value, source) = (fallback, "default")
+            }
+            report.append((key, secret && !value.isEmpty ? "***" : value, source))
+            return value
         }
         let keysDir = setting(keysDir, [], "keys-dir", "keys")
         let url = setting(lightning, ["LIGHTNING_URL", "WORKER_LIGHTNING_SERVICE_URL"], "lightning", "ws://127.0.0.1:4000/worker")
@@ -84,13 +118,31 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
         // Absolute, so a step that runs from its own directory (as with --sandbox none) still finds its files.
         let workRoot = URL(fileURLWithPath: setting(workDir, [], "work-dir", "./data/worker")).standardizedFileURL.path
         let shutdown = Double(setting(shutdownTimeout.map { String($0) }, [], "shutdown-timeout", "30")) ?? 30
-        let workerName = setting(name, ["WORKER_NAME"], "name", "\(ProcessInfo.processInfo.hostName)-\(getpid())")
-
-        guard let secret = env["WORKER_SECRET"]
+        let registration = setting(registrationToken, ["WORKER_REGISTRATION_TOKEN"], "registration-token", "", secret: true)
+        let secret = env["WORKER_SECRET"]
             ?? (try? String(contentsOfFile: keysDir + "/worker_secret", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-        else {
-            throw ValidationError("WORKER_SECRET is not set and \(keysDir)/worker_secret does not exist")
+        report.append(("worker-secret", secret == nil ? "(none)" : "***",
+                       env["WORKER_SECRET"] != nil ? "env WORKER_SECRET" : secret != nil ? "file \(keysDir)/worker_secret" : "-"))
+        // A registered worker's name is its credential's subject, so it must not change between starts: the host
+        // name. A shared-secret worker adds its pid, as before.
+        let registered = !registration.isEmpty || secret == nil
+        let workerName = setting(name, ["WORKER_NAME"], "name",
+                                 registered ? ProcessInfo.processInfo.hostName : "\(ProcessInfo.processInfo.hostName)-\(getpid())")
+        guard Self.isWorkerName(workerName) else {
+            throw ValidationError("--name must be 1-100 letters, digits, - _ . or : (got \"\(workerName)\")")
         }
+        let credentialPath = setting(credentialFile, [], "credential-file", workRoot + "/credential.json")
+        let deployment = setting(deploymentID, ["WORKER_DEPLOYMENT_ID"], "deployment-id", "")
+        let groupName = setting(group, ["WORKER_GROUP"], "group", "")
+        let labelList = setting(labels.isEmpty ? nil : labels.joined(separator: ","), ["WORKER_LABELS"], "labels", "")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard let policy = DrainPolicy(rawValue: setting(shutdownPolicy, ["WORKER_SHUTDOWN_POLICY"], "shutdown-policy", "finish")) else {
+            throw ValidationError("--shutdown-policy must be finish, requeue or cancel")
+        }
+        let adminPortSetting = setting(adminPort.map(String.init), ["WORKER_ADMIN_PORT"], "admin-port", "")
+        let adminHostSetting = setting(adminHost, ["WORKER_ADMIN_HOST"], "admin-host", "127.0.0.1")
+        let graceSetting = setting(livezGrace.map { String($0) }, ["WORKER_LIVEZ_GRACE"], "livez-grace", "60")
+
         var publicKey: JWTKey?
         if let b64 = env["LIGHTNING_PUBLIC_KEY"] ?? env["WORKER_LIGHTNING_PUBLIC_KEY"] {
             publicKey = try JWTKey.rsa(base64PEM: b64)
@@ -101,6 +153,40 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             throw ValidationError("LIGHTNING_PUBLIC_KEY is not set (nor \(keysDir)/attempts_public.pem): attempt tokens cannot be verified. "
                 + "Set it, or pass --insecure-skip-token-verification knowingly.")
         }
+        report.append(("lightning-public-key", publicKey == nil ? "(none: tokens not verified)" : "set",
+                       env["LIGHTNING_PUBLIC_KEY"] != nil ? "env LIGHTNING_PUBLIC_KEY" : env["WORKER_LIGHTNING_PUBLIC_KEY"] != nil
+                           ? "env WORKER_LIGHTNING_PUBLIC_KEY" : publicKey != nil ? "file \(keysDir)/attempts_public.pem" : "-"))
+
+        // Which credential: a registration token, a saved credential still good, the shared secret, or wait for one.
+        let authentication: WorkerAuthentication
+        let saved = WorkerCredentials.hasUsableSaved(credentialPath, name: workerName, key: insecureSkipTokenVerification ? nil : publicKey)
+        if !registration.isEmpty {
+            authentication = .registration(registration)
+        } else if saved {
+            authentication = .registration(nil)
+        } else if let secret {
+            authentication = .sharedSecret(secret)
+        } else if !adminPortSetting.isEmpty {
+            authentication = .registration(nil)
+        } else {
+            throw ValidationError("""
+                no credentials: set WORKER_SECRET (or put it in \(keysDir)/worker_secret), pass --registration-token \
+                (from `lightning workers register \(workerName)`), or pass --admin-port and POST a registration token to /register
+                """)
+        }
+        let authText: String = switch authentication {
+        case .sharedSecret: "shared secret (WORKER_SECRET)"
+        case .registration(.some) where !saved: "registration token, exchanged at the first join"
+        case .registration: saved ? "saved credential (\(credentialPath))" : "none yet: waiting for POST /register on the admin port"
+        }
+        report.append(("credentials", authText, "chosen"))
+        if printConfig {
+            let width = report.map(\.key.count).max() ?? 0
+            for r in report {
+                print("\(r.key.padding(toLength: width, withPad: " ", startingAt: 0))  \(r.value)  (\(r.source))")
+            }
+            return
+        }
 
         try FileManager.default.createDirectory(atPath: workRoot, withIntermediateDirectories: true)
         let runner: SandboxRunner
@@ -110,22 +196,28 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             logger.critical("\(error.description)")
             throw ExitCode(78)
         }
-        var config = WorkerConfiguration(lightningURL: url, name: workerName, workerSecret: secret,
+        var config = WorkerConfiguration(lightningURL: url, name: workerName, workerSecret: secret ?? "",
                                          lightningPublicKey: insecureSkipTokenVerification ? nil : publicKey, workRoot: workRoot)
+        config.authentication = authentication
+        config.credentialFile = credentialPath
+        config.waitForRegistration = !adminPortSetting.isEmpty
         config.capacity = capacity
         config.shutdownTimeout = .milliseconds(Int(shutdown * 1000))
-        guard let grace = Double(setting(livezGrace.map { String($0) }, ["WORKER_LIVEZ_GRACE"], "livez-grace", "60")), grace >= 0 else {
+        config.shutdownPolicy = policy
+        config.deploymentID = deployment.isEmpty ? nil : deployment
+        config.group = groupName.isEmpty ? nil : groupName
+        config.labels = labelList
+        guard let grace = Double(graceSetting), grace >= 0 else {
             throw ValidationError("--livez-grace must be a number of seconds")
         }
         config.livezGrace = .milliseconds(Int(grace * 1000))
         let worker = try Worker(configuration: config, runner: runner, logger: logger)
         var admin: AdminServer?
-        let adminPortSetting = setting(adminPort.map(String.init), ["WORKER_ADMIN_PORT"], "admin-port", "")
         if !adminPortSetting.isEmpty {
             guard let port = Int(adminPortSetting), (0...65535).contains(port) else {
                 throw ValidationError("--admin-port must be a port number from 0 to 65535")
             }
-            let host = setting(adminHost, ["WORKER_ADMIN_HOST"], "admin-host", "127.0.0.1")
+            let host = adminHostSetting
             let server = AdminServer(worker: worker, host: host, port: port)
             do { try server.start() } catch {
                 throw ValidationError("could not listen on the admin port \(host):\(port): \(error)")
@@ -145,6 +237,10 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             logger.critical("\(error.description)")
             throw ExitCode(77)
         }
+    }
+
+    static func isWorkerName(_ name: String) -> Bool {
+        (1...100).contains(name.count) && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }
     }
 }
 

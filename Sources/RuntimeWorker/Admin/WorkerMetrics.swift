@@ -16,6 +16,7 @@ public final class WorkerMetrics: Sendable {
     let logLinesDropped: Metrics.Counter
     let reconnects: Metrics.Counter
     let tokensRefused: Metrics.Counter
+    let credentialRenewals: Metrics.Counter
     let outboxLines: Metrics.Gauge
     private let finished = Mutex<[String: Metrics.Counter]>([:])
     private let pending = Mutex<Int>(0)
@@ -36,6 +37,7 @@ public final class WorkerMetrics: Sendable {
         logLinesDropped = Metrics.Counter(label: "worker_log_lines_dropped_total", factory: f)
         reconnects = Metrics.Counter(label: "worker_reconnects_total", factory: f)
         tokensRefused = Metrics.Counter(label: "worker_attempt_tokens_refused_total", factory: f)
+        credentialRenewals = Metrics.Counter(label: "worker_credential_renewals_total", factory: f)
         outboxLines = Metrics.Gauge(label: "worker_outbox_lines", factory: f)
         running.record(0)
         connected.record(0)

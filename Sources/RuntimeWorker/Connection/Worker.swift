@@ -22,6 +22,22 @@ public struct WorkerConfiguration: Sendable {
     public var attemptJoinWindow: Duration = .seconds(60)
     /// `GET /livez` stays 200 this long after the connection to Lightning was lost (reconnecting), then 503.
     public var livezGrace: Duration = .seconds(60)
+    /// How this worker authenticates (default: the shared secret given to init).
+    public var authentication: WorkerAuthentication
+    /// Where a registered worker keeps its auth token between starts (mode 0600); nil: nowhere.
+    public var credentialFile: String?
+    /// A registered worker whose registration is refused waits for another on the admin port's `/register`
+    /// (instead of exiting).
+    public var waitForRegistration = false
+    /// What a SIGTERM does with attempts still running when `shutdownTimeout` ends.
+    public var shutdownPolicy: DrainPolicy = .finish
+    /// Reported at join, shown by `lightning workers list`, used by `drain --deployment-not`.
+    public var deploymentID: String?
+    public var group: String?
+    public var labels: [String] = []
+    public var host = ProcessInfo.processInfo.hostName
+    /// This process: fleet control is bound to it, so a restarted worker of the same name starts afresh.
+    public let instanceID = UUID().uuidString.lowercased()
 
     public init(lightningURL: String, name: String, workerSecret: String, lightningPublicKey: JWTKey?, workRoot: String) {
         self.lightningURL = lightningURL
@@ -29,6 +45,7 @@ public struct WorkerConfiguration: Sendable {
         self.workerSecret = workerSecret
         self.lightningPublicKey = lightningPublicKey
         self.workRoot = workRoot
+        authentication = .sharedSecret(workerSecret)
     }
 
     /// The capacity this machine suggests when none is configured: two attempts per core (steps mostly wait on
@@ -52,9 +69,19 @@ public struct WorkerConfiguration: Sendable {
 
 public enum WorkerError: Error, CustomStringConvertible {
     case authenticationRefused(Int)
+    case credentialRefused(Int)
+    case registrationRefused(String)
+    case untrustedLightning(String)
     case attemptAbandoned(String)
     public var description: String {
         switch self {
+        case .credentialRefused(let s):
+            "Lightning refused this worker's credential (HTTP \(s)): it was revoked, ran out, was superseded or already used; "
+                + "Lightning's log says which. Register the worker again: `lightning workers register NAME`"
+        case .registrationRefused(let why): "Lightning refused the registration: \(why)"
+        case .untrustedLightning(let why):
+            "the credential Lightning handed over does not verify with LIGHTNING_PUBLIC_KEY (\(why)): this is not the Lightning "
+                + "this worker trusts (a wrong key, or a man in the middle); stopping"
         case .attemptAbandoned(let topic):
             "Lightning refused to rejoin \(topic) after a reconnect: the attempt's remaining events cannot be delivered"
         case .authenticationRefused(let s):
@@ -75,12 +102,22 @@ public final class Worker: @unchecked Sendable {
     private let lock = NSLock()
     private var running: [String: AttemptControl] = [:]
     private var draining = false
+    /// Claiming nothing: paused by Lightning, or drained with `--stay`.
+    private var paused = false
+    private var drainRunning = false
+    /// Registered workers: false until Lightning's credential verified (nothing is claimed before).
+    private var trusted: Bool
+    let credentials: WorkerCredentials
+    private var registrationWaiter: CheckedContinuation<Void, Never>?
+    private var registrationOutcome: [Int: CheckedContinuation<Result<Double, WorkerError>?, Never>] = [:]
+    private var registrationCount = 0
     private var nudged: CheckedContinuation<Void, Never>?
     private var nudgeDeadline: ContinuousClock.Instant?
     private var ticking = false
     private var runEnded = false
     private var tasks: [String: Task<Void, Never>] = [:]
     private var authFailure: Int?
+    private var fatal: WorkerError?
     private var queueRegistered = false
     /// Extensions the Lightning we are connected to offered in its `worker:queue` join reply
     /// (`{"extensions": [...]}`); OpenFn's Lightning offers none, and is sent none.
@@ -98,19 +135,20 @@ public final class Worker: @unchecked Sendable {
         self.logger = logger
         directories = runner.stepsEndWhole
             ? try StepDirectories(root: configuration.workRoot + "/steps", keep: configuration.capacity * 2) : nil
-        let secret = configuration.workerSecret, name = configuration.name
-        let tokenKey = try JWTKey.hmac(secret: secret)
+        let credentials = try WorkerCredentials(name: configuration.name, authentication: configuration.authentication,
+                                                file: configuration.credentialFile, trustedKey: configuration.lightningPublicKey, logger: logger)
+        self.credentials = credentials
+        trusted = credentials.usesSharedSecret
         var client = ChannelClient.Configuration(url: configuration.socketURL) {
-            // A fresh token on every connect.
-            let token = (try? JWT.sign(WorkerTokenClaims(workerID: name), key: tokenKey)) ?? ""
-            return ["token": token, "api_version": RuntimeVersion.workerAPI, "worker_version": RuntimeVersion.current, "vsn": "2.0.0"]
+            // A fresh shared-secret token, or the current registered credential, on every connect.
+            credentials.query().merging(["api_version": RuntimeVersion.workerAPI, "worker_version": RuntimeVersion.current, "vsn": "2.0.0"]) { a, _ in a }
         }
         client.reconnectBase = configuration.reconnectBase
         client.reconnectCap = configuration.reconnectCap
         self.client = try ChannelClient(configuration: client, logger: Logger(label: "runtime-worker.socket"))
     }
 
-    var freeSlots: Int { lock.withLock { draining ? 0 : configuration.capacity - running.count } }
+    var freeSlots: Int { lock.withLock { draining || paused || !trusted ? 0 : configuration.capacity - running.count } }
 
     /// What `GET /livez` says: live while connected, or reconnecting for less than `livezGrace`; not once
     /// Lightning refused our token.
@@ -122,7 +160,10 @@ public final class Worker: @unchecked Sendable {
     public var health: Health {
         lock.withLock {
             if let status = authFailure { return Health(live: false, detail: "Lightning refused this worker's token (HTTP \(status))") }
-            guard let since = disconnectedSince else { return Health(live: true, detail: draining ? "connected, draining" : "connected") }
+            if registrationWaiter != nil { return Health(live: true, detail: "waiting for a registration token (POST /register)") }
+            guard let since = disconnectedSince else {
+                return Health(live: true, detail: draining ? "connected, draining" : paused ? "connected, paused" : "connected")
+            }
             let gone = ContinuousClock.now - since
             let seconds = Int(gone.components.seconds)
             return gone < configuration.livezGrace
@@ -138,7 +179,18 @@ public final class Worker: @unchecked Sendable {
         if configuration.lightningPublicKey == nil {
             logger.warning("RUNNING WITHOUT LIGHTNING_PUBLIC_KEY: attempt tokens are NOT verified. Never do this in production.")
         }
+        if credentials.isWaiting {
+            logger.notice("no credentials: waiting for a registration token, POSTed to /register on the admin port",
+                          metadata: ["worker.name": "\(configuration.name)"])
+            await waitForRegistration()
+            if lock.withLock({ draining }) {
+                lock.withLock { drained = true }
+                return
+            }
+        }
         try client.connect()
+        let renewals = Task { [weak self] in await self?.renewCredentials() }
+        defer { renewals.cancel() }
         let events = Task { [self] () -> WorkerError? in
             for await event in client.events {
                 switch event {
@@ -157,10 +209,21 @@ public final class Worker: @unchecked Sendable {
                     lock.withLock { if disconnectedSince == nil { disconnectedSince = .now } }
                     metrics.connected.record(0)
                 case .authenticationFailed(let status):
-                    logger.error("\(WorkerError.authenticationRefused(status).description)")
-                    lock.withLock { authFailure = status }
-                    wake()
-                    return .authenticationRefused(status)
+                    if credentials.usesSharedSecret {
+                        logger.error("\(WorkerError.authenticationRefused(status).description)")
+                        return fail(.authenticationRefused(status), status: status)
+                    }
+                    let error = WorkerError.credentialRefused(status)
+                    finishRegistration(.failure(error))
+                    credentials.reset()
+                    lock.withLock { trusted = false }
+                    guard configuration.waitForRegistration else {
+                        logger.error("\(error.description)")
+                        return fail(error, status: status)
+                    }
+                    logger.error("\(error.description); waiting for a new registration token on POST /register")
+                    await waitForRegistration()
+                    client.reconnect()
                 case .rejoined(let topic, let response):
                     logger.info("rejoined", metadata: ["topic": "\(topic)"])
                     if topic == Wire.Topic.queue { noteExtensions(response) }
@@ -182,14 +245,24 @@ public final class Worker: @unchecked Sendable {
                 if claimed > 0 { continue }
             }
             await waitForNudge(upTo: pause)
-            if let status = lock.withLock({ authFailure }) {
+            if let error = lock.withLock({ fatal }) {
                 events.cancel()
-                throw WorkerError.authenticationRefused(status)
+                throw error
             }
         }
         events.cancel()
         // Stopping: wait for drain() to let the running attempts finish (or stop them).
         while !lock.withLock({ drained }) { try? await Task.sleep(for: .milliseconds(50)) }
+    }
+
+    /// Ends the worker with `error` (exit 77): Lightning will not have it.
+    private func fail(_ error: WorkerError, status: Int? = nil) -> WorkerError {
+        lock.withLock {
+            if let status { authFailure = status }
+            fatal = error
+        }
+        wake()
+        return error
     }
 
     private func noteExtensions(_ reply: JSON) {
@@ -200,19 +273,188 @@ public final class Worker: @unchecked Sendable {
     private func joinQueue() async {
         do {
             let reply = try await client.join(topic: Wire.Topic.queue, payload: { [configuration] in
-                // Extensions this worker can use; a Lightning that has them says so in its reply.
-                ["capacity": .int(Int64(configuration.capacity)), "extensions": [.string(Wire.Extension.claimCheckout)]]
+                // Extensions this worker can use; a Lightning that has them says so in its reply. The rest is what
+                // `lightning workers list` shows (OpenFn's Lightning ignores it).
+                var p: [String: JSON] = [
+                    "capacity": .int(Int64(configuration.capacity)),
+                    "extensions": [.string(Wire.Extension.claimCheckout), .string(Wire.Extension.fleetControl), .string(Wire.Extension.workerRenew)],
+                    "host": .string(configuration.host), "instance_id": .string(configuration.instanceID),
+                ]
+                if !configuration.labels.isEmpty { p["labels"] = .array(configuration.labels.map { .string($0) }) }
+                if let d = configuration.deploymentID { p["deployment_id"] = .string(d) }
+                if let g = configuration.group { p["group"] = .string(g) }
+                return .object(p)
             }, onMessage: { [weak self] m in
                 if m.event == Wire.Event.workAvailable {
                     self?.runner.prepare()  // work is coming: get the sandbox's slow parts going now
                     self?.wake()
+                } else if m.event == Wire.Event.workerControl {
+                    self?.control(m.payload.json ?? .null)
                 }
             })
             noteExtensions(reply)
-            lock.withLock { queueRegistered = true }
+            if let credential = reply["credential"], credential != .null {
+                do { try credentials.adopt(credential) } catch {
+                    let failure = WorkerError.untrustedLightning("\(error)")
+                    logger.critical("\(failure.description)")
+                    finishRegistration(.failure(failure))
+                    client.disconnect()
+                    _ = fail(failure)
+                    return
+                }
+                logger.notice("registered with Lightning: worker auth token received", metadata: ["worker.name": "\(configuration.name)"])
+            } else if credentials.isRegistering {
+                let failure = WorkerError.registrationRefused("this Lightning does not exchange registration tokens (its join reply has no credential)")
+                finishRegistration(.failure(failure))
+                _ = fail(failure)
+                return
+            }
+            lock.withLock {
+                queueRegistered = true
+                trusted = true
+            }
+            finishRegistration(.success(credentials.renewal?.expiresAt ?? 0))
             wake()
+        } catch ChannelError.joinRefused(let response) where credentials.isRegistering {
+            let failure = WorkerError.registrationRefused(response["reason"]?.stringValue ?? response.text)
+            finishRegistration(.failure(failure))
+            credentials.reset()
+            client.disconnect()
+            guard configuration.waitForRegistration else {
+                logger.error("\(failure.description)")
+                _ = fail(failure)
+                return
+            }
+            logger.error("\(failure.description); waiting for a new registration token on POST /register")
+            Task { [self] in
+                await waitForRegistration()
+                client.reconnect()
+            }
         } catch {
             logger.error("could not join worker:queue", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Registration and renewal
+
+    /// Parks until `register(_:)` gives a registration token (or the worker is stopped).
+    private func waitForRegistration() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let stopping = lock.withLock { () -> Bool in
+                if draining { return true }
+                registrationWaiter = c
+                return false
+            }
+            if stopping { c.resume() }
+        }
+    }
+
+    public enum RegistrationResult: Sendable, Equatable {
+        /// Registered; the auth token runs out at this time (seconds since the epoch).
+        case registered(expiresAt: Double)
+        case refused(status: Int, reason: String)
+    }
+
+    /// `POST /register` on the admin port: a registration token for a worker that waits for one. It is checked
+    /// here first (signed with the trusted key, for this worker's name, not expired), then presented to Lightning;
+    /// the answer says how that went (it waits up to `timeout` for Lightning).
+    public func register(_ token: String, timeout: Duration = .seconds(30)) async -> RegistrationResult {
+        do { try credentials.checkRegistration(token) } catch {
+            return .refused(status: 400, reason: "this registration token cannot be used here: \(error)")
+        }
+        let outcome: Result<Double, WorkerError>? = await withCheckedContinuation { c in
+            let waiter: CheckedContinuation<Void, Never>? = lock.withLock {
+                guard let w = registrationWaiter else { return nil }
+                registrationWaiter = nil
+                return w
+            }
+            guard let waiter else { return c.resume(returning: nil) }
+            credentials.setRegistration(token)
+            let id = lock.withLock { () -> Int in
+                registrationCount += 1
+                registrationOutcome[registrationCount] = c
+                return registrationCount
+            }
+            waiter.resume()
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                self?.finishRegistration(.failure(.registrationRefused("Lightning did not answer within \(timeout)")), only: id)
+            }
+        }
+        switch outcome {
+        case nil: return .refused(status: 409, reason: "this worker is not waiting for a registration: it already has credentials")
+        case .success(let expiresAt)?: return .registered(expiresAt: expiresAt)
+        case .failure(let error)?: return .refused(status: 502, reason: error.description)
+        }
+    }
+
+    /// Answers the waiting `register` calls (or only the one numbered `only`).
+    private func finishRegistration(_ result: Result<Double, WorkerError>, only: Int? = nil) {
+        let waiting = lock.withLock { () -> [CheckedContinuation<Result<Double, WorkerError>?, Never>] in
+            if let only { return registrationOutcome.removeValue(forKey: only).map { [$0] } ?? [] }
+            defer { registrationOutcome = [:] }
+            return Array(registrationOutcome.values)
+        }
+        for c in waiting { c.resume(returning: result) }
+    }
+
+    /// Renews a registered credential over the socket at half its lifetime (`worker:renew`), and again every few
+    /// seconds while that fails; the new token is checked against the trusted key like the first.
+    private func renewCredentials() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(500))
+            guard let due = credentials.renewal, Date().timeIntervalSince1970 >= due.after,
+                lock.withLock({ queueRegistered && trusted }), client.isJoined(Wire.Topic.queue)
+            else { continue }
+            do {
+                let r = try await client.push(topic: Wire.Topic.queue, event: Wire.Event.workerRenew, payload: [:])
+                guard r.isOK else {
+                    logger.warning("Lightning did not renew the worker credential", metadata: ["response": "\(r.response.text)"])
+                    credentials.postponeRenewal(by: 5)
+                    continue
+                }
+                try credentials.adopt(r.response)
+                metrics.credentialRenewals.increment()
+                logger.debug("worker credential renewed")
+            } catch let error as JWTError {
+                logger.critical("\(WorkerError.untrustedLightning("\(error)").description)")
+                client.disconnect()
+                _ = fail(.untrustedLightning("\(error)"))
+                return
+            } catch {
+                credentials.postponeRenewal(by: 2)
+            }
+        }
+    }
+
+    // MARK: Fleet control
+
+    /// `worker:control` from Lightning: drain (with a policy and a deadline; exit afterwards unless `stay`),
+    /// pause or resume.
+    func control(_ payload: JSON) {
+        switch payload["action"]?.stringValue {
+        case "pause":
+            lock.withLock { paused = true }
+            logger.notice("paused by Lightning: claiming nothing until resumed")
+        case "resume":
+            let resumed = lock.withLock { () -> Bool in
+                guard !draining, !drainRunning else { return false }
+                paused = false
+                return true
+            }
+            if resumed {
+                logger.notice("resumed by Lightning")
+                wake()
+            } else {
+                logger.notice("not resumed: a drain is in progress")
+            }
+        case "drain":
+            let policy = payload["policy"]?.stringValue.flatMap(DrainPolicy.init(rawValue:)) ?? .finish
+            let deadline = Duration.milliseconds(max(0, payload["deadline_ms"]?.intValue ?? 0))
+            let stay = payload["stay"] == .bool(true)
+            Task { await drain(timeout: deadline, policy: policy, exit: !stay, origin: "the drain's deadline") }
+        default:
+            logger.notice("unknown worker:control action", metadata: ["payload": "\(payload.text)"])
         }
     }
 
@@ -409,22 +651,55 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
-    /// Stops claiming, lets running attempts finish up to the shutdown timeout, then stops them.
+    /// SIGTERM: stops claiming, lets running attempts finish up to the shutdown timeout, then applies the
+    /// shutdown policy to those left, and ends.
     public func drain() async {
-        lock.withLock { draining = true }
+        await drain(timeout: configuration.shutdownTimeout, policy: configuration.shutdownPolicy, exit: true, origin: "--shutdown-timeout")
+    }
+
+    /// Stops claiming; running attempts get `timeout` to finish, then those left are stopped (`finish`), stopped and
+    /// put back (`requeue`) or cancelled (`cancel`). Then the worker ends (`exit`), or stays connected claiming
+    /// nothing until resumed. A drain asked for while one runs only makes that one end the worker, if asked to.
+    public func drain(timeout: Duration, policy: DrainPolicy, exit: Bool, origin: String) async {
+        let first = lock.withLock { () -> Bool in
+            if exit { draining = true } else { paused = true }
+            defer { drainRunning = true }
+            return !drainRunning
+        }
         wake()
-        logger.notice("shutting down: claiming nothing more; running attempts get \(configuration.shutdownTimeout) to finish",
-                      metadata: ["attempts.running": "\(runningAttempts)"])
-        let deadline = ContinuousClock.now + configuration.shutdownTimeout
+        lock.withLock { registrationWaiter }?.resume()
+        lock.withLock { registrationWaiter = nil }
+        if exit {
+            logger.notice("shutting down: claiming nothing more; running attempts get \(timeout) to finish",
+                          metadata: ["attempts.running": "\(runningAttempts)", "policy": "\(policy.rawValue)"])
+        } else {
+            logger.notice("draining: claiming nothing more; running attempts get \(timeout) to finish, then stay connected",
+                          metadata: ["attempts.running": "\(runningAttempts)", "policy": "\(policy.rawValue)"])
+        }
+        guard first else { return }
+        let deadline = ContinuousClock.now + timeout
         while runningAttempts > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         let left = lock.withLock { Array(running.values) }
         for c in left {
             c.grace = .seconds(2)
-            c.shutDown(reason: "the worker shut down before the attempt finished (--shutdown-timeout ran out)")
+            switch policy {
+            case .finish: c.shutDown(reason: "the worker shut down before the attempt finished (\(origin) ran out)")
+            case .cancel: c.stop(reason: "cancelled: the worker was drained (policy cancel) before the attempt finished", kind: .cancel)
+            case .requeue: c.stop(reason: "stopped by a drain of the worker (policy requeue); Lightning puts it back as a new attempt", kind: .requeue)
+            }
         }
+        if !left.isEmpty { logger.notice("drain deadline: stopped \(left.count) attempt(s)", metadata: ["policy": "\(policy.rawValue)"]) }
         for t in lock.withLock({ Array(tasks.values) }) { await t.value }
-        client.close()
-        lock.withLock { drained = true }
+        let end = lock.withLock { () -> Bool in
+            drainRunning = false
+            return draining
+        }
+        if end {
+            client.close()
+            lock.withLock { drained = true }
+        } else {
+            logger.notice("drained: staying connected, claiming nothing until resumed")
+        }
     }
 }
 

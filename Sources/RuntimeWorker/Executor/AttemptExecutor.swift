@@ -142,10 +142,13 @@ public struct AttemptExecutor: Sendable {
     }
 
     /// How an attempt stopped from outside ends: `cancel` for an operator, `kill` for the worker's shutdown.
+    /// A drain's `requeue` ends it as `kill` with error type `Requeued`: Lightning puts it back as a new attempt.
     private func stopped(_ state: [String: Any]) -> Outcome {
-        control.isShutdown
-            ? Outcome(reason: .kill, errorType: ErrorType.shutdown, errorMessage: control.reason, state: state)
-            : Outcome(reason: .cancel, errorType: ErrorType.cancelled, errorMessage: control.reason, state: state)
+        switch control.stopKind {
+        case .shutdown: Outcome(reason: .kill, errorType: ErrorType.shutdown, errorMessage: control.reason, state: state)
+        case .requeue: Outcome(reason: .kill, errorType: Wire.requeuedErrorType, errorMessage: control.reason, state: state)
+        case .cancel: Outcome(reason: .cancel, errorType: ErrorType.cancelled, errorMessage: control.reason, state: state)
+        }
     }
 
     /// Sends `run:complete` and waits for its reply, which comes after the replies to every event before it.
@@ -342,28 +345,39 @@ extension AttemptExecutor {
 public final class AttemptControl: @unchecked Sendable {
     private let lock = NSLock()
     private var cancelled = false
-    private var shutdown = false
+    private var kind = StopKind.cancel
     private var why = "cancelled"
     private var step: StepControl?
     public var grace: Duration = .seconds(5)
 
     public init() {}
 
+    /// How an attempt was stopped from outside.
+    public enum StopKind: Sendable {
+        /// An operator's cancel (`run:cancel`), or a drain's `cancel` policy: reason `cancel`.
+        case cancel
+        /// The worker is shutting down and its timeout ran out: reason `kill`.
+        case shutdown
+        /// A drain's `requeue` policy: reason `kill`, put back by Lightning as a new attempt.
+        case requeue
+    }
+
     public var isCancelled: Bool { lock.withLock { cancelled } }
     /// Stopped by the worker's own shutdown rather than by an operator.
-    public var isShutdown: Bool { lock.withLock { shutdown } }
+    public var isShutdown: Bool { lock.withLock { kind == .shutdown } }
+    public var stopKind: StopKind { lock.withLock { kind } }
     var reason: String { lock.withLock { why } }
 
     /// An operator's cancel (`run:cancel`): the attempt ends with reason `cancel`.
-    public func cancel(reason: String) { stop(reason: reason, shutdown: false) }
+    public func cancel(reason: String) { stop(reason: reason, kind: .cancel) }
 
     /// The worker is shutting down and its timeout ran out: the attempt ends with reason `kill`.
-    public func shutDown(reason: String) { stop(reason: reason, shutdown: true) }
+    public func shutDown(reason: String) { stop(reason: reason, kind: .shutdown) }
 
-    private func stop(reason: String, shutdown: Bool) {
+    public func stop(reason: String, kind: StopKind) {
         let s: StepControl? = lock.withLock {
             cancelled = true
-            self.shutdown = shutdown
+            self.kind = kind
             why = reason
             return step
         }

@@ -149,6 +149,9 @@ public struct WorkerCredentialClaims: Codable, Sendable, Equatable {
         {
             let named = found.compactMap { Kind(rawValue: $0)?.noun }.first.map { "a \($0)" } ?? "not a worker credential"
             throw JWTError.invalidClaim(name: "aud", reason: "this is \(named), not a \(kind.noun)")
+        } catch JWTError.invalidClaim("payload", let reason) where reason.contains("\"aud\"") {
+            // Signed by the key, but without a string aud: an attempt token, say.
+            throw JWTError.invalidClaim(name: "aud", reason: "this is not a worker credential (it has no aud claim)")
         }
         guard !claims.workerID.isEmpty, claims.sub == "worker:" + claims.workerID else {
             throw JWTError.invalidClaim(name: "sub", reason: "does not name the worker of worker_id")

@@ -98,7 +98,7 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             } else {
                 (value, source) = (fallback, "default")
             }
-            report.append((key, secret && !value.isEmpty ? "***" : value, source))
+            report.append((key, value.isEmpty ? "(none)" : secret ? "***" : value, source))
             return value
         }
         let keysDir = setting(keysDir, [], "keys-dir", "keys")
@@ -228,8 +228,10 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
         logger.info("runtime-worker starting", metadata: ["worker.name": "\(workerName)", "worker.capacity": "\(capacity)",
                                                           "worker.capacity.machine": "\(machine.capacity) (\(machine.why))",
                                                           "lightning": "\(url)"])
-        let group = ServiceGroup(configuration: .init(services: [WorkerService(worker: worker)],
-                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // A drain from Lightning ends the worker by itself: that is a clean end (exit 0), not a failure.
+        let service = ServiceGroupConfiguration.ServiceConfiguration(service: WorkerService(worker: worker),
+                                                                     successTerminationBehavior: .gracefullyShutdownGroup)
+        let group = ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
             await admin?.shutdown()

@@ -56,11 +56,11 @@ struct Binaries {
         throw lastError!
     }
 
-    func worker(_ name: String, extra: [String] = []) throws -> ChildProcess {
+    func worker(_ name: String, extra: [String] = [], environment: [String: String] = [:], log: String? = nil) throws -> ChildProcess {
         try ChildProcess(try TestSupport.builtBinary("runtime-worker"),
                          ["--lightning", "ws://127.0.0.1:\(port)/worker", "--name", name, "--work-dir",
                           dir.appendingPathComponent("work-\(name)").path] + extra,
-                         directory: dir, logName: "\(name).log")
+                         environment: environment, directory: dir, logName: log ?? "\(name).log")
     }
 
     func store() throws -> SQLiteStore { try SQLiteStore(path: database, cipher: nil) }

@@ -281,16 +281,10 @@ extension Lightning {
         return .object(o)
     }
 
-    /// An attempt a drain stopped under `--policy requeue` is put back as a new attempt of its work order, when
-    /// its worker really is draining with that policy.
-    func requeueIfDrained(_ attemptID: String, worker: String) async {
-        guard let control = try? await store.workers().first(where: { $0.name == worker })?.control,
-            control.action == .drain, control.policy == .requeue
-        else {
-            logger.warning("a worker said it requeued an attempt, but no requeue drain is in force for it",
-                           metadata: ["attempt.id": "\(attemptID)", "worker.name": "\(worker)"])
-            return
-        }
+    /// An attempt its worker stopped to put back (a drain's or SIGTERM's `requeue` policy) becomes a new attempt of its
+    /// work order. The worker is trusted with this as with any ending it gives its own attempts: it is one new
+    /// attempt, from the start, as an operator's retry makes.
+    func requeue(_ attemptID: String, worker: String) async {
         do {
             let created = try await store.rerun(attemptID: attemptID, fromStep: nil, by: "drain of worker \(worker)", at: Timestamp.nowMicros())
             logger.notice("attempt requeued by a drain", metadata: ["attempt.id": "\(attemptID)", "retry.id": "\(created.attemptID)"])

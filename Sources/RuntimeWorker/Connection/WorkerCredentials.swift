@@ -138,7 +138,7 @@ public final class WorkerCredentials: @unchecked Sendable {
 
     private static func load(_ file: String?, name: String, key: JWTKey?, now: Double) -> Saved? {
         guard let file, let data = FileManager.default.contents(atPath: file),
-            let saved = try? JSONDecoder().decode(Saved.self, from: data), saved.name == name, saved.expiresAt > now + 5
+            let saved = try? JSONDecoder().decode(Saved.self, from: data), saved.name == name, saved.expiresAt > now + 2
         else { return nil }
         if let key {
             guard let claims = try? WorkerCredentialClaims.verify(saved.token, key: key, kind: .auth, leeway: 0, now: { now }),

@@ -96,6 +96,10 @@ public enum Wire {
     /// The error type of an attempt a drain stopped to put back (`--policy requeue`): Lightning makes a new
     /// attempt of its work order.
     public static let requeuedErrorType = "Requeued"
+    /// A worker name that a credential can be bound to: 1-100 ASCII letters, digits, `-`, `_`, `.` or `:`.
+    public static func isWorkerName(_ name: String) -> Bool {
+        (1...100).contains(name.count) && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }
+    }
     /// Query parameter a worker presents a registration token in (instead of `token`).
     public static let registrationTokenParameter = "registration_token"
 

@@ -128,8 +128,9 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
         let registered = !registration.isEmpty || secret == nil
         let workerName = setting(name, ["WORKER_NAME"], "name",
                                  registered ? ProcessInfo.processInfo.hostName : "\(ProcessInfo.processInfo.hostName)-\(getpid())")
-        guard Self.isWorkerName(workerName) else {
-            throw ValidationError("--name must be 1-100 letters, digits, - _ . or : (got \"\(workerName)\")")
+        // A credential is bound to the name, so a registered worker's must be one Lightning can register.
+        guard !registered || Wire.isWorkerName(workerName) else {
+            throw ValidationError("a registered worker's --name must be 1-100 letters, digits, - _ . or : (got \"\(workerName)\")")
         }
         let credentialPath = setting(credentialFile, [], "credential-file", workRoot + "/credential.json")
         let deployment = setting(deploymentID, ["WORKER_DEPLOYMENT_ID"], "deployment-id", "")
@@ -239,10 +240,6 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             logger.critical("\(error.description)")
             throw ExitCode(77)
         }
-    }
-
-    static func isWorkerName(_ name: String) -> Bool {
-        (1...100).contains(name.count) && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }
     }
 }
 

@@ -265,7 +265,7 @@ struct BinaryTests {
         #expect(tail.status == 0 && tailLines.compactMap { $0["seq"]?.intValue } == [3, 4, 5], "\(tail)")
         #expect(tailLines.last?["attempt"]?["state"] == "success")
         let workers = try await b.cli(["workers", "list"])
-        #expect(workers.stdout.contains("cli-worker") && workers.stdout.contains("connected"), "\(workers)")
+        #expect(workers.stdout.contains("cli-worker") && workers.stdout.contains("idle"), "\(workers)")
 
         // Roles and bad input.
         let made = try await b.cli(["tokens", "create", "reader", "--role", "viewer"])

@@ -223,6 +223,9 @@ struct FaultTests {
         let worker = try b.worker("flooder")
         defer { worker.stop() }
         let created = try await store.createWorkOrder(workflow: "flood", input: Array("{}".utf8))
+        // The whole log is stored first: then the backlog comes as fast as Lightning reads it, faster than this
+        // reader takes it however slowly the loaded machine ran the step (live, a slow step never filled the queue).
+        #expect(try await store.waitUntilFinal(created.attemptID).state == .success)
         let tail = Process()
         tail.environment = ProcessInfo.processInfo.environment.merging(
             ["LIGHTNING_TOKEN_FILE": b.dir.appendingPathComponent("keys/operator_token").path, "LIGHTNING_TOKEN": ""]) { $1 }

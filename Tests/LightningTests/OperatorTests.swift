@@ -21,6 +21,9 @@ extension Harness {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = method
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        // A fresh connection each time: a kept one may point at an earlier test's server whose port the kernel
+        // has since given to this one, and reads back an empty reply.
+        if request.value(forHTTPHeaderField: "Connection") == nil { request.setValue("close", forHTTPHeaderField: "Connection") }
         if let body { request.httpBody = Data(body.utf8) }
         let (data, response) = try await URLSession.shared.data(for: request)
         let text = String(decoding: data, as: UTF8.self)

@@ -166,4 +166,50 @@ struct WorkerCredentialTests {
         let refused = try await shared.push(topic: "worker:queue", event: "worker:renew", payload: [:])
         #expect(!refused.isOK && refused.response.text.contains("shared secret"))
     }
+
+    @Test("fleet control goes only to workers that said they take it; the rest are reported, and a rejoin of the same process is told again")
+    func fleetControlReach() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        // One socket like OpenFn's ws-worker (no extensions), one like ours.
+        let plain = try await h.connectedWorker("plain")
+        defer { plain.close() }
+        let token = try h.workerToken("ours")
+        let ours = try h.client { token }
+        defer { ours.close() }
+        try await waitUntil("connected") { ours.connected }
+        let pushes = PushLog()
+        _ = try await ours.join(topic: "worker:queue", payload: { ["capacity": 1, "extensions": ["worker:control"], "instance_id": "p1"] },
+                                onMessage: { m in if m.event == "worker:control" { pushes.add(m.payload.json ?? .null) } })
+        let result = try await h.lightning.controlWorkers(.all, action: "drain", policy: .requeue, deadlineSeconds: 60, stay: true, by: "t")
+        let byName = Dictionary((result["workers"]?.arrayValue ?? []).map { ($0["name"]?.stringValue ?? "", $0["result"]?.stringValue ?? "") },
+                                uniquingKeysWith: { a, _ in a })
+        #expect(byName["ours"] == "draining" && byName["plain"]?.hasPrefix("unsupported") == true, "\(byName)")
+        try await waitUntil("the drain push") { pushes.count == 1 }
+        let drain = pushes.all[0]
+        #expect(drain["action"] == "drain" && drain["policy"] == "requeue" && drain["stay"] == true, "\(drain)")
+        #expect((drain["deadline_ms"]?.intValue ?? 0) > 50_000, "\(drain)")
+        #expect(try await h.t.store.workers().first { $0.name == "ours" }?.control?.action == .drain)
+        // The same process joins again (a reconnect): told again. Another process of that name: the control is gone.
+        await ours.leave(topic: "worker:queue")
+        _ = try await ours.join(topic: "worker:queue", payload: { ["capacity": 1, "extensions": ["worker:control"], "instance_id": "p1"] },
+                                onMessage: { m in if m.event == "worker:control" { pushes.add(m.payload.json ?? .null) } })
+        try await waitUntil("the drain again") { pushes.count == 2 }
+        await ours.leave(topic: "worker:queue")
+        _ = try await ours.join(topic: "worker:queue", payload: { ["capacity": 1, "extensions": ["worker:control"], "instance_id": "p2"] })
+        try await waitUntil("control cleared") { try await h.t.store.workers().first { $0.name == "ours" }?.control == nil }
+        #expect(try await h.lightning.controlWorkers(.names(["plain"]), action: "pause", policy: .finish, deadlineSeconds: 0, stay: false,
+                                                      by: "t")["workers"]?[0]?["result"]?.stringValue?.hasPrefix("unsupported") == true)
+        await #expect(throws: Lightning.APIError.self) {
+            try await h.lightning.controlWorkers(.names(["ghost"]), action: "pause", policy: .finish, deadlineSeconds: 0, stay: false, by: "t")
+        }
+    }
+}
+
+final class PushLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [JSON] = []
+    func add(_ j: JSON) { lock.withLock { items.append(j) } }
+    var count: Int { lock.withLock { items.count } }
+    var all: [JSON] { lock.withLock { items } }
 }

@@ -187,7 +187,7 @@ extension Lightning {
 
     /// A registration token for worker `name`, valid for `ttlSeconds`, used once.
     func registerWorker(_ name: String, ttlSeconds: Double, by: String) async throws -> JSON {
-        guard Self.isWorkerName(name) else {
+        guard Wire.isWorkerName(name) else {
             throw APIError(status: 400, message: "a worker name is 1-100 letters, digits, - _ . or :")
         }
         guard ttlSeconds >= 1, ttlSeconds <= 7 * 86400 else { throw APIError(status: 400, message: "ttl must be from 1 s to 7 days") }
@@ -199,9 +199,6 @@ extension Lightning {
         return ["name": .string(name), "token": .string(token), "expires_at": Render.time(Int64(claims.exp * 1_000_000))]
     }
 
-    static func isWorkerName(_ name: String) -> Bool {
-        (1...100).contains(name.count) && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }
-    }
 
     /// Revokes a worker: its tokens and unused registrations are refused from now on and its sockets closed.
     func revokeWorker(_ name: String, by: String) async throws -> JSON {

@@ -226,9 +226,11 @@ public final class Worker: @unchecked Sendable {
                     client.reconnect()
                 case .rejoined(let topic, let response):
                     logger.info("rejoined", metadata: ["topic": "\(topic)"])
-                    if topic == Wire.Topic.queue { noteExtensions(response) }
+                    // After a new registration the client's own rejoin is the exchange: its reply has the credential.
+                    if topic == Wire.Topic.queue { queueJoined(response) }
                 case .rejoinFailed(let topic, let response):
                     logger.error("could not rejoin", metadata: ["topic": "\(topic)", "response": "\(response.text)"])
+                    if topic == Wire.Topic.queue, credentials.isRegistering { registrationRefused(response) }
                     if let id = Wire.Topic.attemptID(fromAttemptTopic: topic) {
                         lock.withLock { _ = abandoned.insert(id) }
                         cancelAttempt(id, reason: "Lightning refused our rejoin")
@@ -292,46 +294,57 @@ public final class Worker: @unchecked Sendable {
                     self?.control(m.payload.json ?? .null)
                 }
             })
-            noteExtensions(reply)
-            if let credential = reply["credential"], credential != .null {
-                do { try credentials.adopt(credential) } catch {
-                    let failure = WorkerError.untrustedLightning("\(error)")
-                    logger.critical("\(failure.description)")
-                    finishRegistration(.failure(failure))
-                    client.disconnect()
-                    _ = fail(failure)
-                    return
-                }
-                logger.notice("registered with Lightning: worker auth token received", metadata: ["worker.name": "\(configuration.name)"])
-            } else if credentials.isRegistering {
-                let failure = WorkerError.registrationRefused("this Lightning does not exchange registration tokens (its join reply has no credential)")
-                finishRegistration(.failure(failure))
-                _ = fail(failure)
-                return
-            }
-            lock.withLock {
-                queueRegistered = true
-                trusted = true
-            }
-            finishRegistration(.success(credentials.renewal?.expiresAt ?? 0))
-            wake()
+            queueJoined(reply)
         } catch ChannelError.joinRefused(let response) where credentials.isRegistering {
-            let failure = WorkerError.registrationRefused(response["reason"]?.stringValue ?? response.text)
-            finishRegistration(.failure(failure))
-            credentials.reset()
-            client.disconnect()
-            guard configuration.waitForRegistration else {
-                logger.error("\(failure.description)")
-                _ = fail(failure)
-                return
-            }
-            logger.error("\(failure.description); waiting for a new registration token on POST /register")
-            Task { [self] in
-                await waitForRegistration()
-                client.reconnect()
-            }
+            registrationRefused(response)
         } catch {
             logger.error("could not join worker:queue", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// `worker:queue` joined (first or again): the offered extensions, and for a registration the credential,
+    /// which must verify before anything is claimed.
+    private func queueJoined(_ reply: JSON) {
+        noteExtensions(reply)
+        if let credential = reply["credential"], credential != .null {
+            do { try credentials.adopt(credential) } catch {
+                let failure = WorkerError.untrustedLightning("\(error)")
+                logger.critical("\(failure.description)")
+                finishRegistration(.failure(failure))
+                client.disconnect()
+                _ = fail(failure)
+                return
+            }
+            logger.notice("registered with Lightning: worker auth token received", metadata: ["worker.name": "\(configuration.name)"])
+        } else if credentials.isRegistering {
+            let failure = WorkerError.registrationRefused("this Lightning does not exchange registration tokens (its join reply has no credential)")
+            finishRegistration(.failure(failure))
+            _ = fail(failure)
+            return
+        }
+        lock.withLock {
+            queueRegistered = true
+            trusted = true
+        }
+        finishRegistration(.success(credentials.renewal?.expiresAt ?? 0))
+        wake()
+    }
+
+    /// Lightning would not take the registration (used meanwhile, revoked): wait for another one, or end.
+    private func registrationRefused(_ response: JSON) {
+        let failure = WorkerError.registrationRefused(response["reason"]?.stringValue ?? response.text)
+        finishRegistration(.failure(failure))
+        credentials.reset()
+        client.disconnect()
+        guard configuration.waitForRegistration else {
+            logger.error("\(failure.description)")
+            _ = fail(failure)
+            return
+        }
+        logger.error("\(failure.description); waiting for a new registration token on POST /register")
+        Task { [self] in
+            await waitForRegistration()
+            client.reconnect()
         }
     }
 

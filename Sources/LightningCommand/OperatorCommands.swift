@@ -358,7 +358,9 @@ extension LightningCommand {
             }
         }
 
-        static func control(_ options: ClientOptions, _ body: [String: JSON]) async throws {
+        static func control(_ options: ClientOptions, _ selection: Selection, _ action: String, _ extra: [String: JSON] = [:]) async throws {
+            var body = selection.body.merging(extra) { a, _ in a }
+            body["action"] = .string(action)
             let r = try await options.client().call("POST", "/api/workers/control", body: JSON.object(body).encoded())
             if options.json { options.emit(r); return }
             let rows = (r["workers"]?.arrayValue ?? []).map { [$0["name"]?.cell ?? "", $0["result"]?.cell ?? ""] }
@@ -379,12 +381,9 @@ extension LightningCommand {
             }
             func run() async throws {
                 try await runCLI {
-                    var body = selection.body
-                    body["action"] = "drain"
-                    body["policy"] = .string(policy)
-                    body["deadline_seconds"] = .double(parseDuration(deadline, allowZero: true) ?? 600)
-                    body["stay"] = .bool(stay)
-                    try await Workers.control(options, body)
+                    try await Workers.control(options, selection, "drain", [
+                        "policy": .string(policy), "deadline_seconds": .double(parseDuration(deadline, allowZero: true) ?? 600), "stay": .bool(stay),
+                    ])
                 }
             }
         }
@@ -394,11 +393,7 @@ extension LightningCommand {
             @OptionGroup var options: ClientOptions
             @OptionGroup var selection: Selection
             func run() async throws {
-                try await runCLI {
-                    var body = selection.body
-                    body["action"] = "pause"
-                    try await Workers.control(options, body)
-                }
+                try await runCLI { try await Workers.control(options, selection, "pause") }
             }
         }
 
@@ -407,11 +402,7 @@ extension LightningCommand {
             @OptionGroup var options: ClientOptions
             @OptionGroup var selection: Selection
             func run() async throws {
-                try await runCLI {
-                    var body = selection.body
-                    body["action"] = "resume"
-                    try await Workers.control(options, body)
-                }
+                try await runCLI { try await Workers.control(options, selection, "resume") }
             }
         }
     }

@@ -60,7 +60,7 @@ struct RestartTests {
         #expect(try await client.push(topic: topic, event: "run:start", payload: ["versions": [:]]).isOK)
 
         // Stream log lines from several tasks; kill -9 the server in the middle.
-        let acked = AckedLines()
+        let acked = AckedLines<String>()
         let streamers = (0..<4).map { s in
             Task {
                 for i in 0..<100_000 {
@@ -91,10 +91,11 @@ struct RestartTests {
     }
 }
 
-final class AckedLines: @unchecked Sendable {
+/// A list several tasks append to (acknowledged lines, received pushes).
+final class AckedLines<Element: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
-    private var lines: [String] = []
-    func add(_ s: String) { lock.withLock { lines.append(s) } }
+    private var lines: [Element] = []
+    func add(_ s: Element) { lock.withLock { lines.append(s) } }
     var count: Int { lock.withLock { lines.count } }
-    var all: [String] { lock.withLock { lines } }
+    var all: [Element] { lock.withLock { lines } }
 }

@@ -178,7 +178,7 @@ struct WorkerCredentialTests {
         let ours = try h.client { token }
         defer { ours.close() }
         try await waitUntil("connected") { ours.connected }
-        let pushes = PushLog()
+        let pushes = AckedLines<JSON>()
         _ = try await ours.join(topic: "worker:queue", payload: { ["capacity": 1, "extensions": ["worker:control"], "instance_id": "p1"] },
                                 onMessage: { m in if m.event == "worker:control" { pushes.add(m.payload.json ?? .null) } })
         let result = try await h.lightning.controlWorkers(.all, action: "drain", policy: .requeue, deadlineSeconds: 60, stay: true, by: "t")
@@ -204,12 +204,4 @@ struct WorkerCredentialTests {
             try await h.lightning.controlWorkers(.names(["ghost"]), action: "pause", policy: .finish, deadlineSeconds: 0, stay: false, by: "t")
         }
     }
-}
-
-final class PushLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [JSON] = []
-    func add(_ j: JSON) { lock.withLock { items.append(j) } }
-    var count: Int { lock.withLock { items.count } }
-    var all: [JSON] { lock.withLock { items } }
 }

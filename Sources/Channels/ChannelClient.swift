@@ -90,6 +90,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     /// not joined on the current one.
     private var generation = 0
     private var wantConnected = false
+    /// `close()` was called: nothing more, heartbeats included.
+    private var finished = false
     private var attempts = 0
     private var heartbeatRef: String?
 
@@ -143,7 +145,10 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
 
     /// Closes the socket and stops reconnecting. Pending pushes fail with `ChannelError.closed`.
     public func close() {
-        lock.withLock { wantConnected = false }
+        lock.withLock {
+            wantConnected = false
+            finished = true
+        }
         loop.post { [self] in
             if wsi != nil {
                 closeRequested = true
@@ -166,6 +171,9 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         }
         loop.post { [self] in openConnection() }
     }
+
+    /// Whether the client is connected or trying to be (false after `disconnect()`, `close()` or a refused connect).
+    public var wantsConnection: Bool { lock.withLock { wantConnected } }
 
     /// Drops the connection and stops reconnecting until `reconnect()`; channels are rejoined then.
     public func disconnect() {
@@ -311,8 +319,10 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
 
     // MARK: Heartbeats and reconnects
 
+    /// Until `close()`: a `disconnect()` or a refused connect pauses them (nothing is connected), a `reconnect()`
+    /// finds them still going.
     private func heartbeats() async {
-        while lock.withLock({ wantConnected }) {
+        while !lock.withLock({ finished }) {
             try? await Task.sleep(for: configuration.heartbeatInterval)
             guard connected else { continue }
             let unanswered = lock.withLock { heartbeatRef != nil }
@@ -354,7 +364,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
 
     /// Service thread.
     private func openConnection() {
-        guard wsi == nil, let ctx = loop.lwsContext else { return }
+        // A reconnect scheduled before `disconnect()` does not open one after it.
+        guard wsi == nil, lock.withLock({ wantConnected }), let ctx = loop.lwsContext else { return }
         var path = target.path
         let extra = configuration.query()
         if !extra.isEmpty {

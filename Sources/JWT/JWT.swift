@@ -96,6 +96,13 @@ public enum JWT {
         return header["alg"] as? String
     }
 
+    /// A token's payload, unverified: only for telling tokens apart (a registration's `jti`), never for trusting one.
+    public static func unverifiedPayload(_ token: String) -> [String: Any]? {
+        let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[1].count <= 16 * 1024, let bytes = Base64URL.decode(parts[1]) else { return nil }
+        return (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+    }
+
     static func checkHeader(_ bytes: [UInt8], key: JWTKey) throws {
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)), let header = object as? [String: Any]
         else { throw JWTError.invalidJSON(segment: .header) }

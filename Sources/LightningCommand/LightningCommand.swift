@@ -51,6 +51,8 @@ extension LightningCommand {
         var noSharedSecret = false
         @Option(help: "Seconds a registered worker's auth token lasts; it is renewed over the socket at half that (default 1200).")
         var workerTokenTtl: Double = 1200
+        @Option(help: "A YAML file of settings sent to workers at join, by group (`default:` for workers that name none): capacity, shutdown-timeout, shutdown-policy. A worker's own flags, environment and config file come first.")
+        var workerGroups: String?
         @Option(help: "TLS certificate (PEM); with --tls-key serves wss/https.")
         var tlsCert: String?
         @Option(help: "TLS private key (PEM).")
@@ -102,6 +104,17 @@ extension LightningCommand {
                 files.rlim_cur = files.rlim_max
                 setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
             }
+            // Read before anything is made on disk: a bad file stops here.
+            var groupDefaults: [String: JSON] = [:]
+            if let workerGroups {
+                let text: String
+                do { text = try String(contentsOfFile: workerGroups, encoding: .utf8) } catch {
+                    throw ValidationError("cannot read --worker-groups \(workerGroups): \(error.localizedDescription)")
+                }
+                do { groupDefaults = try WorkerGroupDefaults.parse(yaml: text) } catch {
+                    throw ValidationError("--worker-groups \(workerGroups): \(error)")
+                }
+            }
             let keys = try KeySetup.load(environment: ProcessInfo.processInfo.environment, keysDirectory: keysDir, logger: logger)
             var config = LightningConfiguration(attemptSigningKey: keys.attemptSigningKey, workerSecretKey: keys.workerSecretKey)
             config.host = host
@@ -111,6 +124,7 @@ extension LightningCommand {
             config.requireWorkerTokenExpiry = requireWorkerTokenExpiry
             config.sharedSecretEnabled = !noSharedSecret
             config.workerTokenLifetimeSeconds = workerTokenTtl
+            config.workerGroupDefaults = groupDefaults
             config.testExitOnAttemptJoin = ProcessInfo.processInfo.environment["LIGHTNING_TEST_EXIT_ON_ATTEMPT_JOIN"] == "1"
             config.channel.maxMessageBytes = maxMessageBytes
             config.channel.idleTimeoutSeconds = idleTimeout

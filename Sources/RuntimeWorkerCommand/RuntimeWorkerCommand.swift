@@ -31,7 +31,7 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
     var lightning: String?
     @Option(help: "Attempts run at once (env WORKER_CAPACITY; default: from the machine, two per core and no more than memory / 500 MB).")
     var capacity: Int?
-    @Option(help: "This worker's name (env WORKER_NAME; default: host name and pid).")
+    @Option(help: "This worker's name (env WORKER_NAME; default: host name and pid, or for a registered worker its host name).")
     var name: String?
     @Option(help: "Step isolation: auto, namespaces or none (env WORKER_SANDBOX; default auto). auto refuses to run steps when namespaces are unavailable.")
     var sandbox: String?
@@ -98,7 +98,9 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             } else {
                 (value, source) = (fallback, "default")
             }
-            report.append((key, value.isEmpty ? "(none)" : secret ? "***" : value, source))
+            let shown = value.isEmpty ? "(none)" : secret ? "***" : value
+            let lightningMaySet = source == "default" && ["capacity", "shutdown-timeout", "shutdown-policy"].contains(key)
+            report.append((key, shown, lightningMaySet ? "default; Lightning's group defaults apply at join" : source))
             return value
         }
         let keysDir = setting(keysDir, [], "keys-dir", "keys")
@@ -125,14 +127,15 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
                        env["WORKER_SECRET"] != nil ? "env WORKER_SECRET" : secret != nil ? "file \(keysDir)/worker_secret" : "-"))
         // A registered worker's name is its credential's subject, so it must not change between starts: the host
         // name. A shared-secret worker adds its pid, as before.
-        let registered = !registration.isEmpty || secret == nil
-        let workerName = setting(name, ["WORKER_NAME"], "name",
-                                 registered ? ProcessInfo.processInfo.hostName : "\(ProcessInfo.processInfo.hostName)-\(getpid())")
+        let credentialPath = setting(credentialFile, [], "credential-file", workRoot + "/credential.json")
+        // (A saved credential is checked against the key further down; here only whether this host registered.)
+        let host = ProcessInfo.processInfo.hostName
+        let registered = !registration.isEmpty || secret == nil || WorkerCredentials.hasUsableSaved(credentialPath, name: name ?? env["WORKER_NAME"] ?? file["name"] ?? host, key: nil)
+        let workerName = setting(name, ["WORKER_NAME"], "name", registered ? host : "\(host)-\(getpid())")
         // A credential is bound to the name, so a registered worker's must be one Lightning can register.
         guard !registered || Wire.isWorkerName(workerName) else {
             throw ValidationError("a registered worker's --name must be 1-100 letters, digits, - _ . or : (got \"\(workerName)\")")
         }
-        let credentialPath = setting(credentialFile, [], "credential-file", workRoot + "/credential.json")
         let deployment = setting(deploymentID, ["WORKER_DEPLOYMENT_ID"], "deployment-id", "")
         let groupName = setting(group, ["WORKER_GROUP"], "group", "")
         let labelList = setting(labels.isEmpty ? nil : labels.joined(separator: ","), ["WORKER_LABELS"], "labels", "")
@@ -208,6 +211,8 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
         config.deploymentID = deployment.isEmpty ? nil : deployment
         config.group = groupName.isEmpty ? nil : groupName
         config.labels = labelList
+        // What Lightning's group defaults may not override: everything given here rather than defaulted.
+        config.configuredKeys = Set(report.filter { !$0.source.hasPrefix("default") }.map(\.key))
         guard let grace = Double(graceSetting), grace >= 0 else {
             throw ValidationError("--livez-grace must be a number of seconds")
         }

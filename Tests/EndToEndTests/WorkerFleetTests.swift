@@ -110,6 +110,19 @@ struct WorkerFleetTests {
         try await again.waitForLog("using the saved worker credential")
         try await again.waitForLog("connected to Lightning")
         #expect(try await run(store, "quick").state == .success)
+        // A new registration token at a restart is a rotation: exchanged, though the saved credential is still good,
+        // and the one it replaces is refused from then on.
+        let savedPath = b.dir.appendingPathComponent("work-reg-2/credential.json")
+        let before = try #require(try JSON.parse(Array(try Data(contentsOf: savedPath)))["token"]?.stringValue)
+        again.stop()
+        let rotated = try b.worker("reg-2", extra: ["--registration-token", try await register(b, "reg-2")], log: "reg-2-rotated.log")
+        defer { rotated.stop() }
+        try await rotated.waitForLog("registered with Lightning: worker auth token received")
+        #expect(!rotated.log.contains("using the saved worker credential"))
+        #expect(try await run(store, "quick").state == .success)
+        let after = try #require(try JSON.parse(Array(try Data(contentsOf: savedPath)))["token"]?.stringValue)
+        #expect(after != before)
+        rotated.stop()
         // Without the file the spent token is refused, and says so.
         again.stop()
         try FileManager.default.removeItem(at: b.dir.appendingPathComponent("work-reg-2/credential.json"))
@@ -252,6 +265,16 @@ struct WorkerFleetTests {
         #expect(try await store.attempt(paused.attemptID).state == .available)
         #expect(try await b.cli(["workers", "resume", "--all"]).stdout.contains("resumed"))
         #expect(try await store.waitUntilFinal(paused.attemptID).state == .success)
+        // A resume while a --stay drain still has an attempt running is kept for when that drain ends.
+        let long = try await store.createWorkOrder(workflow: "endless", input: Array("{}".utf8))
+        try await store.waitForFirstLog(long.attemptID)
+        #expect(try await b.cli(["workers", "drain", "stayer", "--deadline", "2s", "--policy", "cancel", "--stay"]).status == 0)
+        try await worker.waitForLog("draining: claiming nothing more")
+        #expect(try await b.cli(["workers", "resume", "stayer"]).status == 0)
+        try await worker.waitForLog("resume noted")
+        #expect(try await store.waitUntilFinal(long.attemptID).state == .cancelled)
+        try await worker.waitForLog("drained; resumed as asked meanwhile")
+        #expect(try await run(store, "quick").state == .success)
         worker.stop()
 
         let requeuer = try b.worker("requeuer", extra: ["--shutdown-timeout", "0.5", "--shutdown-policy", "requeue"])
@@ -294,5 +317,44 @@ struct WorkerFleetTests {
         #expect(none.status != 0 && none.stderr.contains("say which workers"), "\(none)")
         let unknown = try await b.cli(["workers", "pause", "nobody"])
         #expect(unknown.status != 0 && unknown.stderr.contains("no worker named"), "\(unknown)")
+    }
+
+    @Test("Lightning's defaults for a worker's group apply to the settings the worker was not given; a bad groups file stops serve with the reason")
+    func groupDefaults() async throws {
+        let files = try TestSupport.temporaryDirectory("groups")
+        defer { try? FileManager.default.removeItem(at: files) }
+        let groups = files.appendingPathComponent("groups.yaml")
+        try """
+            default: {capacity: 1}
+            big: {capacity: 3, shutdown-policy: requeue, shutdown-timeout: 0.5}
+            """.write(to: groups, atomically: true, encoding: .utf8)
+        let b = try await Binaries(extra: ["--worker-groups", groups.path])
+        defer { b.remove() }
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse(Self.endless))
+        let plain = try b.worker("plain")
+        defer { plain.stop() }
+        try await plain.waitForLog(#"settings=capacity=1 \[RuntimeWorker\] settings from Lightning's defaults"#)
+        let big = try b.worker("big-1", extra: ["--group", "big", "--capacity", "2"])
+        defer { big.stop() }
+        // Its own --capacity wins; the shutdown settings it did not give come from the group.
+        try await big.waitForLog(#"settings=shutdown-timeout=0.5 shutdown-policy=requeue \[RuntimeWorker\]"#)
+        let listed = try await workers(b)
+        #expect(listed["plain"]?["capacity"] == 1 && listed["big-1"]?["capacity"] == 2 && listed["big-1"]?["group"] == "big", "\(listed)")
+        let printed = try await TestSupport.run(try TestSupport.builtBinary("runtime-worker"),
+                                                ["--print-config", "--name", "x", "--keys-dir", b.dir.appendingPathComponent("keys").path])
+        #expect(printed.stdout.contains("Lightning's group defaults apply at join"), "\(printed)")
+        plain.stop()
+        let created = try await store.createWorkOrder(workflow: "endless", input: Array("{}".utf8))
+        try await store.waitForFirstLog(created.attemptID)
+        big.signal(SIGTERM)
+        #expect(await big.waitForExit(timeout: 30) == 0, "\(big.log)")
+        #expect(try await store.attempt(created.attemptID).errorType == "Requeued")
+
+        try "default: {capacity: 0, colour: blue}".write(to: groups, atomically: true, encoding: .utf8)
+        let bad = try await TestSupport.run(try TestSupport.builtBinary("lightning"),
+                                            ["serve", "--port", "0", "--database", files.appendingPathComponent("x.db").path,
+                                             "--keys-dir", files.appendingPathComponent("keys").path, "--worker-groups", groups.path])
+        #expect(bad.status != 0 && bad.stderr.contains("--worker-groups"), "\(bad)")
     }
 }

@@ -85,7 +85,7 @@ struct WorkerCredentialTests {
         let token = try #require(reply["credential"]?["token"]?.stringValue)
         let claims = try WorkerCredentialClaims.verify(token, key: key.publicKey(), kind: .auth)
         #expect(claims.workerID == "w1" && claims.gen == 1)
-        first.close()
+        defer { first.close() }
         #expect(try await upgrade(h, "registration_token=\(registration)").contains("already used"))
         #expect(try await upgrade(h, "token=\(token)").hasPrefix("HTTP/1.1 101"))
 
@@ -94,6 +94,8 @@ struct WorkerCredentialTests {
         let second = try await registrationClient(h, again)
         let newer = try #require(try await second.join(topic: "worker:queue", payload: { ["capacity": 1] })["credential"]?["token"]?.stringValue)
         #expect(try await upgrade(h, "token=\(token)").contains("superseded"))
+        // The socket still holding the first credential is closed at once, not at its next renewal.
+        #expect(await Self.event(of: first) { if case .disconnected = $0 { true } else { false } })
         _ = try await h.lightning.revokeWorker("w1", by: "test")
         let revoked = try await upgrade(h, "token=\(newer)")
         #expect(revoked.hasPrefix("HTTP/1.1 401") && revoked.contains("revoked"), "\(revoked)")
@@ -117,6 +119,13 @@ struct WorkerCredentialTests {
         #expect(await Self.event(of: worker) { if case .authenticationFailed(401) = $0 { true } else { false } })
         #expect(try await upgrade(h, "token=\(try h.workerToken("shared-1"))").contains("is revoked"))
         #expect(try await upgrade(h, "token=\(try h.workerToken("shared-2"))").hasPrefix("HTTP/1.1 101"))
+        // Registered again, the name gets its own credential back, but never the shared secret.
+        let registration = try #require(try await h.lightning.registerWorker("shared-1", ttlSeconds: 60, by: "t")["token"]?.stringValue)
+        #expect(try await upgrade(h, "registration_token=\(registration)").hasPrefix("HTTP/1.1 101"))
+        let back = try await registrationClient(h, registration)
+        defer { back.close() }
+        #expect(try await back.join(topic: "worker:queue", payload: { ["capacity": 1] })["credential"] != nil)
+        #expect(try await upgrade(h, "token=\(try h.workerToken("shared-1"))").contains("is revoked"))
     }
 
     @Test("a registered socket lives on through renewals across several expiries; one that stops renewing is closed")

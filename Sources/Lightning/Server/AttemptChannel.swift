@@ -169,7 +169,6 @@ struct AttemptChannel: ChannelHandler {
             await lightning.attemptChanged(id)
             lightning.logger.info("attempt finished", metadata: ["attempt.id": "\(id)", "attempt.state": "\(done.state.rawValue)"])
             if let retry = done.retryID { lightning.retryCreated(retry, after: id, state: done.state) }
-            if complete.errorType == Wire.requeuedErrorType { await lightning.requeue(id, worker: worker.name) }
             return .ok(.null)
 
         default:

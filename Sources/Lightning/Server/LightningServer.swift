@@ -18,6 +18,9 @@ public struct LightningConfiguration: Sendable {
     public var sharedSecretEnabled = true
     /// Lifetime of a worker auth token (renewed over the socket well before it ends).
     public var workerTokenLifetimeSeconds: Double = 20 * 60
+    /// Settings sent to workers at join, by group (`default` for workers that name none): a worker applies those it
+    /// was not given itself (`serve --worker-groups FILE`, docs/workers.md).
+    public var workerGroupDefaults: [String: JSON] = [:]
     /// How long a worker may be gone before its attempts are lost.
     public var graceSeconds: Double = 30
     public var janitorIntervalSeconds: Double = 5

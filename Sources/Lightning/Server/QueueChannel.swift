@@ -9,7 +9,7 @@ struct QueueChannel: ChannelHandler {
     func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult {
         guard let worker = socket.context as? WorkerIdentity else { return .error(["reason": "unauthorized"]) }
         do {
-            let credential = try await lightning.workerJoined(worker, socket: socket, payload: payload)
+            let (credential, defaults) = try await lightning.workerJoined(worker, socket: socket, payload: payload)
             let asked = Set((payload["extensions"]?.arrayValue ?? []).compactMap(\.stringValue))
             lightning.state.setCheckout(socket.id, asked.contains(Wire.Extension.claimCheckout))
             lightning.state.setFleetControl(socket.id, asked.contains(Wire.Extension.fleetControl))
@@ -17,6 +17,7 @@ struct QueueChannel: ChannelHandler {
             var reply: [String: JSON] = ["extensions": [.string(Wire.Extension.attemptRefused), .string(Wire.Extension.claimCheckout),
                                                         .string(Wire.Extension.fleetControl), .string(Wire.Extension.workerRenew)]]
             if let credential { reply["credential"] = credential }
+            if let defaults { reply["config"] = defaults }
             return .ok(.object(reply))
         } catch StoreError.conflict(let m) {
             return .error(["reason": .string(m)])

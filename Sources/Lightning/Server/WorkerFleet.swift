@@ -2,6 +2,7 @@ import Channels
 import Foundation
 import JWT
 import Logging
+import Yams
 
 /// Worker credentials and fleet control (docs/workers.md): the three ways a worker authenticates (the shared
 /// secret, a registration token exchanged at its first join, a worker auth token renewed over the socket),
@@ -62,8 +63,9 @@ extension Lightning {
                 claims = try WorkerTokenClaims.verify(token, key: configuration.workerSecretKey,
                                                       requireExpiry: configuration.requireWorkerTokenExpiry)
             } catch { throw WorkerRefusal(message: "invalid worker token: \(error)") }
-            if try store.workerAuthState(name: claims.workerID)?.revokedAt != nil {
-                throw WorkerRefusal(message: "worker \(claims.workerID) is revoked: register it again to let it back", worker: claims.workerID)
+            if let state = try store.workerAuthState(name: claims.workerID), state.revokedAt != nil || state.secretRevokedAt != nil {
+                throw WorkerRefusal(message: "worker \(claims.workerID) is revoked: its name is refused with the shared secret from now on "
+                                    + "(register it to let it back with its own credential)", worker: claims.workerID)
             }
             return WorkerIdentity(name: claims.workerID)
         case "RS256":
@@ -94,9 +96,10 @@ extension Lightning {
 
     // MARK: Joining worker:queue
 
-    /// Records the worker and, for a registration token, uses it up and mints the worker's auth token (returned
-    /// for the join reply). The credential's expiry is tracked per socket from here on.
-    func workerJoined(_ worker: WorkerIdentity, socket: ChannelSocket, payload: JSON) async throws -> JSON? {
+    /// Records the worker and, for a registration token, uses it up and mints the worker's auth token; returns what
+    /// the join reply adds: that credential, and the defaults of the worker's group. The credential's expiry is
+    /// tracked per socket from here on.
+    func workerJoined(_ worker: WorkerIdentity, socket: ChannelSocket, payload: JSON) async throws -> (credential: JSON?, defaults: JSON?) {
         state.workerBack(worker.name)
         let now = Timestamp.nowMicros()
         var join = WorkerJoin(name: worker.name, capacity: Int(payload["capacity"]?.intValue ?? 1),
@@ -106,11 +109,19 @@ extension Lightning {
         join.deploymentID = payload["deployment_id"]?.stringValue.map { String($0.prefix(255)) }
         join.group = payload["group"]?.stringValue.map { String($0.prefix(100)) }
         join.instanceID = payload["instance_id"]?.stringValue.map { String($0.prefix(100)) }
+        let defaults = configuration.workerGroupDefaults[join.group ?? "default"]
+        let configured = Set((payload["configured"]?.arrayValue ?? []).compactMap(\.stringValue))
+        if !configured.contains("capacity"), let c = defaults?["capacity"]?.intValue, c > 0 { join.capacity = Int(c) }
         var credential: JSON?
+        // Checked again here: a revocation or a new registration may have come after the upgrade.
+        let auth = try store.workerAuthState(name: worker.name)
         switch worker.auth {
         case .sharedSecret:
-            break
+            if let auth, auth.revokedAt != nil || auth.secretRevokedAt != nil { throw StoreError.conflict("worker \(worker.name) is revoked") }
         case .token(let generation, let expiresAt):
+            guard let auth, auth.revokedAt == nil, auth.generation == generation else {
+                throw StoreError.conflict("worker \(worker.name) was revoked or registered again: this credential is no longer good")
+            }
             join.authMode = "token"
             join.credentialExpiresAt = Int64(expiresAt * 1_000_000)
             state.setCredential(socket.id, SocketCredential(generation: generation, expiresAt: expiresAt))
@@ -118,6 +129,13 @@ extension Lightning {
             let generation = try await store.useWorkerRegistration(jti: jti, name: worker.name, at: now)
             let minted = try mintAuthToken(worker.name, generation: generation)
             state.setCredential(socket.id, SocketCredential(generation: generation, expiresAt: minted.expiresAt))
+            // The earlier credential is refused from now on, on the sockets that already hold it too.
+            for other in serverBox.server?.allSockets() ?? [] where other != socket && (other.context as? WorkerIdentity)?.name == worker.name {
+                if let held = state.credential(other.id), held.generation < generation { other.close(code: 1008, reason: "worker registered again") }
+                if case .token(let g, _)? = (other.context as? WorkerIdentity)?.auth, g < generation, state.credential(other.id) == nil {
+                    other.close(code: 1008, reason: "worker registered again")
+                }
+            }
             join.authMode = "token"
             join.credentialExpiresAt = Int64(minted.expiresAt * 1_000_000)
             credential = ["token": .string(minted.token), "expires_at": .double(minted.expiresAt)]
@@ -126,7 +144,7 @@ extension Lightning {
         try await store.workerConnected(join, at: now)
         logger.info("worker joined the queue", metadata: ["worker.name": "\(worker.name)", "worker.capacity": "\(join.capacity)",
                                                           "worker.auth": "\(join.authMode)"])
-        return credential
+        return (credential, defaults)
     }
 
     /// After the join reply: fleet control in force for this very process is given again (it reconnected).
@@ -147,6 +165,10 @@ extension Lightning {
     func renewCredential(_ worker: WorkerIdentity, socket: ChannelSocket) async -> ChannelReply {
         guard let current = state.credential(socket.id) else {
             return .error(["reason": "this worker uses the shared secret; there is nothing to renew"])
+        }
+        guard current.expiresAt >= Date().timeIntervalSince1970 else {
+            socket.close(code: 1008, reason: "worker credential expired")
+            return .error(["reason": "the credential ran out before it was renewed: register the worker again"])
         }
         do {
             guard let auth = try store.workerAuthState(name: worker.name), auth.revokedAt == nil, auth.generation == current.generation else {
@@ -277,24 +299,52 @@ extension Lightning {
         }
         return .object(o)
     }
-
-    /// An attempt its worker stopped to put back (a drain's or SIGTERM's `requeue` policy) becomes a new attempt of its
-    /// work order. The worker is trusted with this as with any ending it gives its own attempts: it is one new
-    /// attempt, from the start, as an operator's retry makes.
-    func requeue(_ attemptID: String, worker: String) async {
-        do {
-            let created = try await store.rerun(attemptID: attemptID, fromStep: nil, by: "drain of worker \(worker)", at: Timestamp.nowMicros())
-            logger.notice("attempt requeued by a drain", metadata: ["attempt.id": "\(attemptID)", "retry.id": "\(created.attemptID)"])
-            attemptsChanged([created.attemptID])
-            nudgeWorkers()
-        } catch {
-            logger.error("could not requeue a drained attempt", metadata: ["attempt.id": "\(attemptID)", "error": "\(error)"])
-        }
-    }
 }
 
 /// A registered worker socket's credential: its generation and when it runs out (seconds since the epoch).
 struct SocketCredential: Sendable {
     var generation: Int64
     var expiresAt: Double
+}
+
+/// `serve --worker-groups FILE`: a YAML mapping of group names to the settings Lightning sends their workers at join.
+public enum WorkerGroupDefaults {
+    /// The settings a group may set, and what each must be.
+    public static let settings: [String: String] = [
+        "capacity": "a whole number from 1 to 10000", "shutdown-timeout": "seconds, 0 or more",
+        "shutdown-policy": "finish, requeue or cancel",
+    ]
+
+    public static func parse(yaml text: String) throws -> [String: JSON] {
+        guard let top = try Yams.load(yaml: text) as? [String: Any] else {
+            throw StoreError.invalid("the worker groups file must be a mapping of group names to settings")
+        }
+        var groups: [String: JSON] = [:]
+        for (group, value) in top {
+            guard let map = value as? [String: Any] else { throw StoreError.invalid("group \(group): give a mapping of settings") }
+            var out: [String: JSON] = [:]
+            for (key, v) in map {
+                guard let want = settings[key] else {
+                    throw StoreError.invalid("group \(group): unknown setting \(key) (known: \(settings.keys.sorted().joined(separator: ", ")))")
+                }
+                switch key {
+                case "capacity":
+                    guard let n = v as? Int, (1...10_000).contains(n) else { throw StoreError.invalid("group \(group): \(key) must be \(want)") }
+                    out[key] = .int(Int64(n))
+                case "shutdown-timeout":
+                    guard let n = (v as? Double) ?? (v as? Int).map(Double.init), n >= 0 else {
+                        throw StoreError.invalid("group \(group): \(key) must be \(want)")
+                    }
+                    out[key] = .double(n)
+                default:
+                    guard let p = v as? String, ["finish", "requeue", "cancel"].contains(p) else {
+                        throw StoreError.invalid("group \(group): \(key) must be \(want)")
+                    }
+                    out[key] = .string(p)
+                }
+            }
+            groups[group] = .object(out)
+        }
+        return groups
+    }
 }

@@ -207,6 +207,8 @@ enum Migrations {
                 -- it on, so every earlier token is refused.
                 ALTER TABLE workers ADD COLUMN auth_generation INTEGER NOT NULL DEFAULT 0;
                 ALTER TABLE workers ADD COLUMN revoked_at INTEGER;
+                -- A revoked name stays refused with the shared secret, even once registered again.
+                ALTER TABLE workers ADD COLUMN secret_revoked_at INTEGER;
                 -- Fleet control in force for the process instance_id names (JSON: drain or pause), NULL: none.
                 ALTER TABLE workers ADD COLUMN control TEXT;
                 -- Registration tokens: minted by an admin for one worker name, used once.

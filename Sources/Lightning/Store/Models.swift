@@ -209,6 +209,16 @@ public struct WorkerControl: Codable, Sendable, Equatable {
     }
 }
 
+/// What decides whether a worker's credential is still good.
+public struct WorkerAuthState: Sendable, Equatable {
+    /// Moved on by every registration used and every revocation: auth tokens of another generation are refused.
+    public var generation: Int64
+    /// Revoked and not registered again since.
+    public var revokedAt: Int64?
+    /// Revoked once: the shared secret is refused for this name from then on.
+    public var secretRevokedAt: Int64?
+}
+
 /// A registration token's record (its secret is the signed token itself; this keeps it single use).
 public struct WorkerRegistration: Sendable, Equatable {
     public var jti: String
@@ -266,8 +276,8 @@ public protocol LightningStore: Sendable {
     /// then on), clears a revocation, and returns the new generation. Throws `.conflict` when already used or
     /// expired.
     func useWorkerRegistration(jti: String, name: String, at: Int64) async throws -> Int64
-    /// The worker's credential generation and revocation. Synchronous, for the socket's upgrade check.
-    func workerAuthState(name: String) throws -> (generation: Int64, revokedAt: Int64?)?
+    /// The worker's credential generation and revocations. Synchronous, for the socket's upgrade check.
+    func workerAuthState(name: String) throws -> WorkerAuthState?
     /// Revokes a worker: its tokens and unused registrations are refused from now on. False when unknown.
     func revokeWorker(name: String, at: Int64) async throws -> Bool
     func workerCredentialRenewed(name: String, expiresAt: Int64) async throws

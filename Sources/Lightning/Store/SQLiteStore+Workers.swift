@@ -37,10 +37,11 @@ extension SQLiteStore {
         }
     }
 
-    public func workerAuthState(name: String) throws -> (generation: Int64, revokedAt: Int64?)? {
+    public func workerAuthState(name: String) throws -> WorkerAuthState? {
         try readHere { db in
-            try Row.fetchOne(db, sql: "SELECT auth_generation, revoked_at FROM workers WHERE name = ?", arguments: [name]).map {
-                (generation: $0["auth_generation"], revokedAt: $0["revoked_at"])
+            try Row.fetchOne(db, cached: "SELECT auth_generation, revoked_at, secret_revoked_at FROM workers WHERE name = ?",
+                             arguments: [name]).map {
+                WorkerAuthState(generation: $0["auth_generation"], revokedAt: $0["revoked_at"], secretRevokedAt: $0["secret_revoked_at"])
             }
         }
     }
@@ -48,8 +49,9 @@ extension SQLiteStore {
     public func revokeWorker(name: String, at: Int64) async throws -> Bool {
         try await pool.write { db in
             try db.execute(sql: """
-                UPDATE workers SET revoked_at = ?, auth_generation = auth_generation + 1, control = NULL WHERE name = ?
-                """, arguments: [at, name])
+                UPDATE workers SET revoked_at = ?, secret_revoked_at = ?, auth_generation = auth_generation + 1, control = NULL
+                WHERE name = ?
+                """, arguments: [at, at, name])
             let found = db.changesCount == 1
             try db.execute(sql: "UPDATE worker_registrations SET used_at = ? WHERE worker_name = ? AND used_at IS NULL",
                            arguments: [at, name])

@@ -474,9 +474,15 @@ public final class SQLiteStore: LightningStore {
                 WHERE id = ?
                 """, arguments: [state.rawValue, complete.reason.rawValue, complete.errorType, complete.errorMessage, finalID, at, id])
             try Self.addLimitNotice(db, id, at: at)
-            let retry = complete.reason == .exception
-                ? try Self.retryIfAllowed(db, id, reason: complete.reason, why: complete.errorMessage ?? complete.errorType ?? "", at: at)
-                : nil
+            let retry: String?
+            if complete.reason == .kill && complete.errorType == Wire.requeuedErrorType {
+                // Stopped by its worker's drain (or SIGTERM) to be put back: a new attempt, in this same transaction.
+                retry = try Self.requeue(db, id, at: at)
+            } else if complete.reason == .exception {
+                retry = try Self.retryIfAllowed(db, id, reason: complete.reason, why: complete.errorMessage ?? complete.errorType ?? "", at: at)
+            } else {
+                retry = nil
+            }
             return AttemptCompletion(state: state, changed: true, retryID: retry)
         }
     }
@@ -509,6 +515,21 @@ public final class SQLiteStore: LightningStore {
             cursor = try Row.fetchOne(db, cached: "SELECT retry_of, rerun_by FROM attempts WHERE id = ?", arguments: [row["retry_of"] as String])
         }
         guard automatic < retries else { return nil }
+        // `why` may quote a worker's error message: stored like any log line, without escape sequences.
+        return try insertFollowUp(db, a, at: at,
+                                  note: "retry \(automatic + 1) of \(retries): attempt \(id) ended \(reason.rawValue)" + (why.isEmpty ? "" : " (\(why))"))
+    }
+
+    /// An attempt its worker stopped to put back: a new attempt of the work order from the same start, named as a retry
+    /// of it (and not counted against the workflow's retries: its step did not fail).
+    static func requeue(_ db: Database, _ id: String, at: Int64) throws -> String? {
+        guard let a = try Row.fetchOne(db, cached: "SELECT * FROM attempts WHERE id = ?", arguments: [id]) else { return nil }
+        return try insertFollowUp(db, a, at: at, note: "requeued: attempt \(id) was stopped by a drain of worker \(a["worker_name"] as String? ?? "?")")
+    }
+
+    /// Inserts the attempt that follows `a` (same work order, snapshot, input and start), with `note` as its first log line.
+    private static func insertFollowUp(_ db: Database, _ a: Row, at: Int64, note text: String) throws -> String {
+        let id: String = a["id"]
         let number = (try Int.fetchOne(db, cached: "SELECT MAX(attempt_number) FROM attempts WHERE work_order_id = ?",
                                        arguments: [a["work_order_id"]]) ?? 0) + 1
         let newID = Self.newID()
@@ -518,8 +539,7 @@ public final class SQLiteStore: LightningStore {
             VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?)
             """, arguments: [newID, a["work_order_id"], a["workflow_id"], a["snapshot_id"], a["dataclip_id"], a["run_timeout_ms"],
                              a["log_limit_bytes"], id, number, a["starting_job_id"], at])
-        // `why` may quote a worker's error message: stored like any log line, without escape sequences.
-        let note = LogText.clean("retry \(automatic + 1) of \(retries): attempt \(id) ended \(reason.rawValue)" + (why.isEmpty ? "" : " (\(why))"))
+        let note = LogText.clean(text)
         try db.execute(cached: """
             INSERT INTO log_lines (attempt_id, seq, level, source, message, timestamp) VALUES (?, 1, 'warn', ?, ?, ?)
             """, arguments: [newID, LogSource.lightning, note, at])

@@ -38,6 +38,9 @@ public struct WorkerConfiguration: Sendable {
     public var host = ProcessInfo.processInfo.hostName
     /// This process: fleet control is bound to it, so a restarted worker of the same name starts afresh.
     public let instanceID = UUID().uuidString.lowercased()
+    /// Settings given by a flag, the environment or the config file: Lightning's defaults for the worker's group
+    /// (sent at join) apply to the others only. Keys as the flags' long names (`capacity`, `shutdown-timeout`, ...).
+    public var configuredKeys: Set<String> = []
 
     public init(lightningURL: String, name: String, workerSecret: String, lightningPublicKey: JWTKey?, workRoot: String) {
         self.lightningURL = lightningURL
@@ -102,13 +105,26 @@ public final class Worker: @unchecked Sendable {
     private let lock = NSLock()
     private var running: [String: AttemptControl] = [:]
     private var draining = false
+    /// Capacity and shutdown settings in force: the configuration's, or Lightning's group defaults for those the
+    /// worker was not given.
+    private var capacity: Int
+    private var shutdownTimeout: Duration
+    private var shutdownPolicy: DrainPolicy
     /// Claiming nothing: paused by Lightning, or drained with `--stay`.
     private var paused = false
     private var drainRunning = false
     /// Registered workers: false until Lightning's credential verified (nothing is claimed before).
     private var trusted: Bool
     let credentials: WorkerCredentials
-    private var registrationWaiter: CheckedContinuation<Void, Never>?
+    /// Parked until a registration arrives (the start, or a refusal while connected: at most a couple at once).
+    private var registrationWaiters: [CheckedContinuation<Void, Never>] = []
+    /// A resume that came during a `--stay` drain: claims start again when that drain ends.
+    private var resumeAfterDrain = false
+    /// The running drain's deadline and policy (a later drain with an earlier deadline, SIGTERM's say, takes over).
+    private var drainDeadline: ContinuousClock.Instant?
+    private var drainPolicy = DrainPolicy.finish
+    /// Claims sent and not yet answered: a drain waits for them, so an attempt claimed meanwhile is not dropped.
+    private var claimsInFlight = 0
     private var registrationOutcome: [Int: CheckedContinuation<Result<Double, WorkerError>?, Never>] = [:]
     private var registrationCount = 0
     private var nudged: CheckedContinuation<Void, Never>?
@@ -139,6 +155,9 @@ public final class Worker: @unchecked Sendable {
                                                 file: configuration.credentialFile, trustedKey: configuration.lightningPublicKey, logger: logger)
         self.credentials = credentials
         trusted = credentials.usesSharedSecret
+        capacity = configuration.capacity
+        shutdownTimeout = configuration.shutdownTimeout
+        shutdownPolicy = configuration.shutdownPolicy
         var client = ChannelClient.Configuration(url: configuration.socketURL) {
             // A fresh shared-secret token, or the current registered credential, on every connect.
             credentials.query().merging(["api_version": RuntimeVersion.workerAPI, "worker_version": RuntimeVersion.current, "vsn": "2.0.0"]) { a, _ in a }
@@ -148,7 +167,9 @@ public final class Worker: @unchecked Sendable {
         self.client = try ChannelClient(configuration: client, logger: Logger(label: "runtime-worker.socket"))
     }
 
-    var freeSlots: Int { lock.withLock { draining || paused || !trusted ? 0 : configuration.capacity - running.count } }
+    var freeSlots: Int { lock.withLock { draining || paused || !trusted ? 0 : capacity - running.count } }
+    /// The capacity in force (Lightning's group default when none was configured).
+    public var effectiveCapacity: Int { lock.withLock { capacity } }
 
     /// What `GET /livez` says: live while connected, or reconnecting for less than `livezGrace`; not once
     /// Lightning refused our token.
@@ -160,7 +181,7 @@ public final class Worker: @unchecked Sendable {
     public var health: Health {
         lock.withLock {
             if let status = authFailure { return Health(live: false, detail: "Lightning refused this worker's token (HTTP \(status))") }
-            if registrationWaiter != nil { return Health(live: true, detail: "waiting for a registration token (POST /register)") }
+            if !registrationWaiters.isEmpty { return Health(live: true, detail: "waiting for a registration token (POST /register)") }
             guard let since = disconnectedSince else {
                 return Health(live: true, detail: draining ? "connected, draining" : paused ? "connected, paused" : "connected")
             }
@@ -279,6 +300,7 @@ public final class Worker: @unchecked Sendable {
                 // `lightning workers list` shows (OpenFn's Lightning ignores it).
                 var p: [String: JSON] = [
                     "capacity": .int(Int64(configuration.capacity)),
+                    "configured": .array(configuration.configuredKeys.sorted().map { .string($0) }),
                     "extensions": [.string(Wire.Extension.claimCheckout), .string(Wire.Extension.fleetControl), .string(Wire.Extension.workerRenew)],
                     "host": .string(configuration.host), "instance_id": .string(configuration.instanceID),
                 ]
@@ -306,6 +328,7 @@ public final class Worker: @unchecked Sendable {
     /// which must verify before anything is claimed.
     private func queueJoined(_ reply: JSON) {
         noteExtensions(reply)
+        if let defaults = reply["config"]?.objectValue { applyGroupDefaults(defaults) }
         if let credential = reply["credential"], credential != .null {
             do { try credentials.adopt(credential) } catch {
                 let failure = WorkerError.untrustedLightning("\(error)")
@@ -328,6 +351,33 @@ public final class Worker: @unchecked Sendable {
         }
         finishRegistration(.success(credentials.renewal?.expiresAt ?? 0))
         wake()
+    }
+
+    /// Lightning's defaults for this worker's group, for the settings it was not given (flags, environment and the
+    /// config file come first).
+    private func applyGroupDefaults(_ defaults: [String: JSON]) {
+        var applied: [String] = []
+        lock.withLock {
+            let mine = configuration.configuredKeys
+            if !mine.contains("capacity"), let c = defaults["capacity"]?.intValue, c > 0, c <= 10_000, Int(c) != capacity {
+                capacity = Int(c)
+                applied.append("capacity=\(c)")
+            }
+            if !mine.contains("shutdown-timeout"), let t = defaults["shutdown-timeout"]?.doubleValue, t >= 0, t <= 86400 {
+                shutdownTimeout = .milliseconds(Int(t * 1000))
+                applied.append("shutdown-timeout=\(t)")
+            }
+            if !mine.contains("shutdown-policy"), let p = defaults["shutdown-policy"]?.stringValue.flatMap(DrainPolicy.init(rawValue:)) {
+                shutdownPolicy = p
+                applied.append("shutdown-policy=\(p.rawValue)")
+            }
+        }
+        if !applied.isEmpty {
+            logger.notice("settings from Lightning's defaults for this worker's group", metadata: [
+                "group": "\(configuration.group ?? "default")", "settings": "\(applied.joined(separator: " "))",
+            ])
+            wake()
+        }
     }
 
     /// Lightning would not take the registration (used meanwhile, revoked): wait for another one, or end.
@@ -355,7 +405,7 @@ public final class Worker: @unchecked Sendable {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let stopping = lock.withLock { () -> Bool in
                 if draining { return true }
-                registrationWaiter = c
+                registrationWaiters.append(c)
                 return false
             }
             if stopping { c.resume() }
@@ -376,19 +426,18 @@ public final class Worker: @unchecked Sendable {
             return .refused(status: 400, reason: "this registration token cannot be used here: \(error)")
         }
         let outcome: Result<Double, WorkerError>? = await withCheckedContinuation { c in
-            let waiter: CheckedContinuation<Void, Never>? = lock.withLock {
-                guard let w = registrationWaiter else { return nil }
-                registrationWaiter = nil
-                return w
+            let waiters: [CheckedContinuation<Void, Never>] = lock.withLock {
+                defer { registrationWaiters = [] }
+                return registrationWaiters
             }
-            guard let waiter else { return c.resume(returning: nil) }
+            guard !waiters.isEmpty else { return c.resume(returning: nil) }
             credentials.setRegistration(token)
             let id = lock.withLock { () -> Int in
                 registrationCount += 1
                 registrationOutcome[registrationCount] = c
                 return registrationCount
             }
-            waiter.resume()
+            for w in waiters { w.resume() }
             Task { [weak self] in
                 try? await Task.sleep(for: timeout)
                 self?.finishRegistration(.failure(.registrationRefused("Lightning did not answer within \(timeout)")), only: id)
@@ -451,7 +500,11 @@ public final class Worker: @unchecked Sendable {
             logger.notice("paused by Lightning: claiming nothing until resumed")
         case "resume":
             let resumed = lock.withLock { () -> Bool in
-                guard !draining, !drainRunning else { return false }
+                guard !draining else { return false }
+                guard !drainRunning else {
+                    resumeAfterDrain = true
+                    return false
+                }
                 paused = false
                 return true
             }
@@ -459,7 +512,7 @@ public final class Worker: @unchecked Sendable {
                 logger.notice("resumed by Lightning")
                 wake()
             } else {
-                logger.notice("not resumed: a drain is in progress")
+                logger.notice("resume noted: claiming starts again when the running drain ends (unless the worker is shutting down)")
             }
         case "drain":
             let policy = payload["policy"]?.stringValue.flatMap(DrainPolicy.init(rawValue:)) ?? .finish
@@ -513,6 +566,8 @@ public final class Worker: @unchecked Sendable {
 
     /// Claims up to `demand` attempts and starts them. Returns how many it started.
     private func claim(demand: Int) async -> Int {
+        lock.withLock { claimsInFlight += 1 }
+        defer { lock.withLock { claimsInFlight -= 1 } }
         let reply: ChannelClientReply
         do {
             reply = try await client.push(topic: Wire.Topic.queue, event: Wire.Event.claim,
@@ -585,7 +640,13 @@ public final class Worker: @unchecked Sendable {
         let topic = Wire.Topic.attempt(id)
         let log = logger.with(["attempt.id": "\(id)"])
         var wire = ChannelEventSink(client: client, topic: topic)
-        wire.isAbandoned = { [weak self] in self?.lock.withLock { self?.abandoned.contains(id) } ?? true }
+        // Abandoned when Lightning refused the rejoin, or when the worker is shutting down with no connection to come
+        // (its credential was refused): the events cannot be delivered, and waiting for them would hang the shutdown.
+        wire.isAbandoned = { [weak self] in
+            guard let self else { return true }
+            let (refused, stopping) = lock.withLock { (abandoned.contains(id), draining) }
+            return refused || (stopping && !client.wantsConnection)
+        }
         let sink = AttemptOutbox(wire)
         do {
             try await joinAttempt(topic: topic, token: token, id: id, log: log)
@@ -667,21 +728,31 @@ public final class Worker: @unchecked Sendable {
     /// SIGTERM: stops claiming, lets running attempts finish up to the shutdown timeout, then applies the
     /// shutdown policy to those left, and ends.
     public func drain() async {
-        await drain(timeout: configuration.shutdownTimeout, policy: configuration.shutdownPolicy, exit: true, origin: "--shutdown-timeout")
+        let (timeout, policy) = lock.withLock { (shutdownTimeout, shutdownPolicy) }
+        await drain(timeout: timeout, policy: policy, exit: true, origin: "--shutdown-timeout")
     }
 
     /// Stops claiming; running attempts get `timeout` to finish, then those left are stopped (`finish`), stopped and
     /// put back (`requeue`) or cancelled (`cancel`). Then the worker ends (`exit`), or stays connected claiming
     /// nothing until resumed. A drain asked for while one runs only makes that one end the worker, if asked to.
     public func drain(timeout: Duration, policy: DrainPolicy, exit: Bool, origin: String) async {
+        let deadline = ContinuousClock.now + timeout
         let first = lock.withLock { () -> Bool in
             if exit { draining = true } else { paused = true }
+            // The earliest deadline rules, with its policy: SIGTERM during a long drain keeps to --shutdown-timeout.
+            if drainDeadline.map({ deadline < $0 }) ?? true {
+                drainDeadline = deadline
+                drainPolicy = policy
+            }
             defer { drainRunning = true }
             return !drainRunning
         }
         wake()
-        lock.withLock { registrationWaiter }?.resume()
-        lock.withLock { registrationWaiter = nil }
+        let parked = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            defer { if exit { registrationWaiters = [] } }
+            return exit ? registrationWaiters : []
+        }
+        for w in parked { w.resume() }
         if exit {
             logger.notice("shutting down: claiming nothing more; running attempts get \(timeout) to finish",
                           metadata: ["attempts.running": "\(runningAttempts)", "policy": "\(policy.rawValue)"])
@@ -690,26 +761,35 @@ public final class Worker: @unchecked Sendable {
                           metadata: ["attempts.running": "\(runningAttempts)", "policy": "\(policy.rawValue)"])
         }
         guard first else { return }
-        let deadline = ContinuousClock.now + timeout
-        while runningAttempts > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
-        let left = lock.withLock { Array(running.values) }
+        func busy() -> Bool { lock.withLock { !running.isEmpty || claimsInFlight > 0 } }
+        while busy(), ContinuousClock.now < lock.withLock({ drainDeadline ?? deadline }) { try? await Task.sleep(for: .milliseconds(50)) }
+        // A claim still on its way is let arrive (it is bounded by its push timeout), so what it brings is stopped too.
+        while lock.withLock({ claimsInFlight > 0 }) { try? await Task.sleep(for: .milliseconds(50)) }
+        let (left, finalPolicy) = lock.withLock { (Array(running.values), drainPolicy) }
         for c in left {
             c.grace = .seconds(2)
-            switch policy {
+            switch finalPolicy {
             case .finish: c.shutDown(reason: "the worker shut down before the attempt finished (\(origin) ran out)")
             case .cancel: c.stop(reason: "cancelled: the worker was drained (policy cancel) before the attempt finished", kind: .cancel)
             case .requeue: c.stop(reason: "stopped by a drain of the worker (policy requeue); Lightning puts it back as a new attempt", kind: .requeue)
             }
         }
-        if !left.isEmpty { logger.notice("drain deadline: stopped \(left.count) attempt(s)", metadata: ["policy": "\(policy.rawValue)"]) }
+        if !left.isEmpty { logger.notice("drain deadline: stopped \(left.count) attempt(s)", metadata: ["policy": "\(finalPolicy.rawValue)"]) }
         for t in lock.withLock({ Array(tasks.values) }) { await t.value }
-        let end = lock.withLock { () -> Bool in
+        let (end, resume) = lock.withLock { () -> (Bool, Bool) in
             drainRunning = false
-            return draining
+            drainDeadline = nil
+            let resume = resumeAfterDrain && !draining
+            resumeAfterDrain = false
+            if resume { paused = false }
+            return (draining, resume)
         }
         if end {
             client.close()
             lock.withLock { drained = true }
+        } else if resume {
+            logger.notice("drained; resumed as asked meanwhile: claiming again")
+            wake()
         } else {
             logger.notice("drained: staying connected, claiming nothing until resumed")
         }

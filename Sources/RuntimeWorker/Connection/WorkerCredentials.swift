@@ -39,20 +39,27 @@ public final class WorkerCredentials: @unchecked Sendable {
     let trustedKey: JWTKey?
     private let lock = NSLock()
     private var state: State
+    private let logger: Logger
+    /// The registration the current auth token came from (its `jti`), kept in the file: a different registration
+    /// token given at a restart is a rotation, and is used instead of the saved credential.
+    private var registrationID: String?
 
     init(name: String, authentication: WorkerAuthentication, file: String?, trustedKey: JWTKey?, logger: Logger,
          now: Double = Date().timeIntervalSince1970) throws {
         self.name = name
         self.file = file
         self.trustedKey = trustedKey
+        self.logger = logger
         switch authentication {
         case .sharedSecret(let secret):
             state = .secret(try JWTKey.hmac(secret: secret))
         case .registration(let token):
             state = token.map { .registration($0) } ?? .waiting
-            // A credential saved by this worker earlier, still good for a while, comes first: a registration
-            // token is used once, so the one in the environment was most likely used by the previous start.
-            if let saved = Self.load(file, name: name, key: trustedKey, now: now) {
+            registrationID = token.flatMap(Self.registrationID(of:))
+            // A credential saved by this worker earlier, still good for a while, comes first when it came from the
+            // same registration (a registration token is used once, so the one in the environment was most likely
+            // used by the previous start); a different registration token is a rotation and is exchanged.
+            if let saved = Self.load(file, name: name, key: trustedKey, now: now), token == nil || saved.registration == registrationID {
                 state = .auth(token: saved.token, expiresAt: saved.expiresAt, renewAfter: now)
                 logger.notice("using the saved worker credential", metadata: [
                     "file": "\(file ?? "")", "expires_in": "\(Int(saved.expiresAt - now)) s",
@@ -91,7 +98,17 @@ public final class WorkerCredentials: @unchecked Sendable {
         }
     }
 
-    func setRegistration(_ token: String) { lock.withLock { state = .registration(token) } }
+    func setRegistration(_ token: String) {
+        lock.withLock {
+            state = .registration(token)
+            registrationID = Self.registrationID(of: token)
+        }
+    }
+
+    /// A registration token's `jti`, read without verifying (only to tell one registration from another).
+    static func registrationID(of token: String) -> String? {
+        JWT.unverifiedPayload(token)?["jti"] as? String
+    }
 
     /// Back to waiting for a registration (the last one was refused), forgetting the saved credential.
     func reset() {
@@ -130,8 +147,10 @@ public final class WorkerCredentials: @unchecked Sendable {
         var name: String
         var token: String
         var expiresAt: Double
+        /// The `jti` of the registration this credential came from.
+        var registration: String?
         enum CodingKeys: String, CodingKey {
-            case name, token
+            case name, token, registration
             case expiresAt = "expires_at"
         }
     }
@@ -149,15 +168,26 @@ public final class WorkerCredentials: @unchecked Sendable {
     }
 
     private func save(token: String, expiresAt: Double) {
-        guard let file, let data = try? JSONEncoder().encode(Saved(name: name, token: token, expiresAt: expiresAt)) else { return }
+        let registration = lock.withLock { registrationID }
+        guard let file, let data = try? JSONEncoder().encode(Saved(name: name, token: token, expiresAt: expiresAt, registration: registration))
+        else { return }
         let temp = file + ".tmp-\(getpid())"
         unlink(temp)
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else {
+            logger.warning("could not save the worker credential: a restart will need a new registration",
+                           metadata: ["file": "\(file)", "error": "\(String(cString: strerror(errno)))"])
+            return
+        }
         let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        fsync(fd)
+        let synced = fsync(fd) == 0
         close(fd)
-        if written == data.count { rename(temp, file) } else { unlink(temp) }
+        guard written == data.count, synced, rename(temp, file) == 0 else {
+            logger.warning("could not save the worker credential: a restart will need a new registration",
+                           metadata: ["file": "\(file)", "error": "\(String(cString: strerror(errno)))"])
+            unlink(temp)
+            return
+        }
     }
 
     /// Whether `file` holds a credential for `name` that is good for a while yet (and verifies with `key`).

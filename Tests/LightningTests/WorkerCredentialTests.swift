@@ -5,6 +5,15 @@ import Testing
 import TestSupport
 @testable import Lightning
 
+/// A clock in seconds since the epoch that moves only when told.
+final class SecondsClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: Double
+    init(_ start: Double) { current = start }
+    var now: Double { lock.withLock { current } }
+    func advance(_ seconds: Double) { lock.withLock { current += seconds } }
+}
+
 /// Worker credentials on a real server (docs/workers.md): every kind of refused token gets 401 before the upgrade,
 /// a registered socket lives on through its renewals, and one that stops renewing is closed.
 @Suite("Worker credentials")
@@ -128,9 +137,14 @@ struct WorkerCredentialTests {
         #expect(try await upgrade(h, "token=\(try h.workerToken("shared-1"))").contains("is revoked"))
     }
 
-    @Test("a registered socket lives on through renewals across several expiries; one that stops renewing is closed")
+    @Test("a registered socket lives on through renewals across several expiries; one that stops renewing is closed; a renewal too late is refused")
     func renewal() async throws {
-        let h = try Harness { $0.workerTokenLifetimeSeconds = 4 }
+        // The credentials' clock is the test's: expiry is decided by it, never by how fast a loaded machine runs.
+        let clock = SecondsClock(1_800_000_000)
+        let h = try Harness {
+            $0.workerTokenLifetimeSeconds = 4
+            $0.workerClock = { clock.now }
+        }
         defer { Task { await h.stop() } }
         let verify = try JWTKey.rsa(pem: h.keys.keyPair.privateKeyPEM).publicKey()
         let renewing = try await registrationClient(h, try #require(try await h.lightning.registerWorker("r1", ttlSeconds: 60, by: "t")["token"]?.stringValue))
@@ -140,35 +154,30 @@ struct WorkerCredentialTests {
             idle.close()
         }
         let first = try await renewing.join(topic: "worker:queue", payload: { ["capacity": 1] })
-        #expect(first["credential"]?["token"]?.stringValue != nil)
-        #expect(try await idle.join(topic: "worker:queue", payload: { ["capacity": 1] })["credential"] != nil)
-        // One renews every quarter of its lifetime, twelve times (three lifetimes; a push may lag 3 s on a loaded
-        // machine and still be in time), while the other does nothing...
         let start = try #require(first["credential"]?["expires_at"]?.doubleValue)
-        let renewals = Task { () -> [String] in
-            var problems: [String] = []
-            var last = start
-            for _ in 0..<12 {
-                try? await Task.sleep(for: .seconds(1))
-                do {
-                    let r = try await renewing.push(topic: "worker:queue", event: "worker:renew", payload: [:])
-                    guard r.isOK, let token = r.response["token"]?.stringValue else { problems.append(r.response.text); continue }
-                    let claims = try WorkerCredentialClaims.verify(token, key: verify, kind: .auth)
-                    if claims.workerID != "r1" || claims.exp < last { problems.append("\(claims)") }
-                    last = claims.exp
-                } catch { problems.append("\(error)") }
-            }
-            return problems
+        #expect(start == clock.now + 4)
+        #expect(try await idle.join(topic: "worker:queue", payload: { ["capacity": 1] })["credential"] != nil)
+        // Six renewals, 2.5 s apart on the clock: the credential is renewed past nearly four lifetimes. The other
+        // socket, never renewed, is closed by the sweep once its 4 s are up.
+        var last = start
+        for round in 1...6 {
+            clock.advance(2.5)
+            let r = try await renewing.push(topic: "worker:queue", event: "worker:renew", payload: [:])
+            #expect(r.isOK, "round \(round): \(r.response.text)")
+            let claims = try WorkerCredentialClaims.verify(try #require(r.response["token"]?.stringValue), key: verify, kind: .auth) { clock.now }
+            #expect(claims.workerID == "r1" && claims.exp >= clock.now + 4 && claims.exp < clock.now + 5 && claims.exp > last, "\(claims)")
+            last = claims.exp
+            await h.lightning.sweep()
+            #expect(renewing.isJoined("worker:queue"), "round \(round)")
         }
-        // ...and is closed once its 4 s are up (the janitor looks every 0.2 s)...
         #expect(await Self.event(of: idle) { if case .disconnected = $0 { true } else { false } })
-        // ...while the renewing one stays joined throughout.
-        #expect(await renewals.value == [])
-        let last = try await renewing.push(topic: "worker:queue", event: "worker:renew", payload: [:])
-        #expect(last.isOK)
-        #expect(renewing.isJoined("worker:queue"))
         let listed = try await h.t.store.workers().first { $0.name == "r1" }
-        #expect(listed?.authMode == "token" && (listed?.credentialExpiresAt ?? 0) > Int64(start * 1_000_000), "\(String(describing: listed))")
+        #expect(listed?.authMode == "token" && listed?.credentialExpiresAt == Int64(last * 1_000_000), "\(String(describing: listed))")
+        // Past its end (before a sweep noticed): the renewal is refused and the socket closed.
+        clock.advance(4.5)
+        let late = try await renewing.push(topic: "worker:queue", event: "worker:renew", payload: [:])
+        #expect(!late.isOK && late.response.text.contains("ran out"), "\(late.response.text)")
+        #expect(await Self.event(of: renewing) { if case .disconnected = $0 { true } else { false } })
         // The shared-secret socket has nothing to renew.
         let shared = try await h.connectedWorker("s1")
         defer { shared.close() }

@@ -46,6 +46,8 @@ public struct LightningConfiguration: Sendable {
     public var trustedProxies: [String] = []
     /// The clock of that limit (tests move their own).
     var authClock: @Sendable () -> ContinuousClock.Instant = { .now }
+    /// The clock worker credentials are minted, checked and expired by, in seconds since the epoch (tests move their own).
+    var workerClock: @Sendable () -> Double = { Date().timeIntervalSince1970 }
     /// The URL browsers reach Lightning at, when it is not this server's own (a proxy terminating TLS, another
     /// host name): the console's requests must come from its origin, and its cookie is `Secure` when it is https.
     public var publicURL: String? = nil
@@ -466,7 +468,7 @@ public final class Lightning: Sendable {
     public func sweep() async {
         let now = Timestamp.nowMicros()
         closeExpiredConsoleSockets(now: now)
-        closeExpiredWorkerSockets(now: now)
+        closeExpiredWorkerSockets()
         let grace = Int64(configuration.graceSeconds * 1_000_000)
         let gone = state.workersGone(before: now - grace)
         do {

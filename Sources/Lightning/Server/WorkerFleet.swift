@@ -39,7 +39,9 @@ extension Lightning {
     private func checkWorkerCredential(token: String?, registration: String?) throws -> WorkerIdentity {
         if let registration {
             let claims: WorkerCredentialClaims
-            do { claims = try WorkerCredentialClaims.verify(registration, key: attemptVerifyKey, kind: .registration) } catch {
+            do {
+                claims = try WorkerCredentialClaims.verify(registration, key: attemptVerifyKey, kind: .registration, now: configuration.workerClock)
+            } catch {
                 throw WorkerRefusal(message: "invalid registration token: \(Self.describe(error))")
             }
             guard let record = try store.workerRegistration(jti: claims.jti), record.workerName == claims.workerID else {
@@ -70,7 +72,7 @@ extension Lightning {
             return WorkerIdentity(name: claims.workerID)
         case "RS256":
             let claims: WorkerCredentialClaims
-            do { claims = try WorkerCredentialClaims.verify(token, key: attemptVerifyKey, kind: .auth) } catch {
+            do { claims = try WorkerCredentialClaims.verify(token, key: attemptVerifyKey, kind: .auth, now: configuration.workerClock) } catch {
                 throw WorkerRefusal(message: "invalid worker auth token: \(Self.describe(error))")
             }
             guard let state = try store.workerAuthState(name: claims.workerID) else {
@@ -126,7 +128,7 @@ extension Lightning {
             join.credentialExpiresAt = Int64(expiresAt * 1_000_000)
             state.setCredential(socket.id, SocketCredential(generation: generation, expiresAt: expiresAt))
         case .registration(let jti, _):
-            let generation = try await store.useWorkerRegistration(jti: jti, name: worker.name, at: now)
+            let generation = try await store.useWorkerRegistration(jti: jti, name: worker.name, at: Int64(configuration.workerClock() * 1_000_000))
             let minted = try mintAuthToken(worker.name, generation: generation)
             state.setCredential(socket.id, SocketCredential(generation: generation, expiresAt: minted.expiresAt))
             // The earlier credential is refused from now on, on the sockets that already hold it too.
@@ -156,8 +158,8 @@ extension Lightning {
     }
 
     func mintAuthToken(_ name: String, generation: Int64) throws -> (token: String, expiresAt: Double) {
-        let claims = WorkerCredentialClaims(kind: .auth, workerID: name, jti: Self.randomID(), lifetime: configuration.workerTokenLifetimeSeconds,
-                                            generation: generation)
+        let claims = WorkerCredentialClaims(kind: .auth, workerID: name, jti: Self.randomID(), now: configuration.workerClock(),
+                                            lifetime: configuration.workerTokenLifetimeSeconds, generation: generation)
         return (try JWT.sign(claims, key: configuration.attemptSigningKey), claims.exp)
     }
 
@@ -166,14 +168,18 @@ extension Lightning {
         guard let current = state.credential(socket.id) else {
             return .error(["reason": "this worker uses the shared secret; there is nothing to renew"])
         }
-        guard current.expiresAt >= Date().timeIntervalSince1970 else {
-            socket.close(code: 1008, reason: "worker credential expired")
-            return .error(["reason": "the credential ran out before it was renewed: register the worker again"])
+        // Refused and closed: the socket closes once the refusal has gone out, so the worker reads why.
+        func refuse(_ reason: String, close: String) -> ChannelReply {
+            var reply = ChannelReply.error(["reason": .string(reason)])
+            reply.onDelivered = { _ in socket.close(code: 1008, reason: close) }
+            return reply
+        }
+        guard current.expiresAt >= configuration.workerClock() else {
+            return refuse("the credential ran out before it was renewed: register the worker again", close: "worker credential expired")
         }
         do {
             guard let auth = try store.workerAuthState(name: worker.name), auth.revokedAt == nil, auth.generation == current.generation else {
-                socket.close(code: 1008, reason: "worker revoked")
-                return .error(["reason": "worker revoked"])
+                return refuse("worker revoked or registered again", close: "worker revoked")
             }
             let minted = try mintAuthToken(worker.name, generation: current.generation)
             state.setCredential(socket.id, SocketCredential(generation: current.generation, expiresAt: minted.expiresAt))
@@ -186,8 +192,8 @@ extension Lightning {
     }
 
     /// Closes worker sockets whose credential ran out without a renewal.
-    func closeExpiredWorkerSockets(now: Int64) {
-        let seconds = Double(now) / 1_000_000
+    func closeExpiredWorkerSockets() {
+        let seconds = configuration.workerClock()
         for socket in serverBox.server?.allSockets() ?? [] {
             guard let worker = socket.context as? WorkerIdentity else { continue }
             let initial: Double? = switch worker.auth {
@@ -213,7 +219,8 @@ extension Lightning {
             throw APIError(status: 400, message: "a worker name is 1-100 letters, digits, - _ . or :")
         }
         guard ttlSeconds >= 1, ttlSeconds <= 7 * 86400 else { throw APIError(status: 400, message: "ttl must be from 1 s to 7 days") }
-        let claims = WorkerCredentialClaims(kind: .registration, workerID: name, jti: Self.randomID(), lifetime: ttlSeconds)
+        let claims = WorkerCredentialClaims(kind: .registration, workerID: name, jti: Self.randomID(), now: configuration.workerClock(),
+                                            lifetime: ttlSeconds)
         let token = try JWT.sign(claims, key: configuration.attemptSigningKey)
         try await store.createWorkerRegistration(name: name, jti: claims.jti, expiresAt: Int64(claims.exp * 1_000_000), by: by,
                                                  at: Timestamp.nowMicros())

@@ -5,6 +5,10 @@ import Lightning
 import Testing
 import TestSupport
 
+/// One key set for the run (see Binaries.init): generating a 2048-bit RSA key holds a cooperative thread for up to a
+/// second, and the suites starting at once each making their own starved every other test's tasks.
+let sharedTestKeys = Result { try WorkerKeySet.generate() }
+
 /// The real binaries: `lightning serve` and `runtime-worker` as processes.
 struct Binaries {
     let dir: URL
@@ -15,7 +19,7 @@ struct Binaries {
 
     init(extra: [String] = [], environment: [String: String] = [:]) async throws {
         dir = try TestSupport.temporaryDirectory("binaries")
-        keys = try WorkerKeySet.generate()
+        keys = try sharedTestKeys.get()
         try keys.write(to: dir.appendingPathComponent("keys").path)
         let (process, port) = try await Self.serve(dir: dir, port: 0, extra: extra, environment: environment, log: "lightning.log")
         lightning = process

@@ -16,7 +16,7 @@ struct Stack {
 
     init(capacity: Int = 2, workerTrusts foreignKey: Bool = false) async throws {
         dir = try TestSupport.temporaryDirectory("e2e")
-        keys = try WorkerKeySet.generate()
+        keys = try sharedTestKeys.get()
         store = try SQLiteStore(path: dir.appendingPathComponent("lightning.db").path,
                                 cipher: CredentialCipher(key: Array(repeating: 1, count: 32)))
         var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),

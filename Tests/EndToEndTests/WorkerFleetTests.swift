@@ -58,9 +58,9 @@ struct WorkerFleetTests {
         return try await store.waitUntilFinal(created.attemptID)
     }
 
-    @Test("a registered worker: the token is exchanged at the first join and renewed on one socket across three of its lifetimes; no token in any log")
+    @Test("a registered worker: the token is exchanged at the first join and renewed on one socket across several of its lifetimes; no token in any log")
     func registered() async throws {
-        let b = try await Binaries(extra: ["--no-shared-secret", "--worker-token-ttl", "4"])
+        let b = try await Binaries(extra: ["--no-shared-secret", "--worker-token-ttl", "6"])
         defer { b.remove() }
         let store = try b.store()
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse(Self.quick))
@@ -71,14 +71,15 @@ struct WorkerFleetTests {
         let port = try await adminPort(worker)
         try await worker.waitForLog("registered with Lightning: worker auth token received")
         #expect(try await run(store, "quick").state == .success)
-        // A 4 s credential renewed at half its life: six renewals take it past three lifetimes, on the same socket.
+        // A 6 s credential renewed at half its life (3 s to spare on a loaded machine): five renewals take it past two
+        // lifetimes on the same socket. (WorkerCredentialTests goes further on an injected clock.)
         let deadline = ContinuousClock.now + .seconds(90)
         var metrics = try await http("GET", port, "/metrics").body
-        while !metrics.contains("worker_credential_renewals_total 6"), ContinuousClock.now < deadline {
+        while !metrics.contains("worker_credential_renewals_total 5"), ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(200))
             metrics = try await http("GET", port, "/metrics").body
         }
-        #expect(metrics.contains("worker_credential_renewals_total 6"), "\(metrics)")
+        #expect(metrics.contains("worker_credential_renewals_total 5"), "\(metrics)")
         #expect(metrics.contains("worker_reconnects_total 0"), "\(metrics)")
         #expect(!b.lightning.log.contains("credential expired"))
         #expect(try await run(store, "quick").state == .success)

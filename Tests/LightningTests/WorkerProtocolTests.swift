@@ -6,6 +6,10 @@ import TestSupport
 @testable import Lightning
 
 /// A Lightning server on a kernel-picked port with its own database, keys and a scripted worker's tools.
+/// One key set for every harness of the run: generating a 2048-bit RSA key takes a cooperative thread for up to
+/// a second, and forty suites starting at once each making their own starved every other test's tasks.
+let sharedTestKeys = Result { try WorkerKeySet.generate() }
+
 struct Harness {
     let t: TestStore
     let lightning: Lightning
@@ -14,7 +18,7 @@ struct Harness {
 
     init(grace: Double = 30, storeDirectory: URL? = nil, configure: (inout LightningConfiguration) -> Void = { _ in }) throws {
         t = try TestStore(directory: storeDirectory)
-        keys = try WorkerKeySet.generate()
+        keys = try sharedTestKeys.get()
         var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),
                                             workerSecretKey: try .hmac(secret: keys.workerSecret))
         config.port = 0

@@ -358,4 +358,72 @@ struct WorkerFleetTests {
                                              "--keys-dir", files.appendingPathComponent("keys").path, "--worker-groups", groups.path])
         #expect(bad.status != 0 && bad.stderr.contains("--worker-groups"), "\(bad)")
     }
+
+    /// Lightning's answer to a worker-socket upgrade carrying `query`: its status line and body.
+    func upgrade(_ b: Binaries, _ query: String) async throws -> String {
+        let script = """
+            import socket, sys
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+            s.sendall(("GET /worker/websocket?" + sys.argv[2] + "&vsn=2.0.0 HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\n"
+                       "Connection: Upgrade\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n").encode())
+            data = b""
+            while b"\\r\\n\\r\\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk: break
+                data += chunk
+            head, _, body = data.partition(b"\\r\\n\\r\\n")
+            length = 0
+            for line in head.split(b"\\r\\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length": length = int(value.strip())
+            while len(body) < length:
+                chunk = s.recv(4096)
+                if not chunk: break
+                body += chunk
+            sys.stdout.write((head + b"\\r\\n\\r\\n" + body).decode("latin-1"))
+            """
+        return try await TestSupport.run(try #require(TestSupport.which("python3")), ["-c", script, "\(b.port)", query]).stdout
+    }
+
+    @Test("the lightning binary refuses every wrong worker credential with 401 before the upgrade; its log says why, never the token")
+    func refusedKinds() async throws {
+        let b = try await Binaries(extra: ["--no-shared-secret", "--auth-failure-burst", "0"])
+        defer { b.remove() }
+        let key = try JWTKey.rsa(pem: b.keys.keyPair.privateKeyPEM)
+        let other = try JWTKey.rsa(pem: try WorkerKeySet.generate().keyPair.privateKeyPEM)
+        let now = Date().timeIntervalSince1970
+        let registration = try await register(b, "kinds")
+        let cases: [(String, String, String)] = [
+            ("shared secret", "token=\(try JWT.sign(WorkerTokenClaims(workerID: "kinds"), key: .hmac(secret: b.keys.workerSecret)))",
+             "shared worker secret is turned off"),
+            ("wrong type", "token=\(registration)", "this is a registration token, not a worker auth token"),
+            ("attempt token", "token=\(try JWT.sign(AttemptTokenClaims(attemptID: "a", lifetime: 60), key: key))", "not a worker credential"),
+            ("another key", "token=\(try JWT.sign(WorkerCredentialClaims(kind: .auth, workerID: "kinds", jti: "x", lifetime: 60, generation: 1), key: other))",
+             "signature"),
+            ("expired", "token=\(try JWT.sign(WorkerCredentialClaims(kind: .auth, workerID: "kinds", jti: "x", now: now - 100, lifetime: 10, generation: 1), key: key))",
+             "expired"),
+            ("not minted here", "registration_token=\(try JWT.sign(WorkerCredentialClaims(kind: .registration, workerID: "kinds", jti: "forged", lifetime: 60), key: key))",
+             "unknown registration token"),
+        ]
+        for (what, query, reason) in cases {
+            let answer = try await upgrade(b, query)
+            #expect(answer.hasPrefix("HTTP/1.1 401") && answer.contains(reason), "\(what): \(answer)")
+        }
+        // Used once, then refused as used; revoked, refused as revoked.
+        let worker = try b.worker("kinds", extra: ["--registration-token", registration])
+        try await worker.waitForLog("registered with Lightning")
+        worker.stop()
+        #expect(try await upgrade(b, "registration_token=\(registration)").contains("already used"))
+        let saved = try #require(try JSON.parse(Array(try Data(contentsOf: b.dir.appendingPathComponent("work-kinds/credential.json"))))["token"]?.stringValue)
+        #expect(try await upgrade(b, "token=\(saved)").hasPrefix("HTTP/1.1 101"))
+        #expect(try await b.cli(["workers", "revoke", "kinds"]).status == 0)
+        #expect(try await upgrade(b, "token=\(saved)").contains("is revoked"))
+        let log = b.lightning.log
+        for (_, query, reason) in cases {
+            #expect(log.contains(reason), "\(reason) not in Lightning's log")
+            let token = String(query.drop { $0 != "=" }.dropFirst())
+            #expect(!log.contains(token), "a token in Lightning's log")
+        }
+        #expect(!log.contains(registration) && !log.contains(saved))
+    }
 }

@@ -111,7 +111,9 @@ enum Render {
         [
             "name": .string(w.name), "status": .string(status(w, connected: connected)), "capacity": .int(Int64(w.capacity)),
             "version": opt(w.version), "connected": .bool(connected),
-            "connected_at": time(w.connectedAt), "last_seen_at": time(w.lastSeenAt), "disconnected_at": time(w.disconnectedAt),
+            "connected_at": time(w.connectedAt), "disconnected_at": time(w.disconnectedAt),
+            // A connected worker checks in all the time (heartbeats keep its socket open): seen now.
+            "last_seen_at": time(connected ? Timestamp.nowMicros() : w.lastSeenAt),
             "current_attempts": .int(Int64(w.currentAttempts)), "host": opt(w.host), "labels": .array(w.labels.map { .string($0) }),
             "deployment_id": opt(w.deploymentID), "group": opt(w.group), "auth_mode": opt(w.authMode),
             "credential_expires_at": time(w.credentialExpiresAt), "revoked_at": time(w.revokedAt),

@@ -380,8 +380,10 @@ def scenario_workflows(driver, ctx):
     driver.get(ctx["base"] + "/workers")
     page(driver, "workers")
     wait(driver, "the worker listed", lambda d: ctx["worker"] in d.find_element(By.ID, "workers").text)
-    wait(driver, "connected", lambda d: d.find_element(By.CSS_SELECTOR, "#workers tr[data-worker-name='%s']" % ctx["worker"])
-         .get_attribute("data-status") == "connected")
+    row = lambda d: d.find_element(By.CSS_SELECTOR, "#workers tr[data-worker-name='%s']" % ctx["worker"])
+    wait(driver, "connected", lambda d: row(d).get_attribute("data-connected") == "true")
+    check(row(driver).get_attribute("data-status") in ("idle", "busy"), "the worker's status: %s" % row(driver).get_attribute("data-status"))
+    check("shared secret" in row(driver).text, "how it authenticates: %r" % row(driver).text)
     shot(driver, ctx, "workers")
 
 

@@ -1,5 +1,6 @@
-// /workers: the worker fleet (connected or not, running/capacity, version, last seen), refreshed
-// every 5 s. Read-only: there is no fleet control yet.
+// /workers: the worker fleet (status, running/capacity, version, host, deployment, how it authenticates,
+// last seen), refreshed every 5 s. Read-only: fleet control is `lightning workers drain|pause|resume|revoke`
+// (docs/workers.md).
 
 import {api} from '../api.js';
 import {el, clear, errorBox, fmtTime} from '../util.js';
@@ -10,13 +11,17 @@ function running(w) {
 }
 
 function workerRow(w) {
-  const status = w.connected ? 'connected' : 'disconnected';
+  // idle, busy, paused, draining, drained, disconnected, registered (never connected) or revoked.
+  const status = String(w.status ?? (w.connected ? 'idle' : 'disconnected'));
   const since = w.connected ? w.connected_at : w.disconnected_at;
-  return el('tr', {'data-worker-name': w.name, 'data-status': status},
+  return el('tr', {'data-worker-name': w.name, 'data-status': status, 'data-connected': String(Boolean(w.connected))},
     el('td', {class: 'name'}, w.name ?? ''),
     el('td', {class: `status status-${status}`}, status),
     el('td', {class: 'running'}, `${running(w)} / ${w.capacity ?? '?'}`),
     el('td', {class: 'version'}, w.version ?? ''),
+    el('td', {class: 'host'}, w.host ?? ''),
+    el('td', {class: 'deployment'}, w.deployment_id ?? ''),
+    el('td', {class: 'auth'}, w.auth_mode === 'token' ? 'registered' : (w.auth_mode === 'secret' ? 'shared secret' : '')),
     el('td', {class: 'last-seen'}, fmtTime(w.last_seen_at)),
     el('td', {class: 'since'}, since ? fmtTime(since) : ''));
 }
@@ -29,7 +34,8 @@ export function render(ctx) {
   ctx.root.append(el('h1', null, 'Workers'), status,
     el('table', {id: 'workers'},
       el('thead', null, el('tr', null,
-        ['Name', 'Status', 'Running / capacity', 'Version', 'Last seen (UTC)', 'Since (UTC)'].map((h) => el('th', null, h)))),
+        ['Name', 'Status', 'Running / capacity', 'Version', 'Host', 'Deployment', 'Credential', 'Last seen (UTC)', 'Since (UTC)']
+          .map((h) => el('th', null, h)))),
       tbody),
     updated);
 
@@ -39,7 +45,7 @@ export function render(ctx) {
       if (!ctx.alive()) return;
       const list = [...(r.workers || [])].sort((a, b) => (b.connected - a.connected) || String(a.name).localeCompare(String(b.name)));
       clear(tbody).append(...list.map(workerRow));
-      if (!list.length) tbody.appendChild(el('tr', {class: 'empty'}, el('td', {colspan: 6}, 'No workers have connected.')));
+      if (!list.length) tbody.appendChild(el('tr', {class: 'empty'}, el('td', {colspan: 9}, 'No workers have connected.')));
       clear(status);
       updated.textContent = `Updated ${fmtTime(new Date().toISOString())}; refreshes every 5 s.`;
     } catch (e) {

@@ -78,6 +78,15 @@ public struct WorkerIdentity: Sendable, Equatable {
     public var name: String
     public var auth: Auth = .sharedSecret
 
+    /// When the credential it connected with runs out, and its generation (nil for the shared secret).
+    var expiresAt: Double? {
+        switch auth {
+        case .sharedSecret: nil
+        case .token(_, let e), .registration(_, let e): e
+        }
+    }
+    var generation: Int64? { if case .token(let g, _) = auth { g } else { nil } }
+
     public init(name: String, auth: Auth = .sharedSecret) {
         self.name = name
         self.auth = auth

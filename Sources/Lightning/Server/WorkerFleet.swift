@@ -132,11 +132,8 @@ extension Lightning {
             let minted = try mintAuthToken(worker.name, generation: generation)
             state.setCredential(socket.id, SocketCredential(generation: generation, expiresAt: minted.expiresAt))
             // The earlier credential is refused from now on, on the sockets that already hold it too.
-            for other in serverBox.server?.allSockets() ?? [] where other != socket && (other.context as? WorkerIdentity)?.name == worker.name {
-                if let held = state.credential(other.id), held.generation < generation { other.close(code: 1008, reason: "worker registered again") }
-                if case .token(let g, _)? = (other.context as? WorkerIdentity)?.auth, g < generation, state.credential(other.id) == nil {
-                    other.close(code: 1008, reason: "worker registered again")
-                }
+            closeWorkerSockets(reason: "worker registered again") { other, who in
+                other != socket && who.name == worker.name && (state.credential(other.id)?.generation ?? who.generation).map { $0 < generation } == true
             }
             join.authMode = "token"
             join.credentialExpiresAt = Int64(minted.expiresAt * 1_000_000)
@@ -151,14 +148,12 @@ extension Lightning {
 
     /// After the join reply: fleet control in force for this very process is given again (it reconnected).
     func workerJoinedQueue(_ worker: WorkerIdentity, socket: ChannelSocket) async {
-        guard state.hasFleetControl(socket.id),
-            let record = try? await store.workers().first(where: { $0.name == worker.name }), let control = record.control
-        else { return }
+        guard state.hasFleetControl(socket.id), let control = try? await store.workerControl(name: worker.name) else { return }
         _ = socket.push(topic: Wire.Topic.queue, event: Wire.Event.workerControl, payload: Self.wire(control))
     }
 
     func mintAuthToken(_ name: String, generation: Int64) throws -> (token: String, expiresAt: Double) {
-        let claims = WorkerCredentialClaims(kind: .auth, workerID: name, jti: Self.randomID(), now: configuration.workerClock(),
+        let claims = WorkerCredentialClaims(kind: .auth, workerID: name, jti: UUID().uuidString.lowercased(), now: configuration.workerClock(),
                                             lifetime: configuration.workerTokenLifetimeSeconds, generation: generation)
         return (try JWT.sign(claims, key: configuration.attemptSigningKey), claims.exp)
     }
@@ -194,21 +189,23 @@ extension Lightning {
     /// Closes worker sockets whose credential ran out without a renewal.
     func closeExpiredWorkerSockets() {
         let seconds = configuration.workerClock()
-        for socket in serverBox.server?.allSockets() ?? [] {
-            guard let worker = socket.context as? WorkerIdentity else { continue }
-            let initial: Double? = switch worker.auth {
-            case .sharedSecret: nil
-            case .token(_, let expiresAt), .registration(_, let expiresAt): expiresAt
-            }
-            guard let expiresAt = state.credential(socket.id)?.expiresAt ?? initial, expiresAt < seconds else { continue }
-            logger.notice("closing a worker socket whose credential expired", metadata: ["worker.name": "\(worker.name)"])
-            socket.close(code: 1008, reason: "worker credential expired")
+        let closed = closeWorkerSockets(reason: "worker credential expired") { socket, who in
+            (state.credential(socket.id)?.expiresAt ?? who.expiresAt).map { $0 < seconds } == true
         }
+        for name in closed { logger.notice("closing a worker socket whose credential expired", metadata: ["worker.name": "\(name)"]) }
     }
 
-    static func randomID() -> String {
-        var g = SystemRandomNumberGenerator()
-        return (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+    /// Closes the worker sockets that match (as `closeOperatorSockets` does for operators); returns their workers' names.
+    @discardableResult
+    func closeWorkerSockets(reason: String, where matches: (ChannelSocket, WorkerIdentity) -> Bool) -> [String] {
+        var closed: [String] = []
+        for socket in serverBox.server?.allSockets() ?? [] {
+            if let who = socket.context as? WorkerIdentity, matches(socket, who) {
+                socket.close(code: 1008, reason: reason)
+                closed.append(who.name)
+            }
+        }
+        return closed
     }
 
     // MARK: The admin's side
@@ -219,7 +216,7 @@ extension Lightning {
             throw APIError(status: 400, message: "a worker name is 1-100 letters, digits, - _ . or :")
         }
         guard ttlSeconds >= 1, ttlSeconds <= 7 * 86400 else { throw APIError(status: 400, message: "ttl must be from 1 s to 7 days") }
-        let claims = WorkerCredentialClaims(kind: .registration, workerID: name, jti: Self.randomID(), now: configuration.workerClock(),
+        let claims = WorkerCredentialClaims(kind: .registration, workerID: name, jti: UUID().uuidString.lowercased(), now: configuration.workerClock(),
                                             lifetime: ttlSeconds)
         let token = try JWT.sign(claims, key: configuration.attemptSigningKey)
         try await store.createWorkerRegistration(name: name, jti: claims.jti, expiresAt: Int64(claims.exp * 1_000_000), by: by,
@@ -234,11 +231,7 @@ extension Lightning {
         guard try await store.revokeWorker(name: name, at: Timestamp.nowMicros()) else {
             throw APIError(status: 404, message: "no worker named \"\(name)\"")
         }
-        var closed = 0
-        for socket in serverBox.server?.allSockets() ?? [] where (socket.context as? WorkerIdentity)?.name == name {
-            socket.close(code: 1008, reason: "worker revoked")
-            closed += 1
-        }
+        let closed = closeWorkerSockets(reason: "worker revoked") { _, who in who.name == name }.count
         logger.notice("worker revoked", metadata: ["worker.name": "\(name)", "by": "\(by)", "sockets.closed": "\(closed)"])
         return ["revoked": .string(name), "sockets_closed": .int(Int64(closed))]
     }

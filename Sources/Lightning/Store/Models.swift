@@ -281,6 +281,8 @@ public protocol LightningStore: Sendable {
     /// Revokes a worker: its tokens and unused registrations are refused from now on. False when unknown.
     func revokeWorker(name: String, at: Int64) async throws -> Bool
     func workerCredentialRenewed(name: String, expiresAt: Int64) async throws
+    /// The fleet control in force for this worker (nil: none).
+    func workerControl(name: String) async throws -> WorkerControl?
     /// Sets (or clears, with nil) the fleet control of these workers.
     func setWorkerControl(_ controls: [(name: String, control: WorkerControl?)]) async throws
     func workerDisconnected(name: String, at: Int64) async throws

@@ -65,6 +65,15 @@ extension SQLiteStore {
         }
     }
 
+    public func workerControl(name: String) async throws -> WorkerControl? {
+        try await pool.read { db in Self.control(try String.fetchOne(db, cached: "SELECT control FROM workers WHERE name = ?", arguments: [name])) }
+    }
+
+    /// A `workers.control` value, decoded.
+    static func control(_ text: String?) -> WorkerControl? {
+        text.flatMap { try? JSONDecoder().decode(WorkerControl.self, from: Data($0.utf8)) }
+    }
+
     public func setWorkerControl(_ controls: [(name: String, control: WorkerControl?)]) async throws {
         let encoder = JSONEncoder()
         let rows = try controls.map { ($0.name, try $0.control.map { String(decoding: try encoder.encode($0), as: UTF8.self) }) }

@@ -670,7 +670,7 @@ public final class SQLiteStore: LightningStore {
                 w.authMode = row["auth_mode"]
                 w.credentialExpiresAt = row["credential_expires_at"]
                 w.revokedAt = row["revoked_at"]
-                if let text: String = row["control"] { w.control = try? JSONDecoder().decode(WorkerControl.self, from: Data(text.utf8)) }
+                w.control = Self.control(row["control"])
                 return w
             }
         }

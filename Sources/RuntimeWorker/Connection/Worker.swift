@@ -76,6 +76,15 @@ public enum WorkerError: Error, CustomStringConvertible {
     case registrationRefused(String)
     case untrustedLightning(String)
     case attemptAbandoned(String)
+
+    /// The HTTP status Lightning refused this worker's token or credential with.
+    var refusedStatus: Int? {
+        switch self {
+        case .authenticationRefused(let s), .credentialRefused(let s): s
+        default: nil
+        }
+    }
+
     public var description: String {
         switch self {
         case .credentialRefused(let s):
@@ -132,7 +141,6 @@ public final class Worker: @unchecked Sendable {
     private var ticking = false
     private var runEnded = false
     private var tasks: [String: Task<Void, Never>] = [:]
-    private var authFailure: Int?
     private var fatal: WorkerError?
     private var queueRegistered = false
     /// Extensions the Lightning we are connected to offered in its `worker:queue` join reply
@@ -168,8 +176,6 @@ public final class Worker: @unchecked Sendable {
     }
 
     var freeSlots: Int { lock.withLock { draining || paused || !trusted ? 0 : capacity - running.count } }
-    /// The capacity in force (Lightning's group default when none was configured).
-    public var effectiveCapacity: Int { lock.withLock { capacity } }
 
     /// What `GET /livez` says: live while connected, or reconnecting for less than `livezGrace`; not once
     /// Lightning refused our token.
@@ -180,7 +186,7 @@ public final class Worker: @unchecked Sendable {
 
     public var health: Health {
         lock.withLock {
-            if let status = authFailure { return Health(live: false, detail: "Lightning refused this worker's token (HTTP \(status))") }
+            if let status = fatal?.refusedStatus { return Health(live: false, detail: "Lightning refused this worker's token (HTTP \(status))") }
             if !registrationWaiters.isEmpty { return Health(live: true, detail: "waiting for a registration token (POST /register)") }
             guard let since = disconnectedSince else {
                 return Health(live: true, detail: draining ? "connected, draining" : paused ? "connected, paused" : "connected")
@@ -210,8 +216,9 @@ public final class Worker: @unchecked Sendable {
             }
         }
         try client.connect()
-        let renewals = Task { [weak self] in await self?.renewCredentials() }
-        defer { renewals.cancel() }
+        // Only a registered worker has a credential to renew (a shared-secret worker never becomes one).
+        let renewals = credentials.usesSharedSecret ? nil : Task { [weak self] in await self?.renewCredentials() }
+        defer { renewals?.cancel() }
         let events = Task { [self] () -> WorkerError? in
             for await event in client.events {
                 switch event {
@@ -232,7 +239,7 @@ public final class Worker: @unchecked Sendable {
                 case .authenticationFailed(let status):
                     if credentials.usesSharedSecret {
                         logger.error("\(WorkerError.authenticationRefused(status).description)")
-                        return fail(.authenticationRefused(status), status: status)
+                        return fail(.authenticationRefused(status))
                     }
                     let error = WorkerError.credentialRefused(status)
                     finishRegistration(.failure(error))
@@ -240,7 +247,7 @@ public final class Worker: @unchecked Sendable {
                     lock.withLock { trusted = false }
                     guard configuration.waitForRegistration else {
                         logger.error("\(error.description)")
-                        return fail(error, status: status)
+                        return fail(error)
                     }
                     logger.error("\(error.description); waiting for a new registration token on POST /register")
                     await waitForRegistration()
@@ -279,11 +286,8 @@ public final class Worker: @unchecked Sendable {
     }
 
     /// Ends the worker with `error` (exit 77): Lightning will not have it.
-    private func fail(_ error: WorkerError, status: Int? = nil) -> WorkerError {
-        lock.withLock {
-            if let status { authFailure = status }
-            fatal = error
-        }
+    private func fail(_ error: WorkerError) -> WorkerError {
+        lock.withLock { fatal = error }
         wake()
         return error
     }

@@ -218,6 +218,7 @@ pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_
     if (c->flags & CSANDBOX_NAMESPACES) {
         flags |= CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
         if (geteuid() != 0) { flags |= CLONE_NEWUSER; args.userns = 1; }
+        if (c->flags & CSANDBOX_NEW_NETNS) flags |= CLONE_NEWNET;
     }
     size_t stack_size = 256 * 1024;
     char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -240,15 +241,27 @@ pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_
     }
     char buf[256];
     if (args.userns) {
-        snprintf(buf, sizeof buf, "/proc/%d/setgroups", pid);
-        write_text(buf, "deny");
+        // The worker's uid and gid are the only ones mapped, to the step's (65534): the step is no one in its
+        // namespace, and its capabilities there (which the child needs for its mounts) are gone at exec, since it is
+        // not uid 0. On the host its files are the worker's.
         char map[64];
+        const char *stage = NULL;
+        snprintf(buf, sizeof buf, "/proc/%d/setgroups", pid);
+        if (write_text(buf, "deny") != 0) stage = "write setgroups";
         snprintf(buf, sizeof buf, "/proc/%d/uid_map", pid);
-        snprintf(map, sizeof map, "0 %d 1", geteuid());
-        write_text(buf, map);
+        snprintf(map, sizeof map, "%u %u 1", (unsigned)c->uid, (unsigned)geteuid());
+        if (!stage && write_text(buf, map) != 0) stage = "write uid_map";
         snprintf(buf, sizeof buf, "/proc/%d/gid_map", pid);
-        snprintf(map, sizeof map, "0 %d 1", getegid());
-        write_text(buf, map);
+        snprintf(map, sizeof map, "%u %u 1", (unsigned)c->gid, (unsigned)getegid());
+        if (!stage && write_text(buf, map) != 0) stage = "write gid_map";
+        if (stage) {
+            snprintf(error, error_size, "%s: %s", stage, strerror(errno));
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            close(sync[1]); close(errp[0]);
+            munmap(stack, stack_size);
+            return -1;
+        }
     }
     char pidtext[32];
     int len = snprintf(pidtext, sizeof pidtext, "%d", pid);
@@ -419,6 +432,16 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
     return (type == FTW_DP ? rmdir(path) : unlink(path)) == 0 || errno == ENOENT ? 0 : -1;
 }
 
+// nftw cannot descend into a directory it may not read (FTW_DNR): such directories are made the owner's again
+// (rwx) and counted, so that the next pass goes one level further. Root needs none of this.
+static int unreadable_found;
+static int open_up(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)ftw;
+    if ((type == FTW_DNR || (type == FTW_D && (st->st_mode & 0700) != 0700)) && chmod(path, 0700) == 0) unreadable_found++;
+    return 0;
+}
+static pthread_mutex_t open_up_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int csandbox_clear_acls(const char *path) {
     const char *names[] = {"system.posix_acl_access", "system.posix_acl_default"};
     for (int i = 0; i < 2; i++) {
@@ -428,5 +451,15 @@ int csandbox_clear_acls(const char *path) {
 }
 
 int csandbox_remove_tree(const char *path) {
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) == 0) return 0;
+    if (errno == ENOENT) return -1;
+    // Directories the step made unreadable or unwritable: opened up, a level a pass (at most 64 levels deep).
+    pthread_mutex_lock(&open_up_lock);
+    for (int pass = 0; pass < 64; pass++) {
+        unreadable_found = 0;
+        nftw(path, open_up, 16, FTW_PHYS | FTW_MOUNT);
+        if (unreadable_found == 0) break;
+    }
+    pthread_mutex_unlock(&open_up_lock);
     return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }

@@ -24,8 +24,12 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             a worker auth token, renewed over the socket and saved in --credential-file); a saved credential still \
             good; WORKER_SECRET (or keys/worker_secret); none, with --admin-port: wait for a registration token POSTed \
             to /register.
+
+            A worker need not run as root: it then isolates steps with user namespaces, and `runtime-worker \
+            setup-cgroups --user U`, run once per boot as root, gives it cgroups for their limits.
             """,
-        version: RuntimeVersion.current)
+        version: RuntimeVersion.current,
+        subcommands: [SetupCgroups.self])
 
     @Option(help: "Lightning's worker socket, e.g. ws://127.0.0.1:4000/worker (env LIGHTNING_URL or WORKER_LIGHTNING_SERVICE_URL); /websocket is added when missing.")
     var lightning: String?

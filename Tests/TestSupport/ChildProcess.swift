@@ -7,7 +7,7 @@ public final class ChildProcess: @unchecked Sendable {
     public let logPath: String
 
     public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], directory: URL,
-                logName: String) throws {
+                logName: String, user: (uid: uid_t, gid: gid_t)? = nil) throws {
         logPath = directory.appendingPathComponent(logName).path
         FileManager.default.createFile(atPath: logPath, contents: nil)
         process.currentDirectoryURL = directory
@@ -16,7 +16,7 @@ public final class ChildProcess: @unchecked Sendable {
         process.standardError = log
         process.standardOutput = log
         self.executable = executable
-        try Spawn.start(process, executable: executable, arguments: arguments)
+        try Spawn.start(process, executable: executable, arguments: arguments, user: user)
     }
 
     /// The program (the process itself runs it under setpriv, which execs it in place).

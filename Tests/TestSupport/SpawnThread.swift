@@ -7,9 +7,15 @@ public enum Spawn {
     /// `setpriv` from util-linux (essential on Debian); without it programs start plainly.
     static let setpriv: String? = ["/usr/bin/setpriv", "/bin/setpriv"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
-    /// Points `process` at `executable` run under setpriv, and starts it on the spawn thread.
-    public static func start(_ process: Process, executable: String, arguments: [String]) throws {
-        if let setpriv {
+    /// Points `process` at `executable` run under setpriv, and starts it on the spawn thread. With `user` (uid and
+    /// gid) it runs as that user, with no supplementary groups (the parent-death signal is set after the change).
+    public static func start(_ process: Process, executable: String, arguments: [String], user: (uid: uid_t, gid: gid_t)? = nil) throws {
+        if let user {
+            guard let setpriv else { throw TestSupport.Failure("running a program as another user needs setpriv (util-linux)") }
+            process.executableURL = URL(fileURLWithPath: setpriv)
+            process.arguments = ["--pdeathsig", "KILL", "--reuid", "\(user.uid)", "--regid", "\(user.gid)", "--clear-groups", "--",
+                                 executable] + arguments
+        } else if let setpriv {
             process.executableURL = URL(fileURLWithPath: setpriv)
             process.arguments = ["--pdeathsig", "KILL", "--", executable] + arguments
         } else {

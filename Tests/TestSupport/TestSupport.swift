@@ -19,7 +19,8 @@ public enum TestSupport {
 
     /// Runs a program to completion and captures its output. `environment` is added to this process's.
     public static func run(
-        _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil,
+        user: (uid: uid_t, gid: gid_t)? = nil
     ) throws -> ProcessResult {
         let process = Process()
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
@@ -27,7 +28,7 @@ public enum TestSupport {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = inPipe
-        try Spawn.start(process, executable: executable, arguments: arguments)
+        try Spawn.start(process, executable: executable, arguments: arguments, user: user)
         if let input { inPipe.fileHandleForWriting.write(Data(input.utf8)) }
         try inPipe.fileHandleForWriting.close()
         // Read both pipes concurrently so neither can fill up and stall the child.
@@ -49,11 +50,12 @@ public enum TestSupport {
     /// The same, from async code: the program runs and is waited for on a thread of its own, so the test does
     /// not hold one of the few cooperative threads that every other test's tasks share.
     public static func run(
-        _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil,
+        user: (uid: uid_t, gid: gid_t)? = nil
     ) async throws -> ProcessResult {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<ProcessResult, any Error>) in
             Thread {
-                c.resume(with: Result { try run(executable, arguments, environment: environment, input: input) as ProcessResult })
+                c.resume(with: Result { try run(executable, arguments, environment: environment, input: input, user: user) as ProcessResult })
             }.start()
         }
     }

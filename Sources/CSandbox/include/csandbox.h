@@ -10,6 +10,8 @@ enum {
     CSANDBOX_SHARE_NETNS = 1 << 1,  // join netns_fd (an empty network namespace made once)
     CSANDBOX_COPY_VM = 1 << 2,      // clone without CLONE_VM, copying the page tables: the benchmark's baseline only
     CSANDBOX_PREPARED_ROOT = 1 << 3, // rootdir already holds the read-only view (csandbox_prepare_root on this thread)
+    CSANDBOX_NEW_NETNS = 1 << 4,    // a network namespace of the step's own (a worker that is not root cannot join
+                                    // the shared one: it holds no capability over it)
 };
 
 struct csandbox_config {
@@ -25,7 +27,8 @@ struct csandbox_config {
     int netns_fd;                // with CSANDBOX_SHARE_NETNS
     const int *cgroup_procs_fds; // cgroup.procs files to put the child in (parent writes the pid)
     int cgroup_count;
-    uid_t uid; gid_t gid;        // identity of the step when the worker is root
+    uid_t uid; gid_t gid;        // identity of the step: set when the worker is root; when it is not, the ids the
+                                 // worker's own uid and gid are mapped to in the step's user namespace
     long rlimit_nofile, rlimit_fsize, rlimit_nproc; // 0 = leave as is
 };
 
@@ -53,7 +56,8 @@ int csandbox_epoll_ctl(int epfd, int op, int fd, unsigned events, unsigned long 
 int csandbox_epoll_wait(int epfd, unsigned long long *tokens, unsigned *events, int max, int timeout_ms);
 int csandbox_set_nonblocking(int fd);
 
-/// Removes a directory tree without following symbolic links or crossing mounts (a step's leftovers). 0 or -1.
+/// Removes a directory tree without following symbolic links or crossing mounts (a step's leftovers), making
+/// directories the step left unreadable readable again first (a worker that is not root cannot open them). 0 or -1.
 int csandbox_remove_tree(const char *path);
 
 /// Removes a directory's POSIX ACLs (access and default), not following a link. 0, or -1 with errno (ENODATA

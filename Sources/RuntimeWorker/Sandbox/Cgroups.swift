@@ -17,13 +17,26 @@ final class Cgroups: @unchecked Sendable {
     /// Names for new groups, unique in this process.
     private let nextName: @Sendable () -> String
 
+    /// The v1 hierarchies steps are limited through.
+    static let v1Hierarchies = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"]
+
+    /// The subtree of each v1 hierarchy that `runtime-worker setup-cgroups --user` hands to the user `uid`: a worker
+    /// that is not root makes its groups there.
+    static func delegatedName(uid: uid_t) -> String { "lightning-runtime-user-\(uid)" }
+
+    /// Where this process makes its groups in each v1 hierarchy: the hierarchy itself as root, else the subtree
+    /// handed to its user.
+    static func v1Parents() -> [String] {
+        geteuid() == 0 ? v1Hierarchies : v1Hierarchies.map { $0 + "/" + delegatedName(uid: geteuid()) }
+    }
+
     /// nil when no usable hierarchy is writable here.
     init?(name: String, nextName: @escaping @Sendable () -> String) {
         self.nextName = nextName
         ownProcs = Self.ownV1Procs()
         let fm = FileManager.default
         Self.removeStale(prefix: "lightning-runtime-")
-        for unified in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        for unified in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] where geteuid() == 0 {
             let controllers = (try? String(contentsOfFile: unified + "/cgroup.controllers", encoding: .utf8)) ?? ""
             if controllers.contains("memory") && controllers.contains("pids") {
                 let dir = unified + "/" + name
@@ -35,7 +48,8 @@ final class Cgroups: @unchecked Sendable {
                 }
             }
         }
-        let memory = "/sys/fs/cgroup/memory/" + name, pids = "/sys/fs/cgroup/pids/" + name
+        let parents = Self.v1Parents()
+        let memory = parents[0] + "/" + name, pids = parents[1] + "/" + name
         do {
             try fm.createDirectory(atPath: memory, withIntermediateDirectories: true)
             try fm.createDirectory(atPath: pids, withIntermediateDirectories: true)
@@ -51,7 +65,7 @@ final class Cgroups: @unchecked Sendable {
     /// Groups left by workers that are gone (killed, or exited with groups pooled): removed at start.
     static func removeStale(prefix: String) {
         let fm = FileManager.default
-        for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        for root in Self.v1Parents() + ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
             for entry in (try? fm.contentsOfDirectory(atPath: root)) ?? [] where entry.hasPrefix(prefix) {
                 guard let pid = pid_t(entry.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
                 let dir = root + "/" + entry

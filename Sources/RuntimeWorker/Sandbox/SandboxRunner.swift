@@ -166,13 +166,17 @@ public final class StepControl: @unchecked Sendable {
 /// left behind), in its own mount, IPC and UTS namespaces, in one empty network namespace shared by all steps
 /// (or the host's with `--step-network host`), as uid/gid 65534 with no capabilities and no_new_privs, and sees
 /// only a read-only system (`/usr`, `/bin`, `/lib*`, a few `/etc` files), its work directory at `/work`, a private
-/// `/tmp`, a fresh `/proc` and `/dev/null`-like devices: never the worker's files, keys or environment.
+/// `/tmp`, a fresh `/proc` and `/dev/null`-like devices: never the worker's files, keys or environment. A worker
+/// that is not root does the same in a user namespace of the step's own, where its uid and gid are mapped to 65534,
+/// with an empty network namespace per step and cgroups in the subtree `setup-cgroups` handed to its user.
 public final class SandboxRunner: @unchecked Sendable {
     public let mode: SandboxMode
     public let network: StepNetwork
     let useNamespaces: Bool
     let cgroups: Cgroups?
     let netnsFD: Int32
+    /// Each step makes an empty network namespace of its own (a worker that is not root).
+    let ownNetworkNamespace: Bool
     let rootDirectory: String
     let logger: Logger
     private static let counter = NSLock()
@@ -223,7 +227,10 @@ public final class SandboxRunner: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: rootDirectory, withIntermediateDirectories: true)
         cgroups = Cgroups(name: "lightning-runtime-\(getpid())") { "step-\(SandboxRunner.nextStepNumber())" }
         useNamespaces = mode != .none
-        if useNamespaces && network == .none {
+        // A worker that is not root cannot join a network namespace it made (it holds no capability over it): each
+        // step gets an empty one of its own in its user namespace instead (about 0.8 ms more per step).
+        ownNetworkNamespace = useNamespaces && network == .none && geteuid() != 0
+        if useNamespaces && network == .none && !ownNetworkNamespace {
             netnsFD = csandbox_empty_netns()
             if netnsFD < 0 {
                 throw SandboxError.unavailable(Self.howToFix("could not create an empty network namespace: \(String(cString: strerror(errno)))"))
@@ -235,15 +242,50 @@ public final class SandboxRunner: @unchecked Sendable {
         logger.info("sandbox ready", metadata: [
             "sandbox.mode": "\(mode.rawValue)", "sandbox.namespaces": "\(useNamespaces)", "sandbox.network": "\(network.rawValue)",
             "sandbox.cgroups": "\(cgroups?.description ?? "unavailable: no memory or pids limits")",
+            "sandbox.user": "\(geteuid() == 0 ? "root" : "uid \(geteuid()), in user namespaces")",
         ])
+        if cgroups == nil && geteuid() != 0 {
+            logger.warning("""
+                no cgroup for steps: their memory and process limits are off (only rlimits apply). Hand this user a \
+                cgroup subtree once per boot, as root: runtime-worker setup-cgroups --user \(Self.userName(geteuid()))
+                """)
+        }
+    }
+
+    /// The name of user `uid`, or the number when it has none.
+    static func userName(_ uid: uid_t) -> String {
+        guard let pw = getpwuid(uid), let name = pw.pointee.pw_name else { return "\(uid)" }
+        return String(cString: name)
+    }
+
+    /// What stops user namespaces on this host, read from the settings that can (nil when none of them is set).
+    static func userNamespaceBlocker() -> String? {
+        func value(_ path: String) -> String? {
+            (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if value("/proc/sys/kernel/unprivileged_userns_clone") == "0" {
+            return "kernel.unprivileged_userns_clone is 0 (sysctl -w kernel.unprivileged_userns_clone=1)"
+        }
+        if value("/proc/sys/user/max_user_namespaces") == "0" {
+            return "user.max_user_namespaces is 0 (sysctl -w user.max_user_namespaces=10000)"
+        }
+        if value("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1" {
+            return "AppArmor restricts unprivileged user namespaces (sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, "
+                + "or an AppArmor profile for runtime-worker that allows userns)"
+        }
+        return nil
     }
 
     static func howToFix(_ problem: String) -> String {
-        """
-        the step sandbox is unavailable: \(problem). Run the worker as root, or allow unprivileged user \
-        namespaces (sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0), or pass \
-        --sandbox none to run steps without isolation, knowingly.
-        """
+        guard geteuid() != 0 else {
+            return "the step sandbox is unavailable: \(problem). Pass --sandbox none to run steps without isolation, knowingly."
+        }
+        let blocker = userNamespaceBlocker().map { "; on this host \($0)" } ?? ""
+        return """
+            the step sandbox is unavailable: \(problem). A worker that is not root needs unprivileged user \
+            namespaces\(blocker). Allow them, run the worker as root, or pass --sandbox none to run steps without \
+            isolation, knowingly.
+            """
     }
 
     /// Runs /bin/true in the sandbox once, so a host without namespaces is found at start, not at the first step.
@@ -365,6 +407,7 @@ public final class SandboxRunner: @unchecked Sendable {
                             | (netnsFD >= 0 ? Int32(CSANDBOX_SHARE_NETNS) : 0)
                             | (copyAddressSpace ? Int32(CSANDBOX_COPY_VM) : 0)
                             | (prepared ? Int32(CSANDBOX_PREPARED_ROOT) : 0)
+                            | (ownNetworkNamespace ? Int32(CSANDBOX_NEW_NETNS) : 0)
                         config.netns_fd = netnsFD
                         config.cgroup_procs_fds = fdBuf.baseAddress
                         config.cgroup_count = Int32(fdBuf.count)

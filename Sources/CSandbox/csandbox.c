@@ -162,6 +162,9 @@ static int child_main(void *arg) {
         if (chdir("/") != 0) fail(err, "chdir /");
         if (umount2("/.old", MNT_DETACH) != 0) fail(err, "detach the old root");
         rmdir("/.old");
+        // In a user namespace of its own the step's files, and its cgroup's, are the worker's: with a user namespace
+        // under it (where it would hold every capability) it could mount its cgroup and write to it. None may be made.
+        if (a->userns && write_text("/proc/sys/user/max_user_namespaces", "0") != 0) fail(err, "forbid nested user namespaces");
         if (mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
             fail(err, "make the new root read-only");
         if (sethostname("step", 4) != 0) fail(err, "sethostname");
@@ -247,15 +250,16 @@ pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_
         char map[64];
         const char *stage = NULL;
         snprintf(buf, sizeof buf, "/proc/%d/setgroups", pid);
-        if (write_text(buf, "deny") != 0) stage = "write setgroups";
+        int failure = 0;
+        if (write_text(buf, "deny") != 0) { stage = "write setgroups"; failure = errno; }
         snprintf(buf, sizeof buf, "/proc/%d/uid_map", pid);
         snprintf(map, sizeof map, "%u %u 1", (unsigned)c->uid, (unsigned)geteuid());
-        if (!stage && write_text(buf, map) != 0) stage = "write uid_map";
+        if (!stage && write_text(buf, map) != 0) { stage = "write uid_map"; failure = errno; }
         snprintf(buf, sizeof buf, "/proc/%d/gid_map", pid);
         snprintf(map, sizeof map, "%u %u 1", (unsigned)c->gid, (unsigned)getegid());
-        if (!stage && write_text(buf, map) != 0) stage = "write gid_map";
+        if (!stage && write_text(buf, map) != 0) { stage = "write gid_map"; failure = errno; }
         if (stage) {
-            snprintf(error, error_size, "%s: %s", stage, strerror(errno));
+            snprintf(error, error_size, "%s: %s", stage, strerror(failure));
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
             close(sync[1]); close(errp[0]);
@@ -399,6 +403,8 @@ int csandbox_empty_netns(void) {
 
 int csandbox_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+int csandbox_open_path(const char *path) { return open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC); }
+
 int csandbox_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int csandbox_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
@@ -452,7 +458,8 @@ int csandbox_clear_acls(const char *path) {
 
 int csandbox_remove_tree(const char *path) {
     if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) == 0) return 0;
-    if (errno == ENOENT) return -1;
+    // Root reads every directory; and it must not chmod by path what a step still running (--sandbox none) could swap.
+    if (errno == ENOENT || geteuid() == 0) return -1;
     // Directories the step made unreadable or unwritable: opened up, a level a pass (at most 64 levels deep).
     pthread_mutex_lock(&open_up_lock);
     for (int pass = 0; pass < 64; pass++) {

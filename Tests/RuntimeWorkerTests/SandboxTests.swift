@@ -127,6 +127,24 @@ struct SandboxTests {
         #expect(hostOut.stdout.contains("CONNECTED"), "\(hostOut.stdout) \(hostOut.stderr)")
     }
 
+    @Test("the step cannot lift its own limits: under a worker that is not root it may make no user namespace, so it cannot mount its cgroup")
+    func noNestedUserNamespace() async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        // With a user namespace of its own, a step of a worker that is not root (its files are the worker's, and so
+        // are its cgroup's) could mount its memory cgroup and raise its limit.
+        let (_, out) = try await f.run("""
+            mkdir -p /tmp/cg
+            unshare -Urm --cgroup sh -c 'echo IN-NAMESPACE; mount -t cgroup -o memory none /tmp/cg && echo MOUNTED && echo 4000000000 > /tmp/cg/memory.limit_in_bytes && echo RAISED'
+            echo done
+            """)
+        #expect(out.stdout.last == "done", "\(out.stdout) \(out.stderr)")
+        // A root worker's steps are 65534 in the host's user namespace, where this host lets anyone make user
+        // namespaces; their cgroup's files are root's, so nothing is raised. A worker that is not root forbids them.
+        let forbidden = geteuid() == 0 ? ["RAISED"] : ["IN-NAMESPACE", "MOUNTED", "RAISED"]
+        for bad in forbidden { #expect(!out.stdout.contains(bad), "\(bad): \(out.stdout) \(out.stderr)") }
+    }
+
     @Test("the step has its own PID namespace and a fresh /proc")
     func pidNamespace() async throws {
         let f = try SandboxFixture()

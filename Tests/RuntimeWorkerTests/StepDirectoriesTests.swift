@@ -23,6 +23,9 @@ struct StepDirectoriesTests {
         var a = try pool.take()
         let state = try pool.write(&a, name: "state.json", Array(#"{"n":1}"#.utf8), mode: 0o444)
         let first = inode(state)
+        // Held open, the first file's inode cannot be given to a new file: "the same inode" below means the same file.
+        let held = open(state, O_RDONLY)
+        defer { close(held) }
         // What a step leaves: files, a nested directory it made unreadable, its work directory closed to everyone,
         // and things in /tmp.
         try "left".write(toFile: a.work + "/leftover", atomically: false, encoding: .utf8)
@@ -42,6 +45,8 @@ struct StepDirectoriesTests {
         let again = try pool.write(&b, name: "state.json", Array(#"{"n":2}"#.utf8), mode: 0o444)
         #expect(inode(again) == first, "the same file, rewritten")
         #expect(try String(contentsOfFile: again, encoding: .utf8) == #"{"n":2}"#)
+        var fromHeld = [UInt8](repeating: 0, count: 16)
+        #expect(String(decoding: fromHeld[..<max(0, pread(held, &fromHeld, 16, 0))], as: UTF8.self) == #"{"n":2}"#, "written in place")
         #expect(stat(again, &st) == 0 && st.st_mode & 0o777 == 0o444)
         // Shorter and longer contents than before: written over and cut to length.
         _ = try pool.write(&b, name: "state.json", Array("{}".utf8), mode: 0o444)

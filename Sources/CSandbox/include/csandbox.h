@@ -64,6 +64,10 @@ int csandbox_remove_tree(const char *path);
 /// and ENOTSUP, "there were none", count as success).
 int csandbox_clear_acls(const char *path);
 
+/// open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC): a handle on the file itself, not opened for reading or writing and
+/// never through a link (Swift's Glibc module does not export O_PATH). -1 with errno.
+int csandbox_open_path(const char *path);
+
 /// pipe2(O_CLOEXEC), which Swift's Glibc module does not export.
 int csandbox_pipe_cloexec(int fds[2]);
 

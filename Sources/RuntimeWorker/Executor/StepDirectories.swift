@@ -64,22 +64,30 @@ public final class StepDirectories: @unchecked Sendable {
     func write(_ entry: inout Entry, name: String, _ bytes: [UInt8], mode: mode_t) throws -> String {
         let path = entry.work + "/" + name
         if let known = entry.files[name] {
-            let fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
-            if fd >= 0 {
+            // Looked at without opening it for writing (no link followed), and opened for writing only once it is
+            // known to be that file: through /proc, the very inode, with the write bit that a worker that is not
+            // root needs (its files are read-only, 0444, and the step may have changed their mode).
+            let handle = csandbox_open_path(path)
+            if handle >= 0 {
+                defer { close(handle) }
                 var st = stat()
-                if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1, st.st_uid == geteuid(),
-                    FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) == known, fchmod(fd, mode) == 0
+                let inode = "/proc/self/fd/\(handle)"
+                if fstat(handle, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1, st.st_uid == geteuid(),
+                    FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) == known, chmod(inode, 0o600) == 0
                 {
-                    defer { close(fd) }
-                    // Written over, then cut to length: truncating to zero first makes ext4 flush the file at
-                    // close (its "replace by truncate" heuristic) and free and allocate its blocks again.
-                    try Self.writeAll(fd, bytes, path: path)
-                    if Int(st.st_size) > bytes.count, ftruncate(fd, off_t(bytes.count)) != 0 {
-                        throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, "errno": errno])
+                    let fd = open(inode, O_WRONLY | O_CLOEXEC | O_NONBLOCK)
+                    if fd >= 0 {
+                        defer { close(fd) }
+                        // Written over, then cut to length: truncating to zero first makes ext4 flush the file at
+                        // close (its "replace by truncate" heuristic) and free and allocate its blocks again.
+                        try Self.writeAll(fd, bytes, path: path)
+                        if Int(st.st_size) > bytes.count, ftruncate(fd, off_t(bytes.count)) != 0 {
+                            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, "errno": errno])
+                        }
+                        _ = fchmod(fd, mode)
+                        return path
                     }
-                    return path
                 }
-                close(fd)
             }
             // Not the worker's file any more: replaced by a new one.
             entry.files[name] = nil

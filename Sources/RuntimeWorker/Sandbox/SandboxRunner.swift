@@ -244,12 +244,31 @@ public final class SandboxRunner: @unchecked Sendable {
             "sandbox.cgroups": "\(cgroups?.description ?? "unavailable: no memory or pids limits")",
             "sandbox.user": "\(geteuid() == 0 ? "root" : "uid \(geteuid()), in user namespaces")",
         ])
-        if cgroups == nil && geteuid() != 0 {
-            logger.warning("""
-                no cgroup for steps: their memory and process limits are off (only rlimits apply). Hand this user a \
-                cgroup subtree once per boot, as root: runtime-worker setup-cgroups --user \(Self.userName(geteuid()))
-                """)
+        if geteuid() != 0 && useNamespaces {
+            if cgroups == nil {
+                let fix = FileManager.default.fileExists(atPath: Cgroups.v1Hierarchies[0] + "/cgroup.procs")
+                    ? "hand this user a cgroup subtree once per boot, as root: runtime-worker setup-cgroups --user \(Self.userName(geteuid()))"
+                    : "this worker does not yet use a delegated cgroup v2 subtree (docs/workers.md)"
+                logger.warning("no cgroup for steps: their memory and process limits are off (only rlimits apply); \(fix)")
+            }
+            let groups = Self.supplementaryGroups()
+            if !groups.isEmpty {
+                logger.warning("""
+                    the worker's supplementary groups (\(groups.map(String.init).joined(separator: ", "))) stay with its \
+                    steps: a user namespace made without privileges cannot drop them. Run the worker as a user in no \
+                    other group.
+                    """)
+            }
         }
+    }
+
+    /// This process's groups other than its own gid.
+    static func supplementaryGroups() -> [gid_t] {
+        let n = getgroups(0, nil)
+        guard n > 0 else { return [] }
+        var list = [gid_t](repeating: 0, count: Int(n))
+        let got = getgroups(n, &list)
+        return got > 0 ? Array(list.prefix(Int(got))).filter { $0 != getegid() } : []
     }
 
     /// The name of user `uid`, or the number when it has none.
@@ -284,7 +303,7 @@ public final class SandboxRunner: @unchecked Sendable {
         return """
             the step sandbox is unavailable: \(problem). A worker that is not root needs unprivileged user \
             namespaces\(blocker). Allow them, run the worker as root, or pass --sandbox none to run steps without \
-            isolation, knowingly.
+            isolation, knowingly (they then run as this worker's user, with its rights over its own files).
             """
     }
 

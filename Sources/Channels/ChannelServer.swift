@@ -21,6 +21,10 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     private var connections: [Int: Connection] = [:]
     private var nextID = 1
     private var shuttingDown = false
+    /// Accepted sockets whose descriptor is this or above are closed at once (the reserve would be used up).
+    private var acceptLimit = Int.max
+    private var lastRefusalLog: ContinuousClock.Instant?
+    private var refusedSinceLog = 0
 
     // Shared state.
     private let lock = Lock()
@@ -28,6 +32,10 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     private var openSockets: [Int: ChannelSocket] = [:]
     private var boundPort = 0
     private var readPauses = 0
+    private var refusedForDescriptors = 0
+
+    /// Connections closed as soon as they were accepted because file descriptors were nearly exhausted.
+    public var refusedConnectionCount: Int { lock.withLock { refusedForDescriptors } }
 
     /// How many times reading from a client was paused because its messages queued up faster than they were handled.
     public var readPauseCount: Int { lock.withLock { readPauses } }
@@ -52,6 +60,9 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
     public func start() throws {
         lws_set_log_level(LLL_ERR, nil)
+        // Descriptors are handed out lowest first: one numbered past the limit less the reserve means that many
+        // are open. (Read once: libwebsockets sizes its own tables from the limit at start too.)
+        acceptLimit = FileDescriptorLimit.current.map { $0 - configuration.reservedFileDescriptors } ?? .max
         let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
         protocols.initialize(repeating: lws_protocols(), count: 2)
         protocols[0].name = cstrings.make("phoenix")
@@ -202,6 +213,11 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             // answer accepts everything, a self-signed rogue certificate included.)
             return length != 0 ? 0 : 1
 
+        case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+            // `input` carries the accepted socket's descriptor.
+            let fd = Int(bitPattern: input)
+            return fd >= acceptLimit ? refuseForDescriptors(fd) : 0
+
         case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
             return confirmUpgrade(wsi)
 
@@ -259,6 +275,22 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         default:
             return lws_callback_http_dummy(wsi, reason, user, input, length)
         }
+    }
+
+    /// Closes a connection just accepted (non-zero tells lws to), saying so at most every 10 s.
+    private func refuseForDescriptors(_ fd: Int) -> Int32 {
+        lock.withLock { refusedForDescriptors += 1 }
+        refusedSinceLog += 1
+        let now = ContinuousClock.now
+        if lastRefusalLog.map({ now - $0 >= .seconds(10) }) ?? true {
+            logger.warning("refusing new connections: file descriptors nearly exhausted; raise the limit (ulimit -n, systemd LimitNOFILE=)", metadata: [
+                "fd": "\(fd)", "fd.limit": "\(FileDescriptorLimit.current.map(String.init) ?? "unlimited")",
+                "fd.reserved": "\(configuration.reservedFileDescriptors)", "refused": "\(refusedSinceLog)",
+            ])
+            lastRefusalLog = now
+            refusedSinceLog = 0
+        }
+        return 1
     }
 
     private func connection(_ wsi: OpaquePointer) -> Connection? {

@@ -173,6 +173,11 @@ public struct ChannelServerConfiguration: Sendable {
     /// lws keepalive: ping after this many idle seconds.
     public var pingIntervalSeconds: Int = 20
     public var tls: TLSConfiguration?
+    /// File descriptors kept free for everything but connections (the database's files, pipes, logs). A connection
+    /// accepted while fewer are free is closed at once, so the process never runs out: an `accept` that fails for
+    /// want of a descriptor is retried by libwebsockets at once, in a loop that takes a core and floods the log.
+    public var reservedFileDescriptors: Int = 64
 
     public init() {}
 }
+

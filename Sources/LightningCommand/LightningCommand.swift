@@ -143,6 +143,9 @@ extension LightningCommand {
             config.trustedProxies = trustedProxy
             let store = try db.open()
             try await OperatorBootstrap.firstAdminToken(store: store, keysDirectory: keysDir, logger: logger)
+            if let raised = FileDescriptorLimit.raiseToHard() {
+                logger.debug("open files limit raised", metadata: ["from": "\(raised.from)", "to": "\(raised.to)"])
+            }
             let lightning = try Lightning(configuration: config, store: store, logger: logger)
             let group = ServiceGroup(configuration: .init(
                 services: [LightningService(lightning: lightning)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -17,21 +17,25 @@ struct Binaries {
     let port: Int
     var database: String { dir.appendingPathComponent("lightning.db").path }
 
-    init(extra: [String] = [], environment: [String: String] = [:]) async throws {
+    /// `launcher`: a program that runs `lightning` (its arguments first, then the binary's path and arguments), such as
+    /// `prlimit --nofile=N:N --`.
+    init(extra: [String] = [], environment: [String: String] = [:], launcher: [String] = []) async throws {
         dir = try TestSupport.temporaryDirectory("binaries")
         keys = try sharedTestKeys.get()
         try keys.write(to: dir.appendingPathComponent("keys").path)
-        let (process, port) = try await Self.serve(dir: dir, port: 0, extra: extra, environment: environment, log: "lightning.log")
+        let (process, port) = try await Self.serve(dir: dir, port: 0, extra: extra, environment: environment, log: "lightning.log",
+                                                   launcher: launcher)
         lightning = process
         self.port = port
     }
 
-    private static func serve(dir: URL, port: Int, extra: [String], environment: [String: String] = [:], log: String) async throws
-        -> (ChildProcess, Int)
+    private static func serve(dir: URL, port: Int, extra: [String], environment: [String: String] = [:], log: String,
+                              launcher: [String] = []) async throws -> (ChildProcess, Int)
     {
-        let process = try ChildProcess(try TestSupport.builtBinary("lightning"),
-                                       ["serve", "--port", "\(port)", "--database", dir.appendingPathComponent("lightning.db").path,
-                                        "--grace-seconds", "2"] + extra,
+        let binary = try TestSupport.builtBinary("lightning")
+        let arguments = ["serve", "--port", "\(port)", "--database", dir.appendingPathComponent("lightning.db").path,
+                         "--grace-seconds", "2"] + extra
+        let process = try ChildProcess(launcher.first ?? binary, launcher.isEmpty ? arguments : launcher.dropFirst() + [binary] + arguments,
                                        environment: environment, directory: dir, logName: log)
         let line = try await process.waitForLog(#"port=\d+ \[Lightning\] Lightning is listening"#)
         return (process, Int(line.dropFirst(5).prefix { $0.isNumber }) ?? 0)

@@ -20,6 +20,8 @@ final class LightningMetrics: Sendable {
     let authThrottled: Metrics.Counter
     let workersConnected: Metrics.Gauge
     let viewersConnected: Metrics.Gauge
+    /// Connections closed as soon as accepted: file descriptors were nearly exhausted (the server's own count).
+    let connectionsRefused: Metrics.Gauge
 
     init() {
         var f = PrometheusMetricsFactory(registry: registry)
@@ -40,6 +42,7 @@ final class LightningMetrics: Sendable {
         authThrottled = Metrics.Counter(label: "lightning_auth_throttled_total", factory: f)
         workersConnected = Metrics.Gauge(label: "lightning_workers_connected", factory: f)
         viewersConnected = Metrics.Gauge(label: "lightning_viewers_connected", factory: f)
+        connectionsRefused = Metrics.Gauge(label: "lightning_connections_refused_no_descriptors", factory: f)
     }
 
     private let timers = Mutex<[String: Metrics.Timer]>([:])

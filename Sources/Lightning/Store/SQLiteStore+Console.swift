@@ -8,7 +8,7 @@ extension SQLiteStore {
     // MARK: Attempts, filtered and paged
 
     public func attempts(matching filter: AttemptFilter) async throws -> AttemptPage {
-        try await pool.read { db in
+        try await read { db in
             var conditions: [String] = []
             var arguments: StatementArguments = []
             if let before = filter.before { conditions.append("a.seq < ?"); arguments += [before] }
@@ -124,7 +124,7 @@ extension SQLiteStore {
     // MARK: Workflows
 
     public func workflowDetail(_ nameOrID: String) async throws -> WorkflowDetail {
-        try await pool.read { db in
+        try await read { db in
             guard let w = try Row.fetchOne(db, sql: """
                 SELECT w.id, w.name, w.concurrency, w.current_snapshot_id, s.version FROM workflows w
                 JOIN workflow_snapshots s ON s.id = w.current_snapshot_id WHERE w.name = ? OR w.id = ?
@@ -154,15 +154,15 @@ extension SQLiteStore {
     // MARK: Dataclips
 
     public func dataclipRecord(_ id: String) async throws -> (type: String, body: [UInt8]) {
-        guard let row = try await pool.read({ db in
-            try Row.fetchOne(db, sql: "SELECT type, body FROM dataclips WHERE id = ?", arguments: [id])
+        guard let clip = try await read({ db -> (String, [UInt8])? in
+            try Row.fetchOne(db, sql: "SELECT type, body FROM dataclips WHERE id = ?", arguments: [id]).map { ($0["type"], Array($0["body"] as Data)) }
         }) else { throw StoreError.notFound("no dataclip \(id)") }
-        return (row["type"], Array(row["body"] as Data))
+        return (clip.0, clip.1)
     }
 
     /// Every stored credential's body (decrypted): what an operator-facing view must never show.
     public func allCredentialBodies() async throws -> [[UInt8]] {
-        let ids = try await pool.read { db in try String.fetchAll(db, sql: "SELECT id FROM credentials") }
+        let ids = try await read { db in try String.fetchAll(db, sql: "SELECT id FROM credentials") }
         var bodies: [[UInt8]] = []
         for id in ids { bodies.append(try await credentialBody(id: id)) }
         return bodies

@@ -35,13 +35,13 @@ extension SQLiteStore {
     }
 
     public func lastLogSeq(attemptID: String) async throws -> Int64 {
-        try await pool.read { db in
+        try await read { db in
             try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM log_lines WHERE attempt_id = ?", arguments: [attemptID]) ?? 0
         }
     }
 
     public func operatorTokens() async throws -> [OperatorTokenRecord] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM operator_tokens ORDER BY inserted_at").map(Self.token(from:))
         }
     }
@@ -62,7 +62,7 @@ extension SQLiteStore {
     // MARK: Figures for /metrics
 
     public func attemptCounts() async throws -> [AttemptState: Int] {
-        try await pool.read { db in
+        try await read { db in
             var counts: [AttemptState: Int] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM attempts GROUP BY state") {
                 if let s = AttemptState(rawValue: row["state"]) { counts[s] = row["n"] }
@@ -72,13 +72,13 @@ extension SQLiteStore {
     }
 
     public func logLineCount() async throws -> Int64 {
-        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM log_lines") ?? 0 }
+        try await read { db in try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM log_lines") ?? 0 }
     }
 
     // MARK: Cron
 
     public func cronTriggers() async throws -> [CronTrigger] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(db, sql: """
                 SELECT w.id AS workflow_id, w.name AS workflow_name, t.id AS trigger_id, t.name AS trigger_name,
                        t.cron_expression, c.next_slot, c.expression AS scheduled_expression

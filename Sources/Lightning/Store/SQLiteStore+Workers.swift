@@ -66,7 +66,7 @@ extension SQLiteStore {
     }
 
     public func workerControl(name: String) async throws -> WorkerControl? {
-        try await pool.read { db in Self.control(try String.fetchOne(db, cached: "SELECT control FROM workers WHERE name = ?", arguments: [name])) }
+        try await read { db in Self.control(try String.fetchOne(db, cached: "SELECT control FROM workers WHERE name = ?", arguments: [name])) }
     }
 
     /// A `workers.control` value, decoded.

@@ -34,6 +34,16 @@ public final class SQLiteStore: LightningStore {
     /// connection is busy.
     func readHere<T>(_ body: (Database) throws -> T) throws -> T { try pool.read(body) }
 
+    /// A read on a reader connection's own queue, the reader given back there: the task waits without holding a
+    /// thread, and no reader waits for a task to be scheduled again. (GRDB's async `read` gives its reader back
+    /// only once the awaiting task runs again on the cooperative pool: with the pool's threads blocked in `readHere`
+    /// waiting for a reader, none came back. Lightning stopped answering with 1,000 viewers joining at once.)
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+            pool.asyncRead { db in c.resume(with: Result { try body(db.get()) }) }
+        }
+    }
+
     /// The workflow definition a snapshot froze (nil when it no longer decodes).
     static func definition(_ db: Database, snapshotID: String) throws -> WorkflowDefinition? {
         try snapshot(db, snapshotID)?.definition
@@ -135,7 +145,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func workflows() async throws -> [WorkflowSummary] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(db, cached: """
                 SELECT w.id, w.name, w.concurrency, s.version,
                        (SELECT GROUP_CONCAT(webhook_path) FROM triggers t WHERE t.snapshot_id = w.current_snapshot_id
@@ -173,12 +183,11 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func credentialBody(id: String) async throws -> [UInt8] {
-        guard let row = try await pool.read({ db in
-            try Row.fetchOne(db, cached: "SELECT name, sealed_body FROM credentials WHERE id = ?", arguments: [id])
+        guard let row = try await read({ db -> (name: String, sealed: Data)? in
+            try Row.fetchOne(db, cached: "SELECT name, sealed_body FROM credentials WHERE id = ?", arguments: [id]).map { ($0["name"], $0["sealed_body"]) }
         }) else { throw StoreError.notFound("no credential \(id)") }
         guard let cipher else { throw StoreError.invalid("credentials need \(CredentialCipher.environmentVariable)") }
-        let sealed: Data = row["sealed_body"]
-        return try cipher.open(Array(sealed), associatedData: row["name"])
+        return try cipher.open(Array(row.sealed), associatedData: row.name)
     }
 
     // MARK: Work orders and claims
@@ -320,14 +329,14 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func attempts(workOrderID: String) async throws -> [AttemptRecord] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(db, cached: "SELECT \(Self.attemptColumns) WHERE a.work_order_id = ? ORDER BY a.seq", arguments: [workOrderID])
                 .map(Self.attempt(from:))
         }
     }
 
     public func attempts(state: AttemptState?, limit: Int) async throws -> [AttemptRecord] {
-        try await pool.read { db in
+        try await read { db in
             let rows = state == nil
                 ? try Row.fetchAll(db, cached: "SELECT \(Self.attemptColumns) ORDER BY a.seq DESC LIMIT ?", arguments: [limit])
                 : try Row.fetchAll(db, cached: "SELECT \(Self.attemptColumns) WHERE a.state = ? ORDER BY a.seq DESC LIMIT ?",
@@ -560,7 +569,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func attemptResult(_ id: String) async throws -> AttemptResult {
-        try await pool.read { db in
+        try await read { db in
             guard let row = try Row.fetchOne(db, cached: "SELECT \(Self.attemptColumns) WHERE a.id = ?", arguments: [id]) else {
                 throw StoreError.notFound("no attempt \(id)")
             }
@@ -577,7 +586,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func workersHoldingAttempts() async throws -> [(name: String, disconnectedAt: Int64?)] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(db, cached: """
                 SELECT DISTINCT a.worker_name AS name, w.disconnected_at FROM attempts a LEFT JOIN workers w ON w.name = a.worker_name
                 WHERE a.state IN ('claimed', 'started') AND a.worker_name IS NOT NULL ORDER BY a.worker_name
@@ -607,7 +616,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func logs(attemptID: String, since: Int64, limit: Int) async throws -> [LogLineRecord] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(db, cached: """
                 SELECT * FROM log_lines WHERE attempt_id = ? AND seq > ? ORDER BY seq LIMIT ?
                 """, arguments: [attemptID, since, limit]).map {
@@ -618,7 +627,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func steps(attemptID: String) async throws -> [StepRecord] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(db, cached: "SELECT * FROM steps WHERE attempt_id = ? ORDER BY started_at, rowid", arguments: [attemptID]).map {
                 StepRecord(id: $0["id"], attemptID: $0["attempt_id"], jobID: $0["job_id"], inputDataclipID: $0["input_dataclip_id"],
                            outputDataclipID: $0["output_dataclip_id"], reason: $0["reason"], errorType: $0["error_type"],
@@ -655,7 +664,7 @@ public final class SQLiteStore: LightningStore {
     }
 
     public func workers() async throws -> [WorkerRecord] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(db, cached: """
                 SELECT w.*, (SELECT COUNT(*) FROM attempts a WHERE a.worker_name = w.name AND a.state IN ('claimed', 'started')) AS current
                 FROM workers w ORDER BY w.name

@@ -25,6 +25,8 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     private var acceptLimit = Int.max
     private var lastRefusalLog: ContinuousClock.Instant?
     private var refusedSinceLog = 0
+    /// Bytes queued per endpoint (by path), for endpoints with a total limit.
+    private var queuedTotals: [String: QueuedTotal] = [:]
 
     // Shared state.
     private let lock = Lock()
@@ -149,11 +151,14 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
                 return
             }
             let limit = conn.endpoint?.maxQueuedBytes ?? configuration.maxQueuedBytesPerConnection
+            let totalLimit = conn.endpoint?.maxQueuedBytesTotal ?? .max
             for (i, bytes) in frames.enumerated() {
                 // Over the limit with a backlog: the client is not reading. (A single message bigger than the
-                // limit still goes when nothing is waiting.)
-                if conn.queuedBytes > 0 && conn.queuedBytes + bytes.count > limit {
-                    logger.warning("closing a slow consumer", metadata: ["connection": "\(id)", "queued": "\(conn.queuedBytes)"])
+                // limit still goes when nothing is waiting.) The same when the endpoint's sockets together are over.
+                let total = conn.queuedTotal?.bytes ?? 0
+                if conn.queuedBytes > 0 && (conn.queuedBytes + bytes.count > limit || total + bytes.count > totalLimit) {
+                    logger.warning("closing a slow consumer", metadata: ["connection": "\(id)", "queued": "\(conn.queuedBytes)",
+                                                                          "queued.endpoint": "\(total)"])
                     onLastWritten?(false)
                     conn.failQueue()
                     conn.requestClose(code: 1008, reason: "slow consumer: send queue over limit")
@@ -163,6 +168,15 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             }
         }
         if !posted { onLastWritten?(false) }
+    }
+
+    /// Returns once the service thread has taken everything handed to it before this call (frames are then in their
+    /// connections' queues, counted against their limits). A producer for many sockets awaits it between rounds, so
+    /// what it hands over cannot pile up unseen in the service thread's inbox.
+    public func handedOver() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            if !loop.post({ c.resume() }) { c.resume() }
+        }
     }
 
     func close(connection id: Int, code: Int, reason: String) {
@@ -330,6 +344,13 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         case .accept(let context):
             let conn = register(wsi, kind: .upgrading)
             conn.endpoint = endpoint
+            if endpoint.maxQueuedBytesTotal != nil {
+                conn.queuedTotal = queuedTotals[endpoint.path] ?? {
+                    let total = QueuedTotal()
+                    queuedTotals[endpoint.path] = total
+                    return total
+                }()
+            }
             conn.socket = ChannelSocket(id: conn.id, context: context, request: request, server: self)
             return 0
         }

@@ -77,6 +77,10 @@ public final class ChannelSocket: Sendable, Hashable {
         return payloads.map { PhoenixMessage(joinRef: joinRef, ref: nil, topic: topic, event: event, payload: $0).encodeText() }
     }
 
+    /// Returns once the server's service thread has taken every frame handed to it so far (see
+    /// `ChannelServer.handedOver()`).
+    public func handedOver() async { await server?.handedOver() }
+
     /// Closes the channel from the server side (`phx_close`).
     public func closeChannel(topic: String) {
         guard let joinRef = state.joinRef(topic), let server else { return }

@@ -1,6 +1,11 @@
 internal import CLibWebSockets
 import Foundation
 
+/// Bytes queued on all of one endpoint's connections together. Service thread only.
+final class QueuedTotal {
+    var bytes = 0
+}
+
 /// One server-side lws connection. Service thread only.
 final class Connection {
     enum Kind { case upgrading, websocket, http }
@@ -19,6 +24,8 @@ final class Connection {
 
     // WebSocket
     var endpoint: SocketEndpoint?
+    /// Its endpoint's total, kept as this connection's queue grows and shrinks.
+    var queuedTotal: QueuedTotal?
     var socket: ChannelSocket?
     var inbound: AsyncStream<(bytes: [UInt8], binary: Bool)>.Continuation?
     /// Bytes received and not yet handled by the connection's task.
@@ -56,6 +63,7 @@ final class Connection {
         bytes.append(contentsOf: payload)
         queue.append(Outgoing(bytes: bytes, binary: binary, onWritten: onWritten))
         queuedBytes += payload.count
+        queuedTotal?.bytes += payload.count
         lws_callback_on_writable(wsi)
     }
 
@@ -64,6 +72,7 @@ final class Connection {
         for o in queue[head...] { o.onWritten?(false) }
         queue = []
         head = 0
+        queuedTotal?.bytes -= queuedBytes
         queuedBytes = 0
     }
 
@@ -101,6 +110,7 @@ final class Connection {
             queue[head].bytes = []
             head += 1
             queuedBytes -= count
+            queuedTotal?.bytes -= count
             if written < count {
                 item.onWritten?(false)
                 return -1

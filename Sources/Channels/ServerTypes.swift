@@ -84,14 +84,19 @@ public struct SocketEndpoint: Sendable {
     /// Bytes queued for one of this endpoint's sockets before it is closed as a slow consumer (1008); nil uses
     /// the server's `maxQueuedBytesPerConnection`. Viewers get a small one so they never hold memory for long.
     public var maxQueuedBytes: Int?
+    /// Bytes queued for all of this endpoint's sockets together (nil: no such limit). Past it, a socket that still
+    /// has bytes waiting is closed as a slow consumer, as one past its own limit is: so many slow sockets cannot
+    /// together hold more memory than this (1,000 stalled viewers at 4 MB each held 4.5 GB).
+    public var maxQueuedBytesTotal: Int?
 
     public init(
         path: String, authenticate: @escaping @Sendable (UpgradeRequest) -> AuthDecision, channels: [ChannelRoute],
         onConnect: (@Sendable (ChannelSocket) async -> Void)? = nil,
         onDisconnect: (@Sendable (ChannelSocket) async -> Void)? = nil,
-        maxQueuedBytes: Int? = nil
+        maxQueuedBytes: Int? = nil, maxQueuedBytesTotal: Int? = nil
     ) {
         self.maxQueuedBytes = maxQueuedBytes
+        self.maxQueuedBytesTotal = maxQueuedBytesTotal
         self.path = path
         self.authenticate = authenticate
         self.channels = channels

@@ -63,6 +63,8 @@ extension LightningCommand {
         var requireClientCert = false
         @Option(help: "Bytes queued for one operator viewer before it is closed as too slow (it resumes by itself).")
         var viewerQueueBytes: Int = 4 * 1024 * 1024
+        @Option(help: "Bytes queued for all operator viewers together; past it, viewers with a backlog are closed as too slow (they resume by themselves).")
+        var viewersQueueBytes: Int = 64 * 1024 * 1024
         @Flag(help: "Do not serve GET /metrics.")
         var noMetrics = false
         @Flag(help: "Do not run the cron scheduler here (another Lightning on this database does).")
@@ -135,6 +137,7 @@ extension LightningCommand {
             }
             config.metricsEnabled = !noMetrics
             config.viewerMaxQueuedBytes = viewerQueueBytes
+            config.viewersMaxQueuedBytes = viewersQueueBytes
             config.cronEnabled = !noCron
             config.consoleEnabled = !noConsole
             config.publicURL = publicURL

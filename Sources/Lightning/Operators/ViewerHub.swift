@@ -93,6 +93,7 @@ actor ViewerHub {
         // Rendered once, whatever the number of viewers, and only in the forms someone needs.
         let rendered = watching.values.contains { !$0.batched } ? lines.map(Render.log) : []
         let encoded = watching.values.contains { $0.batched } ? Render.encodedLogs(lines) : []
+        var batchesFrom: [Int: [[UInt8]]] = [:]
         for (id, var v) in watching {
             if v.catchingUp { v.missed = true; viewers[attemptID]?[id] = v; continue }
             if v.cursor >= last.seq { continue }
@@ -103,13 +104,18 @@ actor ViewerHub {
             }
             let from = lines.firstIndex { $0.seq > v.cursor } ?? lines.count
             if v.batched {
-                for batch in Render.logBatches(encoded[from...]) { v.socket.push(topic: Self.topic(attemptID), event: "logs", rawPayload: batch) }
+                let batches = batchesFrom[from] ?? Render.logBatches(encoded[from...])
+                batchesFrom[from] = batches
+                for batch in batches { v.socket.push(topic: Self.topic(attemptID), event: "logs", rawPayload: batch) }
             } else {
                 v.socket.push(topic: Self.topic(attemptID), event: "log", payloads: Array(rendered[from...]))
             }
             v.cursor = last.seq
             viewers[attemptID]?[id] = v
         }
+        // One round's frames reach the sockets' queues (and their limits) before the next round is made: with many
+        // viewers that stopped reading, rounds would otherwise pile up in the service thread's inbox.
+        await watching.values.first?.socket.handedOver()
     }
 
     /// A step or attempt event, pushed to every viewer as is.

@@ -31,6 +31,9 @@ public struct LightningConfiguration: Sendable {
     public var joinBacklogLines = 1000
     /// Bytes queued for one viewer before it is closed as too slow (it resumes with `since`).
     public var viewerMaxQueuedBytes = 4 * 1024 * 1024
+    /// Bytes queued for all operator sockets together (viewers and the attempts feed): past it, those with a backlog
+    /// are closed as too slow, so Lightning's memory stays bounded however many viewers stop reading.
+    public var viewersMaxQueuedBytes = 64 * 1024 * 1024
     /// `GET /metrics` (no authentication, like Lightning's own; turn it off where that port is public).
     public var metricsEnabled = true
     /// Run the cron scheduler (one per database is enough; two are safe).
@@ -166,7 +169,7 @@ public final class Lightning: Sendable {
                 attemptsFeed.remove(socketID: socket.id)
                 await viewers.detachAll(socketID: socket.id)
             },
-            maxQueuedBytes: configuration.viewerMaxQueuedBytes)
+            maxQueuedBytes: configuration.viewerMaxQueuedBytes, maxQueuedBytesTotal: configuration.viewersMaxQueuedBytes)
         var routes = [
             HTTPRoute("GET", "/healthz") { _ in .json(200, ["status": "ok"]) },
             HTTPRoute("POST", "/i/") { [self] request in await webhook(request) },

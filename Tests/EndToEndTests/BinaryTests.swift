@@ -73,6 +73,11 @@ struct Binaries {
 
     func store() throws -> SQLiteStore { try SQLiteStore(path: database, cipher: nil) }
 
+    /// The admin operator token `serve` wrote into keys/.
+    func operatorToken() throws -> String {
+        try String(contentsOf: dir.appendingPathComponent("keys/operator_token"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// Applies a workflow (YAML) with the CLI; throws with the CLI's output when it is refused.
     func apply(_ yaml: String) async throws {
         let file = dir.appendingPathComponent("workflow-\(UUID().uuidString.prefix(6)).yaml")

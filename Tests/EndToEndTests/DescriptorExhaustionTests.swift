@@ -81,8 +81,7 @@ struct DescriptorExhaustionTests {
         try await worker.waitForLog("connected to Lightning")
         try await b.lightning.waitForLog("worker joined the queue")
 
-        let token = try String(contentsOf: b.dir.appendingPathComponent("keys/operator_token"), encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try b.operatorToken()
         let script = b.dir.appendingPathComponent("flood.py")
         try Self.flood.write(to: script, atomically: true, encoding: .utf8)
         let release = b.dir.appendingPathComponent("release").path

@@ -10,33 +10,13 @@ struct ManyViewersTests {
     /// Joins `count` operator sockets to `topic` (batched lines), each with a tiny receive buffer, reads nothing
     /// more, says JOINED, and holds them until `release` exists.
     static let viewers = """
-        import base64, json, os, socket, sys, time
+        import json, os, sys, time
+        sys.path.insert(0, sys.argv[6])
+        from raw_websocket import connect, frame
         port, token, topic, count, release = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-        def frame(text):
-            data, mask = text.encode(), os.urandom(4)
-            n = len(data)
-            head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
-            return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
         held = []
         for i in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(60)
-            s.connect(("127.0.0.1", port))
-            key = base64.b64encode(os.urandom(16)).decode()
-            s.sendall(("GET /socket/websocket?token=%s&vsn=2.0.0 HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nUpgrade: websocket\\r\\n"
-                       "Connection: Upgrade\\r\\nSec-WebSocket-Key: %s\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n" % (token, key)).encode())
-            head = b""
-            while b"\\r\\n\\r\\n" not in head:
-                try:
-                    chunk = s.recv(1)
-                except TimeoutError:
-                    sys.exit("viewer %d timed out after %r" % (i, head))
-                if not chunk:
-                    sys.exit("viewer %d: closed during the upgrade" % i)
-                head += chunk
-            if b" 101 " not in head.split(b"\\r\\n")[0]:
-                sys.exit("viewer %d: %r" % (i, head[:200]))
+            s = connect(port, "/socket/websocket?token=%s&vsn=2.0.0" % token, receive_buffer=4096, timeout=60)
             s.sendall(frame(json.dumps(["1", "1", topic, "phx_join", {"batch": True}])))
             held.append(s)
         print("JOINED %d" % len(held), flush=True)
@@ -70,12 +50,12 @@ struct ManyViewersTests {
         // Paused while the viewers join, so that every line flows while all of them are joined and read nothing.
         worker.signal(SIGSTOP)
         let created = try await store.createWorkOrder(workflow: "loud", input: Array("{}".utf8))
-        let token = try String(contentsOf: b.dir.appendingPathComponent("keys/operator_token"), encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try b.operatorToken()
         let script = b.dir.appendingPathComponent("viewers.py")
         try Self.viewers.write(to: script, atomically: true, encoding: .utf8)
         let release = b.dir.appendingPathComponent("release").path
-        let viewers = try ChildProcess("/usr/bin/python3", [script.path, "\(b.port)", token, "attempt:\(created.attemptID)", "1000", release],
+        let viewers = try ChildProcess("/usr/bin/python3", [script.path, "\(b.port)", token, "attempt:\(created.attemptID)", "1000", release,
+                                        TestSupport.packageRoot.appendingPathComponent("Tests/TestSupport/Python").path],
                                        directory: b.dir, logName: "viewers.log")
         defer { viewers.stop() }
         do { try await viewers.waitForLog("JOINED 1000", timeout: 300) } catch {

@@ -27,7 +27,10 @@ def connect(port, path, receive_buffer=None, timeout=30):
                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, key)).encode())
     head = b""
     while b"\r\n\r\n" not in head:
-        head += s.recv(1)
+        chunk = s.recv(1)
+        if not chunk:
+            raise ConnectionError("closed during the upgrade, after %r" % head)
+        head += chunk
     assert b" 101 " in head.split(b"\r\n")[0], head
     return s
 

@@ -89,6 +89,7 @@ extension LightningCommand {
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
             if requireClientCert && tlsCA == nil { throw ValidationError("--require-client-cert needs --tls-ca") }
             if !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535") }
+            if viewerQueueBytes < 1 || viewersQueueBytes < 1 { throw ValidationError("--viewer-queue-bytes and --viewers-queue-bytes must be 1 or more") }
             if !(workerTokenTtl >= 2 && workerTokenTtl <= 86400) { throw ValidationError("--worker-token-ttl must be from 2 s to a day") }
             if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) || publicURL.contains(" ") {
                 throw ValidationError("--public-url must be an http:// or https:// URL, such as https://ops.example.com")
@@ -101,10 +102,8 @@ extension LightningCommand {
             } catch { throw ValidationError("\(error)") }
             let logger = Logger(label: "lightning")
             // Every worker and viewer is a socket: allow as many as the hard limit does.
-            var files = rlimit()
-            if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0, files.rlim_cur < files.rlim_max {
-                files.rlim_cur = files.rlim_max
-                setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
+            if let raised = FileDescriptorLimit.raiseToHard() {
+                logger.debug("open files limit raised", metadata: ["from": "\(raised.from)", "to": "\(raised.to)"])
             }
             // Read before anything is made on disk: a bad file stops here.
             var groupDefaults: [String: JSON] = [:]
@@ -146,9 +145,6 @@ extension LightningCommand {
             config.trustedProxies = trustedProxy
             let store = try db.open()
             try await OperatorBootstrap.firstAdminToken(store: store, keysDirectory: keysDir, logger: logger)
-            if let raised = FileDescriptorLimit.raiseToHard() {
-                logger.debug("open files limit raised", metadata: ["from": "\(raised.from)", "to": "\(raised.to)"])
-            }
             let lightning = try Lightning(configuration: config, store: store, logger: logger)
             let group = ServiceGroup(configuration: .init(
                 services: [LightningService(lightning: lightning)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

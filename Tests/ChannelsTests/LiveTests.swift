@@ -42,7 +42,8 @@ final class Counter: @unchecked Sendable {
     var value: Int { lock.withLock { n } }
 }
 
-func makeServer(port: Int = 0, disconnects: Counter = Counter(), configure: (inout ChannelServerConfiguration) -> Void = { _ in }) throws -> ChannelServer {
+func makeServer(port: Int = 0, disconnects: Counter = Counter(), endpointTotal: Int? = nil,
+                configure: (inout ChannelServerConfiguration) -> Void = { _ in }) throws -> ChannelServer {
     var config = ChannelServerConfiguration()
     config.port = port
     configure(&config)
@@ -52,7 +53,8 @@ func makeServer(port: Int = 0, disconnects: Counter = Counter(), configure: (ino
             req.query["token"] == "good" ? .accept(context: "user-1") : .reject(status: 401, message: "bad token")
         },
         channels: [ChannelRoute("room:*", EchoHandler())],
-        onDisconnect: { _ in disconnects.increment() })
+        onDisconnect: { _ in disconnects.increment() },
+        maxQueuedBytesTotal: endpointTotal)
     let routes = [
         HTTPRoute("POST", "/echo") { req in .json(200, ["len": .int(Int64(req.body.count)), "path": .string(req.path)]) },
         HTTPRoute("GET", "/hello") { req in .json(200, ["q": .string(req.query["name"] ?? "")]) },
@@ -321,6 +323,19 @@ struct LiveTests {
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/ChannelsTests/Interop/slow_consumer.py").path
         let port = server.port
         let result = try await TestSupport.python(script, ["\(port)", "good"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("close 1008"), "\(result.stdout)")
+        try await waitFor("server-side cleanup") { disconnects.value == 1 }
+    }
+
+    @Test("the endpoint's sockets share a send-queue limit: a consumer within its own limit but past the shared one is closed with 1008")
+    func sharedQueueLimit() async throws {
+        let disconnects = Counter()
+        // Its own limit (32 MB) would hold the 30 MB flood; the endpoint's shared 1 MB does not.
+        let server = try makeServer(disconnects: disconnects, endpointTotal: 1 << 20)
+        defer { server.stop() }
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/ChannelsTests/Interop/slow_consumer.py").path
+        let result = try await TestSupport.python(script, ["\(server.port)", "good"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("close 1008"), "\(result.stdout)")
         try await waitFor("server-side cleanup") { disconnects.value == 1 }

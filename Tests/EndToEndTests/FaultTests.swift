@@ -280,7 +280,8 @@ struct FaultTests {
             return (Int(parts.last ?? "") ?? 0, parts.dropLast().joined(separator: "\n"))
         }
         let cases: [(String, [String], Int, String)] = [
-            ("webhook, invalid JSON", ["-X", "POST", "-d", "{nope", "\(base)/i/in"], 400, "JSON"),
+            ("webhook, invalid JSON", ["-X", "POST", "-d", "{nope", "\(base)/i/in"], 415, "not JSON"),
+            ("webhook, a form upload", ["-X", "POST", "-F", "f=hello", "\(base)/i/in"], 415, "multipart/form-data"),
             ("webhook, a JSON array", ["-X", "POST", "-d", "[1,2]", "\(base)/i/in"], 400, "JSON object"),
             ("webhook, unknown path", ["-X", "POST", "-d", "{}", "\(base)/i/nowhere"], 404, "/i/nowhere"),
             ("webhook, a huge body", ["-X", "POST", "--data-binary", "@\(huge.path)", "\(base)/i/in"], 413, "limit"),

@@ -403,7 +403,20 @@ struct WorkerProtocolTests {
         #expect(unknown.stdout == "404")
         let badJSON = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-d", "{not json",
                                                               "http://127.0.0.1:\(h.port)/i/greet"])
-        #expect(badJSON.stdout.hasSuffix("400") && badJSON.stdout.contains("JSON object"), "\(badJSON.stdout)")
+        #expect(badJSON.stdout.hasSuffix("415") && badJSON.stdout.contains("not JSON"), "\(badJSON.stdout)")
+        // A form upload is not taken for JSON: 415, naming the type it was.
+        let form = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-F", "a=b",
+                                                           "http://127.0.0.1:\(h.port)/i/greet"])
+        #expect(form.stdout.hasSuffix("415") && form.stdout.contains("multipart/form-data"), "\(form.stdout)")
+        // JSON, but not an object: 400. Declared JSON with parameters and a +json type are JSON.
+        let array = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Content-Type: application/json",
+                                                            "-d", "[1,2]", "http://127.0.0.1:\(h.port)/i/greet"])
+        #expect(array.stdout.hasSuffix("400") && array.stdout.contains("JSON object"), "\(array.stdout)")
+        for type in ["Application/JSON; charset=utf-8", "application/vnd.api+json"] {
+            let typed = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Content-Type: \(type)",
+                                                                "-d", #"{"b":2}"#, "http://127.0.0.1:\(h.port)/i/greet"])
+            #expect(typed.stdout.hasSuffix("200"), "\(type): \(typed.stdout)")
+        }
         let health = try await TestSupport.run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(h.port)/healthz"])
         #expect(health.stdout.contains("ok"))
     }

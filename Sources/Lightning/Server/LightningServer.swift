@@ -381,6 +381,7 @@ public final class Lightning: Sendable {
         let path = String(request.path.dropFirst("/i/".count))
         guard !path.isEmpty else { return .error(404, "no webhook path given: POST /i/<path>") }
         let body = request.body.isEmpty ? Array("{}".utf8) : request.body
+        if let refusal = Self.webhookBodyRefusal(contentType: request.headers["content-type"], body: body) { return refusal }
         do {
             metrics.webhooks.increment()
             let created = try await store.createWorkOrder(webhookPath: path, input: body)
@@ -402,6 +403,26 @@ public final class Lightning: Sendable {
         } catch {
             return .error(500, "could not create the work order: \(error)")
         }
+    }
+
+    /// Why a webhook's body cannot be a work order's input, or nil when it can. The input is a JSON object: a body
+    /// of another media type is refused with 415 naming the type, so a form or a file upload is not taken for JSON.
+    /// A type given by default rather than chosen (`curl -d` sends `application/x-www-form-urlencoded`, many HTTP
+    /// libraries `text/plain`) is accepted when the body is JSON all the same; a JSON body that is not an object
+    /// is 400.
+    static func webhookBodyRefusal(contentType: String?, body: [UInt8]) -> HTTPResponse? {
+        let mediaType = (contentType ?? "").split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first
+            .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        let declaredJSON = mediaType.isEmpty || mediaType == "application/json" || mediaType.hasSuffix("+json")
+        let defaulted = mediaType == "application/x-www-form-urlencoded" || mediaType == "text/plain"
+        guard declaredJSON || defaulted else {
+            return .error(415, "a webhook takes a JSON object (Content-Type: application/json), not \(mediaType)")
+        }
+        guard let value = try? JSON.parse(body) else {
+            return .error(415, "the body is not JSON: send a JSON object with Content-Type: application/json")
+        }
+        guard case .object = value else { return .error(400, "the input must be a JSON object") }
+        return nil
     }
 
     /// `webhook_reply: after_completion`: waits until the work order's attempt is final (following retries), then

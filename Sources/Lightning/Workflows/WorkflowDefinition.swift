@@ -120,15 +120,6 @@ public struct WorkflowDefinition: Codable, Sendable, Equatable {
         edges = try c.decodeIfPresent([Edge].self, forKey: .edges) ?? []
         options = try c.decodeIfPresent(Options.self, forKey: .options) ?? Options()
     }
-
-    /// The plan options, with defaults for what the definition leaves out.
-    public var planOptions: Plan.Options {
-        let d = Plan.Options()
-        return Plan.Options(
-            runTimeoutMS: options.runTimeoutMS ?? d.runTimeoutMS, runMemoryLimitMB: options.runMemoryLimitMB ?? d.runMemoryLimitMB,
-            outputDataclips: options.outputDataclips ?? d.outputDataclips, payloadLimitMB: options.payloadLimitMB ?? d.payloadLimitMB,
-            logPayloadLimitMB: options.logPayloadLimitMB ?? d.logPayloadLimitMB, logLimitMB: options.logLimitMB ?? d.logLimitMB)
-    }
 }
 
 /// Why a workflow definition was refused; `description` names the exact problem.

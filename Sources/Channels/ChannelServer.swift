@@ -557,6 +557,14 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             respond(conn, .error(503, "server shutting down"))
             return 0
         }
+        if let encoding = conn.headers["transfer-encoding"], encoding.lowercased() != "identity" {
+            // libwebsockets 4.1 does not read chunked request bodies: it never says such a body ended, and the
+            // client would wait forever. Refuse at once (RFC 9112 allows 411 for this); the unread body means the
+            // connection cannot carry another request.
+            conn.closeAfterResponse = true
+            respond(conn, .error(411, "send the request body with a Content-Length: chunked request bodies (Transfer-Encoding: \(encoding)) are not supported"))
+            return 0
+        }
         let declared = Int(conn.headers["content-length"] ?? "") ?? 0
         if declared > configuration.maxHTTPBodyBytes {
             conn.closeAfterResponse = true
@@ -565,7 +573,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         }
         // Requests with a body are dispatched at HTTP_BODY_COMPLETION.
         if declared == 0 && !["POST", "PUT", "PATCH"].contains(conn.method) { dispatchHTTP(conn) }
-        else if declared == 0 && conn.headers["transfer-encoding"] == nil {
+        else if declared == 0 {
             // lws cannot keep such a connection alive (it does not know where the body ends) and closes it
             // after the response: say so, or a client reuses it and has to retry a request it already made.
             if conn.headers["content-length"] == nil { conn.closeAfterResponse = true }
@@ -688,11 +696,15 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         case 404: "Not Found"
         case 405: "Method Not Allowed"
         case 409: "Conflict"
+        case 411: "Length Required"
         case 413: "Payload Too Large"
+        case 415: "Unsupported Media Type"
         case 422: "Unprocessable Entity"
         case 429: "Too Many Requests"
         case 500: "Internal Server Error"
+        case 502: "Bad Gateway"
         case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
         default: "Status"
         }
     }

@@ -549,6 +549,25 @@ struct CompatibilityTests {
         #expect(late.status == 504 && late.json["attempt_id"]?.stringValue != nil, "\(late.text)")
     }
 
+    @Test("a chunked request body gets 411 at once, not a wait for a body libwebsockets never finishes, and the server keeps serving")
+    func chunkedBodyRefused() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        try await h.t.workflow()
+        let r = try await TestSupport.run("/usr/bin/curl", ["-s", "-m", "20", "-D", "-", "-X", "POST", "-H", "Transfer-Encoding: chunked",
+                                                             "-H", "Content-Type: application/json", "--data-binary", #"{"a":1}"#,
+                                                             "http://127.0.0.1:\(h.port)/i/greet"])
+        #expect(r.stdout.hasPrefix("HTTP/1.1 411 Length Required"), "\(r.stdout)")
+        #expect(r.stdout.contains("Content-Length"), "the answer says what to send instead: \(r.stdout)")
+        #expect(r.stdout.lowercased().contains("connection: close"), "\(r.stdout)")
+        // Nothing was stored, and the same body with a length is taken.
+        let ok = try await h.http("POST", "/i/greet", token: nil, body: #"{"a":1}"#)
+        #expect(ok.status == 200, "\(ok.text)")
+        let (admin, _) = try await h.tokens()
+        let attempts = try await h.http("GET", "/api/attempts", token: admin)
+        #expect(attempts.json["attempts"]?.arrayValue?.count == 1, "\(attempts.text)")
+    }
+
     @Test("an HTTP body over the limit gets 413 and the connection is closed")
     func bodyTooLarge() async throws {
         let h = try Harness { $0.channel.maxHTTPBodyBytes = 1000 }

@@ -35,9 +35,21 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     private var boundPort = 0
     private var readPauses = 0
     private var refusedForDescriptors = 0
+    private var evictedUnfinished = 0
+    /// Accepted connections that have not finished a request's headers (service thread): wsi → its arrival number,
+    /// and the arrivals in order (entries whose connection finished or went are skipped when met).
+    private var unfinished: [UInt: UInt64] = [:]
+    private var arrivals: [(number: UInt64, wsi: OpaquePointer)] = []
+    private var arrivalsHead = 0
+    private var arrivalCount: UInt64 = 0
+    private var lastEvictionLog: ContinuousClock.Instant?
+    private var evictedSinceLog = 0
 
     /// Connections closed as soon as they were accepted because file descriptors were nearly exhausted.
     public var refusedConnectionCount: Int { lock.withLock { refusedForDescriptors } }
+
+    /// Connections closed before finishing their request's headers because `maxUnfinishedRequests` newer ones came.
+    public var evictedUnfinishedCount: Int { lock.withLock { evictedUnfinished } }
 
     /// How many times reading from a client was paused because its messages queued up faster than they were handled.
     public var readPauseCount: Int { lock.withLock { readPauses } }
@@ -232,7 +244,17 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             let fd = Int(bitPattern: input)
             return fd >= acceptLimit ? refuseForDescriptors(fd) : 0
 
+        case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+            arrived(wsi)
+            return 0
+
+        case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
+            // The request's headers are in (a plain request or an upgrade).
+            unfinished.removeValue(forKey: UInt(bitPattern: wsi))
+            return 0
+
         case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+            unfinished.removeValue(forKey: UInt(bitPattern: wsi))
             return confirmUpgrade(wsi)
 
         case LWS_CALLBACK_ESTABLISHED:
@@ -253,6 +275,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             return 0
 
         case LWS_CALLBACK_HTTP:
+            unfinished.removeValue(forKey: UInt(bitPattern: wsi))
             return httpRequest(wsi, path: input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "")
 
         case LWS_CALLBACK_HTTP_BODY:
@@ -281,6 +304,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             return 0
 
         case LWS_CALLBACK_WSI_DESTROY:
+            unfinished.removeValue(forKey: UInt(bitPattern: wsi))
             if let conn = connection(wsi) {
                 if conn.kind == .websocket { closed(conn) } else { forget(conn) }
             }
@@ -288,6 +312,46 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
         default:
             return lws_callback_http_dummy(wsi, reason, user, input, length)
+        }
+    }
+
+    /// A connection was accepted: it counts as unfinished until its first request's headers are in. Past the limit,
+    /// the oldest unfinished one is closed (at the next service; closing it here, inside another's callback, is not
+    /// safe), saying so at most every 10 s.
+    private func arrived(_ wsi: OpaquePointer) {
+        arrivalCount += 1
+        unfinished[UInt(bitPattern: wsi)] = arrivalCount
+        arrivals.append((arrivalCount, wsi))
+        while unfinished.count > configuration.maxUnfinishedRequests, arrivalsHead < arrivals.count {
+            let oldest = arrivals[arrivalsHead]
+            arrivalsHead += 1
+            let key = UInt(bitPattern: oldest.wsi)
+            // Skipped: finished, gone, or the address reused by a later connection.
+            guard unfinished[key] == oldest.number else { continue }
+            unfinished.removeValue(forKey: key)
+            lws_set_timeout(oldest.wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC)
+            lock.withLock { evictedUnfinished += 1 }
+            evictedSinceLog += 1
+        }
+        // Keep the arrival list about as long as the live entries: drop what was passed over, or rebuild it from the
+        // live entries when finished ones pile up behind a long-lived unfinished one.
+        if arrivalsHead > 1024 && arrivalsHead * 2 > arrivals.count {
+            arrivals.removeFirst(arrivalsHead)
+            arrivalsHead = 0
+        }
+        if arrivals.count - arrivalsHead > 2 * unfinished.count + 1024 {
+            arrivals = arrivals[arrivalsHead...].filter { unfinished[UInt(bitPattern: $0.wsi)] == $0.number }
+            arrivalsHead = 0
+        }
+        if evictedSinceLog > 0 {
+            let now = ContinuousClock.now
+            if lastEvictionLog.map({ now - $0 >= .seconds(10) }) ?? true {
+                logger.warning("closing the oldest connections that have not finished a request: too many unfinished at once (a slow-client flood?)", metadata: [
+                    "limit": "\(configuration.maxUnfinishedRequests)", "closed": "\(evictedSinceLog)",
+                ])
+                lastEvictionLog = now
+                evictedSinceLog = 0
+            }
         }
     }
 

@@ -65,6 +65,8 @@ extension LightningCommand {
         var viewerQueueBytes: Int = 4 * 1024 * 1024
         @Option(help: "Bytes queued for all operator viewers together; past it, viewers with a backlog are closed as too slow (they resume by themselves).")
         var viewersQueueBytes: Int = 64 * 1024 * 1024
+        @Option(help: "Connections that have not finished their first request's headers held at once; past it the oldest of them is closed for each new one (slow-client floods; default 1024).")
+        var maxUnfinishedRequests = 1024
         @Flag(help: "Do not serve GET /metrics.")
         var noMetrics = false
         @Flag(help: "Do not run the cron scheduler here (another Lightning on this database does).")
@@ -89,6 +91,7 @@ extension LightningCommand {
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
             if requireClientCert && tlsCA == nil { throw ValidationError("--require-client-cert needs --tls-ca") }
             if !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535") }
+            if maxUnfinishedRequests < 1 { throw ValidationError("--max-unfinished-requests must be 1 or more") }
             if viewerQueueBytes < 1 || viewersQueueBytes < 1 { throw ValidationError("--viewer-queue-bytes and --viewers-queue-bytes must be 1 or more") }
             if !(workerTokenTtl >= 2 && workerTokenTtl <= 86400) { throw ValidationError("--worker-token-ttl must be from 2 s to a day") }
             if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) || publicURL.contains(" ") {
@@ -130,6 +133,7 @@ extension LightningCommand {
             config.channel.maxMessageBytes = maxMessageBytes
             config.channel.idleTimeoutSeconds = idleTimeout
             config.channel.maxHTTPBodyBytes = maxHttpBodyBytes
+            config.channel.maxUnfinishedRequests = maxUnfinishedRequests
             if let tlsCert, let tlsKey {
                 config.channel.tls = TLSConfiguration(certificatePath: tlsCert, privateKeyPath: tlsKey, caPath: tlsCA,
                                                       requireClientCertificate: requireClientCert)

@@ -22,6 +22,8 @@ final class LightningMetrics: Sendable {
     let viewersConnected: Metrics.Gauge
     /// Connections closed as soon as accepted: file descriptors were nearly exhausted (the server's own count).
     let connectionsRefused: Metrics.Gauge
+    /// Connections closed before finishing a request because too many such were open (the server's own count).
+    let unfinishedEvicted: Metrics.Gauge
 
     init() {
         var f = PrometheusMetricsFactory(registry: registry)
@@ -43,6 +45,7 @@ final class LightningMetrics: Sendable {
         workersConnected = Metrics.Gauge(label: "lightning_workers_connected", factory: f)
         viewersConnected = Metrics.Gauge(label: "lightning_viewers_connected", factory: f)
         connectionsRefused = Metrics.Gauge(label: "lightning_connections_refused_no_descriptors", factory: f)
+        unfinishedEvicted = Metrics.Gauge(label: "lightning_connections_closed_unfinished", factory: f)
     }
 
     private let timers = Mutex<[String: Metrics.Timer]>([:])

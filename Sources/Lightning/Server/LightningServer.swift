@@ -254,6 +254,7 @@ public final class Lightning: Sendable {
         if let counts = try? await store.attemptCounts() { metrics.attempts(counts) }
         metrics.workersConnected.record(Set(connectedWorkerNames()).count)
         metrics.connectionsRefused.record(serverBox.server?.refusedConnectionCount ?? 0)
+        metrics.unfinishedEvicted.record(serverBox.server?.evictedUnfinishedCount ?? 0)
         return .text(200, metrics.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
     }
 

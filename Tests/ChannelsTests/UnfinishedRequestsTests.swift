@@ -1,0 +1,83 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Channels
+
+/// Slow-client floods (docs/security.md): past `maxUnfinishedRequests` connections that have not finished a
+/// request's headers, the oldest of them is closed for each new one; finished ones never count.
+@Suite("Unfinished requests", .serialized)
+struct UnfinishedRequestsTests {
+    @Test("past the limit of unfinished requests the oldest unfinished connection is closed; finished and newer ones are served")
+    func oldestUnfinishedClosed() async throws {
+        let server = try makeServer { $0.maxUnfinishedRequests = 3 }
+        defer { server.stop() }
+        let request = "GET /hello?name=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        // Two requests answered on connections kept open: they counted while their headers came, and no more.
+        let kept = try (0..<2).map { _ in try RawConnection(port: server.port) }
+        for c in kept { #expect(try c.exchange(request + "\r\n").hasPrefix("HTTP/1.1 200"), "kept-alive request") }
+        // Three that never finish their headers: at the limit, nothing is closed.
+        let slow = try (0..<3).map { _ in try RawConnection(port: server.port) }
+        for c in slow { try c.send(request) }
+        // A fourth unfinished one arrives (a request that finishes: connections are accepted in order, so its answer
+        // means the three came first): the oldest unfinished, slow[0], is closed; none of the kept ones.
+        let newest = try RawConnection(port: server.port)
+        #expect(try newest.exchange(request + "Connection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+        #expect(try slow[0].readsEndOfStream(), "the oldest unfinished connection is closed")
+        #expect(server.evictedUnfinishedCount == 1)
+        // The others finish their headers now and are answered, and so are the kept connections' next requests.
+        for c in slow.dropFirst() { #expect(try c.exchange("\r\n").hasPrefix("HTTP/1.1 200"), "a newer unfinished one is served") }
+        for c in kept { #expect(try c.exchange(request + "\r\n").hasPrefix("HTTP/1.1 200"), "a finished connection was never counted") }
+        #expect(server.evictedUnfinishedCount == 1)
+    }
+}
+
+/// A blocking TCP connection for HTTP by hand; reads time out after 10 s.
+final class RawConnection {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestSupport.Failure("socket: errno \(errno)") }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = in_port_t(UInt16(port).bigEndian)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let r = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard r == 0 else { close(fd); throw TestSupport.Failure("connect: errno \(errno)") }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        let n = bytes.withUnsafeBytes { Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard n == bytes.count else { throw TestSupport.Failure("send: errno \(errno)") }
+    }
+
+    /// Sends `text` and reads one answer: its head and a body of its Content-Length.
+    func exchange(_ text: String) throws -> String {
+        try send(text)
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            if let end = answer.firstRange(of: Array("\r\n\r\n".utf8)) {
+                let head = String(decoding: answer[..<end.lowerBound], as: UTF8.self)
+                let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+                    .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
+                if answer.count >= end.upperBound + length { return String(decoding: answer, as: UTF8.self) }
+            }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { return String(decoding: answer, as: UTF8.self) }
+            answer += buffer[0..<n]
+        }
+    }
+
+    /// True when the server closed the connection (end of stream or reset) without a byte; false on data or a timeout.
+    func readsEndOfStream() throws -> Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, 0)
+        return n == 0 || (n < 0 && errno == ECONNRESET)
+    }
+}

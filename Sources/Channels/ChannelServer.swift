@@ -250,11 +250,11 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
         case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
             // The request's headers are in (a plain request or an upgrade).
-            unfinished.removeValue(forKey: UInt(bitPattern: wsi))
+            headersIn(wsi)
             return 0
 
         case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-            unfinished.removeValue(forKey: UInt(bitPattern: wsi))
+            headersIn(wsi)
             return confirmUpgrade(wsi)
 
         case LWS_CALLBACK_ESTABLISHED:
@@ -275,7 +275,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             return 0
 
         case LWS_CALLBACK_HTTP:
-            unfinished.removeValue(forKey: UInt(bitPattern: wsi))
+            headersIn(wsi)
             return httpRequest(wsi, path: input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "")
 
         case LWS_CALLBACK_HTTP_BODY:
@@ -297,7 +297,11 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
         case LWS_CALLBACK_HTTP_WRITEABLE:
             guard let conn = connection(wsi), conn.response != nil else { return 0 }
-            return conn.writeHTTPResponse()
+            let result = conn.writeHTTPResponse()
+            // Kept alive for another request: until its headers are in, it is unfinished again (an idle
+            // keep-alive connection is as cheap to hold open as a slow one, and is closed the same way).
+            if result == 0 { arrived(wsi) }
+            return result
 
         case LWS_CALLBACK_CLOSED_HTTP:
             if let conn = connection(wsi), conn.kind == .http { forget(conn) }
@@ -315,9 +319,16 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         }
     }
 
-    /// A connection was accepted: it counts as unfinished until its first request's headers are in. Past the limit,
-    /// the oldest unfinished one is closed (at the next service; closing it here, inside another's callback, is not
-    /// safe), saying so at most every 10 s.
+    /// A request's headers are in: its connection is no longer unfinished. (Under HTTP/2 the request is a stream,
+    /// a child of the connection's wsi, which is the one counted.)
+    private func headersIn(_ wsi: OpaquePointer) {
+        unfinished.removeValue(forKey: UInt(bitPattern: wsi))
+        if let network = lws_get_network_wsi(wsi), network != wsi { unfinished.removeValue(forKey: UInt(bitPattern: network)) }
+    }
+
+    /// A connection was accepted, or answered and kept alive: it counts as unfinished until a request's headers are
+    /// in. Past the limit, the oldest unfinished one is closed (at the next service; closing it here, inside another's
+    /// callback, is not safe), saying so at most every 10 s.
     private func arrived(_ wsi: OpaquePointer) {
         arrivalCount += 1
         unfinished[UInt(bitPattern: wsi)] = arrivalCount

@@ -38,10 +38,17 @@ struct SlowClientsTests {
         // are cut 10 s after they opened, whatever this machine's load).
         let worker = try b.worker("steady")
         defer { worker.stop() }
+        // How many were held when the worker joined: read as soon as its join is in Lightning's log.
+        let joinWatch = Task { () -> Int? in
+            let joined = #"worker\.name=steady.*worker joined the queue"#
+            while !Task.isCancelled {
+                if b.lightning.log.range(of: joined, options: .regularExpression) != nil { return flood.openNow }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return nil
+        }
         var latencies: [Double] = []
         var answeredDuringFlood = 0
-        let joined = #"worker\.name=steady.*worker joined the queue"#
-        var openWhenJoined: Int?
         while flood.openNow > held / 2 && latencies.count < 200 {
             let started = ContinuousClock.now
             let answer = try await Task.detached { try FloodClient.get(port: b.port, path: "/healthz") }.value
@@ -49,21 +56,17 @@ struct SlowClientsTests {
             latencies.append(Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
             #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer.prefix(200))")
             if flood.openNow > held / 2 { answeredDuringFlood += 1 }
-            if openWhenJoined == nil, b.lightning.log.range(of: joined, options: .regularExpression) != nil { openWhenJoined = flood.openNow }
             if ProcessInfo.processInfo.environment["SLOWLORIS_VERBOSE"] != nil { print("probe \(latencies.count): \(latencies.last!) ms, \(flood.openNow) open") }
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(answeredDuringFlood >= 3, "/healthz answered only \(answeredDuringFlood) times while the flood was held")
-        if openWhenJoined == nil {
-            _ = try await b.lightning.waitForLog(joined, timeout: 60)
-            openWhenJoined = flood.openNow
-        }
+        _ = try await b.lightning.waitForLog(#"worker\.name=steady.*worker joined the queue"#, timeout: 60)
+        let openWhenJoined = await joinWatch.value
         #expect(openWhenJoined ?? 0 > held / 2, "the worker joined with only \(openWhenJoined ?? 0) slow connections held")
 
         // Every slow one is closed by the server: the oldest at once, the rest by the 10 s header timeout (never by
         // the client: it trickles forever).
-        try await Self.waitUntil("every slow connection closed by the server", timeout: 90) { flood.closed + flood.failed >= flood.opened }
-        #expect(flood.failed == 0, "\(flood.failed) slow connections failed on the client's side")
+        try await Self.waitUntil("every slow connection closed by the server", timeout: 90) { flood.closed >= flood.opened }
         #expect(flood.longestLife < 40, "a slow connection lived \(flood.longestLife) s")
         let metrics = try await Task.detached { try FloodClient.get(port: b.port, path: "/metrics") }.value
         let evicted = metrics.split(separator: "\n").first { $0.hasPrefix("lightning_connections_closed_unfinished ") }
@@ -72,6 +75,7 @@ struct SlowClientsTests {
         // reached the 10 s header timeout first.
         #expect(evicted >= Double(count - held) / 2, "lightning_connections_closed_unfinished says \(evicted)")
         latencies.sort()
+        guard !latencies.isEmpty else { return }  // already failed above: no probe was made
         // The latencies are a benchmark's figures, not a test's: printed for the log.
         print(String(format: "slowloris: %d connections, at most %d held; /healthz p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d probes "
                          + "(%d during the flood); worker joined with %d held; %d closed early, the rest after at most %.1f s",
@@ -95,7 +99,7 @@ final class FloodClient: @unchecked Sendable {
     let port: Int
     let count: Int
     private let lock = NSLock()
-    private var _opened = 0, _refused = 0, _closed = 0, _closedEarly = 0, _failed = 0, _longest = 0.0, _stop = false
+    private var _opened = 0, _refused = 0, _closed = 0, _closedEarly = 0, _longest = 0.0, _stop = false
 
     init(port: Int, count: Int) {
         self.port = port
@@ -107,9 +111,7 @@ final class FloodClient: @unchecked Sendable {
     var refused: Int { locked { _refused } }
     /// Closed by the server (end of stream or a reset).
     var closed: Int { locked { _closed } }
-    /// Failed on this side for any other reason.
-    var failed: Int { locked { _failed } }
-    var openNow: Int { locked { _opened - _closed - _failed } }
+    var openNow: Int { locked { _opened - _closed } }
     /// Closed by the server within 5 s of opening: before any header timeout.
     var closedEarly: Int { locked { _closedEarly } }
     /// The longest time, in seconds, a connection lived from its connect to the server's close.
@@ -180,7 +182,9 @@ final class FloodClient: @unchecked Sendable {
         var flags = [UInt32](repeating: 0, count: 1024)
         var buffer = [UInt8](repeating: 0, count: 4096)
 
-        func finish(_ fd: Int32, byServer: Bool) {
+        /// A connection ended: refused when it never connected, else closed by the server (end of stream, a reset,
+        /// or a failed send: this side never closes one while running).
+        func finish(_ fd: Int32) {
             guard let conn = conns.removeValue(forKey: fd) else { return }
             _ = csandbox_epoll_ctl(ep, 2, fd, 0, 0)
             close(fd)
@@ -188,8 +192,7 @@ final class FloodClient: @unchecked Sendable {
             if !conn.connected { connecting -= 1 }
             locked {
                 if !conn.connected { _refused += 1 }
-                else if byServer { _closed += 1; _longest = max(_longest, life); if life < 5 { _closedEarly += 1 } }
-                else { _failed += 1 }
+                else { _closed += 1; _longest = max(_longest, life); if life < 5 { _closedEarly += 1 } }
             }
         }
 
@@ -214,7 +217,7 @@ final class FloodClient: @unchecked Sendable {
                     var error: Int32 = 0
                     var length = socklen_t(MemoryLayout<Int32>.size)
                     getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-                    if error != 0 { finish(fd, byServer: false); continue }
+                    if error != 0 { finish(fd); continue }
                     conn.connected = true
                     conn.since = .now
                     conns[fd] = conn
@@ -227,7 +230,7 @@ final class FloodClient: @unchecked Sendable {
                 if flags[i] & (Self.epollIn | Self.epollRdHup | Self.epollHup | Self.epollErr) != 0 {
                     // Whatever the server says (a 408, or nothing), the connection ends at its close.
                     let r = recv(fd, &buffer, buffer.count, 0)
-                    if r == 0 || (r < 0 && errno != EAGAIN) { finish(fd, byServer: true) }
+                    if r == 0 || (r < 0 && errno != EAGAIN) { finish(fd) }
                 }
             }
             // A byte a second on every open connection: the header never ends.
@@ -235,7 +238,7 @@ final class FloodClient: @unchecked Sendable {
                 lastTrickle = .now
                 var x = UInt8(ascii: "x")
                 for (fd, conn) in conns where conn.connected {
-                    if send(fd, &x, 1, Int32(MSG_NOSIGNAL)) < 0 && errno != EAGAIN { finish(fd, byServer: true) }
+                    if send(fd, &x, 1, Int32(MSG_NOSIGNAL)) < 0 && errno != EAGAIN { finish(fd) }
                 }
             }
         }

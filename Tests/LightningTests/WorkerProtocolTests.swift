@@ -412,6 +412,10 @@ struct WorkerProtocolTests {
         let array = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Content-Type: application/json",
                                                             "-d", "[1,2]", "http://127.0.0.1:\(h.port)/i/greet"])
         #expect(array.stdout.hasSuffix("400") && array.stdout.contains("JSON object"), "\(array.stdout)")
+        // Declared JSON, but not valid: 400 (the type is right, the syntax wrong).
+        let malformed = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Content-Type: application/json",
+                                                                "-d", "{not json", "http://127.0.0.1:\(h.port)/i/greet"])
+        #expect(malformed.stdout.hasSuffix("400") && malformed.stdout.contains("not valid JSON"), "\(malformed.stdout)")
         for type in ["Application/JSON; charset=utf-8", "application/vnd.api+json"] {
             let typed = try await TestSupport.run("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Content-Type: \(type)",
                                                                 "-d", #"{"b":2}"#, "http://127.0.0.1:\(h.port)/i/greet"])

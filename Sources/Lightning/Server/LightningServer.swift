@@ -409,8 +409,8 @@ public final class Lightning: Sendable {
     /// Why a webhook's body cannot be a work order's input, or nil when it can. The input is a JSON object: a body
     /// of another media type is refused with 415 naming the type, so a form or a file upload is not taken for JSON.
     /// A type given by default rather than chosen (`curl -d` sends `application/x-www-form-urlencoded`, many HTTP
-    /// libraries `text/plain`) is accepted when the body is JSON all the same; a JSON body that is not an object
-    /// is 400.
+    /// libraries `text/plain`) is accepted when the body is JSON all the same; a body declared JSON that does not
+    /// parse, or JSON that is not an object, is 400.
     static func webhookBodyRefusal(contentType: String?, body: [UInt8]) -> HTTPResponse? {
         let mediaType = (contentType ?? "").split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first
             .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
@@ -420,6 +420,8 @@ public final class Lightning: Sendable {
             return .error(415, "a webhook takes a JSON object (Content-Type: application/json), not \(mediaType)")
         }
         guard let value = try? JSON.parse(body) else {
+            // Declared JSON but unreadable: the type is right and the syntax wrong (400). Anything else: not JSON.
+            if declaredJSON && !mediaType.isEmpty { return .error(400, "the body is not valid JSON") }
             return .error(415, "the body is not JSON: send a JSON object with Content-Type: application/json")
         }
         guard case .object = value else { return .error(400, "the input must be a JSON object") }

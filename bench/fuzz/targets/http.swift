@@ -84,6 +84,11 @@ func exchange(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
     guard connected == 0 else { fatalError("connect: errno \(errno)") }
+    // An input the server neither answers nor closes on within 3 s counts as unanswered (libwebsockets' own timeout
+    // is 10 s, libFuzzer's per input too: waiting for the former would look like a hang to the latter).
+    var timeout = timeval(tv_sec: 3, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var sent = 0
     while sent < bytes.count {
         let n = send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))

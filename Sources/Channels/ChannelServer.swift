@@ -99,7 +99,9 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         info.options = clws_server_options(configuration.tls == nil ? 0 : 1,
                                            configuration.tls?.requireClientCertificate == true ? 1 : 0)
         info.vhost_name = cstrings.make("default")
-        info.timeout_secs = 10
+        info.timeout_secs = UInt32(max(1, configuration.headerTimeoutSeconds))
+        info.timeout_secs_ah_idle = UInt32(max(1, configuration.headerTimeoutSeconds))
+        info.keepalive_timeout = Int32(max(1, configuration.keepAliveTimeoutSeconds))
         if let tls = configuration.tls {
             info.ssl_cert_filepath = cstrings.make(tls.certificatePath)
             info.ssl_private_key_filepath = cstrings.make(tls.privateKeyPath)

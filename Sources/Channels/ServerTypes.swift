@@ -182,10 +182,15 @@ public struct ChannelServerConfiguration: Sendable {
     /// accepted while fewer are free is closed at once, so the process never runs out: an `accept` that fails for
     /// want of a descriptor is retried by libwebsockets at once, in a loop that takes a core and floods the log.
     public var reservedFileDescriptors: Int = 64
+    /// Seconds a connection has to send a request's headers (and most other network steps; libwebsockets'
+    /// `timeout_secs` and `timeout_secs_ah_idle`).
+    public var headerTimeoutSeconds: Int = 10
+    /// Seconds an idle HTTP/1.1 keep-alive connection is kept (libwebsockets' `keepalive_timeout`).
+    public var keepAliveTimeoutSeconds: Int = 5
     /// Connections that have not yet finished a request's headers: new ones, and idle keep-alive ones waiting for
     /// their next request (slowloris holds thousands). Past this many the oldest of them is closed for each new one:
     /// a client that sends its headers at once is never the oldest. Each held one costs libwebsockets work per close and per poll, so this bounds the stall when a flood
-    /// of them times out at once. Headers still time out after 10 s.
+    /// of them times out at once. Headers still time out after `headerTimeoutSeconds`.
     public var maxUnfinishedRequests: Int = 1024
 
     public init() {}

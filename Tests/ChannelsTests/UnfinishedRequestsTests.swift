@@ -9,42 +9,58 @@ import TestSupport
 struct UnfinishedRequestsTests {
     @Test("past the limit of unfinished requests the oldest unfinished connection is closed, an idle keep-alive one counting from its last answer; requests whose headers are in are served")
     func oldestUnfinishedClosed() async throws {
-        let server = try makeServer { $0.maxUnfinishedRequests = 3 }
+        // Timeouts far past the test's length: only the limit may close a connection here, however loaded the machine.
+        let server = try makeServer {
+            $0.maxUnfinishedRequests = 3
+            $0.headerTimeoutSeconds = 300
+            $0.keepAliveTimeoutSeconds = 300
+        }
         defer { server.stop() }
+        let port = server.port
         let request = "GET /hello?name=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        // Every socket call blocks, so each runs on a thread of its own (TestSupport.onThread): on a cooperative
+        // thread it could hold the one the server's handler needs to answer it.
+        func exchange(_ c: RawConnection, _ text: String) async throws -> String { try await TestSupport.onThread { try c.exchange(text) } }
+        func closedByServer(_ c: RawConnection) async throws -> Bool { try await TestSupport.onThread { try c.readsEndOfStream() } }
+        func open(sending text: String? = nil) async throws -> RawConnection {
+            try await TestSupport.onThread {
+                let c = try RawConnection(port: port)
+                if let text { try c.send(text) }
+                return c
+            }
+        }
         // Three that never finish their headers: at the limit, nothing is closed.
-        let slow = try (0..<3).map { _ in try RawConnection(port: server.port) }
-        for c in slow { try c.send(request) }
+        var slow: [RawConnection] = []
+        for _ in 0..<3 { slow.append(try await open(sending: request)) }
         // A fourth arrives (a whole request: connections are accepted in order, so its answer means the three came
         // first): the oldest unfinished, slow[0], is closed. The fourth's own headers are in: it does not count.
-        let first = try RawConnection(port: server.port)
-        #expect(try first.exchange(request + "Connection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
-        #expect(try slow[0].readsEndOfStream(), "the oldest unfinished connection is closed")
+        let first = try await open()
+        #expect(try await exchange(first, request + "Connection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+        #expect(try await closedByServer(slow[0]), "the oldest unfinished connection is closed")
         #expect(server.evictedUnfinishedCount == 1)
         // slow[1] finishes its request and is kept alive: idle, it is unfinished again, now the newest.
-        #expect(try slow[1].exchange("\r\n").hasPrefix("HTTP/1.1 200"), "a newer unfinished one is served")
+        #expect(try await exchange(slow[1], "\r\n").hasPrefix("HTTP/1.1 200"), "a newer unfinished one is served")
         // Unfinished now: slow[2], then slow[1]. One more slow one fills the limit; a whole request past it closes
         // the oldest, slow[2], and not the idle keep-alive slow[1], which came after it.
-        let third = try RawConnection(port: server.port)
-        try third.send(request)
-        let second = try RawConnection(port: server.port)
-        #expect(try second.exchange(request + "Connection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
-        #expect(try slow[2].readsEndOfStream(), "the oldest unfinished connection is closed")
+        let third = try await open(sending: request)
+        let second = try await open()
+        #expect(try await exchange(second, request + "Connection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+        #expect(try await closedByServer(slow[2]), "the oldest unfinished connection is closed")
         #expect(server.evictedUnfinishedCount == 2)
-        #expect(try slow[1].exchange(request + "\r\n").hasPrefix("HTTP/1.1 200"), "the kept-alive connection's next request is served")
-        #expect(try third.exchange("\r\n").hasPrefix("HTTP/1.1 200"), "the newest unfinished one is served")
+        #expect(try await exchange(slow[1], request + "\r\n").hasPrefix("HTTP/1.1 200"), "the kept-alive connection's next request is served")
+        #expect(try await exchange(third, "\r\n").hasPrefix("HTTP/1.1 200"), "the newest unfinished one is served")
         #expect(server.evictedUnfinishedCount == 2)
     }
 }
 
-/// A blocking TCP connection for HTTP by hand; reads time out after 10 s.
-final class RawConnection {
+/// A blocking TCP connection for HTTP by hand; reads time out after 60 s. (Used from one thread at a time.)
+final class RawConnection: @unchecked Sendable {
     let fd: Int32
 
     init(port: Int) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestSupport.Failure("socket: errno \(errno)") }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        var timeout = timeval(tv_sec: 60, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)

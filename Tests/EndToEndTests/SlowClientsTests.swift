@@ -51,7 +51,7 @@ struct SlowClientsTests {
         var answeredDuringFlood = 0
         while flood.openNow > held / 2 && latencies.count < 200 {
             let started = ContinuousClock.now
-            let answer = try await Task.detached { try FloodClient.get(port: b.port, path: "/healthz") }.value
+            let answer = try await TestSupport.onThread { try FloodClient.get(port: b.port, path: "/healthz") }
             let took = ContinuousClock.now - started
             latencies.append(Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
             #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer.prefix(200))")
@@ -68,7 +68,7 @@ struct SlowClientsTests {
         // the client: it trickles forever).
         try await Self.waitUntil("every slow connection closed by the server", timeout: 90) { flood.closed >= flood.opened }
         #expect(flood.longestLife < 40, "a slow connection lived \(flood.longestLife) s")
-        let metrics = try await Task.detached { try FloodClient.get(port: b.port, path: "/metrics") }.value
+        let metrics = try await TestSupport.onThread { try FloodClient.get(port: b.port, path: "/metrics") }
         let evicted = metrics.split(separator: "\n").first { $0.hasPrefix("lightning_connections_closed_unfinished ") }
             .flatMap { Double($0.split(separator: " ").last ?? "") } ?? -1
         // About count - held were closed as the oldest; fewer where this machine was so slow to open them that some

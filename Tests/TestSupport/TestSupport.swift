@@ -53,10 +53,15 @@ public enum TestSupport {
         _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil,
         user: (uid: uid_t, gid: gid_t)? = nil
     ) async throws -> ProcessResult {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<ProcessResult, any Error>) in
-            Thread {
-                c.resume(with: Result { try run(executable, arguments, environment: environment, input: input, user: user) as ProcessResult })
-            }.start()
+        try await onThread { try run(executable, arguments, environment: environment, input: input, user: user) as ProcessResult }
+    }
+
+    /// Runs blocking work (a blocking socket read, a process wait) on a thread of its own and awaits it, so the test
+    /// does not hold one of the few cooperative threads that every other test's tasks share, an in-process server's
+    /// handlers included (a blocking read of an answer whose handler needs that thread waits for nothing).
+    public static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+            Thread { c.resume(with: Result { try body() }) }.start()
         }
     }
 

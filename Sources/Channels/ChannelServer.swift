@@ -23,8 +23,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     private var shuttingDown = false
     /// Accepted sockets whose descriptor is this or above are closed at once (the reserve would be used up).
     private var acceptLimit = Int.max
-    private var lastRefusalLog: ContinuousClock.Instant?
-    private var refusedSinceLog = 0
+    private var refusalWarnings = ThrottledCount(every: .seconds(10))
     /// Bytes queued per endpoint (by path), for endpoints with a total limit.
     private var queuedTotals: [String: QueuedTotal] = [:]
 
@@ -36,14 +35,9 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     private var readPauses = 0
     private var refusedForDescriptors = 0
     private var evictedUnfinished = 0
-    /// Accepted connections that have not finished a request's headers (service thread): wsi → its arrival number,
-    /// and the arrivals in order (entries whose connection finished or went are skipped when met).
-    private var unfinished: [UInt: UInt64] = [:]
-    private var arrivals: [(number: UInt64, wsi: OpaquePointer)] = []
-    private var arrivalsHead = 0
-    private var arrivalCount: UInt64 = 0
-    private var lastEvictionLog: ContinuousClock.Instant?
-    private var evictedSinceLog = 0
+    /// Connections that have not finished a request's headers (service thread).
+    private var unfinished = UnfinishedRequests()
+    private var evictionWarnings = ThrottledCount(every: .seconds(10))
 
     /// Connections closed as soon as they were accepted because file descriptors were nearly exhausted.
     public var refusedConnectionCount: Int { lock.withLock { refusedForDescriptors } }
@@ -310,7 +304,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             return 0
 
         case LWS_CALLBACK_WSI_DESTROY:
-            unfinished.removeValue(forKey: UInt(bitPattern: wsi))
+            unfinished.finished(wsi)
             if let conn = connection(wsi) {
                 if conn.kind == .websocket { closed(conn) } else { forget(conn) }
             }
@@ -324,62 +318,33 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     /// A request's headers are in: its connection is no longer unfinished. (Under HTTP/2 the request is a stream,
     /// a child of the connection's wsi, which is the one counted.)
     private func headersIn(_ wsi: OpaquePointer) {
-        unfinished.removeValue(forKey: UInt(bitPattern: wsi))
-        if let network = lws_get_network_wsi(wsi), network != wsi { unfinished.removeValue(forKey: UInt(bitPattern: network)) }
+        unfinished.finished(wsi)
+        if let network = lws_get_network_wsi(wsi), network != wsi { unfinished.finished(network) }
     }
 
     /// A connection was accepted, or answered and kept alive: it counts as unfinished until a request's headers are
     /// in. Past the limit, the oldest unfinished one is closed (at the next service; closing it here, inside another's
     /// callback, is not safe), saying so at most every 10 s.
     private func arrived(_ wsi: OpaquePointer) {
-        arrivalCount += 1
-        unfinished[UInt(bitPattern: wsi)] = arrivalCount
-        arrivals.append((arrivalCount, wsi))
-        while unfinished.count > configuration.maxUnfinishedRequests, arrivalsHead < arrivals.count {
-            let oldest = arrivals[arrivalsHead]
-            arrivalsHead += 1
-            let key = UInt(bitPattern: oldest.wsi)
-            // Skipped: finished, gone, or the address reused by a later connection.
-            guard unfinished[key] == oldest.number else { continue }
-            unfinished.removeValue(forKey: key)
-            lws_set_timeout(oldest.wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC)
-            lock.withLock { evictedUnfinished += 1 }
-            evictedSinceLog += 1
-        }
-        // Keep the arrival list about as long as the live entries: drop what was passed over, or rebuild it from the
-        // live entries when finished ones pile up behind a long-lived unfinished one.
-        if arrivalsHead > 1024 && arrivalsHead * 2 > arrivals.count {
-            arrivals.removeFirst(arrivalsHead)
-            arrivalsHead = 0
-        }
-        if arrivals.count - arrivalsHead > 2 * unfinished.count + 1024 {
-            arrivals = arrivals[arrivalsHead...].filter { unfinished[UInt(bitPattern: $0.wsi)] == $0.number }
-            arrivalsHead = 0
-        }
-        if evictedSinceLog > 0 {
-            let now = ContinuousClock.now
-            if lastEvictionLog.map({ now - $0 >= .seconds(10) }) ?? true {
-                logger.warning("closing the oldest connections that have not finished a request: too many unfinished at once (a slow-client flood?)", metadata: [
-                    "limit": "\(configuration.maxUnfinishedRequests)", "closed": "\(evictedSinceLog)",
-                ])
-                lastEvictionLog = now
-                evictedSinceLog = 0
-            }
+        let evicted = unfinished.arrived(wsi, limit: configuration.maxUnfinishedRequests)
+        guard !evicted.isEmpty else { return }
+        for oldest in evicted { lws_set_timeout(oldest, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC) }
+        lock.withLock { evictedUnfinished += evicted.count }
+        if let closed = evictionWarnings.add(evicted.count) {
+            logger.warning("closing the oldest connections that have not finished a request: too many unfinished at once (a slow-client flood?)", metadata: [
+                "limit": "\(configuration.maxUnfinishedRequests)", "closed": "\(closed)",
+            ])
         }
     }
 
     /// Closes a connection just accepted (non-zero tells lws to), saying so at most every 10 s.
     private func refuseForDescriptors(_ fd: Int) -> Int32 {
         lock.withLock { refusedForDescriptors += 1 }
-        refusedSinceLog += 1
-        let now = ContinuousClock.now
-        if lastRefusalLog.map({ now - $0 >= .seconds(10) }) ?? true {
+        if let refused = refusalWarnings.add() {
             logger.warning("refusing new connections: file descriptors nearly exhausted; raise the limit (ulimit -n, systemd LimitNOFILE=)", metadata: [
                 "fd": "\(fd)", "fd.limit": "\(FileDescriptorLimit.current.map(String.init) ?? "unlimited")",
-                "fd.reserved": "\(configuration.reservedFileDescriptors)", "refused": "\(refusedSinceLog)",
+                "fd.reserved": "\(configuration.reservedFileDescriptors)", "refused": "\(refused)",
             ])
-            lastRefusalLog = now
-            refusedSinceLog = 0
         }
         return 1
     }

@@ -51,55 +51,34 @@ struct UnfinishedRequestsTests {
         #expect(try await exchange(third, "\r\n").hasPrefix("HTTP/1.1 200"), "the newest unfinished one is served")
         #expect(server.evictedUnfinishedCount == 2)
     }
-}
 
-/// A blocking TCP connection for HTTP by hand; reads time out after 60 s. (Used from one thread at a time.)
-final class RawConnection: @unchecked Sendable {
-    let fd: Int32
-
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestSupport.Failure("socket: errno \(errno)") }
-        var timeout = timeval(tv_sec: 60, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_port = in_port_t(UInt16(port).bigEndian)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let r = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard r == 0 else { close(fd); throw TestSupport.Failure("connect: errno \(errno)") }
+    @Test("the bookkeeping alone: oldest first past the limit, finished ones and reused addresses skipped, the list kept short")
+    func bookkeeping() {
+        func wsi(_ n: Int) -> OpaquePointer { OpaquePointer(bitPattern: 0x1000 * n)! }
+        var u = UnfinishedRequests()
+        for n in 1...3 { #expect(u.arrived(wsi(n), limit: 3).isEmpty) }
+        #expect(u.arrived(wsi(4), limit: 3) == [wsi(1)])
+        u.finished(wsi(2))
+        #expect(u.arrived(wsi(5), limit: 3).isEmpty, "a finished one no longer counts")
+        // wsi(3)'s address comes back as a new connection: it is the newest now, not the oldest.
+        u.finished(wsi(3))
+        #expect(u.arrived(wsi(3), limit: 3).isEmpty)
+        #expect(u.arrived(wsi(6), limit: 3) == [wsi(4)])
+        #expect(u.arrived(wsi(7), limit: 3) == [wsi(5)])
+        #expect(u.arrived(wsi(8), limit: 3) == [wsi(3)])
+        // Many that finish at once never pile up or get evicted.
+        for n in 100..<20_000 { _ = u.arrived(wsi(n), limit: 1_000_000); u.finished(wsi(n)) }
+        #expect(u.arrived(wsi(9), limit: 3) == [wsi(6)])
     }
 
-    deinit { close(fd) }
-
-    func send(_ text: String) throws {
-        let bytes = Array(text.utf8)
-        let n = bytes.withUnsafeBytes { Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        guard n == bytes.count else { throw TestSupport.Failure("send: errno \(errno)") }
-    }
-
-    /// Sends `text` and reads one answer: its head and a body of its Content-Length.
-    func exchange(_ text: String) throws -> String {
-        try send(text)
-        var answer: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            if let end = answer.firstRange(of: Array("\r\n\r\n".utf8)) {
-                let head = String(decoding: answer[..<end.lowerBound], as: UTF8.self)
-                let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
-                    .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
-                if answer.count >= end.upperBound + length { return String(decoding: answer, as: UTF8.self) }
-            }
-            let n = recv(fd, &buffer, buffer.count, 0)
-            guard n > 0 else { return String(decoding: answer, as: UTF8.self) }
-            answer += buffer[0..<n]
-        }
-    }
-
-    /// True when the server closed the connection (end of stream or reset) without a byte; false on data or a timeout.
-    func readsEndOfStream() throws -> Bool {
-        var byte: UInt8 = 0
-        let n = recv(fd, &byte, 1, 0)
-        return n == 0 || (n < 0 && errno == ECONNRESET)
+    @Test("a throttled count reports at most once per interval, with everything since its last report")
+    func throttledCount() {
+        var t = ThrottledCount(every: .seconds(10))
+        let start = ContinuousClock.now
+        #expect(t.add(now: start) == 1)
+        #expect(t.add(now: start + .seconds(1)) == nil)
+        #expect(t.add(2, now: start + .seconds(5)) == nil)
+        #expect(t.add(now: start + .seconds(10)) == 4)
+        #expect(t.add(now: start + .seconds(11)) == nil)
     }
 }

@@ -1,3 +1,4 @@
+import Channels
 import CSandbox
 import Foundation
 import Testing
@@ -118,51 +119,24 @@ final class FloodClient: @unchecked Sendable {
     var longestLife: Double { locked { _longest } }
     func stop() { locked { _stop = true } }
 
-    /// Raises this process's open-files limit to `wanted` where allowed (the hard limit too, as root); the soft limit after.
+    /// Raises this process's open-files limit to `wanted` where allowed (the hard limit too, as root), else the soft
+    /// limit to the hard one; the soft limit after.
     static func raiseOpenFiles(to wanted: Int) -> Int {
         var r = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &r)
-        if Int(r.rlim_cur) >= wanted { return Int(r.rlim_cur) }
-        var raised = r
-        raised.rlim_cur = rlim_t(wanted)
-        raised.rlim_max = max(r.rlim_max, rlim_t(wanted))
-        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) != 0 {
-            raised = r
-            raised.rlim_cur = r.rlim_max
-            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised)
+        r.rlim_max = max(r.rlim_max, rlim_t(wanted))
+        r.rlim_cur = rlim_t(wanted)
+        if (FileDescriptorLimit.current ?? .max) < wanted && setrlimit(Int32(RLIMIT_NOFILE.rawValue), &r) != 0 {
+            FileDescriptorLimit.raiseToHard()
         }
-        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &r)
-        return Int(r.rlim_cur)
-    }
-
-    static func address(_ port: Int) -> sockaddr_in {
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_port = in_port_t(UInt16(port).bigEndian)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return a
+        return FileDescriptorLimit.current ?? .max
     }
 
     /// One GET on a new connection, read to the end (the server closes: `Connection: close`); 20 s at most.
     static func get(port: Int, path: String) throws -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var a = address(port)
-        let c = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard c == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        var answer: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }
-            answer += buffer[0..<n]
-        }
-        return String(decoding: answer, as: UTF8.self)
+        let c = try RawConnection(port: port, timeout: 20)
+        try c.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return c.readToEnd()
     }
 
     // epoll's event bits (sys/epoll.h), through CSandbox's wrappers (epoll_event is packed on x86-64).
@@ -202,7 +176,7 @@ final class FloodClient: @unchecked Sendable {
                 next += 1
                 let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
                 if fd < 0 { locked { _refused += 1 }; continue }
-                var a = Self.address(port)
+                var a = RawConnection.loopback(port: port)
                 let c = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
                 if c != 0 && errno != EINPROGRESS { close(fd); locked { _refused += 1 }; continue }
                 _ = csandbox_epoll_ctl(ep, 1, fd, Self.epollOut | Self.epollIn | Self.epollRdHup, UInt64(fd))

@@ -383,6 +383,23 @@ struct ConsoleTests {
         #expect(shown.json["work_order_attempts"]?.arrayValue?.count == 2)
         #expect(shown.json["state"] == "available")
 
+        // The live events name the starting job too: the page merges them into what it shows, and must not lose
+        // "rerun from second" when the attempt ends (a browser test caught the header going blank).
+        let v = try h.viewer(viewer)
+        defer { v.close() }
+        let (seen, _) = try await h.watch(v, newID)
+        #expect(try await store.claim(demand: 1, workerName: "w").map(\.id) == [newID])
+        try await store.startAttempt(newID, workerName: "w", at: 7)
+        await h.lightning.attemptChanged(newID)
+        _ = try await store.completeAttempt(newID, AttemptComplete(reason: .fail, errorType: "Boom"), finalState: nil, at: 8)
+        await h.lightning.attemptChanged(newID)
+        try await waitUntil("the rerun's end reaches its viewer") { seen.complete != nil }
+        let events = zip(seen.events, seen.pushes).filter { $0.0.hasPrefix("attempt:") }
+        #expect(events.map(\.0).contains("attempt:update") && events.last?.0 == "attempt:complete", "\(seen.events)")
+        for (event, payload) in events {
+            #expect(payload["starting_job_name"] == "second", "\(event): \(payload)")
+        }
+
         // By step id, and from the start (retry): the work order's own input, the first job.
         let bySteps = try await h.http("POST", "/api/attempts/\(id)/rerun", token: admin, body: #"{"from":"s1"}"#)
         let p1 = try await store.plan(attemptID: try #require(bySteps.json["attempt_id"]?.stringValue))

@@ -131,18 +131,26 @@ actor ViewerHub {
         if a.state.isFinal {
             await sendComplete(a, to: Array(viewers[attemptID]?.keys ?? [:].keys))
         } else {
-            event(attemptID: attemptID, event: "attempt:update", payload: Render.attempt(a))
+            event(attemptID: attemptID, event: "attempt:update", payload: await rendered(a))
         }
+    }
+
+    /// The attempt as the events carry it: with its starting job's name when it is a rerun (a page merging the event
+    /// into what it holds must not lose the name it was shown at load).
+    private func rendered(_ a: AttemptRecord, lastSeq: Int64? = nil) async -> JSON {
+        let names = a.startingJobID == nil ? [:] : await store.jobNames(attemptID: a.id)
+        return Render.attempt(a, lastSeq: lastSeq, jobNames: names)
     }
 
     /// `attempt:complete`, with the log's last seq, to each of these viewers that has not had it yet.
     private func sendComplete(_ a: AttemptRecord, to socketIDs: [Int]) async {
         let lastSeq = (try? await store.lastLogSeq(attemptID: a.id)) ?? 0
+        let payload = await rendered(a, lastSeq: lastSeq)
         for socketID in socketIDs {
             guard var v = viewers[a.id]?[socketID], !v.sentComplete else { continue }
             v.sentComplete = true
             viewers[a.id]?[socketID] = v
-            v.socket.push(topic: Self.topic(a.id), event: "attempt:complete", payload: Render.attempt(a, lastSeq: lastSeq))
+            v.socket.push(topic: Self.topic(a.id), event: "attempt:complete", payload: payload)
         }
     }
 

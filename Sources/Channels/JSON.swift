@@ -105,26 +105,35 @@ extension JSON {
 
     /// Appends `s` as a JSON string literal (for code that writes JSON directly, without building a value).
     public static func writeString(_ s: String, to out: inout [UInt8]) {
+        var s = s
+        s.withUTF8 { writeString(utf8: $0, to: &out) }  // contiguous already for native strings: no copy
+    }
+
+    /// Appends UTF-8 text as a JSON string literal: runs that need no escaping are copied whole (most strings
+    /// are one such run), escapes written between them.
+    public static func writeString(utf8 u: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        // Most strings need no escaping: copy them whole.
-        if !s.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
-            out.append(contentsOf: s.utf8)
-            out.append(UInt8(ascii: "\""))
-            return
-        }
-        let hex = Self.hex
-        for b in s.utf8 {
+        var run = 0
+        var i = 0
+        while i < u.count {
+            let b = u[i]
+            if b >= 0x20 && b != 0x22 && b != 0x5C {
+                i += 1
+                continue
+            }
+            if i > run { out.append(contentsOf: UnsafeBufferPointer(rebasing: u[run..<i])) }
             switch b {
             case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
             case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])
             case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
             case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
             case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0..<0x20:
-                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 15)]])
-            default: out.append(b)
+            default: out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 15)]])
             }
+            i += 1
+            run = i
         }
+        if run < u.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: u[run...])) }
         out.append(UInt8(ascii: "\""))
     }
 }

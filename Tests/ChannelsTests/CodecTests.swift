@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Channels
 
@@ -12,6 +13,24 @@ struct CodecTests {
         #expect(v["s"]?.stringValue == "héllo \"q\" \n\u{1} 😀")
         #expect(try JSON.parse(v.encoded()) == v)
         #expect(try JSON.parse(#""\ud83d\ude00""#) == .string("😀"))
+    }
+
+    @Test("strings with escapes anywhere (first, last, in a row, alone) encode as Foundation reads them back")
+    func stringEscapes() async throws {
+        let pieces = ["a", "é", "😀", "\"", "\\", "\n", "\r", "\t", "\u{1}", "\u{1f}", " ", "/", "plain text"]
+        var generator = SystemRandomNumberGenerator()
+        var cases = ["", "\"", "\"\"", "\\\n", "abc\u{0}", "\u{7}abc"]
+        for _ in 0..<500 {
+            cases.append((0..<Int.random(in: 1...12, using: &generator)).map { _ in pieces.randomElement(using: &generator)! }.joined())
+        }
+        for text in cases {
+            var out: [UInt8] = []
+            JSON.writeString(text, to: &out)
+            #expect(try JSON.parse(out) == .string(text), "\(text.debugDescription)")
+            let foundation = try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? String
+            #expect(foundation == text, "\(text.debugDescription) -> \(String(decoding: out, as: UTF8.self))")
+            #expect(!out.contains { $0 < 0x20 }, "no raw control character goes out")
+        }
     }
 
     @Test("malformed JSON is refused with an offset", arguments: [

@@ -423,14 +423,19 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         let backlog = conn.backlog
         let id = conn.id
         let limit = configuration.maxQueuedBytesPerConnection
+        let readsRaw = endpoint.channels.contains { $0.handler is any RawPayloadHandler }
         Task { [self] in
             await endpoint.onConnect?(socket)
             for await (bytes, binary) in stream {
                 let size = bytes.count
                 // Decoded here, in the connection's task, not on the service thread that every socket shares.
                 do {
-                    let message = binary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
-                    await process(message, socket: socket, endpoint: endpoint)
+                    if !binary, readsRaw, let (envelope, handler) = rawHandler(bytes, socket: socket, endpoint: endpoint) {
+                        try await processRaw(envelope, bytes, handler: handler, socket: socket)
+                    } else {
+                        let message = binary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
+                        await process(message, socket: socket, endpoint: endpoint)
+                    }
                 } catch {
                     logger.notice("closing a socket: malformed message", metadata: ["connection": "\(id)", "error": "\(error)"])
                     close(connection: id, code: 1003, reason: "malformed message: \(error)")
@@ -507,23 +512,54 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     }
 
     /// Phoenix semantics for one message, in the connection's own task.
+    /// The joined topic's handler, when it reads this event's payload itself (a text frame only).
+    private func rawHandler(_ bytes: [UInt8], socket: ChannelSocket, endpoint: SocketEndpoint)
+        -> (PhoenixMessage.Envelope, any RawPayloadHandler)?
+    {
+        // A frame whose envelope does not read is left to the full decoder, which says what is wrong with it.
+        guard let e = try? PhoenixMessage.envelope(text: bytes), e.topic != "phoenix", e.event != "phx_join",
+            e.event != "phx_leave", socket.joinRef(e.topic) != nil,
+            let handler = endpoint.channels.first(where: { $0.matches(e.topic) })?.handler as? any RawPayloadHandler,
+            handler.rawPayloadEvents.contains(e.event)
+        else { return nil }
+        return (e, handler)
+    }
+
+    /// An event whose payload its handler reads from the frame's bytes; a payload that is not JSON closes the socket,
+    /// as any malformed message does.
+    private func processRaw(_ e: PhoenixMessage.Envelope, _ bytes: [UInt8], handler: any RawPayloadHandler,
+                            socket: ChannelSocket) async throws
+    {
+        logger.debug("socket message", metadata: ["connection": "\(socket.id)", "topic": "\(e.topic)", "event": "\(e.event)",
+                                                  "ref": "\(e.ref ?? "")"])
+        let joinRef = socket.joinRef(e.topic)
+        switch await handler.handle(event: e.event, topic: e.topic, rawPayload: bytes[e.payload], socket: socket) {
+        case .malformed(let error): throw PhoenixMessage.DecodeError.json(error)
+        case .reply(let r?): reply(r, joinRef: joinRef, ref: e.ref, topic: e.topic, socket: socket)
+        case .reply(nil): break
+        }
+    }
+
+    private func reply(_ r: ChannelReply, joinRef: String?, ref: String?, topic: String, socket: ChannelSocket) {
+        let bytes: [UInt8]
+        var binary = false
+        switch r.body {
+        case .json(let j):
+            bytes = PhoenixMessage.reply(joinRef: joinRef, ref: ref, topic: topic, status: r.status, response: j).encodeText()
+        case .binary(let raw):
+            bytes = PhoenixMessage.encodeBinary(kind: .reply, joinRef: joinRef, ref: ref, topic: topic, status: r.status,
+                                                payload: raw)
+            binary = true
+        }
+        send(to: socket.id, bytes: bytes, binary: binary, onWritten: r.onDelivered)
+    }
+
     private func process(_ m: PhoenixMessage, socket: ChannelSocket, endpoint: SocketEndpoint) async {
         // What arrived, never its payload (join payloads carry tokens; events carry states and credentials).
         logger.debug("socket message", metadata: ["connection": "\(socket.id)", "topic": "\(m.topic)", "event": "\(m.event)",
                                                   "ref": "\(m.ref ?? "")"])
         func reply(_ r: ChannelReply, joinRef: String?) {
-            let bytes: [UInt8]
-            var binary = false
-            switch r.body {
-            case .json(let j):
-                bytes = PhoenixMessage.reply(joinRef: joinRef, ref: m.ref, topic: m.topic, status: r.status, response: j)
-                    .encodeText()
-            case .binary(let raw):
-                bytes = PhoenixMessage.encodeBinary(kind: .reply, joinRef: joinRef, ref: m.ref, topic: m.topic,
-                                                    status: r.status, payload: raw)
-                binary = true
-            }
-            send(to: socket.id, bytes: bytes, binary: binary, onWritten: r.onDelivered)
+            self.reply(r, joinRef: joinRef, ref: m.ref, topic: m.topic, socket: socket)
         }
 
         if m.topic == "phoenix" {

@@ -331,3 +331,67 @@ extension JSON {
         }
     }
 }
+
+/// Reads JSON text token by token, for code that takes one known shape in one pass without a `JSON` value per item
+/// (a `run:log` batch). Made only inside `JSONCursor.read`, and valid only there. Every method skips whitespace
+/// first; malformed text throws `JSONParseError`, as `JSON.parse` does.
+public struct JSONCursor {
+    var p: JSON.Parser
+
+    public static func read<T>(_ bytes: ArraySlice<UInt8>, maxDepth: Int = 512, _ body: (inout JSONCursor) throws -> T) throws -> T {
+        try bytes.withUnsafeBufferPointer { buffer in
+            var c = JSONCursor(p: JSON.Parser(bytes: buffer, maxDepth: maxDepth))
+            return try body(&c)
+        }
+    }
+
+    /// The next byte, not taken (nil at the end).
+    public mutating func peek() -> UInt8? {
+        p.skipSpace()
+        return p.i < p.bytes.count ? p.bytes[p.i] : nil
+    }
+
+    /// Takes `byte` if it comes next.
+    public mutating func take(_ byte: UInt8) -> Bool {
+        guard peek() == byte else { return false }
+        p.i += 1
+        return true
+    }
+
+    public mutating func expect(_ byte: UInt8) throws {
+        guard take(byte) else { throw p.fail("expected '\(Character(Unicode.Scalar(byte)))'") }
+    }
+
+    /// A string, or nil (nothing taken) when the next value is not one.
+    public mutating func string() throws -> String? {
+        guard peek() == UInt8(ascii: "\"") else { return nil }
+        return try p.string()
+    }
+
+    /// Takes `null` if it comes next.
+    public mutating func null() throws -> Bool {
+        guard peek() == UInt8(ascii: "n") else { return false }
+        try p.literal("null")
+        return true
+    }
+
+    /// A number written as an integer that fits 64 bits; nil (nothing taken) for anything else.
+    public mutating func integer() throws -> Int64? {
+        guard let b = peek(), b == UInt8(ascii: "-") || (b >= 0x30 && b <= 0x39) else { return nil }
+        let start = p.i
+        if case .int(let v) = try p.number() { return v }
+        p.i = start
+        return nil
+    }
+
+    /// Any value, read and dropped.
+    public mutating func skipValue() throws {
+        p.skipSpace()
+        _ = try p.value(depth: 1)
+    }
+
+    /// Nothing but whitespace may follow.
+    public mutating func end() throws {
+        guard peek() == nil else { throw p.fail("trailing characters") }
+    }
+}

@@ -92,6 +92,67 @@ public struct PhoenixMessage: Sendable, Equatable {
         return PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: .json(a[4]))
     }
 
+    /// A text frame's envelope with its payload left unparsed: for handlers that read a payload in one pass
+    /// (`ChannelHandler.rawPayloadEvents`). The same checks as `decode(text:)` on the four fields; the payload is
+    /// the bytes between the fourth comma and the closing bracket (whitespace trimmed), still to be parsed.
+    public struct Envelope: Sendable, Equatable {
+        public var joinRef: String?
+        public var ref: String?
+        public var topic: String
+        public var event: String
+        /// Where the payload's JSON text lies in the frame.
+        public var payload: Range<Int>
+    }
+
+    public static func envelope(text bytes: [UInt8]) throws -> Envelope {
+        try bytes.withUnsafeBufferPointer { buffer in
+            var p = JSON.Parser(bytes: buffer, maxDepth: 2)
+            func expect(_ c: UInt8) throws {
+                p.skipSpace()
+                guard p.i < buffer.count, buffer[p.i] == c else { throw DecodeError.notAnArray }
+                p.i += 1
+            }
+            func field() throws -> JSON {
+                p.skipSpace()
+                guard p.i < buffer.count else { throw DecodeError.notAnArray }
+                do { return try p.value(depth: 1) } catch let e as JSONParseError { throw DecodeError.json(e) }
+            }
+            func optString(_ v: JSON) throws -> String? {
+                switch v {
+                case .null: return nil
+                case .string(let s): return s
+                case .int(let i): return String(i)
+                default: throw DecodeError.wrongFieldTypes
+                }
+            }
+            try expect(UInt8(ascii: "["))
+            let a0 = try field()
+            try expect(UInt8(ascii: ","))
+            let a1 = try field()
+            try expect(UInt8(ascii: ","))
+            let a2 = try field()
+            try expect(UInt8(ascii: ","))
+            let a3 = try field()
+            try expect(UInt8(ascii: ","))
+            guard case .string(let topic) = a2, case .string(let event) = a3 else { throw DecodeError.wrongFieldTypes }
+            let joinRef = try optString(a0), ref = try optString(a1)
+            for (name, value) in [("join_ref", joinRef), ("ref", ref), ("topic", topic), ("event", event)]
+            where (value?.utf8.count ?? 0) > 255 {
+                throw DecodeError.fieldTooLong(name)
+            }
+            p.skipSpace()
+            let start = p.i
+            func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }
+            var end = buffer.count
+            while end > start, isSpace(buffer[end - 1]) { end -= 1 }
+            guard end > start, buffer[end - 1] == UInt8(ascii: "]") else { throw DecodeError.notAnArray }
+            end -= 1
+            while end > start, isSpace(buffer[end - 1]) { end -= 1 }
+            guard end > start else { throw DecodeError.notAnArray }
+            return Envelope(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: start..<end)
+        }
+    }
+
     /// Encodes as a text frame (JSON payloads only).
     public func encodeText() -> [UInt8] {
         var out = [UInt8]()

@@ -54,9 +54,36 @@ public protocol ChannelHandler: Sendable {
     func joined(topic: String, socket: ChannelSocket) async
 }
 
+/// What a handler made of a payload it read from the frame's bytes itself.
+public enum RawEventResult: Sendable {
+    case reply(ChannelReply?)
+    /// The payload is not JSON: the socket is closed, as it is for any malformed message.
+    case malformed(JSONParseError)
+}
+
+/// A handler that reads some events' payloads straight from the frame's bytes, in one pass, instead of through a
+/// `JSON` value per item (a `run:log` batch of thousands of lines). Other events, and any payload its reader does
+/// not take, go through `handle(event:topic:payload:socket:)` as usual.
+public protocol RawPayloadHandler: ChannelHandler {
+    /// The events to hand over unparsed (only once the topic is joined: joins and leaves are always parsed).
+    var rawPayloadEvents: Set<String> { get }
+    func handle(event: String, topic: String, rawPayload: ArraySlice<UInt8>, socket: ChannelSocket) async -> RawEventResult
+}
+
 extension ChannelHandler {
     public func leave(topic: String, socket: ChannelSocket) async {}
     public func joined(topic: String, socket: ChannelSocket) async {}
+
+    /// The usual path for a payload a raw reader gave back: parsed, then `handle(event:topic:payload:socket:)`.
+    public func handleParsing(event: String, topic: String, rawPayload: ArraySlice<UInt8>, socket: ChannelSocket) async
+        -> RawEventResult
+    {
+        let payload: JSON
+        do { payload = try JSON.parse(rawPayload) } catch let e as JSONParseError { return .malformed(e) } catch {
+            return .malformed(JSONParseError(message: "\(error)", offset: 0))
+        }
+        return .reply(await handle(event: event, topic: topic, payload: payload, socket: socket))
+    }
 }
 
 public struct ChannelRoute: Sendable {

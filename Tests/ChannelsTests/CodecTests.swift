@@ -45,6 +45,30 @@ struct CodecTests {
         #expect(throws: JSONParseError.self) { try JSON.parse(String(repeating: "[", count: 100_000)) }
     }
 
+    @Test("a frame's envelope: the four fields as decode reads them, and where the unparsed payload lies")
+    func envelope() throws {
+        for text in [#"["1","2","run:a","run:log",{"logs":[{"message":["x"]}]}]"#, #" [ null , 7 , "t" , "e" , [1, 2] ] "#,
+                     #"[null,null,"phoenix","heartbeat",{}]"#, "[\"1\",\"2\",\"t\",\"e\",\n  \"s\"\n]"] {
+            let bytes = Array(text.utf8)
+            let e = try PhoenixMessage.envelope(text: bytes)
+            let m = try PhoenixMessage.decode(text: bytes)
+            #expect(e.joinRef == m.joinRef && e.ref == m.ref && e.topic == m.topic && e.event == m.event, "\(text)")
+            #expect(try JSON.parse(bytes[e.payload]) == m.payload.json, "\(text)")
+        }
+        #expect(throws: PhoenixMessage.DecodeError.notAnArray) { try PhoenixMessage.envelope(text: Array("{}".utf8)) }
+        #expect(throws: PhoenixMessage.DecodeError.notAnArray) { try PhoenixMessage.envelope(text: Array(#"["1","2","t","e"]"#.utf8)) }
+        #expect(throws: PhoenixMessage.DecodeError.notAnArray) { try PhoenixMessage.envelope(text: Array(#"["1","2","t","e",]"#.utf8)) }
+        #expect(throws: PhoenixMessage.DecodeError.notAnArray) { try PhoenixMessage.envelope(text: Array(#"["1","2","t","e",{}"#.utf8)) }
+        #expect(throws: PhoenixMessage.DecodeError.wrongFieldTypes) { try PhoenixMessage.envelope(text: Array(#"[null,null,1,"e",{}]"#.utf8)) }
+        let long = String(repeating: "t", count: 256)
+        #expect(throws: PhoenixMessage.DecodeError.fieldTooLong("topic")) {
+            try PhoenixMessage.envelope(text: Array(#"[null,null,"\#(long)","e",{}]"#.utf8))
+        }
+        // A sixth element is the payload's problem: it does not parse.
+        let six = Array(#"["1","2","t","e",{},6]"#.utf8)
+        #expect(throws: JSONParseError.self) { try JSON.parse(six[try PhoenixMessage.envelope(text: six).payload]) }
+    }
+
     @Test("text frames: five-element arrays both ways")
     func textFrames() async throws {
         let m = try PhoenixMessage.decode(text: Array(#"["1","2","run:a","fetch:plan",{"x":1}]"#.utf8))

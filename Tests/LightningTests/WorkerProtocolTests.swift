@@ -197,6 +197,60 @@ struct WorkerProtocolTests {
         good.close()
     }
 
+    @Test("run:log read in one pass: usual batches, unusual ones the usual way, a bad line refused, a cut payload closes the socket")
+    func rawLogBatches() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        try await h.t.workflow(freeWorkflow)
+        let worker = try await h.connectedWorker()
+        defer { worker.close() }
+        let created = try await h.lightning.startWork(workflow: "free", input: Array("{}".utf8))
+        let claim = try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1])
+        let runToken = try #require(claim.response["runs"]?.arrayValue?.first?["token"]?.stringValue)
+        let topic = "run:\(created.attemptID)"
+        // A second socket of the same worker, speaking raw frames: the join, then run:log events of each kind.
+        let script = """
+            import json, sys
+            from websockets.sync.client import connect
+            from websockets.exceptions import ConnectionClosed
+            port, token, topic, run_token = sys.argv[1:5]
+            out = []
+            with connect("ws://127.0.0.1:%s/worker/websocket?token=%s&vsn=2.0.0" % (port, token)) as ws:
+                def call(ref, event, payload):
+                    ws.send(json.dumps(["1", ref, topic, event, payload]))
+                    return json.loads(ws.recv(timeout=10))[4]
+                out.append(call("1", "phx_join", {"token": run_token})["status"])
+                line = {"message": ["usual", "line \\"quoted\\"\\u00e9"], "level": "warn", "source": "JOB",
+                        "timestamp": "1700000000000001", "step_id": None, "worker_seq": 1, "extra": {"ignored": [1]}}
+                out.append(call("2", "run:log", {"run_id": "x", "logs": [line]})["status"])
+                unusual = {"message": ["with", {"n": 1}], "timestamp": 1700000000000002, "worker_seq": 2}
+                out.append(call("3", "run:log", {"run_id": "x", "logs": [unusual]})["status"])
+                out.append(call("4", "run:log", {"logs": [{"message": ["x"], "level": "loud", "worker_seq": 3}]})["response"])
+                out.append(call("5", "run:log", {"logs": [{"message": ["x"], "worker_seq": 0}]})["response"])
+                ws.send('["1","6","%s","run:log",{"logs":[{"message":["cut"]}]' % topic)
+                try:
+                    ws.recv(timeout=10)
+                    out.append("no close")
+                except ConnectionClosed as e:
+                    out.append(e.rcvd.code if e.rcvd else "none")
+            print(json.dumps(out))
+            """
+        let file = h.t.dir.appendingPathComponent("rawlogs.py").path
+        try script.write(toFile: file, atomically: true, encoding: .utf8)
+        let r = try await TestSupport.python(file, ["\(h.port)", try h.workerToken(), topic, runToken])
+        let out = try JSON.parse(r.stdout)
+        #expect(out[0] == "ok" && out[1] == "ok" && out[2] == "ok", "\(r.stdout) \(r.stderr)")
+        #expect(out[3]?["errors"]?["level"] == ["unknown level loud"], "\(r.stdout)")
+        #expect(out[4]?["errors"]?["worker_seq"] == ["must be a positive integer"], "\(r.stdout)")
+        #expect(out[5] == .int(1003), "\(r.stdout)")
+        let lines = try await h.t.store.logs(attemptID: created.attemptID, since: 0, limit: 10)
+        #expect(lines.map(\.message) == ["usual line \"quoted\"é", #"with {"n":1}"#])
+        #expect(lines.map(\.level) == ["warn", "info"] && lines.map(\.source) == ["JOB", "JOB"])
+        #expect(lines.map(\.timestamp) == [1_700_000_000_000_001, 1_700_000_000_000_002] && lines[0].stepID == nil)
+        // The worker's own socket was not touched by the other one's close.
+        #expect(try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1]).isOK)
+    }
+
     @Test("events with missing or foreign fields get error replies naming the field")
     func errorReplies() async throws {
         let h = try Harness()

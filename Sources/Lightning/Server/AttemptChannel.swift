@@ -4,7 +4,7 @@ import JWT
 
 /// `run:<attempt id>` (PROTOCOL.md 4 and 5): one worker's events for one attempt, each committed before its
 /// reply goes out.
-struct AttemptChannel: ChannelHandler {
+struct AttemptChannel: RawPayloadHandler {
     let lightning: Lightning
     private let scrubbers = AttemptCache<CredentialScrubber>()
 
@@ -34,6 +34,35 @@ struct AttemptChannel: ChannelHandler {
     func leave(topic: String, socket: ChannelSocket) async {}
 
     func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
+        await handled(event: event, topic: topic, socket: socket) { id, worker in
+            try await handle(event: event, attemptID: id, worker: worker, payload: payload)
+        }
+    }
+
+    /// A `run:log` batch is read from the frame's bytes in one pass when it has the usual shape (LogBatchReader),
+    /// else parsed and handled like any other event.
+    var rawPayloadEvents: Set<String> { [Wire.Event.log, Wire.Event.batchLogs] }
+
+    func handle(event: String, topic: String, rawPayload: ArraySlice<UInt8>, socket: ChannelSocket) async -> RawEventResult {
+        guard let wire = LogBatchReader.read(rawPayload) else {
+            return await handleParsing(event: event, topic: topic, rawPayload: rawPayload, socket: socket)
+        }
+        return .reply(await handled(event: event, topic: topic, socket: socket) { id, _ in
+            let scrubber = try await scrubber(id)
+            var lines: [NewLogLine] = []
+            lines.reserveCapacity(wire.count)
+            for w in wire {
+                lines.append(try logLine(text: w.text, level: w.level, source: w.source, stepID: w.stepID, workerSeq: w.workerSeq,
+                                         timestamp: w.timestamp.flatMap(Timestamp.parse) ?? Timestamp.nowMicros(), scrubber: scrubber))
+            }
+            try await storeLogs(id, lines)
+            return .ok([:])
+        })
+    }
+
+    /// Runs one event's handling for the worker that joined the topic: timed, logged, its errors made replies.
+    private func handled(event: String, topic: String, socket: ChannelSocket,
+                         _ body: (String, WorkerIdentity) async throws -> ChannelReply) async -> ChannelReply {
         guard let id = Wire.Topic.attemptID(fromAttemptTopic: topic), let worker = socket.context as? WorkerIdentity else {
             return .error(reason: "unauthorized")
         }
@@ -45,7 +74,7 @@ struct AttemptChannel: ChannelHandler {
                                                               "ms": "\(took.milliseconds)"])
         }
         do {
-            return try await handle(event: event, attemptID: id, worker: worker, payload: payload)
+            return try await body(id, worker)
         } catch StoreError.unavailable(let message) {
             // Nothing was stored: the worker keeps the event and sends it again (our extension; `retry_after`
             // is ignored by workers that do not know it, which then see an ordinary error).
@@ -133,8 +162,7 @@ struct AttemptChannel: ChannelHandler {
             var lines: [NewLogLine] = []
             lines.reserveCapacity(logs.count)
             for entry in logs { lines.append(try logLine(entry, scrubber: scrubber)) }
-            let appended = try await store.appendLogs(attemptID: id, lines)
-            await publish(id, appended)
+            try await storeLogs(id, lines)
             return .ok([:])
 
         case Wire.Event.stepComplete:
@@ -184,6 +212,11 @@ struct AttemptChannel: ChannelHandler {
         return await store.jobNames(attemptID: attemptID)[jobID]
     }
 
+    private func storeLogs(_ attemptID: String, _ lines: [NewLogLine]) async throws {
+        let appended = try await store.appendLogs(attemptID: attemptID, lines)
+        await publish(attemptID, appended)
+    }
+
     /// Hands newly stored lines to the attempt's viewers (a resent line has the seq it got the first time, which
     /// viewers already passed, so it is not shown twice).
     private func publish(_ attemptID: String, _ appended: AppendedLogs) async {
@@ -207,28 +240,36 @@ struct AttemptChannel: ChannelHandler {
         case .string(let s): items = [.string(s)]  // a worker that sends the text itself
         default: throw WireFieldError("message", "must be a list")
         }
-        var text = items.count == 1 ? (items[0].stringValue ?? items[0].text) : items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
+        let text = items.count == 1 ? (items[0].stringValue ?? items[0].text) : items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
+        var workerSeq: Int64? = nil
+        if let w = payload["worker_seq"] {
+            guard let n = w.intValue else { throw WireFieldError("worker_seq", "must be a positive integer") }
+            workerSeq = n
+        }
+        return try logLine(text: text, level: payload["level"]?.stringValue, source: payload["source"]?.stringValue,
+                           stepID: payload["step_id"]?.stringValue, workerSeq: workerSeq, timestamp: timestamp(payload),
+                           scrubber: scrubber)
+    }
+
+    /// The rules for a line, however it was read.
+    private func logLine(text: String, level: String?, source: String?, stepID: String?, workerSeq: Int64?, timestamp: Int64,
+                         scrubber: CredentialScrubber) throws -> NewLogLine {
         // Escapes go before the scrubber looks (one between a secret's halves would hide it), and again after, in
         // case a masked value sat inside a colour sequence.
-        text = LogText.clean(text)
+        var text = LogText.clean(text)
         text = scrubber.scrub(text)
         text = LogText.clean(text)
         if text.utf8.count > lightning.configuration.maxLogLineBytes {
             text = "(log line of \(text.utf8.count) bytes removed: over the \(lightning.configuration.maxLogLineBytes)-byte limit)"
         }
-        let level = payload["level"]?.stringValue ?? "info"
+        let level = level ?? "info"
         guard LogLevel(rawValue: level) != nil else { throw WireFieldError("level", "unknown level \(level)") }
-        let source = payload["source"]?.stringValue ?? "JOB"
+        let source = source ?? "JOB"
         guard source.count <= LogSource.maxLength else {
             throw WireFieldError("source", "at most \(LogSource.maxLength) characters")
         }
-        var workerSeq: Int64? = nil
-        if let w = payload["worker_seq"] {
-            guard let n = w.intValue, n > 0 else { throw WireFieldError("worker_seq", "must be a positive integer") }
-            workerSeq = Int64(n)
-        }
-        return NewLogLine(stepID: payload["step_id"]?.stringValue, level: level, source: source, message: text,
-                          timestamp: timestamp(payload), workerSeq: workerSeq)
+        if let workerSeq, workerSeq <= 0 { throw WireFieldError("worker_seq", "must be a positive integer") }
+        return NewLogLine(stepID: stepID, level: level, source: source, message: text, timestamp: timestamp, workerSeq: workerSeq)
     }
 
     private func scrubber(_ attemptID: String) async throws -> CredentialScrubber {

@@ -16,6 +16,11 @@ struct RenderingTests {
             Render.writeLog(l, to: &out)
             #expect(try JSON.parse(out) == Render.log(l))
         }
+        for n in [0, 7, 10, 99, 1_764_633_600_000_001, Int64.max, -1, -10, Int64.min] {
+            var out: [UInt8] = []
+            Render.appendDecimal(n, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == String(n))
+        }
     }
 
     @Test("batches stay under the frame budget, keep every line in order, and a long line goes alone")

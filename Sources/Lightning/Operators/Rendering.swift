@@ -51,19 +51,50 @@ enum Render {
     /// The same object as `log`, written straight to bytes: a batch for viewers is encoded once, without a JSON
     /// value per line (the keys in a fixed order).
     static func writeLog(_ l: LogLineRecord, to out: inout [UInt8]) {
-        out.append(contentsOf: Array(#"{"seq":"#.utf8))
-        out.append(contentsOf: String(l.seq).utf8)
-        out.append(contentsOf: Array(#","step_id":"#.utf8))
-        if let step = l.stepID { JSON.writeString(step, to: &out) } else { out.append(contentsOf: Array("null".utf8)) }
-        out.append(contentsOf: Array(#","level":"#.utf8))
+        out.append(contentsOf: LogKeys.seq)
+        appendDecimal(l.seq, to: &out)
+        out.append(contentsOf: LogKeys.stepID)
+        if let step = l.stepID { JSON.writeString(step, to: &out) } else { out.append(contentsOf: LogKeys.null) }
+        out.append(contentsOf: LogKeys.level)
         JSON.writeString(l.level, to: &out)
-        out.append(contentsOf: Array(#","source":"#.utf8))
+        out.append(contentsOf: LogKeys.source)
         JSON.writeString(l.source, to: &out)
-        out.append(contentsOf: Array(#","message":"#.utf8))
+        out.append(contentsOf: LogKeys.message)
         JSON.writeString(l.message, to: &out)
-        out.append(contentsOf: Array(#","timestamp":""#.utf8))
-        out.append(contentsOf: String(l.timestamp).utf8)
-        out.append(contentsOf: Array(#""}"#.utf8))
+        out.append(contentsOf: LogKeys.timestamp)
+        appendDecimal(l.timestamp, to: &out)
+        out.append(contentsOf: LogKeys.end)
+    }
+
+    /// The fixed parts of a rendered line, made once (an `Array(literal.utf8)` per part and line was a third of
+    /// the rendering's time).
+    private enum LogKeys {
+        static let seq = Array(#"{"seq":"#.utf8)
+        static let stepID = Array(#","step_id":"#.utf8)
+        static let null = Array("null".utf8)
+        static let level = Array(#","level":"#.utf8)
+        static let source = Array(#","source":"#.utf8)
+        static let message = Array(#","message":"#.utf8)
+        static let timestamp = Array(#","timestamp":""#.utf8)
+        static let end = Array(#""}"#.utf8)
+    }
+
+    /// `n` in decimal, written straight into `out`.
+    static func appendDecimal(_ n: Int64, to out: inout [UInt8]) {
+        if n < 0 { out.append(UInt8(ascii: "-")) }
+        var m = n.magnitude
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var i = buffer.count
+            repeat {
+                i -= 1
+                buffer[i] = UInt8(ascii: "0") + UInt8(m % 10)
+                m /= 10
+            } while m > 0
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[i...]))
+        }
     }
 
     static func encodedLogs(_ lines: [LogLineRecord]) -> [[UInt8]] {

@@ -7,7 +7,13 @@ public enum LogText {
 
     /// A cheap byte scan: C0 controls (but tab and newline), DEL, and the lead byte of C1 controls (U+0080-U+009F).
     public static func mayNeedCleaning(_ text: String) -> Bool {
-        text.utf8.contains { ($0 < 0x20 && $0 != 0x09 && $0 != 0x0A) || $0 == 0x7F || $0 == 0xC2 }
+        var text = text
+        // Over the contiguous UTF-8 buffer (no copy for native strings): a closure per byte through String.UTF8View
+        // was a visible part of every streamed line's cost.
+        return text.withUTF8 { u in
+            for b in u where (b < 0x20 && b != 0x09 && b != 0x0A) || b == 0x7F || b == 0xC2 { return true }
+            return false
+        }
     }
 
     /// CR LF and a lone CR become a newline; SGR sequences (`ESC [ params m`, params digits and `;`, at most 64)

@@ -257,8 +257,10 @@ struct AttemptChannel: RawPayloadHandler {
         // Escapes go before the scrubber looks (one between a secret's halves would hide it), and again after, in
         // case a masked value sat inside a colour sequence.
         var text = LogText.clean(text)
-        text = scrubber.scrub(text)
-        text = LogText.clean(text)
+        if !scrubber.secrets.isEmpty {
+            text = scrubber.scrub(text)
+            text = LogText.clean(text)
+        }
         if text.utf8.count > lightning.configuration.maxLogLineBytes {
             text = "(log line of \(text.utf8.count) bytes removed: over the \(lightning.configuration.maxLogLineBytes)-byte limit)"
         }

@@ -250,6 +250,18 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
                               timeout: timeout)
     }
 
+    /// Pushes an event whose payload is already encoded JSON text (a large `run:log` batch written line by line as
+    /// the lines came) and waits for its reply. The caller vouches that the bytes are one JSON value.
+    public func push(topic: String, event: String, encodedPayload: [UInt8], timeout: Duration = .seconds(10)) async throws
+        -> ChannelClientReply
+    {
+        let joinRef = lock.withLock { channels[topic]?.joinRef }
+        let ref = nextRef()
+        let frame = PhoenixMessage.encodeText(joinRef: joinRef, ref: ref, topic: topic, event: event, rawPayload: encodedPayload,
+                                              headroom: Int(clws_pre))
+        return try await send(frame: frame, topic: topic, event: event, ref: ref, timeout: timeout)
+    }
+
     private func nextRef() -> String {
         lock.withLock {
             refCounter += 1
@@ -261,9 +273,19 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         async throws -> ChannelClientReply
     {
         guard connected else { throw ChannelError.notConnected }
-        let bytes = PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: payload).encodeText()
+        let frame = [UInt8](repeating: 0, count: Int(clws_pre))
+            + PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: payload).encodeText()
+        return try await send(frame: frame, topic: topic, event: event, ref: ref, timeout: timeout)
+    }
+
+    /// Sends a frame that starts with `LWS_PRE` bytes of headroom and waits for the reply to `ref`.
+    private func send(frame: [UInt8], topic: String, event: String, ref: String, timeout: Duration) async throws
+        -> ChannelClientReply
+    {
+        guard connected else { throw ChannelError.notConnected }
         if topic != "phoenix" {
-            logger.debug("push", metadata: ["topic": "\(topic)", "event": "\(event)", "ref": "\(ref)", "bytes": "\(bytes.count)"])
+            logger.debug("push", metadata: ["topic": "\(topic)", "event": "\(event)", "ref": "\(ref)",
+                                            "bytes": "\(frame.count - Int(clws_pre))"])
         }
         return try await withCheckedThrowingContinuation { continuation in
             let startSweeper = lock.withLock { () -> Bool in
@@ -278,7 +300,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
                     resolve(ref, .failure(ChannelError.notConnected))
                     return
                 }
-                queue.append([UInt8](repeating: 0, count: Int(clws_pre)) + bytes)
+                queue.append(frame)
                 lws_callback_on_writable(wsi)
             }
         }

@@ -174,14 +174,18 @@ public struct PhoenixMessage: Sendable, Equatable {
         return out
     }
 
-    /// A text push frame around a payload that is already encoded JSON (`rawPayload`): for a server that writes a
-    /// large payload directly instead of building a `JSON` value for it.
-    public static func encodeText(joinRef: String?, topic: String, event: String, rawPayload: [UInt8]) -> [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(rawPayload.count + topic.utf8.count + event.utf8.count + 32)
+    /// A text frame around a payload that is already encoded JSON (`rawPayload`): for code that writes a large
+    /// payload directly instead of building a `JSON` value for it (a server's push: no ref; a client's: its ref).
+    /// `LWS_PRE` bytes of room may be asked for in front (`headroom`), so the frame is not copied again to be sent.
+    public static func encodeText(joinRef: String?, ref: String? = nil, topic: String, event: String, rawPayload: [UInt8],
+                                  headroom: Int = 0) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: headroom)
+        out.reserveCapacity(headroom + rawPayload.count + topic.utf8.count + event.utf8.count + 48)
         out.append(UInt8(ascii: "["))
         if let joinRef { JSON.writeString(joinRef, to: &out) } else { out.append(contentsOf: Array("null".utf8)) }
-        out.append(contentsOf: Array(",null,".utf8))
+        out.append(UInt8(ascii: ","))
+        if let ref { JSON.writeString(ref, to: &out) } else { out.append(contentsOf: Array("null".utf8)) }
+        out.append(UInt8(ascii: ","))
         JSON.writeString(topic, to: &out)
         out.append(UInt8(ascii: ","))
         JSON.writeString(event, to: &out)

@@ -892,8 +892,13 @@ struct AttemptCheckout {
 /// reply arrived; a reply lost after Lightning committed makes that one event arrive twice (step and attempt
 /// events carry their step id / attempt id, so Lightning can tell; a log batch may repeat).
 struct ChannelEventSink: AttemptEventSink {
+    /// An event's payload as the sink got it: a value, or JSON text already encoded.
+    enum Payload: Sendable {
+        case value(JSON)
+        case encoded([UInt8])
+    }
     let topicName: String
-    let push: @Sendable (String, JSON) async throws -> ChannelClientReply
+    let push: @Sendable (String, Payload) async throws -> ChannelClientReply
     var retryPause: Duration = .milliseconds(200)
     /// True once Lightning refused to rejoin the attempt's topic: sending stops with an error instead of
     /// retrying forever.
@@ -901,17 +906,35 @@ struct ChannelEventSink: AttemptEventSink {
 
     init(client: ChannelClient, topic: String) {
         topicName = topic
-        push = { event, payload in try await client.push(topic: topic, event: event, payload: payload, timeout: .seconds(30)) }
+        push = { event, payload in
+            switch payload {
+            case .value(let json): try await client.push(topic: topic, event: event, payload: json, timeout: .seconds(30))
+            case .encoded(let bytes): try await client.push(topic: topic, event: event, encodedPayload: bytes, timeout: .seconds(30))
+            }
+        }
     }
 
     init(topic: String = "run:test", retryPause: Duration,
          push: @escaping @Sendable (String, JSON) async throws -> ChannelClientReply) {
         topicName = topic
-        self.push = push
+        self.push = { event, payload in
+            switch payload {
+            case .value(let json): try await push(event, json)
+            case .encoded(let bytes): try await push(event, try JSON.parse(bytes))
+            }
+        }
         self.retryPause = retryPause
     }
 
     func send(_ event: String, _ payload: JSON) async throws -> ChannelClientReply {
+        try await send(event, .value(payload))
+    }
+
+    func send(_ event: String, encoded payload: [UInt8]) async throws -> ChannelClientReply {
+        try await send(event, .encoded(payload))
+    }
+
+    private func send(_ event: String, _ payload: Payload) async throws -> ChannelClientReply {
         while true {
             if isAbandoned() { throw WorkerError.attemptAbandoned(topicName) }
             do {

@@ -33,6 +33,15 @@ extension SandboxRunner: StepRunning {
 /// Sends one attempt's events in order and waits for each reply.
 public protocol AttemptEventSink: Sendable {
     func send(_ event: String, _ payload: JSON) async throws -> ChannelClientReply
+    /// The same, for a payload already encoded as JSON text (a log batch written line by line as the lines came).
+    func send(_ event: String, encoded payload: [UInt8]) async throws -> ChannelClientReply
+}
+
+extension AttemptEventSink {
+    /// For sinks that only take values: the text is parsed back (our own encoding: it parses).
+    public func send(_ event: String, encoded payload: [UInt8]) async throws -> ChannelClientReply {
+        try await send(event, try JSON.parse(payload))
+    }
 }
 
 /// Executes one attempt: steps one after another from the plan's starting node, following edges (PROTOCOL.md
@@ -406,7 +415,9 @@ final class LogBatcher: @unchecked Sendable {
     let maxBytes: Int
     let logger: Logger
     private let lock = NSLock()
-    private var pending: [JSON] = []
+    /// Lines waiting, each already encoded as its JSON object (on the reader's thread, while the previous batch is
+    /// on its way): sending a batch is then joining bytes, not encoding thousands of values.
+    private var pending: [[UInt8]] = []
     private var bytes = 0
     private var capped = false
     private var droppedLines = 0
@@ -436,10 +447,14 @@ final class LogBatcher: @unchecked Sendable {
     /// waiting, it holds the step's output through `control`: the runner stops reading its pipes until enough were
     /// sent.
     func add(_ lines: [(StepStream, String)], stepID: String, control: StepControl) {
+        // One timestamp per chunk read from the pipe: the lines arrived together. What every line of the chunk
+        // shares is encoded once.
+        var tail: [UInt8] = Array(#","source":"JOB","timestamp":"#.utf8)
+        JSON.writeString(Timestamp.now(), to: &tail)
+        tail.append(contentsOf: Array(#","step_id":"#.utf8))
+        JSON.writeString(stepID, to: &tail)
+        tail.append(contentsOf: Array(#","worker_seq":"#.utf8))
         lock.lock()
-        // One timestamp per chunk read from the pipe: the lines arrived together.
-        let now = Timestamp.now()
-        let step = JSON.string(stepID)
         var added = 0
         for (stream, text) in lines {
             // Past the cap, lines are counted, not sent; `finish()` says how many.
@@ -453,9 +468,7 @@ final class LogBatcher: @unchecked Sendable {
             bytes += text.utf8.count
             added += 1
             nextSeq += 1
-            pending.append(.object(["message": .array([.string(scrubber.scrub(text))]),
-                                    "level": .string(stream == .stdout ? "info" : "error"),
-                                    "source": "JOB", "timestamp": .string(now), "step_id": step, "worker_seq": .int(nextSeq)]))
+            pending.append(Self.encodeLine(scrubber.scrub(text), error: stream != .stdout, tail: tail, seq: nextSeq))
         }
         let start = flushing == nil
         if start { flushing = Task { await self.flushLoop() } }
@@ -467,10 +480,44 @@ final class LogBatcher: @unchecked Sendable {
         if added > 0 { metrics?.outbox(added) }
     }
 
+    /// `{"message":[TEXT],"level":"info"|"error"` then the chunk's shared `tail` and the line's number.
+    static func encodeLine(_ text: String, error: Bool, tail: [UInt8], seq: Int64) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count + tail.count + 48)
+        out.append(contentsOf: LinePieces.message)
+        JSON.writeString(text, to: &out)
+        out.append(contentsOf: error ? LinePieces.levelError : LinePieces.levelInfo)
+        out.append(contentsOf: tail)
+        out.append(contentsOf: String(seq).utf8)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    private enum LinePieces {
+        static let message = Array(#"{"message":["#.utf8)
+        static let levelInfo = Array(#"],"level":"info""#.utf8)
+        static let levelError = Array(#"],"level":"error""#.utf8)
+    }
+
+    /// `{"run_id":ID,"logs":[LINE,...]}` from encoded lines.
+    static func encodeBatch(attemptID: String, _ lines: ArraySlice<[UInt8]>) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(lines.reduce(64) { $0 + $1.count + 1 })
+        out.append(contentsOf: Array(#"{"run_id":"#.utf8))
+        JSON.writeString(attemptID, to: &out)
+        out.append(contentsOf: Array(#","logs":["#.utf8))
+        for (i, line) in lines.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: line)
+        }
+        out.append(contentsOf: Array("]}".utf8))
+        return out
+    }
+
     private func flushLoop() async {
         while true {
-            let (batch, release): ([JSON], StepControl?) = lock.withLock {
-                let b = Array(pending.prefix(batchLines))
+            let (batch, release): (ArraySlice<[UInt8]>, StepControl?) = lock.withLock {
+                let b = pending.prefix(batchLines)
                 pending.removeFirst(b.count)
                 if b.isEmpty { flushing = nil }
                 let r = pending.count < maxPending ? held : nil
@@ -483,7 +530,7 @@ final class LogBatcher: @unchecked Sendable {
             metrics?.logLinesSent.increment(by: Int64(batch.count))
             do {
                 // `run:log` with a list of lines: the batched form OpenFn's Lightning and ws-worker use.
-                _ = try await events.send(Wire.Event.log, ["run_id": .string(attemptID), "logs": .array(batch)])
+                _ = try await events.send(Wire.Event.log, encoded: Self.encodeBatch(attemptID: attemptID, batch))
             } catch {
                 // The sink retries across reconnects itself; an error here means the attempt's channel is gone.
                 logger.error("log lines could not be sent", metadata: ["lines": "\(batch.count)", "error": "\(error)"])

@@ -9,8 +9,12 @@ import Foundation
 /// order. The first failure (Lightning refused to rejoin the attempt) fails every later post and send.
 final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
     private struct Entry {
+        enum Payload {
+            case value(JSON)
+            case encoded([UInt8])
+        }
         var event: String
-        var payload: JSON
+        var payload: Payload
         var waiter: CheckedContinuation<ChannelClientReply, any Error>?
     }
 
@@ -26,13 +30,20 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
 
     /// Queues an event without waiting for its reply. Throws only when an earlier event failed for good.
     func post(_ event: String, _ payload: JSON) throws {
-        try enqueue(Entry(event: event, payload: payload, waiter: nil))
+        try enqueue(Entry(event: event, payload: .value(payload), waiter: nil))
     }
 
     /// Queues an event and waits for its reply (after every event queued before it).
     func send(_ event: String, _ payload: JSON) async throws -> ChannelClientReply {
         try await withCheckedThrowingContinuation { c in
-            do { try enqueue(Entry(event: event, payload: payload, waiter: c)) } catch { c.resume(throwing: error) }
+            do { try enqueue(Entry(event: event, payload: .value(payload), waiter: c)) } catch { c.resume(throwing: error) }
+        }
+    }
+
+    /// `send` for a payload already encoded as JSON text.
+    func send(_ event: String, encoded payload: [UInt8]) async throws -> ChannelClientReply {
+        try await withCheckedThrowingContinuation { c in
+            do { try enqueue(Entry(event: event, payload: .encoded(payload), waiter: c)) } catch { c.resume(throwing: error) }
         }
     }
 
@@ -56,7 +67,11 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
                 return queue.first
             }) else { return }
             do {
-                let reply = try await wire.send(head.event, head.payload)
+                let reply: ChannelClientReply
+                switch head.payload {
+                case .value(let json): reply = try await wire.send(head.event, json)
+                case .encoded(let bytes): reply = try await wire.send(head.event, encoded: bytes)
+                }
                 lock.withLock { _ = queue.removeFirst() }
                 head.waiter?.resume(returning: reply)
             } catch {

@@ -30,6 +30,10 @@ let package = Package(
         .systemLibrary(
             name: "COpenSSL", pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
+        // libpq, for the PostgreSQL store (issue 12): Debian's client library, no Swift package to build.
+        .systemLibrary(
+            name: "CLibPQ", pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]),
         // clone()/namespaces/cgroup/rlimits/exec: only async-signal-safe code between clone and exec.
         .target(name: "CSandbox"),
 
@@ -40,6 +44,8 @@ let package = Package(
                 "CLibWebSockets", "COpenSSL",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // A PostgreSQL connection over libpq: parameters, typed rows, transactions, LISTEN/NOTIFY.
+        .target(name: "Postgres", dependencies: ["CLibPQ"]),
         // The wire contract shared by both sides: plan, events, reasons, states, the run/attempt mapping.
         .target(name: "LightningProtocol", dependencies: ["Channels"]),
         .target(
@@ -107,6 +113,7 @@ let package = Package(
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "TestSupport"], exclude: ["Interop"]),
         .testTarget(name: "LightningTests", dependencies: ["Lightning", "LightningProtocol", "TestSupport", "JWT", "Channels"],
                     exclude: ["Interop"]),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
         .testTarget(name: "RuntimeWorkerTests", dependencies: ["RuntimeWorker", "LightningProtocol", "TestSupport", "JWT", "Channels"]),
         .testTarget(
             name: "EndToEndTests", dependencies: ["JWT", "Channels", "LightningProtocol", "Lightning", "RuntimeWorker", "TestSupport"],

@@ -1,9 +1,10 @@
 # Sourced by scripts/test and scripts/run-example: installs what is missing, and only that.
 # Debian packages need root (or sudo); Python test tools come from PyPI.
 
-APT_PACKAGES=(pkg-config libssl-dev libwebsockets-dev libsqlite3-dev libcurl4 curl python3 python3-pip openssl procps)
-# The operator console's browser tests: headless Chromium and its driver (Debian's), driven by selenium (PyPI).
-TEST_APT_PACKAGES=(chromium chromium-driver)
+APT_PACKAGES=(pkg-config libssl-dev libwebsockets-dev libsqlite3-dev libpq-dev libcurl4 curl python3 python3-pip openssl procps)
+# The operator console's browser tests: headless Chromium and its driver (Debian's), driven by selenium (PyPI);
+# the PostgreSQL tests: a throwaway server started from Debian's postgresql binaries.
+TEST_APT_PACKAGES=(chromium chromium-driver postgresql)
 PY_MODULES=("jwt:PyJWT" "websockets:websockets" "cryptography:cryptography" "selenium:selenium")
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

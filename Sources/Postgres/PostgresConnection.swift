@@ -1,0 +1,307 @@
+import CLibPQ
+import Foundation
+
+/// An error from PostgreSQL or from libpq, with the server's SQLSTATE when it sent one (`23505` for a unique
+/// violation, `40001` for a serialization failure, ...). Never carries the connection string: it may hold a password.
+public struct PostgresError: Error, Equatable, CustomStringConvertible {
+    public var sqlState: String?
+    public var message: String
+    public init(sqlState: String? = nil, message: String) {
+        self.sqlState = sqlState
+        self.message = message
+    }
+    public var description: String { sqlState.map { "PostgreSQL error \($0): \(message)" } ?? "PostgreSQL: \(message)" }
+
+    public static let uniqueViolation = "23505"
+    public static let serializationFailure = "40001"
+}
+
+/// A parameter of a query (`$1`, `$2`, ...). Sent as text, but bytes in binary (no escaping of a large body).
+public enum PostgresValue: Sendable, Equatable {
+    case text(String)
+    case int(Int64)
+    case double(Double)
+    case bool(Bool)
+    case bytes([UInt8])
+    case null
+}
+
+extension PostgresValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByNilLiteral,
+    ExpressibleByBooleanLiteral
+{
+    public init(stringLiteral value: String) { self = .text(value) }
+    public init(integerLiteral value: Int64) { self = .int(value) }
+    public init(nilLiteral: ()) { self = .null }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+}
+
+/// The rows of a query, read in text format and copied out of libpq's result (which is freed at once).
+public struct PostgresRows: Sendable {
+    public let columns: [String]
+    /// Values by row, then column; nil is SQL NULL.
+    public let values: [[String?]]
+    /// Rows an INSERT, UPDATE or DELETE touched (0 for other commands).
+    public let affected: Int
+
+    public var count: Int { values.count }
+    public var isEmpty: Bool { values.isEmpty }
+
+    public subscript(row: Int) -> PostgresRow { PostgresRow(columns: columns, values: values[row]) }
+    public var first: PostgresRow? { values.isEmpty ? nil : self[0] }
+    public var all: [PostgresRow] { values.map { PostgresRow(columns: columns, values: $0) } }
+}
+
+/// One row; columns by name. A getter returns nil for NULL, and throws when the text is not of its type.
+public struct PostgresRow: Sendable {
+    let columns: [String]
+    let values: [String?]
+
+    private func raw(_ column: String) throws -> String? {
+        guard let i = columns.firstIndex(of: column) else {
+            throw PostgresError(message: "no column \(column) in the result (\(columns.joined(separator: ", ")))")
+        }
+        return values[i]
+    }
+
+    public func string(_ column: String) throws -> String? { try raw(column) }
+
+    public func int(_ column: String) throws -> Int64? {
+        guard let text = try raw(column) else { return nil }
+        guard let v = Int64(text) else { throw PostgresError(message: "column \(column) is not an integer: \(text)") }
+        return v
+    }
+
+    public func double(_ column: String) throws -> Double? {
+        guard let text = try raw(column) else { return nil }
+        guard let v = Double(text) else { throw PostgresError(message: "column \(column) is not a number: \(text)") }
+        return v
+    }
+
+    public func bool(_ column: String) throws -> Bool? {
+        switch try raw(column) {
+        case nil: return nil
+        case "t": return true
+        case "f": return false
+        case let text?: throw PostgresError(message: "column \(column) is not a boolean: \(text)")
+        }
+    }
+
+    /// A `bytea` column (text format: `\x` and hex digits).
+    public func bytes(_ column: String) throws -> [UInt8]? {
+        guard let text = try raw(column) else { return nil }
+        let utf8 = Array(text.utf8)
+        guard utf8.count >= 2, utf8[0] == UInt8(ascii: "\\"), utf8[1] == UInt8(ascii: "x"), utf8.count % 2 == 0 else {
+            throw PostgresError(message: "column \(column) is not bytea in hex form")
+        }
+        func nibble(_ c: UInt8) throws -> UInt8 {
+            switch c {
+            case 0x30...0x39: return c - 0x30
+            case 0x61...0x66: return c - 0x61 + 10
+            case 0x41...0x46: return c - 0x41 + 10
+            default: throw PostgresError(message: "column \(column) has a bad hex digit")
+            }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity((utf8.count - 2) / 2)
+        var i = 2
+        while i < utf8.count {
+            out.append(try nibble(utf8[i]) << 4 | nibble(utf8[i + 1]))
+            i += 2
+        }
+        return out
+    }
+}
+
+/// A notification from `LISTEN` (PostgreSQL's `NOTIFY channel, 'payload'`).
+public struct PostgresNotification: Sendable, Equatable {
+    public var channel: String
+    public var payload: String
+    /// The backend that sent it (its `pg_backend_pid()`).
+    public var senderPID: Int32
+}
+
+/// One connection to PostgreSQL through libpq. libpq's calls block, so a connection is owned by one thread at a
+/// time and never used from the cooperative pool: the way the SQLite handles are (a writer thread of its own, or
+/// a pool of connections each lent to one caller). Not `Sendable` for that reason.
+public final class PostgresConnection {
+    private var conn: OpaquePointer?
+
+    /// Connects with a libpq connection string: a URL (`postgresql://user@host:5432/db`, `?host=/socket/dir`) or
+    /// `key=value` pairs. Errors name what failed, never the string itself (it may hold a password).
+    public init(_ conninfo: String, timeoutSeconds: Int = 10) throws {
+        var withTimeout = conninfo
+        if !conninfo.contains("connect_timeout") {
+            withTimeout += conninfo.contains("://") ? (conninfo.contains("?") ? "&" : "?") + "connect_timeout=\(timeoutSeconds)"
+                : " connect_timeout=\(timeoutSeconds)"
+        }
+        guard let c = PQconnectdb(withTimeout) else { throw PostgresError(message: "libpq could not allocate a connection") }
+        conn = c
+        guard PQstatus(c) == CONNECTION_OK else {
+            let message = Self.errorText(PQerrorMessage(c))
+            PQfinish(c)
+            conn = nil
+            throw PostgresError(message: "could not connect: \(message)")
+        }
+    }
+
+    deinit { if let conn { PQfinish(conn) } }
+
+    /// Closes the connection (a later call throws).
+    public func close() {
+        if let conn { PQfinish(conn) }
+        conn = nil
+    }
+
+    /// The server process serving this connection.
+    public var backendPID: Int32 { conn.map { PQbackendPID($0) } ?? 0 }
+
+    /// Runs one statement with `$1`... parameters and returns its rows (none for commands).
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [PostgresValue] = []) throws -> PostgresRows {
+        let c = try live()
+        // Text parameters as C strings, bytes as binary (format 1) with their lengths.
+        var storage: [[CChar]?] = []
+        var lengths: [Int32] = []
+        var formats: [Int32] = []
+        storage.reserveCapacity(parameters.count)
+        for p in parameters {
+            switch p {
+            case .null: storage.append(nil); lengths.append(0); formats.append(0)
+            case .text(let s): storage.append(Array(s.utf8CString)); lengths.append(0); formats.append(0)
+            case .int(let i): storage.append(Array(String(i).utf8CString)); lengths.append(0); formats.append(0)
+            case .double(let d): storage.append(Array("\(d)".utf8CString)); lengths.append(0); formats.append(0)
+            case .bool(let b): storage.append(Array((b ? "t" : "f").utf8CString)); lengths.append(0); formats.append(0)
+            case .bytes(let b):
+                storage.append(b.map { CChar(bitPattern: $0) } + [0])
+                lengths.append(Int32(b.count))
+                formats.append(1)
+            }
+        }
+        let result: OpaquePointer? = withPointers(storage) { pointers in
+            PQexecParams(c, sql, Int32(parameters.count), nil, pointers, lengths, formats, 0)
+        }
+        return try Self.rows(result, connection: c)
+    }
+
+    /// Runs statements without parameters (several, separated by `;`: a migration).
+    public func execute(_ sql: String) throws {
+        let c = try live()
+        _ = try Self.rows(PQexec(c, sql), connection: c)
+    }
+
+    /// `body` inside BEGIN … COMMIT; any error rolls back and is thrown again.
+    public func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try execute("BEGIN")
+        do {
+            let value = try body(self)
+            try execute("COMMIT")
+            return value
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Starts listening on `channel` (an identifier: letters, digits and `_`).
+    public func listen(_ channel: String) throws {
+        guard !channel.isEmpty, channel.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || ($0 >= 0x30 && $0 <= 0x39)
+            || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) }) else {
+            throw PostgresError(message: "a channel name is letters, digits and _: \(channel)")
+        }
+        try execute("LISTEN \(channel)")
+    }
+
+    /// `NOTIFY channel, payload` (through `pg_notify`, so the payload needs no quoting). Sent at commit when inside
+    /// a transaction.
+    public func notify(_ channel: String, payload: String) throws {
+        try query("SELECT pg_notify($1, $2)", [.text(channel), .text(payload)])
+    }
+
+    /// Notifications that arrived, waiting up to `timeout` for the first one (none: an empty list).
+    public func notifications(timeout: Duration) throws -> [PostgresNotification] {
+        let c = try live()
+        var found = try drainNotifications(c)
+        if !found.isEmpty { return found }
+        var pfd = pollfd(fd: PQsocket(c), events: Int16(POLLIN), revents: 0)
+        let deadline = ContinuousClock.now + timeout
+        while found.isEmpty {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { break }
+            let ms = Int32(min(Int64(left.components.seconds) * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 60_000))
+            let ready = poll(&pfd, 1, ms)
+            if ready < 0 && errno != EINTR { throw PostgresError(message: "poll: \(String(cString: strerror(errno)))") }
+            if ready > 0 { found = try drainNotifications(c) }
+        }
+        return found
+    }
+
+    private func drainNotifications(_ c: OpaquePointer) throws -> [PostgresNotification] {
+        guard PQconsumeInput(c) == 1 else { throw PostgresError(message: Self.errorText(PQerrorMessage(c))) }
+        var out: [PostgresNotification] = []
+        while let n = PQnotifies(c) {
+            out.append(PostgresNotification(channel: String(cString: n.pointee.relname), payload: String(cString: n.pointee.extra),
+                                            senderPID: n.pointee.be_pid))
+            PQfreemem(n)
+        }
+        return out
+    }
+
+    private func live() throws -> OpaquePointer {
+        guard let conn else { throw PostgresError(message: "the connection is closed") }
+        if PQstatus(conn) != CONNECTION_OK {
+            PQreset(conn)
+            guard PQstatus(conn) == CONNECTION_OK else {
+                throw PostgresError(message: "the connection was lost: \(Self.errorText(PQerrorMessage(conn)))")
+            }
+        }
+        return conn
+    }
+
+    private static func errorText(_ text: UnsafePointer<CChar>?) -> String {
+        guard let text else { return "unknown error" }
+        return String(cString: text).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Copies a result out and frees it; an error result becomes a `PostgresError` with its SQLSTATE.
+    private static func rows(_ result: OpaquePointer?, connection c: OpaquePointer) throws -> PostgresRows {
+        guard let result else { throw PostgresError(message: errorText(PQerrorMessage(c))) }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return PostgresRows(columns: [], values: [], affected: Int(String(cString: PQcmdTuples(result))) ?? 0)
+        case PGRES_TUPLES_OK:
+            let n = Int(PQntuples(result)), m = Int(PQnfields(result))
+            let columns = (0..<m).map { String(cString: PQfname(result, Int32($0))) }
+            var values: [[String?]] = []
+            values.reserveCapacity(n)
+            for r in 0..<n {
+                values.append((0..<m).map { f in
+                    PQgetisnull(result, Int32(r), Int32(f)) == 1 ? nil : String(cString: PQgetvalue(result, Int32(r), Int32(f)))
+                })
+            }
+            return PostgresRows(columns: columns, values: values, affected: 0)
+        default:
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+            throw PostgresError(sqlState: state, message: primary ?? errorText(PQresultErrorMessage(result)))
+        }
+    }
+}
+
+/// C string pointers for libpq's parameter array, valid during `body`.
+private func withPointers<R>(_ storage: [[CChar]?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    var pointers: [UnsafePointer<CChar>?] = []
+    pointers.reserveCapacity(storage.count)
+    func next(_ i: Int) -> R {
+        if i == storage.count { return body(pointers) }
+        guard let s = storage[i] else {
+            pointers.append(nil)
+            return next(i + 1)
+        }
+        return s.withUnsafeBufferPointer { b in
+            pointers.append(b.baseAddress)
+            return next(i + 1)
+        }
+    }
+    return next(0)
+}

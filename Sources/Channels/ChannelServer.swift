@@ -511,7 +511,6 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         forget(conn)
     }
 
-    /// Phoenix semantics for one message, in the connection's own task.
     /// The joined topic's handler, when it reads this event's payload itself (a text frame only).
     private func rawHandler(_ bytes: [UInt8], socket: ChannelSocket, endpoint: SocketEndpoint)
         -> (PhoenixMessage.Envelope, any RawPayloadHandler)?
@@ -534,7 +533,10 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
                                                   "ref": "\(e.ref ?? "")"])
         let joinRef = socket.joinRef(e.topic)
         switch await handler.handle(event: e.event, topic: e.topic, rawPayload: bytes[e.payload], socket: socket) {
-        case .malformed(let error): throw PhoenixMessage.DecodeError.json(error)
+        case .malformed(let error):
+            // The frame's own decoding error, as any malformed message gets (offsets into the frame, not the payload).
+            _ = try PhoenixMessage.decode(text: bytes)
+            throw PhoenixMessage.DecodeError.json(error)
         case .reply(let r?): reply(r, joinRef: joinRef, ref: e.ref, topic: e.topic, socket: socket)
         case .reply(nil): break
         }
@@ -554,6 +556,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         send(to: socket.id, bytes: bytes, binary: binary, onWritten: r.onDelivered)
     }
 
+    /// Phoenix semantics for one message, in the connection's own task.
     private func process(_ m: PhoenixMessage, socket: ChannelSocket, endpoint: SocketEndpoint) async {
         // What arrived, never its payload (join payloads carry tokens; events carry states and credentials).
         logger.debug("socket message", metadata: ["connection": "\(socket.id)", "topic": "\(m.topic)", "event": "\(m.event)",

@@ -334,8 +334,8 @@ extension JSON {
 
 /// Reads JSON text token by token, for code that takes one known shape in one pass without a `JSON` value per item
 /// (a `run:log` batch). Made only inside `JSONCursor.read`, and valid only there. Every method skips whitespace
-/// first; malformed text throws `JSONParseError`, as `JSON.parse` does.
-public struct JSONCursor {
+/// first; malformed text throws `JSONParseError`, as `JSON.parse` does. Not copyable: it cannot outlive `read`.
+public struct JSONCursor: ~Copyable {
     var p: JSON.Parser
 
     public static func read<T>(_ bytes: ArraySlice<UInt8>, maxDepth: Int = 512, _ body: (inout JSONCursor) throws -> T) throws -> T {
@@ -384,10 +384,10 @@ public struct JSONCursor {
         return nil
     }
 
-    /// Any value, read and dropped.
-    public mutating func skipValue() throws {
+    /// Any value, read and dropped; `depth` is how deep it sits (the nesting limit counts from the outermost value).
+    public mutating func skipValue(depth: Int) throws {
         p.skipSpace()
-        _ = try p.value(depth: 1)
+        _ = try p.value(depth: depth)
     }
 
     /// Nothing but whitespace may follow.

@@ -74,6 +74,14 @@ public struct PhoenixMessage: Sendable, Equatable {
         let value: JSON
         do { value = try JSON.parse(bytes) } catch let e as JSONParseError { throw DecodeError.json(e) }
         guard case .array(let a) = value, a.count == 5 else { throw DecodeError.notAnArray }
+        let (joinRef, ref, topic, event) = try fields(a[0], a[1], a[2], a[3])
+        return PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: .json(a[4]))
+    }
+
+    /// The four fields before the payload, checked: refs are strings, integers or null; topic and event strings.
+    private static func fields(_ a0: JSON, _ a1: JSON, _ a2: JSON, _ a3: JSON) throws
+        -> (joinRef: String?, ref: String?, topic: String, event: String)
+    {
         func optString(_ v: JSON) throws -> String? {
             switch v {
             case .null: return nil
@@ -82,18 +90,18 @@ public struct PhoenixMessage: Sendable, Equatable {
             default: throw DecodeError.wrongFieldTypes
             }
         }
-        guard case .string(let topic) = a[2], case .string(let event) = a[3] else { throw DecodeError.wrongFieldTypes }
-        let joinRef = try optString(a[0]), ref = try optString(a[1])
+        guard case .string(let topic) = a2, case .string(let event) = a3 else { throw DecodeError.wrongFieldTypes }
+        let joinRef = try optString(a0), ref = try optString(a1)
         // A reply to this message may go out as a binary frame, whose lengths are one byte each.
         for (name, value) in [("join_ref", joinRef), ("ref", ref), ("topic", topic), ("event", event)]
         where (value?.utf8.count ?? 0) > 255 {
             throw DecodeError.fieldTooLong(name)
         }
-        return PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: .json(a[4]))
+        return (joinRef, ref, topic, event)
     }
 
     /// A text frame's envelope with its payload left unparsed: for handlers that read a payload in one pass
-    /// (`ChannelHandler.rawPayloadEvents`). The same checks as `decode(text:)` on the four fields; the payload is
+    /// (`RawPayloadHandler.rawPayloadEvents`). The same checks as `decode(text:)` on the four fields; the payload is
     /// the bytes between the fourth comma and the closing bracket (whitespace trimmed), still to be parsed.
     public struct Envelope: Sendable, Equatable {
         public var joinRef: String?
@@ -117,14 +125,6 @@ public struct PhoenixMessage: Sendable, Equatable {
                 guard p.i < buffer.count else { throw DecodeError.notAnArray }
                 do { return try p.value(depth: 1) } catch let e as JSONParseError { throw DecodeError.json(e) }
             }
-            func optString(_ v: JSON) throws -> String? {
-                switch v {
-                case .null: return nil
-                case .string(let s): return s
-                case .int(let i): return String(i)
-                default: throw DecodeError.wrongFieldTypes
-                }
-            }
             try expect(UInt8(ascii: "["))
             let a0 = try field()
             try expect(UInt8(ascii: ","))
@@ -134,12 +134,7 @@ public struct PhoenixMessage: Sendable, Equatable {
             try expect(UInt8(ascii: ","))
             let a3 = try field()
             try expect(UInt8(ascii: ","))
-            guard case .string(let topic) = a2, case .string(let event) = a3 else { throw DecodeError.wrongFieldTypes }
-            let joinRef = try optString(a0), ref = try optString(a1)
-            for (name, value) in [("join_ref", joinRef), ("ref", ref), ("topic", topic), ("event", event)]
-            where (value?.utf8.count ?? 0) > 255 {
-                throw DecodeError.fieldTooLong(name)
-            }
+            let (joinRef, ref, topic, event) = try fields(a0, a1, a2, a3)
             p.skipSpace()
             let start = p.i
             func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }

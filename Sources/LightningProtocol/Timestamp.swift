@@ -21,7 +21,11 @@ public enum Timestamp {
         var digits = 0
         for byte in text.utf8 {
             guard byte >= 0x30 && byte <= 0x39, digits < 19 else { return nil }
-            value = value * 10 + Int64(byte - 0x30)
+            // 19 digits may pass Int64.max: refused, never a trap (any joined worker can send one).
+            let (times10, o1) = value.multipliedReportingOverflow(by: 10)
+            let (next, o2) = times10.addingReportingOverflow(Int64(byte - 0x30))
+            guard !o1, !o2 else { return nil }
+            value = next
             digits += 1
         }
         guard digits > 0 else { return nil }

@@ -159,26 +159,38 @@ public final class PostgresConnection {
     @discardableResult
     public func query(_ sql: String, _ parameters: [PostgresValue] = []) throws -> PostgresRows {
         let c = try live()
-        // Text parameters as C strings, bytes as binary (format 1) with their lengths.
-        var storage: [[CChar]?] = []
+        // Every parameter's bytes in one buffer (text NUL-terminated, bytes binary with a length), then pointers
+        // into it: no recursion or allocation per parameter however many there are.
+        var buffer: [UInt8] = []
+        var offsets: [Int?] = []
         var lengths: [Int32] = []
         var formats: [Int32] = []
-        storage.reserveCapacity(parameters.count)
         for p in parameters {
+            func text(_ s: String) throws {
+                guard !s.utf8.contains(0) else { throw PostgresError(message: "a text parameter cannot hold a NUL byte") }
+                offsets.append(buffer.count)
+                buffer.append(contentsOf: s.utf8)
+                buffer.append(0)
+                lengths.append(0)
+                formats.append(0)
+            }
             switch p {
-            case .null: storage.append(nil); lengths.append(0); formats.append(0)
-            case .text(let s): storage.append(Array(s.utf8CString)); lengths.append(0); formats.append(0)
-            case .int(let i): storage.append(Array(String(i).utf8CString)); lengths.append(0); formats.append(0)
-            case .double(let d): storage.append(Array("\(d)".utf8CString)); lengths.append(0); formats.append(0)
-            case .bool(let b): storage.append(Array((b ? "t" : "f").utf8CString)); lengths.append(0); formats.append(0)
+            case .null: offsets.append(nil); lengths.append(0); formats.append(0)
+            case .text(let s): try text(s)
+            case .int(let i): try text(String(i))
+            case .double(let d): try text("\(d)")
+            case .bool(let b): try text(b ? "t" : "f")
             case .bytes(let b):
-                storage.append(b.map { CChar(bitPattern: $0) } + [0])
+                offsets.append(buffer.count)
+                buffer.append(contentsOf: b)
                 lengths.append(Int32(b.count))
                 formats.append(1)
             }
         }
-        let result: OpaquePointer? = withPointers(storage) { pointers in
-            PQexecParams(c, sql, Int32(parameters.count), nil, pointers, lengths, formats, 0)
+        let result: OpaquePointer? = buffer.withUnsafeBufferPointer { b in
+            let base = UnsafeRawPointer(b.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+            let pointers: [UnsafePointer<CChar>?] = offsets.map { $0.map { (base + $0).assumingMemoryBound(to: CChar.self) } }
+            return PQexecParams(c, sql, Int32(parameters.count), nil, pointers, lengths, formats, 0)
         }
         return try Self.rows(result, connection: c)
     }
@@ -246,16 +258,19 @@ public final class PostgresConnection {
         return out
     }
 
+    /// The connection, or an error when it was closed or lost. Never reconnected behind the caller's back: a new
+    /// session would have lost its LISTENs and any transaction under way, so whoever owns the connection makes a
+    /// new one and knows to listen again.
     private func live() throws -> OpaquePointer {
         guard let conn else { throw PostgresError(message: "the connection is closed") }
-        if PQstatus(conn) != CONNECTION_OK {
-            PQreset(conn)
-            guard PQstatus(conn) == CONNECTION_OK else {
-                throw PostgresError(message: "the connection was lost: \(Self.errorText(PQerrorMessage(conn)))")
-            }
+        guard PQstatus(conn) == CONNECTION_OK else {
+            throw PostgresError(message: "the connection was lost: \(Self.errorText(PQerrorMessage(conn)))")
         }
         return conn
     }
+
+    /// False once the server went away (a query or a wait for notifications saw it).
+    public var isConnected: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
 
     private static func errorText(_ text: UnsafePointer<CChar>?) -> String {
         guard let text else { return "unknown error" }
@@ -279,29 +294,12 @@ public final class PostgresConnection {
                     PQgetisnull(result, Int32(r), Int32(f)) == 1 ? nil : String(cString: PQgetvalue(result, Int32(r), Int32(f)))
                 })
             }
-            return PostgresRows(columns: columns, values: values, affected: 0)
+            // PQcmdTuples counts the rows of an INSERT/UPDATE/DELETE … RETURNING too (empty for a SELECT).
+            return PostgresRows(columns: columns, values: values, affected: Int(String(cString: PQcmdTuples(result))) ?? 0)
         default:
             let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
             let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
             throw PostgresError(sqlState: state, message: primary ?? errorText(PQresultErrorMessage(result)))
         }
     }
-}
-
-/// C string pointers for libpq's parameter array, valid during `body`.
-private func withPointers<R>(_ storage: [[CChar]?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-    var pointers: [UnsafePointer<CChar>?] = []
-    pointers.reserveCapacity(storage.count)
-    func next(_ i: Int) -> R {
-        if i == storage.count { return body(pointers) }
-        guard let s = storage[i] else {
-            pointers.append(nil)
-            return next(i + 1)
-        }
-        return s.withUnsafeBufferPointer { b in
-            pointers.append(b.baseAddress)
-            return next(i + 1)
-        }
-    }
-    return next(0)
 }

@@ -391,6 +391,8 @@ struct ConsoleTests {
         #expect(try await store.claim(demand: 1, workerName: "w").map(\.id) == [newID])
         try await store.startAttempt(newID, workerName: "w", at: 7)
         await h.lightning.attemptChanged(newID)
+        // The hub reads the attempt when its drain gets to it: it must see it started, not already ended.
+        try await waitUntil("the update reaches the viewer") { seen.events.contains("attempt:update") }
         _ = try await store.completeAttempt(newID, AttemptComplete(reason: .fail, errorType: "Boom"), finalState: nil, at: 8)
         await h.lightning.attemptChanged(newID)
         try await waitUntil("the rerun's end reaches its viewer") { seen.complete != nil }

@@ -229,6 +229,9 @@ struct WorkerProtocolTests {
                 out.append(call("3", "run:log", {"run_id": "x", "logs": [unusual]})["status"])
                 out.append(call("4", "run:log", {"logs": [{"message": ["x"], "level": "loud", "worker_seq": 3}]})["response"])
                 out.append(call("5", "run:log", {"logs": [{"message": ["x"], "worker_seq": 0}]})["response"])
+                # 19 digits past Int64: Lightning's clock instead (it trapped before, taking Lightning down).
+                huge = {"message": ["huge timestamp"], "timestamp": "9999999999999999999", "worker_seq": 3}
+                out.append(call("7", "run:log", {"logs": [huge]})["status"])
                 ws.send('["1","6","%s","run:log",{"logs":[{"message":["cut"]}]' % topic)
                 try:
                     ws.recv(timeout=10)
@@ -244,11 +247,16 @@ struct WorkerProtocolTests {
         #expect(out[0] == "ok" && out[1] == "ok" && out[2] == "ok", "\(r.stdout) \(r.stderr)")
         #expect(out[3]?["errors"]?["level"] == ["unknown level loud"], "\(r.stdout)")
         #expect(out[4]?["errors"]?["worker_seq"] == ["must be a positive integer"], "\(r.stdout)")
-        #expect(out[5] == .int(1003), "\(r.stdout)")
+        #expect(out[5] == "ok" && out[6] == .int(1003), "\(r.stdout)")
         let lines = try await h.t.store.logs(attemptID: created.attemptID, since: 0, limit: 10)
-        #expect(lines.map(\.message) == ["usual line \"quoted\"é ***", #"with {"n":1} ***"#])
-        #expect(lines.map(\.level) == ["warn", "info"] && lines.map(\.source) == ["JOB", "JOB"])
-        #expect(lines.map(\.timestamp) == [1_700_000_000_000_001, 1_700_000_000_000_002] && lines[0].stepID == nil)
+        #expect(lines.map(\.message) == ["usual line \"quoted\"é ***", #"with {"n":1} ***"#, "huge timestamp"])
+        #expect(lines.map(\.level) == ["warn", "info", "info"] && lines.map(\.source) == ["JOB", "JOB", "JOB"])
+        #expect(Array(lines.map(\.timestamp).prefix(2)) == [1_700_000_000_000_001, 1_700_000_000_000_002] && lines[0].stepID == nil)
+        #expect(lines.count == 3 && lines[2].timestamp > 1_700_000_000_000_002 && lines[2].timestamp < Int64.max)
+        // Which reader took which: the usual batches in one pass, the unusual one through JSON values.
+        let metrics = try await h.http("GET", "/metrics", token: nil).text
+        #expect(metrics.contains(#"lightning_log_batches_total{reader="one_pass"} 4"#)
+                && metrics.contains(#"lightning_log_batches_total{reader="json"} 1"#), "\(metrics)")
         // The worker's own socket was not touched by the other one's close.
         #expect(try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1]).isOK)
     }
@@ -275,6 +283,13 @@ struct WorkerProtocolTests {
         #expect(try await errors("fetch:dataclip", ["id": "not-mine"])?["id"] != nil)
         #expect(try await errors("step:start", ["step_id": "s", "job_id": "j"]) != nil, "step before run:start")
         #expect(try await errors("run:log", ["message": 5])?["message"] == ["must be a list"])
+        // A line with two faults names the level first, whichever reader takes it (a string worker_seq: the JSON one).
+        #expect(try await errors("run:log", ["logs": [["message": ["x"], "level": "loud", "worker_seq": "7"]]])?["level"]
+                == ["unknown level loud"])
+        #expect(try await errors("run:log", ["logs": [["message": ["x"], "level": "loud", "worker_seq": 0]]])?["level"]
+                == ["unknown level loud"])
+        #expect(try await errors("run:log", ["logs": [["message": ["x"], "worker_seq": "7"]]])?["worker_seq"]
+                == ["must be a positive integer"])
         #expect(try await errors("no:such-event", [:])?["event"] != nil)
         let mystery = try await worker.push(topic: "run:\(created.attemptID)x", event: "fetch:plan", payload: [:])
         #expect(mystery.response["reason"] == "unmatched topic")

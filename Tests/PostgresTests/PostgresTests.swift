@@ -66,6 +66,32 @@ struct PostgresTests {
             let syntax = #expect(throws: PostgresError.self) { try db.value.query("SELEKT 1") }
             #expect(syntax?.sqlState == "42601", "\(String(describing: syntax))")
             #expect(try db.value.query("SELECT count(*) AS n FROM names").first?.int("n") == 1)
+            // A NUL cannot be sent as text (it would cut the value short): refused before anything is sent.
+            #expect(throws: PostgresError(message: "a text parameter cannot hold a NUL byte")) {
+                try db.value.query("INSERT INTO names VALUES ($1)", [.text("ada\u{0}lovelace")])
+            }
+            // Thousands of parameters in one statement, and RETURNING counts what it touched.
+            let many = (1...5000).map { PostgresValue.text("name-\($0)") }
+            let placeholders = (1...5000).map { "($\($0))" }.joined(separator: ",")
+            let inserted = try db.value.query("INSERT INTO names VALUES \(placeholders) RETURNING name", many)
+            #expect(inserted.count == 5000 && inserted.affected == 5000)
+        }
+    }
+
+    @Test("a session the server ends is reported, never silently replaced by a new one")
+    func lostConnection() async throws {
+        let server = try await PostgresServer()
+        defer { server.stop() }
+        let victim = try await Self.connect(server)
+        let admin = try await Self.connect(server)
+        try await TestSupport.onThread { [victim, admin] in
+            try victim.value.listen("work_available")
+            #expect(victim.value.isConnected)
+            try admin.value.query("SELECT pg_terminate_backend($1)", [.int(Int64(victim.value.backendPID))])
+            #expect(throws: PostgresError.self) { try victim.value.query("SELECT 1") }
+            #expect(!victim.value.isConnected)
+            let again = #expect(throws: PostgresError.self) { try victim.value.notifications(timeout: .milliseconds(10)) }
+            #expect(again?.message.contains("lost") == true, "\(String(describing: again))")
         }
     }
 

@@ -258,11 +258,7 @@ struct LogBatchEncodingTests {
     @Test("a batch written from encoded lines is the run:log payload the values would make, escapes included")
     func sameAsValues() throws {
         let texts = ["plain", "quote \" backslash \\ tab\t", "é 😀", "", "\u{1}control", "{\"json\": [1]}"]
-        var tail: [UInt8] = Array(#","source":"JOB","timestamp":"#.utf8)
-        JSON.writeString("1764633600000001", to: &tail)
-        tail.append(contentsOf: Array(#","step_id":"#.utf8))
-        JSON.writeString("step \"1\"", to: &tail)
-        tail.append(contentsOf: Array(#","worker_seq":"#.utf8))
+        let tail = LogBatcher.encodeTail(timestamp: "1764633600000001", stepID: "step \"1\"")
         let lines = texts.enumerated().map { i, t in LogBatcher.encodeLine(t, error: i % 2 == 1, tail: tail, seq: Int64(i + 1)) }
         let batch = try JSON.parse(LogBatcher.encodeBatch(attemptID: "a-\"1\"", lines[...]))
         let expected: JSON = ["run_id": "a-\"1\"", "logs": .array(texts.enumerated().map { i, t in

@@ -34,6 +34,8 @@ public final class PostgresServer: @unchecked Sendable {
     public init(timeout: TimeInterval = 60) async throws {
         guard let bin = Self.binDirectory else { throw TestSupport.Failure(Self.unavailableReason!) }
         directory = try TestSupport.temporaryDirectory("pg")
+        // The server trusts whoever reaches its socket: only its own user (and root) may enter the directory.
+        guard chmod(directory.path, 0o700) == 0 else { throw TestSupport.Failure("chmod \(directory.path): \(String(cString: strerror(errno)))") }
         socketDirectory = directory.path
         log = directory.appendingPathComponent("postgres.log")
         let data = directory.appendingPathComponent("data").path
@@ -60,6 +62,7 @@ public final class PostgresServer: @unchecked Sendable {
                         arguments: ["-D", data, "-k", socketDirectory, "-p", "\(port)", "-c", "listen_addresses=",
                                     "-c", "fsync=off", "-c", "max_connections=200"],
                         user: owner)
+        try handle.close()  // the server has its own copy
         let ready = try await TestSupport.onThread { [bin, socketDirectory, port, process] () -> Bool in
             let deadline = Date(timeIntervalSinceNow: timeout)
             while Date() < deadline && process.isRunning {

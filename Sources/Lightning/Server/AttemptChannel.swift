@@ -41,12 +41,14 @@ struct AttemptChannel: RawPayloadHandler {
 
     /// A `run:log` batch is read from the frame's bytes in one pass when it has the usual shape (LogBatchReader),
     /// else parsed and handled like any other event.
-    var rawPayloadEvents: Set<String> { [Wire.Event.log, Wire.Event.batchLogs] }
+    var rawPayloadEvents: Set<String> { Self.rawEvents }
+    private static let rawEvents: Set<String> = [Wire.Event.log, Wire.Event.batchLogs]
 
     func handle(event: String, topic: String, rawPayload: ArraySlice<UInt8>, socket: ChannelSocket) async -> RawEventResult {
         guard let wire = LogBatchReader.read(rawPayload) else {
             return await handleParsing(event: event, topic: topic, rawPayload: rawPayload, socket: socket)
         }
+        lightning.metrics.logBatchesOnePass.increment()
         return .reply(await handled(event: event, topic: topic, socket: socket) { id, _ in
             let scrubber = try await scrubber(id)
             var lines: [NewLogLine] = []
@@ -158,6 +160,7 @@ struct AttemptChannel: RawPayloadHandler {
         case Wire.Event.log, Wire.Event.batchLogs:
             // A batch: `run:log` with `logs` (ws-worker's batching, lexicon RunLogPayload), or our older name.
             guard let logs = payload["logs"]?.arrayValue else { throw WireFieldError("logs", "must be a list") }
+            lightning.metrics.logBatchesParsed.increment()
             let scrubber = try await scrubber(id)
             var lines: [NewLogLine] = []
             lines.reserveCapacity(logs.count)
@@ -241,17 +244,15 @@ struct AttemptChannel: RawPayloadHandler {
         default: throw WireFieldError("message", "must be a list")
         }
         let text = items.count == 1 ? (items[0].stringValue ?? items[0].text) : items.map { $0.stringValue ?? $0.text }.joined(separator: " ")
-        var workerSeq: Int64? = nil
-        if let w = payload["worker_seq"] {
-            guard let n = w.intValue else { throw WireFieldError("worker_seq", "must be a positive integer") }
-            workerSeq = n
-        }
+        // A worker_seq that is not an integer is refused after the level and source are checked (as it always was).
+        let w = payload["worker_seq"]
         return try logLine(text: text, level: payload["level"]?.stringValue, source: payload["source"]?.stringValue,
-                           stepID: payload["step_id"]?.stringValue, workerSeq: workerSeq, timestamp: timestamp(payload),
-                           scrubber: scrubber)
+                           stepID: payload["step_id"]?.stringValue, workerSeq: w?.intValue ?? (w == nil ? nil : 0),
+                           timestamp: timestamp(payload), scrubber: scrubber)
     }
 
-    /// The rules for a line, however it was read.
+    /// The rules for a line, however it was read. `workerSeq` 0 or below is refused (0 also stands for a worker_seq
+    /// that was not an integer).
     private func logLine(text: String, level: String?, source: String?, stepID: String?, workerSeq: Int64?, timestamp: Int64,
                          scrubber: CredentialScrubber) throws -> NewLogLine {
         // Escapes go before the scrubber looks (one between a secret's halves would hide it), and again after, in

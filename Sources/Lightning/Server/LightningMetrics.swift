@@ -12,6 +12,9 @@ final class LightningMetrics: Sendable {
     let claimedAttempts: Metrics.Counter
     let logLines: Metrics.Counter
     let logLinesDropped: Metrics.Counter
+    /// `run:log` batches by how they were read: in one pass from the frame, or through JSON values (any other shape).
+    let logBatchesOnePass: Metrics.Counter
+    let logBatchesParsed: Metrics.Counter
     let retries: Metrics.Counter
     let tokensRefused: Metrics.Counter
     let webhooks: Metrics.Counter
@@ -37,6 +40,8 @@ final class LightningMetrics: Sendable {
         claimedAttempts = Metrics.Counter(label: "lightning_claimed_attempts_total", factory: f)
         logLines = Metrics.Counter(label: "lightning_log_lines_total", factory: f)
         logLinesDropped = Metrics.Counter(label: "lightning_log_lines_dropped_total", factory: f)
+        logBatchesOnePass = Metrics.Counter(label: "lightning_log_batches_total", dimensions: [("reader", "one_pass")], factory: f)
+        logBatchesParsed = Metrics.Counter(label: "lightning_log_batches_total", dimensions: [("reader", "json")], factory: f)
         retries = Metrics.Counter(label: "lightning_attempt_retries_total", factory: f)
         tokensRefused = Metrics.Counter(label: "lightning_attempt_tokens_refused_total", factory: f)
         webhooks = Metrics.Counter(label: "lightning_webhook_requests_total", factory: f)

@@ -19,15 +19,16 @@ struct WireLogLine: Equatable {
 enum LogBatchReader {
     private struct Unusual: Error {}
 
+    /// Depths count from the payload (0), which sits at depth 1 in its frame: the nesting limit is the frame's.
     static func read(_ payload: ArraySlice<UInt8>) -> [WireLogLine]? {
-        try? JSONCursor.read(payload) { c -> [WireLogLine] in
+        try? JSONCursor.read(payload, maxDepth: 511) { c -> [WireLogLine] in
             var lines: [WireLogLine]? = nil
             try c.expect(UInt8(ascii: "{"))
             if !c.take(UInt8(ascii: "}")) {
                 repeat {
                     guard let key = try c.string() else { throw Unusual() }
                     try c.expect(UInt8(ascii: ":"))
-                    if key == "logs" { lines = try readLines(&c) } else { try c.skipValue() }  // the last of a repeated key wins
+                    if key == "logs" { lines = try readLines(&c) } else { try c.skipValue(depth: 1) }  // the last of a repeated key wins
                 } while c.take(UInt8(ascii: ","))
                 try c.expect(UInt8(ascii: "}"))
             }
@@ -63,7 +64,7 @@ enum LogBatchReader {
                 case "worker_seq":
                     guard let n = try c.integer() else { throw Unusual() }
                     line.workerSeq = n
-                default: try c.skipValue()
+                default: try c.skipValue(depth: 3)
                 }
             } while c.take(UInt8(ascii: ","))
             try c.expect(UInt8(ascii: "}"))

@@ -449,11 +449,7 @@ final class LogBatcher: @unchecked Sendable {
     func add(_ lines: [(StepStream, String)], stepID: String, control: StepControl) {
         // One timestamp per chunk read from the pipe: the lines arrived together. What every line of the chunk
         // shares is encoded once.
-        var tail: [UInt8] = Array(#","source":"JOB","timestamp":"#.utf8)
-        JSON.writeString(Timestamp.now(), to: &tail)
-        tail.append(contentsOf: Array(#","step_id":"#.utf8))
-        JSON.writeString(stepID, to: &tail)
-        tail.append(contentsOf: Array(#","worker_seq":"#.utf8))
+        let tail = Self.encodeTail(timestamp: Timestamp.now(), stepID: stepID)
         lock.lock()
         var added = 0
         for (stream, text) in lines {
@@ -478,6 +474,16 @@ final class LogBatcher: @unchecked Sendable {
         }
         lock.unlock()
         if added > 0 { metrics?.outbox(added) }
+    }
+
+    /// What the lines of one chunk share: `,"source":"JOB","timestamp":T,"step_id":S,"worker_seq":`.
+    static func encodeTail(timestamp: String, stepID: String) -> [UInt8] {
+        var tail: [UInt8] = Array(#","source":"JOB","timestamp":"#.utf8)
+        JSON.writeString(timestamp, to: &tail)
+        tail.append(contentsOf: Array(#","step_id":"#.utf8))
+        JSON.writeString(stepID, to: &tail)
+        tail.append(contentsOf: Array(#","worker_seq":"#.utf8))
+        return tail
     }
 
     /// `{"message":[TEXT],"level":"info"|"error"` then the chunk's shared `tail` and the line's number.
@@ -517,8 +523,16 @@ final class LogBatcher: @unchecked Sendable {
     private func flushLoop() async {
         while true {
             let (batch, release): (ArraySlice<[UInt8]>, StepControl?) = lock.withLock {
-                let b = pending.prefix(batchLines)
-                pending.removeFirst(b.count)
+                // All of it when it fits (no copy); else a copy of the first lines, the rest shifted in place (a
+                // slice of `pending` kept while removing would copy all the rest instead).
+                let b: ArraySlice<[UInt8]>
+                if pending.count <= batchLines {
+                    b = pending[...]
+                    pending = []
+                } else {
+                    b = Array(pending.prefix(batchLines))[...]
+                    pending.removeFirst(b.count)
+                }
                 if b.isEmpty { flushing = nil }
                 let r = pending.count < maxPending ? held : nil
                 if r != nil { held = nil }

@@ -22,6 +22,9 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     public struct Configuration: Sendable {
         /// `ws://` or `wss://` URL of the socket endpoint (query parameters allowed).
         public var url: String
+        /// More URLs of the same service (other replicas behind one database), all `ws://` or all `wss://` like
+        /// `url`: after a failed or lost connection the next one is tried, in turn, with the same backoff.
+        public var fallbackURLs: [String] = []
         /// Extra query parameters, asked for on every connect (so a fresh token can be minted each time).
         public var query: @Sendable () -> [String: String] = { [:] }
         public var heartbeatInterval: Duration = .seconds(30)
@@ -61,7 +64,12 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     private let loop = ServiceLoop(name: "channels-client")
     private let cstrings = CStrings()
     private var protocols: UnsafeMutablePointer<lws_protocols>?
-    private let target: (tls: Bool, host: String, port: Int, path: String)
+    private typealias Target = (tls: Bool, host: String, port: Int, path: String)
+    /// `url`, then `fallbackURLs`; `current` is the one connected or tried last (service thread; read under `lock`).
+    private let targets: [Target]
+    private let urls: [String]
+    private var current = 0
+    private var target: Target { targets[current] }
 
     private struct Channel {
         var joinRef: String?
@@ -106,8 +114,15 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(256))
-        target = try Self.parse(configuration.url)
+        urls = [configuration.url] + configuration.fallbackURLs
+        targets = try urls.map(Self.parse)
+        guard Set(targets.map(\.tls)).count == 1 else {
+            throw ChannelError.invalidURL("\(urls.joined(separator: ", ")): all ws:// or all wss://")
+        }
     }
+
+    /// The URL connected to, or being tried.
+    public var currentURL: String { lock.withLock { urls[current] } }
 
     static func parse(_ url: String) throws -> (tls: Bool, host: String, port: Int, path: String) {
         guard let c = URLComponents(string: url), let scheme = c.scheme, let host = c.host,
@@ -368,12 +383,17 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         }
     }
 
+    /// Service thread: after a failed or lost connection.
     private func scheduleReconnect() {
-        let (want, attempt) = lock.withLock { () -> (Bool, Int) in
+        let (want, attempt, next) = lock.withLock { () -> (Bool, Int, String?) in
             attempts += 1
-            return (wantConnected, attempts)
+            // The next replica, if there are several.
+            guard targets.count > 1 else { return (wantConnected, attempts, nil) }
+            current = (current + 1) % targets.count
+            return (wantConnected, attempts, urls[current])
         }
         guard want else { return }
+        if let next { logger.info("trying the next URL", metadata: ["url": "\(next)"]) }
         let base = configuration.reconnectBase.seconds * pow(2, Double(min(attempt - 1, 20)))
         let delay = min(base, configuration.reconnectCap.seconds) * (1 + Double.random(in: 0...configuration.jitter))
         logger.info("reconnecting", metadata: ["in_seconds": "\(String(format: "%.2f", delay))", "attempt": "\(attempt)"])
@@ -417,7 +437,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         }
         wsi = result
         if result == nil {
-            logger.warning("connect failed at once", metadata: ["url": "\(configuration.url)"])
+            logger.warning("connect failed at once", metadata: ["url": "\(currentURL)"])
             scheduleReconnect()
         }
     }
@@ -439,7 +459,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
                 heartbeatRef = nil
             }
             eventSink.yield(.connected)
-            logger.info("connected", metadata: ["url": "\(configuration.url)"])
+            logger.info("connected", metadata: ["url": "\(currentURL)"])
             Task { await self.rejoin() }
             return 0
         case LWS_CALLBACK_CLIENT_RECEIVE:
@@ -492,7 +512,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         failPending(ChannelError.closed)
         if status == 401 || status == 403 {
             let s = status
-            logger.error("the server refused our credentials", metadata: ["status": "\(s)", "url": "\(configuration.url)"])
+            logger.error("the server refused our credentials", metadata: ["status": "\(s)", "url": "\(currentURL)"])
             lock.withLock { wantConnected = false }
             eventSink.yield(.authenticationFailed(status: s))
             return

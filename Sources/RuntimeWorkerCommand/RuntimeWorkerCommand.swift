@@ -31,8 +31,8 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
         version: RuntimeVersion.current,
         subcommands: [SetupCgroups.self])
 
-    @Option(help: "Lightning's worker socket, e.g. ws://127.0.0.1:4000/worker (env LIGHTNING_URL or WORKER_LIGHTNING_SERVICE_URL); /websocket is added when missing.")
-    var lightning: String?
+    @Option(help: "Lightning's worker socket, e.g. ws://127.0.0.1:4000/worker (env LIGHTNING_URL or WORKER_LIGHTNING_SERVICE_URL); /websocket is added when missing. Replicas of one Lightning: repeat it or separate URLs by commas; after a lost connection the next is tried, in turn.")
+    var lightning: [String] = []
     @Option(help: "Attempts run at once (env WORKER_CAPACITY; default: from the machine, two per core and no more than memory / 500 MB).")
     var capacity: Int?
     @Option(help: "This worker's name (env WORKER_NAME; default: host name and pid, or for a registered worker its host name).")
@@ -108,7 +108,10 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             return value
         }
         let keysDir = setting(keysDir, [], "keys-dir", "keys")
-        let url = setting(lightning, ["LIGHTNING_URL", "WORKER_LIGHTNING_SERVICE_URL"], "lightning", "ws://127.0.0.1:4000/worker")
+        let url = setting(lightning.isEmpty ? nil : lightning.joined(separator: ","), ["LIGHTNING_URL", "WORKER_LIGHTNING_SERVICE_URL"],
+                          "lightning", "ws://127.0.0.1:4000/worker")
+        let urls = url.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard let firstURL = urls.first else { throw ValidationError("--lightning needs a URL, e.g. ws://127.0.0.1:4000/worker") }
         let machine = WorkerConfiguration.machineCapacity()
         guard let capacity = Int(setting(capacity.map(String.init), ["WORKER_CAPACITY"], "capacity", "\(machine.capacity)")),
             capacity > 0
@@ -204,8 +207,9 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             logger.critical("\(error.description)")
             throw ExitCode(78)
         }
-        var config = WorkerConfiguration(lightningURL: url, name: workerName, workerSecret: secret ?? "",
+        var config = WorkerConfiguration(lightningURL: firstURL, name: workerName, workerSecret: secret ?? "",
                                          lightningPublicKey: insecureSkipTokenVerification ? nil : publicKey, workRoot: workRoot)
+        config.fallbackLightningURLs = Array(urls.dropFirst())
         config.authentication = authentication
         config.credentialFile = credentialPath
         config.waitForRegistration = !adminPortSetting.isEmpty

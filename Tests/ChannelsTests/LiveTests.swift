@@ -143,6 +143,28 @@ struct LiveTests {
         #expect(ContinuousClock.now - started < .seconds(25), "ended by the close, not by its 30 s deadline")
     }
 
+    @Test("fallback URLs: when its server goes, the client connects to the next one and rejoins its topics there")
+    func fallbackURLs() async throws {
+        let first = try makeServer(), second = try makeServer()
+        defer { first.stop(); second.stop() }
+        let client = try makeClient(first.port) { $0.fallbackURLs = ["ws://127.0.0.1:\(second.port)/socket/websocket?vsn=2.0.0"] }
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        #expect(client.currentURL.contains(":\(first.port)/"))
+        _ = try await client.join(topic: "room:1")
+        first.stop()
+        try await waitFor("the second server's socket joined to room:1") { !second.sockets(joinedTo: "room:1").isEmpty }
+        #expect(client.currentURL.contains(":\(second.port)/"))
+        let reply = try await client.push(topic: "room:1", event: "echo", payload: ["n": 1])
+        #expect(reply.isOK && reply.response["n"] == 1)
+        // One scheme for all of them: a TLS context and a plain one cannot be mixed.
+        #expect(throws: ChannelError.self) {
+            var config = ChannelClient.Configuration(url: "ws://127.0.0.1:1/socket/websocket")
+            config.fallbackURLs = ["wss://127.0.0.1:2/socket/websocket"]
+            _ = try ChannelClient(configuration: config)
+        }
+    }
+
     @Test("unmatched topics and refused joins get error replies")
     func refusals() async throws {
         let server = try makeServer()

@@ -144,6 +144,35 @@ struct FaultTests {
         try await worker.waitForLog("rejoined")
     }
 
+    @Test("--lightning given twice: when the Lightning in use goes, the worker moves to the other and works there, and back")
+    func failover() async throws {
+        var a = try await Binaries()
+        let b = try await Binaries()
+        defer { a.remove(); b.remove() }
+        let flow = try WorkflowDefinition.parse("name: hop\njobs:\n  - {name: h, adaptor: sh, body: \"echo hop\"}\n")
+        _ = try await a.store().applyWorkflow(flow)
+        _ = try await b.store().applyWorkflow(flow)
+        let worker = try a.worker("hopper", extra: ["--lightning", "ws://127.0.0.1:\(b.port)/worker"])
+        defer { worker.stop() }
+        let first = try await a.store().createWorkOrder(workflow: "hop", input: Array("{}".utf8))
+        #expect(try await a.store().waitUntilFinal(first.attemptID, timeout: .seconds(60)).state == .success, "\(worker.log)")
+
+        // A goes: the worker lands on B and runs B's work.
+        a.lightning.signal(SIGKILL)
+        let second = try await b.store().createWorkOrder(workflow: "hop", input: Array("{}".utf8))
+        let onB = try await b.store().waitUntilFinal(second.attemptID, timeout: .seconds(60))
+        #expect(onB.state == .success && onB.workerName == "hopper", "\(onB)\n\(worker.log)")
+        _ = try await worker.waitForLog("url=ws://127.0.0.1:\(b.port)/worker/websocket .*connected to Lightning")
+
+        // A is back (its port, its database) and B goes: the worker returns to A.
+        try await a.restartLightning()
+        b.lightning.signal(SIGKILL)
+        let third = try await a.store().createWorkOrder(workflow: "hop", input: Array("{}".utf8))
+        let back = try await a.store().waitUntilFinal(third.attemptID, timeout: .seconds(60))
+        #expect(back.state == .success && back.workerName == "hopper", "\(back)\n\(worker.log)")
+        #expect(try await a.store().logs(attemptID: third.attemptID, since: 0, limit: 10).map(\.message) == ["hop"])
+    }
+
     @Test("two workers and 200 attempts: every attempt runs exactly once")
     func twoWorkers() async throws {
         let b = try await Binaries()

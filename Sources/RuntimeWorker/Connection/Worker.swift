@@ -6,6 +6,9 @@ import Logging
 public struct WorkerConfiguration: Sendable {
     /// e.g. ws://127.0.0.1:4000/worker (`/websocket` is added when missing).
     public var lightningURL: String
+    /// Other replicas of the same Lightning (one database): tried in turn after `lightningURL` fails or is lost; the
+    /// attempts under way are rejoined wherever the worker lands.
+    public var fallbackLightningURLs: [String] = []
     public var name: String
     public var capacity: Int = 5
     /// The UTF-8 bytes of WORKER_SECRET sign our worker tokens.
@@ -63,8 +66,10 @@ public struct WorkerConfiguration: Sendable {
     }
 
     /// The socket URL: OpenFn workers are given `.../worker` and connect to `.../worker/websocket`.
-    var socketURL: String {
-        var url = lightningURL
+    var socketURL: String { Self.socketURL(lightningURL) }
+
+    static func socketURL(_ base: String) -> String {
+        var url = base
         while url.hasSuffix("/") { url.removeLast() }
         return url.hasSuffix("/websocket") ? url : url + "/websocket"
     }
@@ -170,6 +175,7 @@ public final class Worker: @unchecked Sendable {
             // A fresh shared-secret token, or the current registered credential, on every connect.
             credentials.query().merging(["api_version": RuntimeVersion.workerAPI, "worker_version": RuntimeVersion.current, "vsn": "2.0.0"]) { a, _ in a }
         }
+        client.fallbackURLs = configuration.fallbackLightningURLs.map(WorkerConfiguration.socketURL)
         client.reconnectBase = configuration.reconnectBase
         client.reconnectCap = configuration.reconnectCap
         self.client = try ChannelClient(configuration: client, logger: Logger(label: "runtime-worker.socket"))
@@ -223,7 +229,7 @@ public final class Worker: @unchecked Sendable {
             for await event in client.events {
                 switch event {
                 case .connected:
-                    logger.info("connected to Lightning", metadata: ["url": "\(configuration.socketURL)"])
+                    logger.info("connected to Lightning", metadata: ["url": "\(client.currentURL)"])
                     let again = lock.withLock {
                         defer { everConnected = true; disconnectedSince = nil }
                         return everConnected

@@ -430,8 +430,14 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
                 let size = bytes.count
                 // Decoded here, in the connection's task, not on the service thread that every socket shares.
                 do {
-                    if !binary, readsRaw, let (envelope, handler) = rawHandler(bytes, socket: socket, endpoint: endpoint) {
-                        try await processRaw(envelope, bytes, handler: handler, socket: socket)
+                    // On an endpoint with raw readers the envelope is read first, and only once: a raw event's
+                    // payload goes to its handler unparsed, any other's is parsed on its own.
+                    if !binary, readsRaw, let envelope = try? PhoenixMessage.envelope(text: bytes) {
+                        if let handler = rawHandler(envelope, socket: socket, endpoint: endpoint) {
+                            try await processRaw(envelope, bytes, handler: handler, socket: socket)
+                        } else {
+                            await process(try PhoenixMessage.message(envelope, frame: bytes), socket: socket, endpoint: endpoint)
+                        }
                     } else {
                         let message = binary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
                         await process(message, socket: socket, endpoint: endpoint)
@@ -512,16 +518,12 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     }
 
     /// The joined topic's handler, when it reads this event's payload itself (a text frame only).
-    private func rawHandler(_ bytes: [UInt8], socket: ChannelSocket, endpoint: SocketEndpoint)
-        -> (PhoenixMessage.Envelope, any RawPayloadHandler)?
-    {
-        // A frame whose envelope does not read is left to the full decoder, which says what is wrong with it.
-        guard let e = try? PhoenixMessage.envelope(text: bytes), e.topic != "phoenix", e.event != "phx_join",
-            e.event != "phx_leave", socket.joinRef(e.topic) != nil,
+    private func rawHandler(_ e: PhoenixMessage.Envelope, socket: ChannelSocket, endpoint: SocketEndpoint) -> (any RawPayloadHandler)? {
+        guard e.topic != "phoenix", e.event != "phx_join", e.event != "phx_leave", socket.joinRef(e.topic) != nil,
             let handler = endpoint.channels.first(where: { $0.matches(e.topic) })?.handler as? any RawPayloadHandler,
             handler.rawPayloadEvents.contains(e.event)
         else { return nil }
-        return (e, handler)
+        return handler
     }
 
     /// An event whose payload its handler reads from the frame's bytes; a payload that is not JSON closes the socket,
@@ -533,10 +535,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
                                                   "ref": "\(e.ref ?? "")"])
         let joinRef = socket.joinRef(e.topic)
         switch await handler.handle(event: e.event, topic: e.topic, rawPayload: bytes[e.payload], socket: socket) {
-        case .malformed(let error):
-            // The frame's own decoding error, as any malformed message gets (offsets into the frame, not the payload).
-            _ = try PhoenixMessage.decode(text: bytes)
-            throw PhoenixMessage.DecodeError.json(error)
+        case .malformed(let error): throw PhoenixMessage.frameError(bytes, else: error)
         case .reply(let r?): reply(r, joinRef: joinRef, ref: e.ref, topic: e.topic, socket: socket)
         case .reply(nil): break
         }

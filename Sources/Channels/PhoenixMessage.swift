@@ -148,6 +148,24 @@ public struct PhoenixMessage: Sendable, Equatable {
         }
     }
 
+    /// The message whose envelope was read: its payload parsed (it sits one level down in the frame, so the frame's
+    /// nesting limit leaves it 511). A payload that is not JSON gets the error decoding the whole frame gives.
+    public static func message(_ e: Envelope, frame: [UInt8]) throws -> PhoenixMessage {
+        do {
+            let payload = try JSON.parse(frame[e.payload], maxDepth: 511)
+            return PhoenixMessage(joinRef: e.joinRef, ref: e.ref, topic: e.topic, event: e.event, payload: .json(payload))
+        } catch let error as JSONParseError {
+            throw frameError(frame, else: error)
+        }
+    }
+
+    /// What decoding the whole frame says is wrong with it (offsets into the frame, as every malformed message is
+    /// told); `payloadError` if the frame somehow decodes.
+    public static func frameError(_ frame: [UInt8], else payloadError: JSONParseError) -> any Error {
+        do { _ = try decode(text: frame) } catch { return error }
+        return DecodeError.json(payloadError)
+    }
+
     /// Encodes as a text frame (JSON payloads only).
     public func encodeText() -> [UInt8] {
         var out = [UInt8]()

@@ -54,6 +54,7 @@ struct CodecTests {
             let m = try PhoenixMessage.decode(text: bytes)
             #expect(e.joinRef == m.joinRef && e.ref == m.ref && e.topic == m.topic && e.event == m.event, "\(text)")
             #expect(try JSON.parse(bytes[e.payload]) == m.payload.json, "\(text)")
+            #expect(try PhoenixMessage.message(e, frame: bytes) == m, "\(text)")
         }
         #expect(throws: PhoenixMessage.DecodeError.notAnArray) { try PhoenixMessage.envelope(text: Array("{}".utf8)) }
         #expect(throws: PhoenixMessage.DecodeError.notAnArray) { try PhoenixMessage.envelope(text: Array(#"["1","2","t","e"]"#.utf8)) }

@@ -898,13 +898,8 @@ struct AttemptCheckout {
 /// reply arrived; a reply lost after Lightning committed makes that one event arrive twice (step and attempt
 /// events carry their step id / attempt id, so Lightning can tell; a log batch may repeat).
 struct ChannelEventSink: AttemptEventSink {
-    /// An event's payload as the sink got it: a value, or JSON text already encoded.
-    enum Payload: Sendable {
-        case value(JSON)
-        case encoded([UInt8])
-    }
     let topicName: String
-    let push: @Sendable (String, Payload) async throws -> ChannelClientReply
+    let push: @Sendable (String, AttemptEventPayload) async throws -> ChannelClientReply
     var retryPause: Duration = .milliseconds(200)
     /// True once Lightning refused to rejoin the attempt's topic: sending stops with an error instead of
     /// retrying forever.
@@ -940,7 +935,7 @@ struct ChannelEventSink: AttemptEventSink {
         try await send(event, .encoded(payload))
     }
 
-    private func send(_ event: String, _ payload: Payload) async throws -> ChannelClientReply {
+    private func send(_ event: String, _ payload: AttemptEventPayload) async throws -> ChannelClientReply {
         while true {
             if isAbandoned() { throw WorkerError.attemptAbandoned(topicName) }
             do {

@@ -37,6 +37,12 @@ public protocol AttemptEventSink: Sendable {
     func send(_ event: String, encoded payload: [UInt8]) async throws -> ChannelClientReply
 }
 
+/// An event's payload on its way out: a value, or JSON text already encoded (a log batch).
+enum AttemptEventPayload: Sendable {
+    case value(JSON)
+    case encoded([UInt8])
+}
+
 extension AttemptEventSink {
     /// For sinks that only take values: the text is parsed back (our own encoding: it parses).
     public func send(_ event: String, encoded payload: [UInt8]) async throws -> ChannelClientReply {

@@ -9,12 +9,8 @@ import Foundation
 /// order. The first failure (Lightning refused to rejoin the attempt) fails every later post and send.
 final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
     private struct Entry {
-        enum Payload {
-            case value(JSON)
-            case encoded([UInt8])
-        }
         var event: String
-        var payload: Payload
+        var payload: AttemptEventPayload
         var waiter: CheckedContinuation<ChannelClientReply, any Error>?
     }
 

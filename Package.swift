@@ -51,7 +51,7 @@ let package = Package(
         .target(
             name: "Lightning",
             dependencies: [
-                "JWT", "Channels", "LightningProtocol", "COpenSSL",
+                "JWT", "Channels", "LightningProtocol", "COpenSSL", "Postgres",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),

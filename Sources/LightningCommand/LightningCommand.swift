@@ -16,12 +16,15 @@ struct LightningCommand: AsyncParsableCommand {
 
 /// Options every subcommand that touches the database shares.
 struct DatabaseOptions: ParsableArguments {
-    @Option(name: .long, help: "SQLite database file (env LIGHTNING_DATABASE).")
+    @Option(name: .long, help: """
+        A SQLite database file, or a PostgreSQL URL (postgres://user@host:5432/db) for several replicas on one \
+        database (env LIGHTNING_DATABASE).
+        """)
     var database: String = ProcessInfo.processInfo.environment["LIGHTNING_DATABASE"] ?? "./data/lightning.db"
 
-    func open() throws -> SQLiteStore {
+    func open() throws -> SQLStore {
         let key = ProcessInfo.processInfo.environment[CredentialCipher.environmentVariable]
-        return try SQLiteStore(path: database, cipher: try key.map { try CredentialCipher(base64Key: $0) })
+        return try SQLStore.open(database, cipher: try key.map { try CredentialCipher(base64Key: $0) })
     }
 }
 
@@ -123,7 +126,7 @@ extension LightningCommand {
             var config = LightningConfiguration(attemptSigningKey: keys.attemptSigningKey, workerSecretKey: keys.workerSecretKey)
             config.host = host
             config.port = port
-            config.databasePath = db.database
+            config.databasePath = SQLStore.redacted(db.database)
             config.graceSeconds = graceSeconds
             config.requireWorkerTokenExpiry = requireWorkerTokenExpiry
             config.sharedSecretEnabled = !noSharedSecret

@@ -437,7 +437,7 @@ extension LightningCommand {
             @OptionGroup var options: ClientOptions
             @Argument(help: "A name for the token (who or what uses it).") var name: String
             @Option(help: "viewer (read, watch) or admin (also create, start, cancel).") var role: String = "viewer"
-            @Option(help: "Create it directly in this database file instead of through the API.") var database: String?
+            @Option(help: "Create it directly in this database (a SQLite file or a PostgreSQL URL) instead of through the API.") var database: String?
 
             func validate() throws {
                 if OperatorToken.Role(rawValue: role) == nil { throw ValidationError("--role must be viewer or admin") }
@@ -447,7 +447,7 @@ extension LightningCommand {
                 try await runCLI {
                     let secret: String, id: String
                     if let database {
-                        let store = try SQLiteStore(path: database, cipher: nil)
+                        let store = try SQLStore.open(database, cipher: nil)
                         let made = try await store.createOperatorToken(name: name, role: OperatorToken.Role(rawValue: role)!)
                         (secret, id) = (made.secret, made.record.id)
                         if options.json { options.emit(["id": .string(id), "name": .string(name), "role": .string(role), "token": .string(secret)]) ; return }

@@ -71,7 +71,7 @@ struct Binaries {
                          environment: environment, directory: dir, logName: log ?? "\(name).log")
     }
 
-    func store() throws -> SQLiteStore { try SQLiteStore(path: database, cipher: nil) }
+    func store() throws -> SQLStore { try SQLStore(path: database, cipher: nil) }
 
     /// The admin operator token `serve` wrote into keys/.
     func operatorToken() throws -> String {

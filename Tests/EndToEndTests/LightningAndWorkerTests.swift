@@ -8,7 +8,7 @@ import TestSupport
 /// Lightning and a worker in one process, over a real loopback socket, with the real sandbox.
 struct Stack {
     let dir: URL
-    let store: SQLiteStore
+    let store: SQLStore
     let keys: WorkerKeySet
     var lightning: Lightning
     let worker: Worker
@@ -17,7 +17,7 @@ struct Stack {
     init(capacity: Int = 2, workerTrusts foreignKey: Bool = false) async throws {
         dir = try TestSupport.temporaryDirectory("e2e")
         keys = try sharedTestKeys.get()
-        store = try SQLiteStore(path: dir.appendingPathComponent("lightning.db").path,
+        store = try SQLStore(path: dir.appendingPathComponent("lightning.db").path,
                                 cipher: CredentialCipher(key: Array(repeating: 1, count: 32)))
         var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),
                                             workerSecretKey: try .hmac(secret: keys.workerSecret))

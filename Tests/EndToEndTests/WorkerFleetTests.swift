@@ -53,7 +53,7 @@ struct WorkerFleetTests {
         }
     }
 
-    func run(_ store: SQLiteStore, _ workflow: String) async throws -> AttemptRecord {
+    func run(_ store: SQLStore, _ workflow: String) async throws -> AttemptRecord {
         let created = try await store.createWorkOrder(workflow: workflow, input: Array("{}".utf8))
         return try await store.waitUntilFinal(created.attemptID)
     }

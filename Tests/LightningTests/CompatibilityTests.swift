@@ -1,6 +1,5 @@
 import Channels
 import Foundation
-import GRDB
 import JWT
 import LightningProtocol
 import Testing
@@ -95,8 +94,8 @@ extension Harness {
         return (id, topic, plan)
     }
 
-    func count(_ sql: String, _ arguments: StatementArguments = []) async throws -> Int {
-        try await t.store.pool.read { db in try Int.fetchOne(db, sql: sql, arguments: arguments) ?? 0 }
+    func count(_ sql: String, _ arguments: [String] = []) async throws -> Int {
+        try t.store.database.readHere { db in try db.int(sql, arguments) ?? 0 }
     }
 }
 

@@ -329,7 +329,7 @@ struct OperatorTests {
         #expect(try await first.tick(now: at("10:05:01")).isEmpty, "once per slot")
 
         // Restart: a new store on the same file and a new scheduler.
-        let reopened = try SQLiteStore(path: t.path, cipher: nil)
+        let reopened = try SQLStore(path: t.path, cipher: nil)
         let second = CronScheduler(store: reopened, logger: logger)
         #expect(try await second.tick(now: at("10:05:30")).isEmpty, "the restart does not fire 10:05 again")
         // Two schedulers racing for one slot: exactly one work order.

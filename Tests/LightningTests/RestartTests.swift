@@ -37,7 +37,7 @@ struct RestartTests {
         let keys = try WorkerKeySet.generate()
         let database = dir.appendingPathComponent("lightning.db").path
         do {
-            let store = try SQLiteStore(path: database, cipher: nil)
+            let store = try SQLStore(path: database, cipher: nil)
             _ = try await store.applyWorkflow(try WorkflowDefinition.parse(
                 "name: w\njobs:\n  - {name: a, adaptor: sh, body: 'true'}"))
             _ = try await store.createWorkOrder(workflow: "w", input: Array("{}".utf8))
@@ -80,7 +80,7 @@ struct RestartTests {
 
         let restarted = try await ServeProcess(directory: dir, keys: keys, database: database)
         defer { restarted.terminate() }
-        let store = try SQLiteStore(path: database, cipher: nil)
+        let store = try SQLStore(path: database, cipher: nil)
         let stored = try await store.logs(attemptID: id, since: 0, limit: 1_000_000)
         print("restart test: \(acknowledged.count) acknowledged, \(stored.count) stored")
         let messages = stored.map(\.message)

@@ -29,15 +29,53 @@ let exampleYAML = """
         condition: on_job_failure
     """
 
+/// The engines under the store. The store's behaviour tests take `Engine.all` as their arguments, so each runs
+/// against both: a SQLite file, and a fresh database on a real PostgreSQL server (TestSupport.PostgresServer).
+enum Engine: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite, postgres
+    static let all = allCases
+    var testDescription: String { rawValue }
+}
+
 struct TestStore {
     let dir: URL
-    let store: SQLiteStore
+    let store: SQLStore
+    let engine: Engine
+    /// The SQLite file, or the PostgreSQL database's URL.
+    let location: String
     let key = Array(repeating: UInt8(7), count: 32)
     var path: String { dir.appendingPathComponent("lightning.db").path }
 
     init(directory: URL? = nil) throws {
         dir = try directory ?? TestSupport.temporaryDirectory("store")
-        store = try SQLiteStore(path: dir.appendingPathComponent("lightning.db").path, cipher: CredentialCipher(key: key))
+        engine = .sqlite
+        location = dir.appendingPathComponent("lightning.db").path
+        store = try SQLStore(path: location, cipher: CredentialCipher(key: key))
+    }
+
+    private init(dir: URL, store: SQLStore, engine: Engine, location: String) {
+        self.dir = dir
+        self.store = store
+        self.engine = engine
+        self.location = location
+    }
+
+    static func make(_ engine: Engine) async throws -> TestStore {
+        switch engine {
+        case .sqlite:
+            return try TestStore()
+        case .postgres:
+            let url = try await PostgresServer.shared().newDatabase()
+            let key = Array(repeating: UInt8(7), count: 32)
+            let store = try await TestSupport.onThread { try SQLStore.open(url, cipher: CredentialCipher(key: key)) }
+            return TestStore(dir: try TestSupport.temporaryDirectory("store"), store: store, engine: .postgres, location: url)
+        }
+    }
+
+    /// The same database opened again (as a restarted Lightning, or another replica, would).
+    func reopen(cipher: CredentialCipher? = nil) async throws -> SQLStore {
+        let location = location
+        return try await TestSupport.onThread { try SQLStore.open(location, cipher: cipher) }
     }
 
     func remove() { try? FileManager.default.removeItem(at: dir) }
@@ -64,11 +102,11 @@ private func yaml(concurrency: Int?, name: String = "free") -> String {
     """
 }
 
-@Suite("SQLite store, queue and claims", .serialized)
+@Suite("The store, queue and claims, on SQLite and on PostgreSQL", .serialized)
 struct StoreTests {
-    @Test("claims are FIFO and honour a workflow's concurrency")
-    func fifoAndConcurrency() async throws {
-        let t = try TestStore()
+    @Test("claims are FIFO and honour a workflow's concurrency", arguments: Engine.all)
+    func fifoAndConcurrency(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow()
         let ids = try await t.work(4)
@@ -80,9 +118,9 @@ struct StoreTests {
         #expect(try await t.store.claim(demand: 10, workerName: "w2").map(\.id) == [ids[2]])
     }
 
-    @Test("a long backlog of a workflow at its concurrency limit does not starve other workflows")
-    func noStarvation() async throws {
-        let t = try TestStore()
+    @Test("a long backlog of a workflow at its concurrency limit does not starve other workflows", arguments: Engine.all)
+    func noStarvation(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: 1, name: "capped"))
         try await t.workflow(yaml(concurrency: nil, name: "free"))
@@ -93,9 +131,9 @@ struct StoreTests {
         #expect(try await t.store.claim(demand: 4, workerName: "w1").isEmpty)
     }
 
-    @Test("many concurrent claimers: every attempt is claimed exactly once")
-    func concurrentClaims() async throws {
-        let t = try TestStore()
+    @Test("many concurrent claimers: every attempt is claimed exactly once", arguments: Engine.all)
+    func concurrentClaims(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil))
         let ids = try await t.work(300, workflow: "free")
@@ -116,9 +154,42 @@ struct StoreTests {
         #expect(Set(claimed) == Set(ids))
     }
 
-    @Test("an undelivered claim goes back to available, only for the worker that had it")
-    func unclaim() async throws {
-        let t = try TestStore()
+    @Test("three stores on one database (three replicas), claiming at once: each attempt once, a workflow's concurrency never exceeded",
+          arguments: Engine.all)
+    func replicasClaim(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil, name: "free"))
+        try await t.workflow(yaml(concurrency: 3, name: "capped"))
+        // Interleaved, so that claimers' windows (each locks the rows it reads) hold different capped attempts.
+        var free: [String] = []
+        for _ in 0..<40 {
+            free += try await t.work(5, workflow: "free")
+            _ = try await t.work(1, workflow: "capped")
+        }
+        let replicas = [t.store, try await t.reopen(), try await t.reopen()]
+        let claimed = try await withThrowingTaskGroup(of: [String].self) { group in
+            for w in 0..<9 {
+                group.addTask {
+                    let store = replicas[w % replicas.count]
+                    var mine: [String] = []
+                    while true {
+                        let got = try await store.claim(demand: 4, workerName: "w\(w)")
+                        if got.isEmpty { return mine }
+                        mine += got.map(\.id)
+                    }
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(claimed.count == Set(claimed).count, "no attempt claimed twice")
+        #expect(Set(free).isSubset(of: Set(claimed)), "every free attempt claimed")
+        #expect(claimed.count == free.count + 3, "the capped workflow's concurrency of 3 held across replicas: \(claimed.count - free.count)")
+    }
+
+    @Test("an undelivered claim goes back to available, only for the worker that had it", arguments: Engine.all)
+    func unclaim(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil))
         let ids = try await t.work(1, workflow: "free")
@@ -130,9 +201,9 @@ struct StoreTests {
         #expect(back.state == .available && back.workerName == nil && back.claimedAt == nil)
     }
 
-    @Test("final states never change; late events and logs are refused")
-    func finalStates() async throws {
-        let t = try TestStore()
+    @Test("final states never change; late events and logs are refused", arguments: Engine.all)
+    func finalStates(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil))
         let id = try await t.work(1, workflow: "free")[0]
@@ -149,9 +220,9 @@ struct StoreTests {
         #expect(try await t.store.attempt(id).state == .failed)
     }
 
-    @Test("log seq numbers are gap-free under concurrent batches")
-    func logSequence() async throws {
-        let t = try TestStore()
+    @Test("log seq numbers are gap-free under concurrent batches", arguments: Engine.all)
+    func logSequence(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil))
         let ids = try await t.work(2, workflow: "free")
@@ -176,9 +247,9 @@ struct StoreTests {
         #expect(try await t.store.logs(attemptID: ids[0], since: 490, limit: 100).map(\.seq) == Array(491...500))
     }
 
-    @Test("a log batch resent after a lost reply is stored once; lines without worker_seq are always stored")
-    func resentBatch() async throws {
-        let t = try TestStore()
+    @Test("a log batch resent after a lost reply is stored once; lines without worker_seq are always stored", arguments: Engine.all)
+    func resentBatch(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil))
         let id = try await t.work(1, workflow: "free")[0]
@@ -202,28 +273,32 @@ struct StoreTests {
         #expect(logs.map(\.seq) == Array(1...9))
     }
 
-    @Test("credentials are encrypted at rest and never appear in the database file")
-    func credentialsEncrypted() async throws {
-        let t = try TestStore()
+    @Test("credentials are encrypted at rest and never appear in the database file", arguments: Engine.all)
+    func credentialsEncrypted(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         let secret = "hunter2-very-secret-value"
         let id = try await t.store.setCredential(name: "api", body: Array(#"{"password":"\#(secret)"}"#.utf8))
         #expect(String(decoding: try await t.store.credentialBody(id: id), as: UTF8.self).contains(secret))
-        for suffix in ["", "-wal"] {
-            let bytes = (try? Data(contentsOf: URL(fileURLWithPath: t.path + suffix))) ?? Data()
-            #expect(bytes.range(of: Data(secret.utf8)) == nil, "plaintext found in lightning.db\(suffix)")
+        let stored = try t.store.database.readHere { db in try db.bytes("SELECT sealed_body FROM credentials WHERE id = ?", [id]) }
+        #expect(stored.map { Data($0).range(of: Data(secret.utf8)) == nil } == true, "plaintext found in the stored column")
+        if engine == .sqlite {
+            for suffix in ["", "-wal"] {
+                let bytes = (try? Data(contentsOf: URL(fileURLWithPath: t.path + suffix))) ?? Data()
+                #expect(bytes.range(of: Data(secret.utf8)) == nil, "plaintext found in lightning.db\(suffix)")
+            }
         }
-        let other = try SQLiteStore(path: t.path, cipher: CredentialCipher(key: Array(repeating: 9, count: 32)))
+        let other = try await t.reopen(cipher: CredentialCipher(key: Array(repeating: 9, count: 32)))
         await #expect(throws: CredentialCipher.Error.self) { try await other.credentialBody(id: id) }
         await #expect(throws: StoreError.self) { try await t.store.setCredential(name: "bad", body: Array("[1]".utf8)) }
     }
 
-    @Test("group commit: concurrent writes share transactions, and a refused one undoes only itself")
-    func groupCommit() async throws {
-        let t = try TestStore()
+    @Test("group commit: concurrent writes share transactions, and a refused one undoes only itself", arguments: Engine.all)
+    func groupCommit(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil))
-        let before = t.store.writer.transactions
+        let before = t.store.database.commits.transactions
         let results = await withTaskGroup(of: Result<CreatedWork, any Error>.self) { group in
             for i in 0..<60 {
                 group.addTask {
@@ -243,25 +318,33 @@ struct StoreTests {
         #expect(ok.count == 59, "every write but the refused one committed")
         #expect(results.filter { if case .failure(let e) = $0 { return e is StoreError }; return false }.count == 1)
         for created in ok { #expect(try await t.store.attempt(created.attemptID).state == .available) }
-        let transactions = t.store.writer.transactions - before
-        // One transaction per write would be 60; writes that queue up while one commits go in the next.
-        #expect(transactions < 60, "60 writes in \(transactions) transactions")
+        let transactions = t.store.database.commits.transactions - before
+        if engine == .sqlite {
+            // One transaction per write would be 60; writes that queue up while one commits go in the next.
+            #expect(transactions < 60, "60 writes in \(transactions) transactions")
+        } else {
+            // PostgreSQL: a transaction per write (its own WAL flush groups the commits).
+            #expect(transactions == 59, "the 59 accepted writes, each committed once")
+        }
     }
 
-    @Test("reopening the same file keeps everything and runs no migration twice")
-    func reopen() async throws {
-        let t = try TestStore()
+    @Test("reopening the same database keeps everything and runs no migration twice", arguments: Engine.all)
+    func reopen(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow()
         let ids = try await t.work(2)
-        let again = try SQLiteStore(path: t.path, cipher: nil)
+        let again = try await t.reopen()
         #expect(try await again.attempt(ids[1]).state == .available)
         #expect(try await again.workflows().map(\.name) == ["greet"])
+        let migrations = engine == .sqlite ? "grdb_migrations" : "schema_migrations"
+        let applied = try again.database.readHere { db in try db.strings("SELECT \(migrations).* FROM \(migrations)") }
+        #expect(applied.sorted() == Migrations.list.map(\.name).sorted(), "each migration recorded once")
     }
 
-    @Test("the plan comes from the snapshot taken when the work order was made")
-    func planFromSnapshot() async throws {
-        let t = try TestStore()
+    @Test("the plan comes from the snapshot taken when the work order was made", arguments: Engine.all)
+    func planFromSnapshot(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         _ = try await t.store.setCredential(name: "api", body: Array(#"{"token":"abc123"}"#.utf8))
         try await t.workflow()
@@ -286,9 +369,9 @@ struct StoreTests {
         #expect(try await t.store.plan(attemptID: needs).jobs[0].credentialID == set)
     }
 
-    @Test("lost attempts: a vanished worker's attempts and overdue claims, with their open steps")
-    func lost() async throws {
-        let t = try TestStore()
+    @Test("lost attempts: a vanished worker's attempts and overdue claims, with their open steps", arguments: Engine.all)
+    func lost(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil))
         let ids = try await t.work(2, workflow: "free")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A throwaway PostgreSQL server for one test: Debian's `postgresql` binaries, `initdb` in a temporary directory,
 /// listening only on a unix socket in that directory (no TCP port, so nothing to collide with), stopped by its pid
@@ -76,6 +77,30 @@ public final class PostgresServer: @unchecked Sendable {
             stop()
             throw TestSupport.Failure("PostgreSQL did not start: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         }
+    }
+
+    /// One server for the whole test process, started by the first test that asks for it and stopped when the
+    /// process exits (a fresh database per test keeps the tests apart: `newDatabase`). Starting a server per test
+    /// would cost each store test a second or two.
+    public static func shared() async throws -> PostgresServer {
+        try await sharedServer.value
+    }
+
+    private static let sharedServer = Task { () throws -> PostgresServer in
+        let server = try await PostgresServer()
+        sharedForExit.withLock { $0 = server }
+        atexit { PostgresServer.sharedForExit.withLock { $0 }?.stop() }
+        return server
+    }
+
+    private static let sharedForExit = Mutex<PostgresServer?>(nil)
+
+    /// A new, empty database on this server; returns its URL.
+    public func newDatabase() async throws -> String {
+        let name = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        let r = try await TestSupport.run("\(Self.binDirectory!)/createdb", ["-h", socketDirectory, "-p", "\(port)", "-U", user, name])
+        guard r.status == 0 else { throw TestSupport.Failure("createdb failed: \(r.stderr)") }
+        return url(database: name)
     }
 
     /// What the server wrote (for a failing test's message).

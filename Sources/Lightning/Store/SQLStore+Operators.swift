@@ -1,7 +1,6 @@
 import Foundation
-import GRDB
 
-extension SQLiteStore {
+extension SQLStore {
     // MARK: Operator tokens
 
     public func createOperatorToken(name: String, role: OperatorToken.Role) async throws -> (record: OperatorTokenRecord, secret: String) {
@@ -11,9 +10,9 @@ extension SQLiteStore {
         // The id is public (shown in lists, used to revoke); it is not derived from the secret.
         let id = String(Self.newID().prefix(8))
         let now = Timestamp.nowMicros()
-        try await pool.write { db in
-            try db.execute(sql: "INSERT INTO operator_tokens (id, hash, name, role, inserted_at) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [id, token.hash, trimmed, role.rawValue, now])
+        try await database.write { db in
+            try db.execute("INSERT INTO operator_tokens (id, hash, name, role, inserted_at) VALUES (?, ?, ?, ?, ?)",
+                           [id, token.hash, trimmed, role.rawValue, now])
         }
         return (OperatorTokenRecord(id: id, name: trimmed, role: role, insertedAt: now), token.plaintext)
     }
@@ -21,40 +20,39 @@ extension SQLiteStore {
     public func verifyOperatorToken(secret: String) throws -> OperatorTokenRecord? {
         guard OperatorToken.isWellFormed(secret) else { return nil }
         let hash = OperatorToken.hash(secret)
-        return try pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM operator_tokens WHERE hash = ? AND revoked_at IS NULL", arguments: [hash])
+        return try database.readHere { db in
+            try db.fetchOne("SELECT * FROM operator_tokens WHERE hash = ? AND revoked_at IS NULL", [hash])
         }.map(Self.token(from:))
     }
 
     public func touchOperatorToken(_ record: OperatorTokenRecord, at: Int64) async throws {
         // Kept to the minute: a busy API must not write on every request.
         guard (record.lastUsedAt ?? 0) < at - 60_000_000 else { return }
-        try await pool.write { db in
-            try db.execute(sql: "UPDATE operator_tokens SET last_used_at = ? WHERE id = ?", arguments: [at, record.id])
+        try await database.write { db in
+            try db.execute("UPDATE operator_tokens SET last_used_at = ? WHERE id = ?", [at, record.id])
         }
     }
 
     public func lastLogSeq(attemptID: String) async throws -> Int64 {
         try await read { db in
-            try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM log_lines WHERE attempt_id = ?", arguments: [attemptID]) ?? 0
+            try db.int64("SELECT MAX(seq) FROM log_lines WHERE attempt_id = ?", [attemptID]) ?? 0
         }
     }
 
     public func operatorTokens() async throws -> [OperatorTokenRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM operator_tokens ORDER BY inserted_at").map(Self.token(from:))
+            try db.fetchAll("SELECT * FROM operator_tokens ORDER BY inserted_at").map(Self.token(from:))
         }
     }
 
     public func revokeOperatorToken(_ idOrName: String, at: Int64) async throws -> Int {
-        try await pool.write { db in
-            try db.execute(sql: "UPDATE operator_tokens SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
-                           arguments: [at, idOrName, idOrName])
-            return db.changesCount
+        try await database.write { db in
+            try db.execute("UPDATE operator_tokens SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+                           [at, idOrName, idOrName])
         }
     }
 
-    static func token(from row: Row) -> OperatorTokenRecord {
+    static func token(from row: SQLRow) -> OperatorTokenRecord {
         OperatorTokenRecord(id: row["id"], name: row["name"], role: OperatorToken.Role(rawValue: row["role"]) ?? .viewer,
                             insertedAt: row["inserted_at"], lastUsedAt: row["last_used_at"], revokedAt: row["revoked_at"])
     }
@@ -64,7 +62,7 @@ extension SQLiteStore {
     public func attemptCounts() async throws -> [AttemptState: Int] {
         try await read { db in
             var counts: [AttemptState: Int] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM attempts GROUP BY state") {
+            for row in try db.fetchAll("SELECT state, COUNT(*) AS n FROM attempts GROUP BY state") {
                 if let s = AttemptState(rawValue: row["state"]) { counts[s] = row["n"] }
             }
             return counts
@@ -72,14 +70,14 @@ extension SQLiteStore {
     }
 
     public func logLineCount() async throws -> Int64 {
-        try await read { db in try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM log_lines") ?? 0 }
+        try await read { db in try db.int64("SELECT COUNT(*) FROM log_lines") ?? 0 }
     }
 
     // MARK: Cron
 
     public func cronTriggers() async throws -> [CronTrigger] {
         try await read { db in
-            try Row.fetchAll(db, sql: """
+            try db.fetchAll("""
                 SELECT w.id AS workflow_id, w.name AS workflow_name, t.id AS trigger_id, t.name AS trigger_name,
                        t.cron_expression, c.next_slot, c.expression AS scheduled_expression
                 FROM triggers t JOIN workflows w ON w.current_snapshot_id = t.snapshot_id
@@ -97,14 +95,14 @@ extension SQLiteStore {
     }
 
     public func scheduleCron(_ trigger: CronTrigger, next: Int64) async throws -> Int64 {
-        try await pool.write { db in
-            try db.execute(sql: """
+        try await database.write { db in
+            try db.execute("""
                 INSERT INTO cron_slots (workflow_id, trigger_name, expression, next_slot) VALUES (?, ?, ?, ?)
                 ON CONFLICT(workflow_id, trigger_name) DO UPDATE SET expression = excluded.expression,
                     next_slot = excluded.next_slot WHERE cron_slots.expression != excluded.expression
-                """, arguments: [trigger.workflowID, trigger.triggerName, trigger.expression, next])
-            return try Int64.fetchOne(db, sql: "SELECT next_slot FROM cron_slots WHERE workflow_id = ? AND trigger_name = ?",
-                                      arguments: [trigger.workflowID, trigger.triggerName]) ?? next
+                """, [trigger.workflowID, trigger.triggerName, trigger.expression, next])
+            return try db.int64("SELECT next_slot FROM cron_slots WHERE workflow_id = ? AND trigger_name = ?",
+                                      [trigger.workflowID, trigger.triggerName]) ?? next
         }
     }
 
@@ -113,15 +111,15 @@ extension SQLiteStore {
         let input = Array(#"{"cron":{"trigger":"\#(trigger.triggerName)","slot":\#(due / 1_000_000)}}"#.utf8)
         do {
             return try await createWorkOrder(input: input) { db in
-                try db.execute(sql: """
+                let fired = try db.execute("""
                     UPDATE cron_slots SET next_slot = ?, last_fired_slot = ?
                     WHERE workflow_id = ? AND trigger_name = ? AND next_slot = ? AND expression = ?
-                    """, arguments: [next, due, trigger.workflowID, trigger.triggerName, due, trigger.expression])
-                guard db.changesCount == 1 else { throw AlreadyFired() }
-                guard let row = try Row.fetchOne(db, sql: """
+                    """, [next, due, trigger.workflowID, trigger.triggerName, due, trigger.expression])
+                guard fired == 1 else { throw AlreadyFired() }
+                guard let row = try db.fetchOne("""
                     SELECT w.id, w.current_snapshot_id FROM workflows w JOIN triggers t ON t.snapshot_id = w.current_snapshot_id
                     WHERE w.id = ? AND t.name = ? AND t.type = 'cron'
-                    """, arguments: [trigger.workflowID, trigger.triggerName]) else { throw AlreadyFired() }
+                    """, [trigger.workflowID, trigger.triggerName]) else { throw AlreadyFired() }
                 return (row["id"], row["current_snapshot_id"], trigger.triggerID)
             }
         } catch is AlreadyFired {

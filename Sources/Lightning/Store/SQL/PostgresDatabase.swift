@@ -1,0 +1,267 @@
+import Channels
+import Foundation
+import Postgres
+
+/// PostgreSQL under the store, for several Lightning replicas on one database (issue 12).
+///
+/// libpq's calls block, so connections are never used on the cooperative pool: an async read or write is handed
+/// to a thread of this class's own (started on demand, ended after a quiet second), and `readHere` borrows a
+/// connection on the calling thread, as the SQLite store's short reads do. At most `maxConnections` are open.
+///
+/// Every write is one transaction at `SERIALIZABLE`, run again (up to `maxAttempts` times) when PostgreSQL reports a
+/// serialization failure or a deadlock: the store's rules were written for SQLite's single writer, and serializable
+/// transactions give them the same guarantee with several writers on several replicas. A commit whose outcome is
+/// unknown (the connection was lost during it) is never run again: it is reported as unavailable.
+public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
+    public var dialect: SQLDialect { .postgres }
+    private let conninfo: String
+    private let maxConnections: Int
+    private let maxAttempts = 30
+    private let condition = NSCondition()
+    private var idle: [PostgresConnection] = []
+    private var open = 0
+    private var jobs: [@Sendable () -> Void] = []
+    private var threads = 0
+    private var waitingThreads = 0
+    private var counts = (transactions: 0, writes: 0, retries: 0)
+    /// SQL with `?` placeholders, as PostgreSQL's `$n`.
+    private var translated: [String: String] = [:]
+
+    /// Connects (once, to check the address and the credentials) and runs pending migrations.
+    public init(url: String, maxConnections: Int = 8) throws {
+        conninfo = url
+        self.maxConnections = max(2, maxConnections)
+        let first = try Self.connect(url)
+        try Migrations.migratePostgres(first)
+        idle.append(first)
+        open = 1
+    }
+
+    private static func connect(_ conninfo: String) throws -> PostgresConnection {
+        do {
+            let c = try PostgresConnection(conninfo)
+            // Times are integers (µs) and text is UTF-8 whatever the server's defaults.
+            try c.execute("SET client_encoding = 'UTF8'")
+            return c
+        } catch let e as PostgresError {
+            throw StoreError.unavailable("PostgreSQL: \(e.message)")
+        }
+    }
+
+    /// Retries taken after serialization failures (a figure for /metrics and the tests).
+    public var retries: Int { condition.withLock { counts.retries } }
+    public var commits: (transactions: Int, writes: Int) { condition.withLock { (counts.transactions, counts.writes) } }
+
+    // MARK: Connections
+
+    private func checkout() throws -> PostgresConnection {
+        condition.lock()
+        while idle.isEmpty && open >= maxConnections { condition.wait() }
+        if let c = idle.popLast() {
+            condition.unlock()
+            return c
+        }
+        open += 1
+        condition.unlock()
+        do {
+            return try Self.connect(conninfo)
+        } catch {
+            condition.withLock { open -= 1 }
+            condition.broadcast()
+            throw error
+        }
+    }
+
+    private func checkin(_ c: PostgresConnection) {
+        condition.lock()
+        if c.isConnected { idle.append(c) } else { open -= 1 }
+        condition.unlock()
+        condition.broadcast()
+    }
+
+    private func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        let c = try checkout()
+        defer { checkin(c) }
+        return try body(c)
+    }
+
+    /// Runs `job` on one of this class's threads.
+    private func submit(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        jobs.append(job)
+        let start = waitingThreads == 0 && threads < maxConnections
+        if start { threads += 1 }
+        condition.unlock()
+        condition.broadcast()
+        guard start else { return }
+        let thread = Thread { [self] in
+            nameCurrentThread("lightning-pg")
+            while true {
+                condition.lock()
+                waitingThreads += 1
+                let until = Date(timeIntervalSinceNow: 1)
+                while jobs.isEmpty && condition.wait(until: until) {}
+                waitingThreads -= 1
+                if jobs.isEmpty {
+                    threads -= 1
+                    condition.unlock()
+                    return
+                }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    private func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+            submit { c.resume(with: Result { try body() }) }
+        }
+    }
+
+    // MARK: StoreDatabase
+
+    public func readHere<T>(_ body: (any SQLSession) throws -> T) throws -> T {
+        try translateErrors { try withConnection { c in try body(PostgresSession(connection: c, database: self)) } }
+    }
+
+    public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+        try await run { [self] in try readHere(body) }
+    }
+
+    public func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T)
+        async throws -> T
+    {
+        try await run { [self] in try translateErrors { try withConnection { c in try transaction(c, isolation, body) } } }
+    }
+
+    private func transaction<T>(_ c: PostgresConnection, _ isolation: WriteIsolation, _ body: (any SQLSession) throws -> T) throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            try c.execute(isolation == .serializable ? "BEGIN ISOLATION LEVEL SERIALIZABLE" : "BEGIN ISOLATION LEVEL READ COMMITTED")
+            let value: T
+            do {
+                value = try body(PostgresSession(connection: c, database: self))
+            } catch {
+                try? c.execute("ROLLBACK")
+                if Self.isRetryable(error) && attempt < maxAttempts { backOff(attempt); continue }
+                throw error
+            }
+            do {
+                try c.execute("COMMIT")
+            } catch {
+                // A serialization failure at commit rolled the transaction back: run it again. A lost connection
+                // leaves the outcome unknown: reported, never run twice.
+                if c.isConnected && Self.isRetryable(error) && attempt < maxAttempts { backOff(attempt); continue }
+                throw error
+            }
+            condition.withLock {
+                counts.transactions += 1
+                counts.writes += 1
+            }
+            return value
+        }
+    }
+
+    private func backOff(_ attempt: Int) {
+        condition.withLock { counts.retries += 1 }
+        // Up to a few milliseconds, randomised so that two transactions that collided do not collide again.
+        usleep(UInt32.random(in: 0...UInt32(min(attempt, 10) * 500)))
+    }
+
+    /// Serialization failure, deadlock.
+    static func isRetryable(_ error: any Error) -> Bool {
+        guard let e = error as? PostgresError, let state = e.sqlState else { return false }
+        return state == "40001" || state == "40P01"
+    }
+
+    /// A server that cannot be reached becomes `StoreError.unavailable` (callers answer 503; nothing was stored).
+    private func translateErrors<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let e as PostgresError where e.sqlState == nil || e.sqlState!.hasPrefix("08") || e.sqlState!.hasPrefix("57P") {
+            throw StoreError.unavailable("the PostgreSQL server cannot be reached (\(e.message)): nothing was stored; try again")
+        } catch let e as PostgresError where e.sqlState == "53100" {
+            throw StoreError.unavailable("PostgreSQL's disk is full: nothing was stored; free space, then try again")
+        }
+    }
+
+    /// `sql` with its `?` placeholders numbered (`$1`, `$2`, …); quoted text and identifiers are left alone.
+    func numbered(_ sql: String) -> String {
+        if let done = condition.withLock({ translated[sql] }) { return done }
+        var out = ""
+        out.reserveCapacity(sql.utf8.count + 16)
+        var n = 0
+        var quote: Character? = nil
+        for ch in sql {
+            if let q = quote {
+                if ch == q { quote = nil }
+                out.append(ch)
+            } else if ch == "'" || ch == "\"" {
+                quote = ch
+                out.append(ch)
+            } else if ch == "?" {
+                n += 1
+                out += "$\(n)"
+            } else {
+                out.append(ch)
+            }
+        }
+        condition.withLock {
+            // Statements built from a varying number of parts are not kept (the cache stays bounded).
+            if translated.count < 4096 { translated[sql] = out }
+        }
+        return out
+    }
+}
+
+struct PostgresSession: SQLSession {
+    let connection: PostgresConnection
+    let database: PostgresDatabase
+    var dialect: SQLDialect { .postgres }
+
+    private static func parameters(_ arguments: [SQLValue]) -> [PostgresValue] {
+        arguments.map {
+            switch $0 {
+            case .null: .null
+            case .int(let v): .int(v)
+            case .double(let v): .double(v)
+            case .text(let v): .text(v)
+            case .blob(let v): .bytes(v)
+            }
+        }
+    }
+
+    @discardableResult func execute(_ sql: String, _ arguments: [SQLValue]) throws -> Int {
+        try connection.query(database.numbered(sql), Self.parameters(arguments)).affected
+    }
+
+    func fetchAll(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow] {
+        let rows = try connection.query(database.numbered(sql), Self.parameters(arguments))
+        return rows.values.map { SQLRow(columns: rows.columns, storage: .postgres($0)) }
+    }
+
+    /// Multi-row INSERTs of up to 1,000 lines each (8 parameters a line, well under PostgreSQL's 65,535).
+    func insertLogLines(attemptID: String, _ rows: [(seq: Int64, line: NewLogLine)]) throws {
+        var start = 0
+        while start < rows.count {
+            let chunk = rows[start..<min(start + 1000, rows.count)]
+            var sql = "INSERT INTO log_lines (attempt_id, seq, step_id, level, source, message, timestamp, worker_seq) VALUES "
+            var parameters: [PostgresValue] = []
+            parameters.reserveCapacity(chunk.count * 8)
+            for (i, row) in chunk.enumerated() {
+                let b = i * 8
+                sql += (i == 0 ? "" : ",") + "($\(b + 1),$\(b + 2),$\(b + 3),$\(b + 4),$\(b + 5),$\(b + 6),$\(b + 7),$\(b + 8))"
+                let line = row.line
+                parameters += [.text(attemptID), .int(row.seq), line.stepID.map { .text($0) } ?? .null, .text(line.level),
+                               .text(line.source), .text(line.message), .int(line.timestamp), line.workerSeq.map { .int($0) } ?? .null]
+            }
+            try connection.query(sql, parameters)
+            start += chunk.count
+        }
+    }
+}

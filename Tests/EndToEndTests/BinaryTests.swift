@@ -15,25 +15,28 @@ struct Binaries {
     let keys: WorkerKeySet
     private(set) var lightning: ChildProcess
     let port: Int
-    var database: String { dir.appendingPathComponent("lightning.db").path }
+    /// The SQLite file in `dir`, or the PostgreSQL URL given to `init`.
+    let database: String
 
     /// `launcher`: a program that runs `lightning` (its arguments first, then the binary's path and arguments), such as
     /// `prlimit --nofile=N:N --`.
-    init(extra: [String] = [], environment: [String: String] = [:], launcher: [String] = []) async throws {
+    /// `database`: a PostgreSQL URL, for replicas that share it (every Binaries of a test run has the same keys).
+    init(extra: [String] = [], environment: [String: String] = [:], launcher: [String] = [], database: String? = nil) async throws {
         dir = try TestSupport.temporaryDirectory("binaries")
         keys = try sharedTestKeys.get()
         try keys.write(to: dir.appendingPathComponent("keys").path)
-        let (process, port) = try await Self.serve(dir: dir, port: 0, extra: extra, environment: environment, log: "lightning.log",
-                                                   launcher: launcher)
+        self.database = database ?? dir.appendingPathComponent("lightning.db").path
+        let (process, port) = try await Self.serve(dir: dir, port: 0, database: self.database, extra: extra, environment: environment,
+                                                   log: "lightning.log", launcher: launcher)
         lightning = process
         self.port = port
     }
 
-    private static func serve(dir: URL, port: Int, extra: [String], environment: [String: String] = [:], log: String,
+    private static func serve(dir: URL, port: Int, database: String, extra: [String], environment: [String: String] = [:], log: String,
                               launcher: [String] = []) async throws -> (ChildProcess, Int)
     {
         let binary = try TestSupport.builtBinary("lightning")
-        let arguments = ["serve", "--port", "\(port)", "--database", dir.appendingPathComponent("lightning.db").path,
+        let arguments = ["serve", "--port", "\(port)", "--database", database,
                          "--grace-seconds", "2"] + extra
         let process = try ChildProcess(launcher.first ?? binary, launcher.isEmpty ? arguments : launcher.dropFirst() + [binary] + arguments,
                                        environment: environment, directory: dir, logName: log)
@@ -54,7 +57,7 @@ struct Binaries {
         // The port is free as soon as the process is gone; retry briefly in case the kernel is slow to say so.
         for attempt in 0..<20 {
             do {
-                (lightning, _) = try await Self.serve(dir: dir, port: port, extra: extra, log: "lightning-\(attempt)-restarted.log")
+                (lightning, _) = try await Self.serve(dir: dir, port: port, database: database, extra: extra, log: "lightning-\(attempt)-restarted.log")
                 return
             } catch {
                 lastError = error
@@ -71,7 +74,7 @@ struct Binaries {
                          environment: environment, directory: dir, logName: log ?? "\(name).log")
     }
 
-    func store() throws -> SQLStore { try SQLStore(path: database, cipher: nil) }
+    func store() throws -> SQLStore { try SQLStore.open(database, cipher: nil) }
 
     /// The admin operator token `serve` wrote into keys/.
     func operatorToken() throws -> String {

@@ -183,6 +183,15 @@ public final class Lightning: Sendable {
                                    logger: Logger(label: "lightning.channels"))
         try server.start()
         serverBox.server = server
+        // Replicas on one PostgreSQL database: work made through another replica nudges the workers here, and an
+        // operator's cancel there reaches the attempt's worker if it is connected here.
+        store.subscribe { [weak self] signal in
+            guard let self else { return }
+            switch signal {
+            case .workAvailable: nudgeWorkers()
+            case .cancel(let id): askWorkerToCancel(id)
+            }
+        }
         serverBox.janitor = Task { [self] in
             await restoreAbsentWorkers()
             await runJanitor()
@@ -486,10 +495,19 @@ public final class Lightning: Sendable {
         let state = try await store.cancel(attemptID, at: Timestamp.nowMicros())
         await attemptChanged(attemptID)
         if state == .claimed || state == .started {
-            serverBox.server?.broadcast(topic: Wire.Topic.attempt(attemptID), event: Wire.Event.cancel,
-                                        payload: ["reason": "cancelled by an operator"])
+            askWorkerToCancel(attemptID)
+            // Its worker may be connected to another replica.
+            do { try await store.publish(.cancel(attemptID: attemptID)) } catch {
+                logger.warning("could not tell the other replicas of a cancel", metadata: ["attempt.id": "\(attemptID)", "error": "\(error)"])
+            }
         }
         return state
+    }
+
+    /// `run:cancel` to the attempt's worker, if it is connected here.
+    private func askWorkerToCancel(_ attemptID: String) {
+        serverBox.server?.broadcast(topic: Wire.Topic.attempt(attemptID), event: Wire.Event.cancel,
+                                    payload: ["reason": "cancelled by an operator"])
     }
 
     // MARK: Janitor

@@ -325,6 +325,10 @@ public protocol LightningStore: Sendable {
     func workflowDetail(_ nameOrID: String) async throws -> WorkflowDetail
     func dataclipRecord(_ id: String) async throws -> (type: String, body: [UInt8])
     func allCredentialBodies() async throws -> [[UInt8]]
+
+    // Replicas on one database (PostgreSQL): what one tells the others. Nothing is sent or heard with SQLite.
+    func publish(_ signal: ClusterSignal) async throws
+    func subscribe(_ handler: @escaping @Sendable (ClusterSignal) -> Void)
 }
 
 public struct OperatorTokenRecord: Sendable, Equatable {

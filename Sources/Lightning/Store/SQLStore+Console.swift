@@ -114,6 +114,7 @@ extension SQLStore {
                 VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?, ?)
                 """, [newID, a.value("work_order_id"), a.value("workflow_id"), a.value("snapshot_id"), dataclipID, a.value("run_timeout_ms"),
                                  a.value("log_limit_bytes"), attemptID, number, startingJobID, by, now])
+            try db.signal(.workAvailable)
             return CreatedWork(workOrderID: a["work_order_id"], attemptID: newID, dataclipID: dataclipID,
                                webhookReply: nil, webhookReplyTimeoutMS: nil)
         }

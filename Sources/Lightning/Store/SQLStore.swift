@@ -40,6 +40,9 @@ public final class SQLStore: LightningStore {
         return database.replacing(/password=[^ &]*/, with: "password=***")
     }
 
+    public func publish(_ signal: ClusterSignal) async throws { try await database.publish(signal) }
+    public func subscribe(_ handler: @escaping @Sendable (ClusterSignal) -> Void) { database.subscribe(handler) }
+
     static func newID() -> String { UUID().uuidString.lowercased() }
 
     func readHere<T>(_ body: (any SQLSession) throws -> T) throws -> T { try database.readHere(body) }
@@ -243,6 +246,7 @@ public final class SQLStore: LightningStore {
                 VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?)
                 """, [attemptID, workOrderID, workflowID, snapshotID, dataclipID, options.runTimeoutMS,
                                  Int64(options.logLimitMB) * 1_000_000, now])
+            try db.signal(.workAvailable)
             return CreatedWork(workOrderID: workOrderID, attemptID: attemptID, dataclipID: dataclipID,
                                webhookReply: trigger?.webhookReply, webhookReplyTimeoutMS: trigger?.webhookReplyTimeoutMS)
         }
@@ -314,6 +318,7 @@ public final class SQLStore: LightningStore {
                     WHERE id = ? AND state = 'claimed' AND worker_name = ?
                     """, [id, workerName])
             }
+            try db.signal(.workAvailable)
         }
     }
 
@@ -558,6 +563,7 @@ public final class SQLStore: LightningStore {
             VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?)
             """, [newID, a.value("work_order_id"), a.value("workflow_id"), a.value("snapshot_id"), a.value("dataclip_id"), a.value("run_timeout_ms"),
                              a.value("log_limit_bytes"), id, number, a.value("starting_job_id"), at])
+        try db.signal(.workAvailable)
         let note = LogText.clean(text)
         try db.execute("""
             INSERT INTO log_lines (attempt_id, seq, level, source, message, timestamp) VALUES (?, 1, 'warn', ?, ?, ?)

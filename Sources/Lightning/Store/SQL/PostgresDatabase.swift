@@ -42,6 +42,8 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             let c = try PostgresConnection(conninfo)
             // Times are integers (µs) and text is UTF-8 whatever the server's defaults.
             try c.execute("SET client_encoding = 'UTF8'")
+            // Notices (\"already exists, skipping\") would go to standard error through libpq.
+            try c.execute("SET client_min_messages = warning")
             return c
         } catch let e as PostgresError {
             throw StoreError.unavailable("PostgreSQL: \(e.message)")
@@ -51,6 +53,72 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     /// Retries taken after serialization failures (a figure for /metrics and the tests).
     public var retries: Int { condition.withLock { counts.retries } }
     public var commits: (transactions: Int, writes: Int) { condition.withLock { (counts.transactions, counts.writes) } }
+
+    // MARK: The cluster bus
+
+    /// `LISTEN`/`NOTIFY` channel of every replica on this database.
+    static let channel = "lightning_cluster"
+    /// This process's mark on what it sends, so that it does not act on its own signals.
+    let origin = UUID().uuidString.lowercased().prefix(12)
+
+    func payload(_ signal: ClusterSignal) -> String {
+        switch signal {
+        case .workAvailable: "\(origin) work"
+        case .cancel(let id): "\(origin) cancel \(id)"
+        }
+    }
+
+    static func decode(_ payload: String) -> (origin: Substring, signal: ClusterSignal)? {
+        let parts = payload.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2 else { return nil }
+        switch parts[1] {
+        case "work": return (parts[0], .workAvailable)
+        case "cancel" where parts.count == 3: return (parts[0], .cancel(attemptID: String(parts[2])))
+        default: return nil
+        }
+    }
+
+    public func publish(_ signal: ClusterSignal) async throws {
+        let text = payload(signal)
+        try await run { [self] in try translateErrors { try withConnection { c in try c.notify(Self.channel, payload: text) } } }
+    }
+
+    /// A thread of its own with a connection of its own, listening for as long as this database object lives; a lost
+    /// connection is made again (after a second), and the handler hears `.workAvailable` since signals may have been
+    /// missed meanwhile.
+    public func subscribe(_ handler: @escaping @Sendable (ClusterSignal) -> Void) {
+        let conninfo = conninfo, origin = origin
+        let thread = Thread { [weak self] in
+            nameCurrentThread("lightning-pg-bus")
+            var connection: PostgresConnection? = nil
+            var wasLost = false
+            while self != nil {
+                if connection == nil {
+                    do {
+                        let c = try PostgresConnection(conninfo)
+                        try c.listen(Self.channel)
+                        connection = c
+                        if wasLost { handler(.workAvailable) }
+                    } catch {
+                        wasLost = true
+                        Thread.sleep(forTimeInterval: 1)
+                        continue
+                    }
+                }
+                do {
+                    for n in try connection!.notifications(timeout: .seconds(1)) {
+                        guard let (from, signal) = Self.decode(n.payload), from != origin else { continue }
+                        handler(signal)
+                    }
+                } catch {
+                    connection = nil
+                    wasLost = true
+                }
+            }
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
 
     // MARK: Connections
 
@@ -243,6 +311,11 @@ struct PostgresSession: SQLSession {
     func fetchAll(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow] {
         let rows = try connection.query(database.numbered(sql), Self.parameters(arguments))
         return rows.values.map { SQLRow(columns: rows.columns, storage: .postgres($0)) }
+    }
+
+    /// `NOTIFY`, sent by PostgreSQL at commit (identical ones in one transaction go once).
+    func signal(_ signal: ClusterSignal) throws {
+        try connection.notify(PostgresDatabase.channel, payload: database.payload(signal))
     }
 
     /// Multi-row INSERTs of up to 1,000 lines each (8 parameters a line, well under PostgreSQL's 65,535).

@@ -204,6 +204,16 @@ public protocol SQLSession {
     func fetchAll(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow]
     /// Inserts log lines (the bulk write of the log path), each engine its fastest way.
     func insertLogLines(attemptID: String, _ rows: [(seq: Int64, line: NewLogLine)]) throws
+    /// Tells the other replicas, once this write commits (and only if it does). Nothing to do with one process.
+    func signal(_ signal: ClusterSignal) throws
+}
+
+/// What one replica tells the others through the database (PostgreSQL `LISTEN`/`NOTIFY`).
+public enum ClusterSignal: Sendable, Equatable {
+    /// An attempt became available: nudge this replica's workers.
+    case workAvailable
+    /// An operator cancelled this attempt: its worker may be connected to any replica.
+    case cancel(attemptID: String)
 }
 
 extension SQLSession {
@@ -258,6 +268,11 @@ public protocol StoreDatabase: Sendable {
     func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T
     /// Transactions committed and the writes they carried (their ratio is the batching).
     var commits: (transactions: Int, writes: Int) { get }
+    /// Sends `signal` to the other replicas now.
+    func publish(_ signal: ClusterSignal) async throws
+    /// Calls `handler` with each signal another replica sends (and once after a lost listening connection comes back,
+    /// with `.workAvailable`: what was sent meanwhile is not known). Nothing ever comes with one process.
+    func subscribe(_ handler: @escaping @Sendable (ClusterSignal) -> Void)
 }
 
 // The first column of the first row, typed (nil: no row, or NULL); and of every row.

@@ -51,6 +51,10 @@ public final class SQLiteDatabase: StoreDatabase {
     }
 
     public var commits: (transactions: Int, writes: Int) { (writer.transactions, writer.writes) }
+
+    /// One process on one file: there is nobody else to tell.
+    public func publish(_ signal: ClusterSignal) async throws {}
+    public func subscribe(_ handler: @escaping @Sendable (ClusterSignal) -> Void) {}
 }
 
 /// Statements run through SQLite's C API on GRDB's per-connection statement cache: prepared once per connection
@@ -137,6 +141,8 @@ struct SQLiteSession: SQLSession {
         guard rc == SQLITE_DONE else { throw failure(rc, statement) }
         return rows
     }
+
+    func signal(_ signal: ClusterSignal) throws {}
 
     /// One prepared statement, bound and stepped per row.
     func insertLogLines(attemptID: String, _ rows: [(seq: Int64, line: NewLogLine)]) throws {

@@ -1,0 +1,66 @@
+import Foundation
+import Lightning
+import Testing
+import TestSupport
+
+/// Several `lightning serve` processes on one PostgreSQL database (issue 12), with real workers: a fresh database on
+/// the test process's throwaway server (TestSupport.PostgresServer) for each test.
+@Suite("Lightning replicas on one PostgreSQL database", .serialized)
+struct ReplicaTests {
+    static let flow = """
+        name: once
+        jobs:
+          - {name: mark, adaptor: sh, body: "echo ran $ATTEMPT_ID"}
+        """
+
+    @Test("two replicas, a worker on each: work made through either runs once, on either worker")
+    func twoReplicas() async throws {
+        let url = try await PostgresServer.shared().newDatabase()
+        let a = try await Binaries(database: url)
+        let b = try await Binaries(database: url)
+        defer { a.remove(); b.remove() }
+        try await a.apply(Self.flow)
+        let one = try a.worker("one", extra: ["--capacity", "3"]), two = try b.worker("two", extra: ["--capacity", "3"])
+        defer { one.stop(); two.stop() }
+        let (sa, sb) = (try a.store(), try b.store())
+        var ids: [String] = []
+        for i in 0..<60 {
+            ids.append(try await (i % 2 == 0 ? sa : sb).createWorkOrder(workflow: "once", input: Array("{}".utf8)).attemptID)
+        }
+        var byWorker: [String: Int] = [:]
+        for id in ids {
+            let attempt = try await sb.waitUntilFinal(id, timeout: .seconds(240))
+            #expect(attempt.state == .success, "\(attempt)\n\(one.log)\n\(two.log)")
+            byWorker[attempt.workerName ?? "?", default: 0] += 1
+            #expect(try await sa.logs(attemptID: id, since: 0, limit: 10).map(\.message) == ["ran \(id)"], "exactly one run of \(id)")
+            #expect(try await sa.steps(attemptID: id).count == 1)
+        }
+        #expect(byWorker.values.reduce(0, +) == 60)
+        #expect(Set(byWorker.keys) == ["one", "two"], "both workers took work: \(byWorker)")
+    }
+
+    @Test("a cancel asked of a replica the worker is not connected to reaches the worker")
+    func cancelAcrossReplicas() async throws {
+        let url = try await PostgresServer.shared().newDatabase()
+        let a = try await Binaries(database: url)
+        let b = try await Binaries(database: url)
+        defer { a.remove(); b.remove() }
+        try await a.apply("""
+            name: long
+            jobs:
+              - {name: wait, adaptor: sh, body: "echo started; sleep 120"}
+            """)
+        let worker = try a.worker("on-a")
+        defer { worker.stop() }
+        try await worker.waitForLog("connected to Lightning")
+        // Made through B (no worker there), run by the worker on A.
+        let created = try await b.store().createWorkOrder(workflow: "long", input: Array("{}".utf8))
+        try await b.store().waitForFirstLog(created.attemptID, timeout: .seconds(60))
+        // The admin token the first replica wrote (the database is one, so are its tokens).
+        let r = try await b.cli(["attempts", "cancel", created.attemptID],
+                                environment: ["LIGHTNING_TOKEN_FILE": a.dir.appendingPathComponent("keys/operator_token").path])
+        #expect(r.status == 0, "\(r)")
+        let done = try await a.store().waitUntilFinal(created.attemptID, timeout: .seconds(60))
+        #expect(done.state == .cancelled, "\(done)\n\(worker.log)")
+    }
+}

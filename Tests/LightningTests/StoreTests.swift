@@ -379,7 +379,7 @@ struct StoreTests {
         _ = try await t.store.claim(demand: 1, workerName: "alive")
         try await t.store.startAttempt(ids[0], workerName: "gone", at: 1)
         try await t.store.startStep(attemptID: ids[0], stepID: "s1", jobID: "j", inputDataclipID: nil, at: 2)
-        let lost = try await t.store.markLost(goneWorkers: ["gone"], now: Timestamp.nowMicros(), graceMicros: 30_000_000)
+        let lost = try await t.store.markLost(goneWorkers: [("gone", 0)], now: Timestamp.nowMicros(), graceMicros: 30_000_000)
         #expect(lost == [ids[0]])
         let a = try await t.store.attempt(ids[0])
         #expect(a.state == .lost && a.errorType == "LostAfterStart")
@@ -388,6 +388,32 @@ struct StoreTests {
         let overdue = try await t.store.markLost(goneWorkers: [], now: Timestamp.nowMicros() + 400_000_000_000, graceMicros: 0)
         #expect(overdue == [ids[1]])
         #expect(try await t.store.attempt(ids[1]).errorType == "LostAfterClaim")
+    }
+
+    @Test("liveness is shared: a worker gone from one replica but connected to another since is not lost", arguments: Engine.all)
+    func sharedLiveness(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil))
+        let ids = try await t.work(3, workflow: "free")
+        for name in ["moved", "left-later", "gone"] {
+            try await t.store.workerConnected(WorkerJoin(name: name, capacity: 1, version: nil, authMode: "secret"), at: 100)
+            _ = try await t.store.claim(demand: 1, workerName: name)
+        }
+        let grace: Int64 = 30_000_000, now: Int64 = 1_000_000_000
+        // All three left this replica at 200. "moved" joined another replica at 300 and is there; "left-later" joined
+        // another at 300 and left it within the grace period; "gone" never came back.
+        try await t.store.workerConnected(WorkerJoin(name: "moved", capacity: 1, version: nil, authMode: "secret"), at: 300)
+        try await t.store.workerConnected(WorkerJoin(name: "left-later", capacity: 1, version: nil, authMode: "secret"), at: 300)
+        try await t.store.workerDisconnected(name: "left-later", at: now - grace / 2)
+        try await t.store.workerDisconnected(name: "gone", at: 200)
+        let lost = try await t.store.markLost(goneWorkers: [("moved", 200), ("left-later", 200), ("gone", 200)], now: now, graceMicros: grace)
+        #expect(lost == [ids[2]], "only the worker gone everywhere past its grace")
+        #expect(try await t.store.attempt(ids[0]).state == .claimed)
+        #expect(try await t.store.attempt(ids[1]).state == .claimed)
+        // Past the other replica's grace too, the second one's attempt is lost.
+        let later = try await t.store.markLost(goneWorkers: [("left-later", 200)], now: now + grace, graceMicros: grace)
+        #expect(later == [ids[1]])
     }
 }
 

@@ -118,6 +118,19 @@ actor ViewerHub {
         await watching.values.first?.socket.handedOver()
     }
 
+    /// Lines of this attempt were stored through another replica: each viewer reads what it has not had yet from the
+    /// database, from its cursor, so it gets them once and in order whichever replica the worker writes through.
+    func storedElsewhere(_ attemptID: String) {
+        for (id, var v) in viewers[attemptID] ?? [:] {
+            if v.catchingUp {
+                v.missed = true
+                viewers[attemptID]?[id] = v
+            } else {
+                Task { await self.catchUp(attemptID, id) }
+            }
+        }
+    }
+
     /// A step or attempt event, pushed to every viewer as is.
     func event(attemptID: String, event: String, payload: JSON) {
         for v in viewers[attemptID]?.values ?? [:].values {
@@ -201,6 +214,8 @@ enum ViewerWork: Sendable {
     case lines(String, [LogLineRecord])
     case event(String, String, JSON)
     case changed(String)
+    /// Lines another replica stored (only their attempt is known: they are read from the database).
+    case storedElsewhere(String)
 }
 
 /// `attempt:<id>` on the operator socket.

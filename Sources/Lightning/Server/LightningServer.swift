@@ -142,6 +142,7 @@ public final class Lightning: Sendable {
                 case .lines(let attemptID, let lines): await viewers.published(attemptID: attemptID, lines: lines)
                 case .event(let attemptID, let event, let payload): await viewers.event(attemptID: attemptID, event: event, payload: payload)
                 case .changed(let attemptID): await viewers.attemptChanged(attemptID)
+                case .storedElsewhere(let attemptID): await viewers.storedElsewhere(attemptID)
                 }
             }
         }
@@ -190,6 +191,8 @@ public final class Lightning: Sendable {
             switch signal {
             case .workAvailable: nudgeWorkers()
             case .cancel(let id): askWorkerToCancel(id)
+            case .logs(let id): if viewers.watched.contains(id) { _ = viewerFeed.post(.storedElsewhere(id)) }
+            case .attemptChanged(let id): Task { await self.attemptChanged(id) }
             }
         }
         serverBox.janitor = Task { [self] in
@@ -534,7 +537,7 @@ public final class Lightning: Sendable {
             }
             // A lost attempt may have been retried.
             if !lost.isEmpty { nudgeWorkers() }
-            state.forget(gone)
+            state.forget(gone.map(\.name))
         } catch is CancellationError {
             // Shutting down: the sweep was interrupted, not failed.
         } catch {
@@ -563,7 +566,9 @@ final class LightningState: @unchecked Sendable {
     func wantsCheckout(_ socketID: Int) -> Bool { lock.withLock { checkoutSockets.contains(socketID) } }
     func workerGoneIfUnknown(_ name: String, at: Int64) { lock.withLock { if goneSince[name] == nil { goneSince[name] = at } } }
     func workerBack(_ name: String) { lock.withLock { _ = goneSince.removeValue(forKey: name) } }
-    func workersGone(before: Int64) -> [String] { lock.withLock { goneSince.filter { $0.value < before }.map(\.key).sorted() } }
+    func workersGone(before: Int64) -> [(name: String, since: Int64)] {
+        lock.withLock { goneSince.filter { $0.value < before }.map { (name: $0.key, since: $0.value) }.sorted { $0.name < $1.name } }
+    }
     func forget(_ names: [String]) { lock.withLock { for n in names { goneSince[n] = nil } } }
 
     /// Registered worker sockets' credentials, and the sockets that take fleet control (`worker:control`).

@@ -289,7 +289,9 @@ public protocol LightningStore: Sendable {
     func workers() async throws -> [WorkerRecord]
     /// Marks lost every unfinished attempt of `workerNames` (gone past the grace period), and every attempt
     /// whose claim is older than its timeout plus `graceMicros`. Returns the ids marked lost.
-    func markLost(goneWorkers workerNames: [String], now: Int64, graceMicros: Int64) async throws -> [String]
+    /// `since`: when this replica saw the worker go. A worker the database shows connected again since then (to
+    /// any replica), or gone from another replica within the grace period, is left alone.
+    func markLost(goneWorkers: [(name: String, since: Int64)], now: Int64, graceMicros: Int64) async throws -> [String]
 
     // Operators (PROTOCOL.md 6)
     func createOperatorToken(name: String, role: OperatorToken.Role) async throws -> (record: OperatorTokenRecord, secret: String)

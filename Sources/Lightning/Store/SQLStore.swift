@@ -427,6 +427,7 @@ public final class SQLStore: LightningStore {
             }
             if state == .started { return false }  // a resend
             try db.execute("UPDATE attempts SET state = 'started', started_at = ? WHERE id = ?", [at, id])
+            try db.signal(.attemptChanged(attemptID: id))
             return true
         }
     }
@@ -442,6 +443,7 @@ public final class SQLStore: LightningStore {
             try db.execute("""
                 INSERT INTO steps (id, attempt_id, job_id, input_dataclip_id, started_at) VALUES (?, ?, ?, ?, ?)
                 """, [stepID, attemptID, jobID, inputDataclipID, at])
+            try db.signal(.attemptChanged(attemptID: attemptID))
             return true
         }
     }
@@ -464,6 +466,7 @@ public final class SQLStore: LightningStore {
                     mem_job = ?, mem_system = ?, webhook_response = ?, finished_at = ? WHERE id = ?
                 """, [outputState == nil ? nil : outputID, step.reason.rawValue, step.errorType, step.errorMessage,
                                  step.duration, step.mem?.job, step.mem?.system, step.webhookResponse?.text, at, step.stepID])
+            try db.signal(.attemptChanged(attemptID: attemptID))
             return true
         }
     }
@@ -498,6 +501,7 @@ public final class SQLStore: LightningStore {
                 WHERE id = ?
                 """, [state.rawValue, complete.reason.rawValue, complete.errorType, complete.errorMessage, finalID, at, id])
             try Self.addLimitNotice(db, id, at: at)
+            try db.signal(.attemptChanged(attemptID: id))
             let retry: String?
             if complete.reason == .kill && complete.errorType == Wire.requeuedErrorType {
                 // Stopped by its worker's drain (or SIGTERM) to be put back: a new attempt, in this same transaction.
@@ -520,6 +524,7 @@ public final class SQLStore: LightningStore {
                 UPDATE attempts SET state = 'exception', reason = 'exception', error_type = ?, error_message = ?, finished_at = ?
                 WHERE id = ?
                 """, [ErrorType.tokenRefused, message, at, id])
+            try db.signal(.attemptChanged(attemptID: id))
             let retry = try Self.retryIfAllowed(db, id, reason: .exception, why: message, at: at)
             return AttemptCompletion(state: .exception, changed: true, retryID: retry)
         }
@@ -618,6 +623,7 @@ public final class SQLStore: LightningStore {
                     UPDATE attempts SET state = 'cancelled', reason = 'cancel', error_type = 'Cancelled',
                     error_message = 'cancelled before a worker claimed it', finished_at = ? WHERE id = ?
                     """, [at, id])
+                try db.signal(.attemptChanged(attemptID: id))
                 return .cancelled
             }
             return state
@@ -701,10 +707,17 @@ public final class SQLStore: LightningStore {
         }
     }
 
-    public func markLost(goneWorkers workerNames: [String], now: Int64, graceMicros: Int64) async throws -> [String] {
+    public func markLost(goneWorkers gone: [(name: String, since: Int64)], now: Int64, graceMicros: Int64) async throws -> [String] {
         try await database.write { db in
             var ids = Set<String>()
-            for name in workerNames {
+            for (name, since) in gone {
+                // Liveness is shared through the database: a worker that left this replica and joined another since
+                // is alive there, and one that left another replica later than this one has its grace from then.
+                if let w = try db.fetchOne("SELECT connected_at, disconnected_at FROM workers WHERE name = ?", [name]) {
+                    let connectedAt: Int64? = w["connected_at"], disconnectedAt: Int64? = w["disconnected_at"]
+                    if disconnectedAt == nil, let connectedAt, connectedAt > since { continue }
+                    if let disconnectedAt, disconnectedAt > since, disconnectedAt >= now - graceMicros { continue }
+                }
                 ids.formUnion(try db.strings("SELECT id FROM attempts WHERE worker_name = ? AND state IN ('claimed', 'started')",
                                                   [name]))
             }
@@ -722,6 +735,7 @@ public final class SQLStore: LightningStore {
                     UPDATE steps SET reason = 'lost', error_type = ?, finished_at = ? WHERE attempt_id = ? AND finished_at IS NULL
                     """, [errorType, now, id])
                 try Self.addLimitNotice(db, id, at: now)
+                try db.signal(.attemptChanged(attemptID: id))
                 _ = try Self.retryIfAllowed(db, id, reason: .lost, why: errorType, at: now)
             }
             return ids.sorted()
@@ -792,6 +806,7 @@ enum LogWriter {
             seqs.append(seq)
         }
         try db.insertLogLines(attemptID: attemptID, rows)
+        if !rows.isEmpty { try db.signal(.logs(attemptID: attemptID)) }
         if logBytes != startBytes || dropped != startDropped {
             try db.execute("UPDATE attempts SET log_bytes = ?, log_dropped = ? WHERE id = ?", [logBytes, dropped, attemptID])
         }

@@ -65,6 +65,8 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         switch signal {
         case .workAvailable: "\(origin) work"
         case .cancel(let id): "\(origin) cancel \(id)"
+        case .logs(let id): "\(origin) logs \(id)"
+        case .attemptChanged(let id): "\(origin) changed \(id)"
         }
     }
 
@@ -74,6 +76,8 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         switch parts[1] {
         case "work": return (parts[0], .workAvailable)
         case "cancel" where parts.count == 3: return (parts[0], .cancel(attemptID: String(parts[2])))
+        case "logs" where parts.count == 3: return (parts[0], .logs(attemptID: String(parts[2])))
+        case "changed" where parts.count == 3: return (parts[0], .attemptChanged(attemptID: String(parts[2])))
         default: return nil
         }
     }

@@ -214,6 +214,10 @@ public enum ClusterSignal: Sendable, Equatable {
     case workAvailable
     /// An operator cancelled this attempt: its worker may be connected to any replica.
     case cancel(attemptID: String)
+    /// Log lines of this attempt were stored: viewers on other replicas read them from the database.
+    case logs(attemptID: String)
+    /// This attempt (or one of its steps) changed: viewers, lists and webhook waiters elsewhere learn of it.
+    case attemptChanged(attemptID: String)
 }
 
 extension SQLSession {

@@ -97,4 +97,42 @@ struct ReplicaTests {
         let expected: [String] = (1...2000).map { "a\($0)" } + ["tail-end"]
         #expect(messages == expected, "the messages differ")
     }
+
+    @Test("three replicas, two workers on different ones, 300 attempts; kill -9 of one replica mid-load: its worker fails over, everything runs exactly once")
+    func replicaKilled() async throws {
+        let url = try await PostgresServer.shared().newDatabase()
+        var a = try await Binaries(database: url)
+        let b = try await Binaries(database: url)
+        let c = try await Binaries(database: url)
+        defer { a.remove(); b.remove(); c.remove() }
+        try await a.apply("""
+            name: once
+            jobs:
+              - {name: mark, adaptor: sh, body: "echo ran $ATTEMPT_ID; sleep 0.05"}
+            """)
+        // Each worker knows every replica, its own first.
+        let all = [a, b, c].map { "ws://127.0.0.1:\($0.port)/worker" }
+        let one = try a.worker("one", extra: ["--capacity", "4", "--lightning", all[1], "--lightning", all[2]])
+        let two = try c.worker("two", extra: ["--capacity", "4", "--lightning", all[0], "--lightning", all[1]])
+        defer { one.stop(); two.stop() }
+        let sb = try b.store()
+        var ids: [String] = []
+        for _ in 0..<300 { ids.append(try await sb.createWorkOrder(workflow: "once", input: Array("{}".utf8)).attemptID) }
+        // Mid-load: some attempts are done, others are claimed or running on the worker connected to A.
+        while try await sb.attempts(state: .success, limit: 1000).count < 60 { try await Task.sleep(for: .milliseconds(50)) }
+        a.lightning.signal(SIGKILL)
+        var byWorker: [String: Int] = [:]
+        for id in ids {
+            let attempt = try await sb.waitUntilFinal(id, timeout: .seconds(240))
+            #expect(attempt.state == .success, "\(attempt)\n\(one.log.suffix(3000))")
+            byWorker[attempt.workerName ?? "?", default: 0] += 1
+            #expect(try await sb.logs(attemptID: id, since: 0, limit: 10).map(\.message) == ["ran \(id)"], "exactly one run of \(id)")
+            #expect(try await sb.steps(attemptID: id).count == 1)
+        }
+        #expect(byWorker.values.reduce(0, +) == 300)
+        #expect(Set(byWorker.keys) == ["one", "two"], "both workers took work: \(byWorker)")
+        _ = try await one.waitForLog("url=ws://127.0.0.1:\(b.port)/worker/websocket .*connected to Lightning")
+        // It had attempts under way when A went (four slots, a backlog): they were rejoined on B and finished there.
+        _ = try await one.waitForLog("topic=run:.* rejoined")
+    }
 }

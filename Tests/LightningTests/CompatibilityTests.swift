@@ -101,9 +101,9 @@ extension Harness {
 
 @Suite("Wire compatibility with OpenFn's ws-worker, idempotent events, bounded logs", .serialized)
 struct CompatibilityTests {
-    @Test("ws-worker 1.25.0's events, exactly as it builds them, run an attempt to the end and are stored right")
-    func wsWorkerFixtures() async throws {
-        let h = try Harness()
+    @Test("ws-worker 1.25.0's events, exactly as it builds them, run an attempt to the end and are stored right", arguments: Engine.all)
+    func wsWorkerFixtures(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
         let worker = try await h.connectedWorker()
@@ -136,9 +136,9 @@ struct CompatibilityTests {
         #expect(logs.map(\.level) == ["info", "info", "debug"] && logs[2].source == "R/T" && logs.allSatisfy { $0.stepID == "s-1" })
     }
 
-    @Test("a single leaf's final_dataclip_id reuses that step's output dataclip as the final state")
-    func finalDataclipID() async throws {
-        let h = try Harness()
+    @Test("a single leaf's final_dataclip_id reuses that step's output dataclip as the final state", arguments: Engine.all)
+    func finalDataclipID(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
         let worker = try await h.connectedWorker()
@@ -178,9 +178,9 @@ struct CompatibilityTests {
     ]
     static let variants: [JSON?] = [nil, .null, 42, 1.5, true, "text", [1, "x"], ["k": ["v": 1]]]
 
-    @Test("every optional field removed, null or of another JSON type: no event refused, no attempt left open")
-    func optionalFieldsAnyType() async throws {
-        let h = try Harness()
+    @Test("every optional field removed, null or of another JSON type: no event refused, no attempt left open", arguments: Engine.all)
+    func optionalFieldsAnyType(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
         let worker = try await h.connectedWorker()
@@ -215,9 +215,9 @@ struct CompatibilityTests {
         }
     }
 
-    @Test("a missing or unusable required field gets an error naming it, and the attempt can still finish")
-    func requiredFields() async throws {
-        let h = try Harness()
+    @Test("a missing or unusable required field gets an error naming it, and the attempt can still finish", arguments: Engine.all)
+    func requiredFields(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
         let worker = try await h.connectedWorker()
@@ -248,9 +248,9 @@ struct CompatibilityTests {
         #expect(try await worker.push(topic: topic, event: "run:complete", payload: WSWorker.runComplete(finalState: [:])).isOK)
     }
 
-    @Test("every worker event resent after a lost reply is acknowledged with no second effect")
-    func idempotentEvents() async throws {
-        let h = try Harness()
+    @Test("every worker event resent after a lost reply is acknowledged with no second effect", arguments: Engine.all)
+    func idempotentEvents(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
         let (_, viewerToken) = try await h.tokens()
@@ -288,9 +288,9 @@ struct CompatibilityTests {
         #expect(seen.events.filter { $0 == "attempt:complete" }.count == 1)
     }
 
-    @Test("a second phx_join of a joined topic: the same join again is answered with no effect; a new one closes the old")
-    func secondJoin() async throws {
-        let h = try Harness()
+    @Test("a second phx_join of a joined topic: the same join again is answered with no effect; a new one closes the old", arguments: Engine.all)
+    func secondJoin(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
         let token = try h.workerToken("raw-worker")
@@ -306,9 +306,9 @@ struct CompatibilityTests {
         #expect(try await h.count("SELECT COUNT(*) FROM workers WHERE name = 'raw-worker'") == 1)
     }
 
-    @Test("a worker that refuses an attempt token ends that attempt at once, with its reason; no one else can")
-    func tokenRefused() async throws {
-        let h = try Harness()
+    @Test("a worker that refuses an attempt token ends that attempt at once, with its reason; no one else can", arguments: Engine.all)
+    func tokenRefused(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
         let token = try h.workerToken("w-1")
@@ -334,9 +334,9 @@ struct CompatibilityTests {
         #expect(a.errorMessage == "the worker w-1 refused the attempt token: attempt token refused: bad signature")
     }
 
-    @Test("claim:checkout: a worker that asks gets each attempt's plan and small input dataclip with the claim; others do not")
-    func claimCheckout() async throws {
-        let h = try Harness()
+    @Test("claim:checkout: a worker that asks gets each attempt's plan and small input dataclip with the claim; others do not", arguments: Engine.all)
+    func claimCheckout(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
         for asks in [true, false] {
@@ -406,9 +406,9 @@ struct CompatibilityTests {
         #expect(try await t.store.attempt(ids[0]).errorType == ErrorType.lostAfterClaim)
     }
 
-    @Test("retries: N gives an attempt that ends lost or exception a new attempt in the same work order, N times")
-    func retries() async throws {
-        let h = try Harness()
+    @Test("retries: N gives an attempt that ends lost or exception a new attempt in the same work order, N times", arguments: Engine.all)
+    func retries(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow.replacingOccurrences(of: "name: compat\n", with: "name: compat\noptions: {retries: 1}\n"))
         let worker = try await h.connectedWorker()
@@ -441,9 +441,9 @@ struct CompatibilityTests {
         #expect(shown.json["attempt_number"] == 2 && shown.json["retry_of"]?.stringValue == first.id, "\(shown.text)")
     }
 
-    @Test("lost attempts are retried too")
-    func lostIsRetried() async throws {
-        let h = try Harness(grace: 0.3)
+    @Test("lost attempts are retried too", arguments: Engine.all)
+    func lostIsRetried(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine, grace: 0.3)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow.replacingOccurrences(of: "name: compat\n", with: "name: compat\noptions: {retries: 2}\n"))
         let worker = try await h.connectedWorker()
@@ -456,9 +456,9 @@ struct CompatibilityTests {
         #expect(chain.count == 2 && chain[1].state == .available && chain[1].retryOf == first.id)
     }
 
-    @Test("Lightning enforces the attempt's log limit itself: later lines are dropped, counted and noted once")
-    func logLimit() async throws {
-        let h = try Harness()
+    @Test("Lightning enforces the attempt's log limit itself: later lines are dropped, counted and noted once", arguments: Engine.all)
+    func logLimit(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow.replacingOccurrences(of: "name: compat\n", with: "name: compat\noptions: {log_limit_mb: 1}\n"))
         let worker = try await h.connectedWorker()
@@ -482,9 +482,9 @@ struct CompatibilityTests {
         #expect(notes.last == "\(1500 - kept.count) log lines were dropped: this attempt went over its log limit of 1 MB")
     }
 
-    @Test("newlines inside a message are kept (CR LF and CR become newlines), and colours; other control characters and escapes are stripped")
-    func newlines() async throws {
-        let h = try Harness()
+    @Test("newlines inside a message are kept (CR LF and CR become newlines), and colours; other control characters and escapes are stripped", arguments: Engine.all)
+    func newlines(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow(compatWorkflow)
         let worker = try await h.connectedWorker()
@@ -510,9 +510,9 @@ struct CompatibilityTests {
           - {from: slow, to: one}
         """
 
-    @Test("webhook_reply after_completion holds the POST until the attempt is final and answers with webhookResponse")
-    func synchronousWebhook() async throws {
-        let h = try Harness()
+    @Test("webhook_reply after_completion holds the POST until the attempt is final and answers with webhookResponse", arguments: Engine.all)
+    func synchronousWebhook(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         _ = try await h.t.store.applyWorkflow(try WorkflowDefinition.parse(Self.syncWorkflow))
         let worker = try await h.connectedWorker()

@@ -138,9 +138,9 @@ struct ConsoleTests {
         }
     }
 
-    @Test("sign-in: a token for an HttpOnly SameSite=Strict cookie; roles, cross-origin refusal, revocation and sign-out")
-    func sessions() async throws {
-        let h = try Harness()
+    @Test("sign-in: a token for an HttpOnly SameSite=Strict cookie; roles, cross-origin refusal, revocation and sign-out", arguments: Engine.all)
+    func sessions(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let (admin, viewer) = try await h.tokens()
         try await h.t.workflow(freeWorkflow)
@@ -227,9 +227,9 @@ struct ConsoleTests {
         #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
     }
 
-    @Test("the operator socket takes the cookie only from the console's origin, and closes when the session ends")
-    func socketSessions() async throws {
-        let h = try Harness()
+    @Test("the operator socket takes the cookie only from the console's origin, and closes when the session ends", arguments: Engine.all)
+    func socketSessions(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let (admin, _) = try await h.tokens()
         let cookie = try await h.signIn(admin)
@@ -246,9 +246,9 @@ struct ConsoleTests {
         try await Self.socketClosed(h, cookie: second) { _ = try await h.http("DELETE", "/api/tokens/root", token: admin) }
     }
 
-    @Test("an expired session's sockets are closed by the janitor's check (given a clock past the session's end)")
-    func socketExpiry() async throws {
-        let h = try Harness()
+    @Test("an expired session's sockets are closed by the janitor's check (given a clock past the session's end)", arguments: Engine.all)
+    func socketExpiry(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let (admin, _) = try await h.tokens()
         let cookie = try await h.signIn(admin)
@@ -288,9 +288,9 @@ struct ConsoleTests {
         #expect(try h.t.store.consoleSession(secret: secret, at: Timestamp.nowMicros() + 60_000_001) == nil)
     }
 
-    @Test("attempts: filters by state, workflow, time and log text; pages by cursor without gaps or repeats")
-    func filtersAndPaging() async throws {
-        let h = try Harness()
+    @Test("attempts: filters by state, workflow, time and log text; pages by cursor without gaps or repeats", arguments: Engine.all)
+    func filtersAndPaging(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let (_, viewer) = try await h.tokens()
         try await h.t.workflow(freeWorkflow)
@@ -337,9 +337,9 @@ struct ConsoleTests {
         }
     }
 
-    @Test("rerun from a step: a new attempt of the work order that starts at that job with the step's recorded input")
-    func rerunFromStep() async throws {
-        let h = try Harness()
+    @Test("rerun from a step: a new attempt of the work order that starts at that job with the step's recorded input", arguments: Engine.all)
+    func rerunFromStep(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let (admin, viewer) = try await h.tokens()
         try await h.t.workflow(Self.twoSteps)
@@ -388,6 +388,8 @@ struct ConsoleTests {
         let v = try h.viewer(viewer)
         defer { v.close() }
         let (seen, _) = try await h.watch(v, newID)
+        // The hub attaches a viewer just after its join reply; a change before that is not sent to it.
+        try await waitUntil("the viewer is attached") { h.lightning.viewers.watched.contains(newID) }
         #expect(try await store.claim(demand: 1, workerName: "w").map(\.id) == [newID])
         try await store.startAttempt(newID, workerName: "w", at: 7)
         await h.lightning.attemptChanged(newID)
@@ -412,9 +414,9 @@ struct ConsoleTests {
         #expect(try await store.attempt(try #require(retry.json["attempt_id"]?.stringValue)).attemptNumber == 4)
     }
 
-    @Test("reruns and automatic retries: numbers never repeat, and a rerun gets the workflow's retries afresh")
-    func rerunsAndRetries() async throws {
-        let h = try Harness()
+    @Test("reruns and automatic retries: numbers never repeat, and a rerun gets the workflow's retries afresh", arguments: Engine.all)
+    func rerunsAndRetries(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow("name: flaky\noptions:\n  retries: 1\njobs:\n  - {name: a, adaptor: sh, body: 'true'}\n")
         let store = h.t.store
@@ -450,9 +452,9 @@ struct ConsoleTests {
           - {from: first, to: second, condition: on_job_success}
         """
 
-    @Test("dataclips are shown without configuration and with every credential value masked")
-    func dataclipsScrubbed() async throws {
-        let h = try Harness()
+    @Test("dataclips are shown without configuration and with every credential value masked", arguments: Engine.all)
+    func dataclipsScrubbed(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let (_, viewer) = try await h.tokens()
         _ = try await h.t.store.setCredential(name: "api", body: Array(#"{"username":"ada","password":"pa55word-xyz","pin":48213}"#.utf8))
@@ -467,9 +469,9 @@ struct ConsoleTests {
         #expect(try await h.http("GET", "/api/dataclips/\(created.dataclipID)", token: nil).status == 401)
     }
 
-    @Test("a workflow's graph, versions, webhooks and recent attempts")
-    func workflowDetail() async throws {
-        let h = try Harness()
+    @Test("a workflow's graph, versions, webhooks and recent attempts", arguments: Engine.all)
+    func workflowDetail(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let (_, viewer) = try await h.tokens()
         try await h.t.workflow(Self.twoSteps)
@@ -488,9 +490,9 @@ struct ConsoleTests {
         #expect(try await h.http("GET", "/api/workflows/nope", token: viewer).status == 404)
     }
 
-    @Test("the attempts feed: attempts created, claimed and finished appear as they happen")
-    func attemptsFeed() async throws {
-        let h = try Harness()
+    @Test("the attempts feed: attempts created, claimed and finished appear as they happen", arguments: Engine.all)
+    func attemptsFeed(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let (_, viewerToken) = try await h.tokens()
         try await h.t.workflow(freeWorkflow)

@@ -115,9 +115,9 @@ struct WorkerCredentialTests {
         #expect(try await upgrade(h, "registration_token=\(third)").contains("already used (or revoked)"))
     }
 
-    @Test("a revoked worker is refused with the shared secret too, and its open socket is closed")
-    func revokeSharedSecret() async throws {
-        let h = try Harness()
+    @Test("a revoked worker is refused with the shared secret too, and its open socket is closed", arguments: Engine.all)
+    func revokeSharedSecret(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let worker = try h.client { (try? h.workerToken("shared-1")) ?? "" }
         defer { worker.close() }
@@ -188,9 +188,9 @@ struct WorkerCredentialTests {
         #expect(!refused.isOK && refused.response.text.contains("shared secret"))
     }
 
-    @Test("fleet control goes only to workers that said they take it; the rest are reported, and a rejoin of the same process is told again")
-    func fleetControlReach() async throws {
-        let h = try Harness()
+    @Test("fleet control goes only to workers that said they take it; the rest are reported, and a rejoin of the same process is told again", arguments: Engine.all)
+    func fleetControlReach(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         // One socket like OpenFn's ws-worker (no extensions), one like ours.
         let plain = try await h.connectedWorker("plain")

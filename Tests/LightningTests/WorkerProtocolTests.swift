@@ -17,7 +17,16 @@ struct Harness {
     var port: Int { lightning.port }
 
     init(grace: Double = 30, storeDirectory: URL? = nil, configure: (inout LightningConfiguration) -> Void = { _ in }) throws {
-        t = try TestStore(directory: storeDirectory)
+        try self.init(store: try TestStore(directory: storeDirectory), grace: grace, configure: configure)
+    }
+
+    /// On either engine (the tests of the store's behaviour through the worker protocol run on both).
+    static func make(_ engine: Engine, grace: Double = 30, configure: (inout LightningConfiguration) -> Void = { _ in }) async throws -> Harness {
+        try Harness(store: try await TestStore.make(engine), grace: grace, configure: configure)
+    }
+
+    init(store: TestStore, grace: Double, configure: (inout LightningConfiguration) -> Void) throws {
+        t = store
         keys = try sharedTestKeys.get()
         var config = LightningConfiguration(attemptSigningKey: try .rsa(pem: keys.keyPair.privateKeyPEM),
                                             workerSecretKey: try .hmac(secret: keys.workerSecret))
@@ -76,9 +85,9 @@ func firstProblem(_ client: ChannelClient) async -> ChannelClient.Event? {
 
 @Suite("The worker protocol over a real socket", .serialized)
 struct WorkerProtocolTests {
-    @Test("a scripted worker runs an attempt through every event of section 5")
-    func fullAttempt() async throws {
-        let h = try Harness()
+    @Test("a scripted worker runs an attempt through every event of section 5", arguments: Engine.all)
+    func fullAttempt(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         _ = try await h.t.store.setCredential(name: "api", body: Array(#"{"username":"ada","password":"pa55word-xyz"}"#.utf8))
         try await h.t.workflow()
@@ -140,9 +149,9 @@ struct WorkerProtocolTests {
         #expect(try await h.t.store.attempt(created.attemptID).state == .success)
     }
 
-    @Test("four workers claiming over real sockets: each of 120 attempts is claimed exactly once")
-    func concurrentSocketClaims() async throws {
-        let h = try Harness()
+    @Test("four workers claiming over real sockets: each of 120 attempts is claimed exactly once", arguments: Engine.all)
+    func concurrentSocketClaims(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow("name: free\njobs:\n  - {name: a, adaptor: sh, body: 'true'}")
         var ids: [String] = []
@@ -167,9 +176,9 @@ struct WorkerProtocolTests {
         #expect(claimed.count == 120 && Set(claimed) == Set(ids))
     }
 
-    @Test("malformed frames, bad JSON and oversize messages close only that socket; the server keeps serving")
-    func malformedInput() async throws {
-        let h = try Harness()
+    @Test("malformed frames, bad JSON and oversize messages close only that socket; the server keeps serving", arguments: Engine.all)
+    func malformedInput(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         let token = try h.workerToken()
         let script = """
@@ -197,9 +206,9 @@ struct WorkerProtocolTests {
         good.close()
     }
 
-    @Test("run:log read in one pass: usual batches, unusual ones the usual way, a bad line refused, a cut payload closes the socket")
-    func rawLogBatches() async throws {
-        let h = try Harness()
+    @Test("run:log read in one pass: usual batches, unusual ones the usual way, a bad line refused, a cut payload closes the socket", arguments: Engine.all)
+    func rawLogBatches(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         // A job with a credential: its values are masked in lines read either way (ws-worker masks nothing itself).
         _ = try await h.t.store.setCredential(name: "api", body: Array(#"{"password":"pa55word-xyz"}"#.utf8))
@@ -261,9 +270,9 @@ struct WorkerProtocolTests {
         #expect(try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1]).isOK)
     }
 
-    @Test("events with missing or foreign fields get error replies naming the field")
-    func errorReplies() async throws {
-        let h = try Harness()
+    @Test("events with missing or foreign fields get error replies naming the field", arguments: Engine.all)
+    func errorReplies(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         _ = try await h.t.store.setCredential(name: "other", body: Array(#"{"k":"secret-of-another-workflow"}"#.utf8))
         try await h.t.workflow()
@@ -401,9 +410,9 @@ struct WorkerProtocolTests {
         try await waitUntil("attempt back in the queue") { try await h.t.store.attempt(created.attemptID).state == .available }
     }
 
-    @Test("a worker that vanishes past the grace period loses its attempts")
-    func lostAfterGrace() async throws {
-        let h = try Harness(grace: 0.5)
+    @Test("a worker that vanishes past the grace period loses its attempts", arguments: Engine.all)
+    func lostAfterGrace(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine, grace: 0.5)
         defer { Task { await h.stop() } }
         try await h.t.workflow()
         let a = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
@@ -414,9 +423,9 @@ struct WorkerProtocolTests {
         #expect(try await h.t.store.attempt(a.attemptID).errorType == "LostAfterClaim")
     }
 
-    @Test("a worker that comes back within the grace period keeps its attempt")
-    func backInTime() async throws {
-        let h = try Harness(grace: 1.5)
+    @Test("a worker that comes back within the grace period keeps its attempt", arguments: Engine.all)
+    func backInTime(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine, grace: 1.5)
         defer { Task { await h.stop() } }
         try await h.t.workflow()
         let a = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
@@ -429,9 +438,9 @@ struct WorkerProtocolTests {
         #expect(try await h.t.store.attempt(a.attemptID).state == .claimed)
     }
 
-    @Test("cancel: an unclaimed attempt at once; a claimed one by a run:cancel push to its worker")
-    func cancel() async throws {
-        let h = try Harness()
+    @Test("cancel: an unclaimed attempt at once; a claimed one by a run:cancel push to its worker", arguments: Engine.all)
+    func cancel(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow()
         let waiting = try await h.lightning.startWork(workflow: "greet", input: Array("{}".utf8))
@@ -451,9 +460,9 @@ struct WorkerProtocolTests {
         try await waitUntil("run:cancel pushed") { cancels.isSet }
     }
 
-    @Test("webhooks create work and nudge joined workers; bad input gets a 4xx")
-    func webhookAndNudge() async throws {
-        let h = try Harness()
+    @Test("webhooks create work and nudge joined workers; bad input gets a 4xx", arguments: Engine.all)
+    func webhookAndNudge(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
         defer { Task { await h.stop() } }
         try await h.t.workflow()
         let nudged = Box()

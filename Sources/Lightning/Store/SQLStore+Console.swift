@@ -22,7 +22,7 @@ extension SQLStore {
             if let text = filter.text, !text.isEmpty {
                 // No index serves a substring search: it reads the log lines of each candidate, newest first,
                 // and stops at the page's end.
-                conditions.append("EXISTS (SELECT 1 FROM log_lines l WHERE l.attempt_id = a.id AND l.message LIKE ? ESCAPE '\\')")
+                conditions.append("EXISTS (SELECT 1 FROM log_lines l WHERE l.attempt_id = a.id AND l.message \(db.dialect.caseInsensitiveLike) ? ESCAPE '\\')")
                 arguments += ["%" + Self.likeEscaped(text) + "%"]
             }
             arguments += [filter.limit + 1]

@@ -11,6 +11,9 @@ public enum SQLDialect: Sendable {
     /// identity column `ord` in PostgreSQL).
     var insertionOrder: String { self == .sqlite ? "rowid" : "ord" }
 
+    /// `LIKE` that ignores the case of ASCII letters (SQLite's `LIKE` does; PostgreSQL's needs `ILIKE`).
+    var caseInsensitiveLike: String { self == .sqlite ? "LIKE" : "ILIKE" }
+
     /// An aggregate joining `expression`'s values with commas.
     func commaJoined(_ expression: String) -> String {
         self == .sqlite ? "GROUP_CONCAT(\(expression))" : "string_agg(\(expression), ',')"

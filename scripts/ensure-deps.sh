@@ -3,8 +3,9 @@
 
 APT_PACKAGES=(pkg-config libssl-dev libwebsockets-dev libsqlite3-dev libpq-dev libcurl4 curl python3 python3-pip openssl procps)
 # The operator console's browser tests: headless Chromium and its driver (Debian's), driven by selenium (PyPI);
-# the PostgreSQL tests: a throwaway server started from Debian's postgresql binaries.
-TEST_APT_PACKAGES=(chromium chromium-driver postgresql)
+# the PostgreSQL tests: a throwaway server started from Debian's postgresql binaries; the load-balancer test:
+# nginx in front of two replicas (docs/deploying.md's configuration).
+TEST_APT_PACKAGES=(chromium chromium-driver postgresql nginx-light)
 PY_MODULES=("jwt:PyJWT" "websockets:websockets" "cryptography:cryptography" "selenium:selenium")
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -67,9 +67,12 @@ struct Binaries {
         throw lastError!
     }
 
-    func worker(_ name: String, extra: [String] = [], environment: [String: String] = [:], log: String? = nil) throws -> ChildProcess {
+    /// `url`: where the worker connects (this Lightning when nil).
+    func worker(_ name: String, extra: [String] = [], environment: [String: String] = [:], log: String? = nil, url: String? = nil)
+        throws -> ChildProcess
+    {
         try ChildProcess(try TestSupport.builtBinary("runtime-worker"),
-                         ["--lightning", "ws://127.0.0.1:\(port)/worker", "--name", name, "--work-dir",
+                         ["--lightning", url ?? "ws://127.0.0.1:\(port)/worker", "--name", name, "--work-dir",
                           dir.appendingPathComponent("work-\(name)").path] + extra,
                          environment: environment, directory: dir, logName: log ?? "\(name).log")
     }

@@ -226,7 +226,7 @@ public final class SQLStore: LightningStore {
             throw StoreError.invalid("the input must be a JSON object")
         }
         let now = Timestamp.nowMicros()
-        return try await database.write { db in
+        return try await database.write(isolation: .lockedRows) { db in
             let (workflowID, snapshotID, triggerID) = try find(db)
             let definition = try Self.definition(db, snapshotID: snapshotID)
             let options = definition?.planOptions ?? Plan.Options()
@@ -262,7 +262,7 @@ public final class SQLStore: LightningStore {
             try db.bool("SELECT EXISTS (SELECT 1 FROM attempts WHERE state = 'available')") ?? false
         }) else { return [] }
         let now = Timestamp.nowMicros()
-        return try await database.write(isolation: .claims) { db in
+        return try await database.write(isolation: .lockedRows) { db in
             var busy: [String: Int] = [:]
             var full = Set<String>()
             var claimed: [ClaimedAttempt] = []
@@ -311,7 +311,7 @@ public final class SQLStore: LightningStore {
 
     public func unclaim(_ ids: [String], workerName: String) async throws {
         guard !ids.isEmpty else { return }
-        try await database.write { db in
+        try await database.write(isolation: .lockedRows) { db in
             for id in ids {
                 try db.execute("""
                     UPDATE attempts SET state = 'available', claimed_at = NULL, worker_name = NULL
@@ -408,7 +408,7 @@ public final class SQLStore: LightningStore {
 
     /// The attempt's state, refusing events for attempts that are final or not this worker's.
     private static func live(_ db: any SQLSession, _ id: String, worker: String? = nil) throws -> AttemptState {
-        guard let row = try db.fetchOne("SELECT state, worker_name FROM attempts WHERE id = ?", [id]) else {
+        guard let row = try db.fetchOne("SELECT state, worker_name FROM attempts WHERE id = ?\(db.dialect.forUpdate)", [id]) else {
             throw StoreError.notFound("no attempt \(id)")
         }
         let state = AttemptState(rawValue: row["state"]) ?? .available
@@ -420,7 +420,7 @@ public final class SQLStore: LightningStore {
     }
 
     @discardableResult public func startAttempt(_ id: String, workerName: String, at: Int64) async throws -> Bool {
-        try await database.write { db in
+        try await database.write(isolation: .lockedRows) { db in
             let state = try Self.live(db, id, worker: workerName)
             guard state == .claimed || state == .started else {
                 throw StoreError.conflict("attempt \(id) is \(state.rawValue), not claimed")
@@ -433,7 +433,7 @@ public final class SQLStore: LightningStore {
     }
 
     @discardableResult public func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64) async throws -> Bool {
-        try await database.write { db in
+        try await database.write(isolation: .lockedRows) { db in
             let state = try Self.live(db, attemptID)
             guard state == .started else { throw StoreError.conflict("attempt \(attemptID) has not started") }
             if let owner = try db.string("SELECT attempt_id FROM steps WHERE id = ?", [stepID]) {
@@ -449,7 +449,7 @@ public final class SQLStore: LightningStore {
     }
 
     @discardableResult public func completeStep(attemptID: String, _ step: StepComplete, outputState: [UInt8]?, at: Int64) async throws -> Bool {
-        try await database.write { db in
+        try await database.write(isolation: .lockedRows) { db in
             _ = try Self.live(db, attemptID)
             guard let row = try db.fetchOne("SELECT finished_at FROM steps WHERE id = ? AND attempt_id = ?",
                                              [step.stepID, attemptID])
@@ -474,8 +474,8 @@ public final class SQLStore: LightningStore {
     @discardableResult public func completeAttempt(_ id: String, _ complete: AttemptComplete, finalState: [UInt8]?, at: Int64) async throws
         -> AttemptCompletion
     {
-        try await database.write { db in
-            if let row = try db.fetchOne("SELECT state, reason FROM attempts WHERE id = ?", [id]),
+        try await database.write(isolation: .lockedRows) { db in
+            if let row = try db.fetchOne("SELECT state, reason FROM attempts WHERE id = ?\(db.dialect.forUpdate)", [id]),
                 let state = AttemptState(rawValue: row["state"]), state.isFinal, (row["reason"] as String?) == complete.reason.rawValue
             {
                 // The same completion again (its reply was lost): acknowledged, nothing changes.
@@ -516,7 +516,7 @@ public final class SQLStore: LightningStore {
     }
 
     public func refuseClaim(_ id: String, workerName: String, reason: String, at: Int64) async throws -> AttemptCompletion {
-        try await database.write { db in
+        try await database.write(isolation: .lockedRows) { db in
             let state = try Self.live(db, id, worker: workerName)
             guard state == .claimed else { throw StoreError.conflict("attempt \(id) is \(state.rawValue), not claimed") }
             let message = "the worker \(workerName) refused the attempt token: \(reason)"
@@ -616,7 +616,7 @@ public final class SQLStore: LightningStore {
     }
 
     public func cancel(_ id: String, at: Int64) async throws -> AttemptState {
-        try await database.write { db in
+        try await database.write(isolation: .lockedRows) { db in
             let state = try Self.live(db, id)
             if state == .available {
                 try db.execute("""
@@ -634,7 +634,7 @@ public final class SQLStore: LightningStore {
 
     public func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> AppendedLogs {
         guard !lines.isEmpty else { return AppendedLogs(seqs: [], stored: []) }
-        return try await database.write { db in try LogWriter.insert(db, attemptID: attemptID, lines: lines).get() }
+        return try await database.write(isolation: .lockedRows) { db in try LogWriter.insert(db, attemptID: attemptID, lines: lines).get() }
     }
 
     public func logs(attemptID: String, since: Int64, limit: Int) async throws -> [LogLineRecord] {
@@ -662,7 +662,7 @@ public final class SQLStore: LightningStore {
 
     public func workerConnected(_ w: WorkerJoin, at: Int64) async throws {
         let labels = w.labels.isEmpty ? nil : (try? JSONEncoder().encode(w.labels)).map { String(decoding: $0, as: UTF8.self) }
-        try await database.write { db in
+        try await database.write(isolation: .lockedRows) { db in
             // Fleet control given to another process of this name (a restarted worker) no longer applies.
             try db.execute("""
                 INSERT INTO workers (name, capacity, version, connected_at, last_seen_at, disconnected_at, host, labels, deployment_id,
@@ -680,7 +680,7 @@ public final class SQLStore: LightningStore {
     }
 
     public func workerDisconnected(name: String, at: Int64) async throws {
-        try await database.write { db in
+        try await database.write(isolation: .lockedRows) { db in
             try db.execute("UPDATE workers SET disconnected_at = ?, last_seen_at = ? WHERE name = ?", [at, at, name])
         }
     }
@@ -750,7 +750,7 @@ enum LogWriter {
     /// limit are dropped (counted; the first one dropped leaves a notice), whatever the worker does.
     static func insert(_ db: any SQLSession, attemptID: String, lines: [NewLogLine]) throws -> Result<AppendedLogs, any Error> {
         guard let attempt = try db.fetchOne("""
-            SELECT state, log_bytes, log_limit_bytes, log_dropped FROM attempts WHERE id = ?
+            SELECT state, log_bytes, log_limit_bytes, log_dropped FROM attempts WHERE id = ?\(db.dialect.forUpdate)
             """, [attemptID]) else {
             return .failure(StoreError.notFound("no attempt \(attemptID)"))
         }

@@ -8,9 +8,10 @@ import Postgres
 /// to a thread of this class's own (started on demand, ended after a quiet second), and `readHere` borrows a
 /// connection on the calling thread, as the SQLite store's short reads do. At most `maxConnections` are open.
 ///
-/// Every write is one transaction at `SERIALIZABLE`, run again (up to `maxAttempts` times) when PostgreSQL reports a
-/// serialization failure or a deadlock: the store's rules were written for SQLite's single writer, and serializable
-/// transactions give them the same guarantee with several writers on several replicas. A commit whose outcome is
+/// Every write is one transaction at `SERIALIZABLE` (the rules were written for SQLite's single writer, and
+/// serializable transactions give them the same guarantee with several writers on several replicas), or, for the
+/// worker's hot path, at `READ COMMITTED` with the rows it depends on locked (`WriteIsolation.lockedRows`); either is
+/// run again (up to `maxAttempts` times) when PostgreSQL reports a serialization failure or a deadlock. A commit whose outcome is
 /// unknown (the connection was lost during it) is never run again: it is reported as unavailable.
 public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     public var dialect: SQLDialect { .postgres }

@@ -11,6 +11,9 @@ public enum SQLDialect: Sendable {
     /// identity column `ord` in PostgreSQL).
     var insertionOrder: String { self == .sqlite ? "rowid" : "ord" }
 
+    /// Locks the rows a `SELECT` reads until the transaction ends (nothing to add with SQLite's one writer).
+    var forUpdate: String { self == .sqlite ? "" : " FOR UPDATE" }
+
     /// `LIKE` that ignores the case of ASCII letters (SQLite's `LIKE` does; PostgreSQL's needs `ILIKE`).
     var caseInsensitiveLike: String { self == .sqlite ? "LIKE" : "ILIKE" }
 
@@ -253,9 +256,11 @@ extension SQLSession {
 public enum WriteIsolation: Sendable {
     /// As if the writes ran one after another: the default, the guarantee the store's rules were written for.
     case serializable
-    /// The claim: rows are locked explicitly (`FOR UPDATE`, `SKIP LOCKED`), so that concurrent claimers on several
-    /// replicas pass over each other's rows instead of failing and running again.
-    case claims
+    /// The write locks the rows its rules depend on (`FOR UPDATE`: an attempt's events and log lines lock the
+    /// attempt's row, a claim the rows it takes and a capped workflow's row), so it is correct at `READ COMMITTED`:
+    /// writes of different attempts never fail each other, and those of one attempt take turns. The worker's hot
+    /// path; at `SERIALIZABLE` PostgreSQL's predicate locks made unrelated attempts fail each other's commits.
+    case lockedRows
 }
 
 extension StoreDatabase {

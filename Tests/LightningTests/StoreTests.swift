@@ -454,3 +454,31 @@ struct WorkflowDefinitionTests {
         #expect(e3?.description.contains("missing field \"adaptor\"") == true, "\(e3?.description ?? "")")
     }
 }
+
+@Suite("The PostgreSQL store when its server goes away")
+struct PostgresOutageTests {
+    @Test("a server that went away: every read and write says unavailable (503 upstream), none hangs or half-stores")
+    func serverGone() async throws {
+        let server = try await PostgresServer()
+        let url = server.url()
+        let store = try await TestSupport.onThread { try SQLStore.open(url, cipher: nil) }
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n"))
+        let made = try await store.createWorkOrder(workflow: "w", input: Array("{}".utf8))
+        server.stop()
+        await #expect { _ = try await store.createWorkOrder(workflow: "w", input: Array("{}".utf8)) } throws: { error in
+            if case .unavailable = error as? StoreError { return true }
+            return false
+        }
+        await #expect { _ = try await store.attempt(made.attemptID) } throws: { error in
+            if case .unavailable = error as? StoreError { return true }
+            return false
+        }
+        // The socket server's synchronous checks too (a connection lost mid-way, then none to be had).
+        for _ in 0..<3 {
+            #expect { _ = try store.verifyOperatorToken(secret: "lro_" + String(repeating: "A", count: 43)) } throws: { error in
+                if case .unavailable = error as? StoreError { return true }
+                return false
+            }
+        }
+    }
+}

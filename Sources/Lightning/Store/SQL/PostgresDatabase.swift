@@ -25,6 +25,8 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     private var threads = 0
     private var waitingThreads = 0
     private var counts = (transactions: 0, writes: 0, retries: 0)
+    /// When a new connection last failed (nil: the last one succeeded).
+    private var lastConnectFailure: ContinuousClock.Instant?
     /// SQL with `?` placeholders, as PostgreSQL's `$n`.
     private var translated: [String: String] = [:]
 
@@ -38,9 +40,9 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         open = 1
     }
 
-    private static func connect(_ conninfo: String) throws -> PostgresConnection {
+    private static func connect(_ conninfo: String, timeoutSeconds: Int = 10) throws -> PostgresConnection {
         do {
-            let c = try PostgresConnection(conninfo)
+            let c = try PostgresConnection(conninfo, timeoutSeconds: timeoutSeconds)
             // Times are integers (µs) and text is UTF-8 whatever the server's defaults.
             try c.execute("SET client_encoding = 'UTF8'")
             // Notices (\"already exists, skipping\") would go to standard error through libpq.
@@ -134,12 +136,23 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             condition.unlock()
             return c
         }
+        // The server could not be reached a moment ago: say so at once rather than wait for another connect to time
+        // out. Some reads run on the socket server's thread (the upgrade's token checks), which must not be held.
+        if let failed = lastConnectFailure, ContinuousClock.now - failed < .seconds(1) {
+            condition.unlock()
+            throw StoreError.unavailable("the PostgreSQL server cannot be reached: nothing was stored; try again")
+        }
         open += 1
         condition.unlock()
         do {
-            return try Self.connect(conninfo)
+            let c = try Self.connect(conninfo, timeoutSeconds: 3)
+            condition.withLock { lastConnectFailure = nil }
+            return c
         } catch {
-            condition.withLock { open -= 1 }
+            condition.withLock {
+                open -= 1
+                lastConnectFailure = .now
+            }
             condition.broadcast()
             throw error
         }

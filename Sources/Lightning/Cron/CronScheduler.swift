@@ -6,11 +6,11 @@ import Logging
 /// schedulers on one database. A trigger seen for the first time is scheduled from its next slot; slots missed
 /// while Lightning was down fire once on start (one catch-up run, not a burst).
 public struct CronScheduler: Sendable {
-    let store: any LightningStore
+    let store: any CronRepository
     let logger: Logger
     let onFire: @Sendable (CreatedWork) -> Void
 
-    public init(store: any LightningStore, logger: Logger, onFire: @escaping @Sendable (CreatedWork) -> Void = { _ in }) {
+    public init(store: any CronRepository, logger: Logger, onFire: @escaping @Sendable (CreatedWork) -> Void = { _ in }) {
         self.store = store
         self.logger = logger
         self.onFire = onFire

@@ -26,7 +26,7 @@ extension Lightning {
         attemptsDrain.post(ids, weight: ids.count)
     }
 
-    static func pushAttempts(_ batches: [[String]], store: any LightningStore, feed: AttemptsFeed) async {
+    static func pushAttempts(_ batches: [[String]], store: any AttemptRepository, feed: AttemptsFeed) async {
         // An attempt changed twice while waiting is read once.
         var seen = Set<String>()
         for id in batches.joined() where seen.insert(id).inserted {

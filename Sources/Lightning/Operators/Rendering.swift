@@ -1,7 +1,7 @@
 import Channels
 import Foundation
 
-extension LightningStore {
+extension AttemptRepository {
     /// Job id -> name for an attempt's plan (empty when the plan cannot be read): steps are shown by name.
     func jobNames(attemptID: String) async -> [String: String] {
         guard let plan = try? await plan(attemptID: attemptID) else { return [:] }

@@ -35,7 +35,7 @@ actor ViewerHub {
         var sentComplete = false
     }
 
-    private let store: any LightningStore
+    private let store: any AttemptRepository & LogRepository
     private let logger: Logger
     private let chunk: Int
     /// attempt id -> socket id -> viewer
@@ -46,7 +46,7 @@ actor ViewerHub {
     /// Viewers watching now, kept current on every attach and detach.
     private let gauge: Metrics.Gauge?
 
-    init(store: any LightningStore, logger: Logger, gauge: Metrics.Gauge? = nil, chunk: Int = 500) {
+    init(store: any AttemptRepository & LogRepository, logger: Logger, gauge: Metrics.Gauge? = nil, chunk: Int = 500) {
         self.store = store
         self.logger = logger
         self.gauge = gauge

@@ -43,7 +43,7 @@ public enum KeySetup {
 public enum OperatorBootstrap {
     public static let fileName = "operator_token"
 
-    public static func firstAdminToken(store: any LightningStore, keysDirectory: String, logger: Logger) async throws {
+    public static func firstAdminToken(store: any OperatorRepository, keysDirectory: String, logger: Logger) async throws {
         guard try await store.operatorTokens().isEmpty else { return }
         let (record, secret) = try await store.createOperatorToken(name: "admin", role: .admin)
         let fm = FileManager.default

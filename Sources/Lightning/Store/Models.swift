@@ -227,21 +227,48 @@ public struct WorkerRegistration: Sendable, Equatable {
     public var usedAt: Int64?
 }
 
-/// What Lightning keeps, behind a protocol so a PostgreSQL store can follow the SQLite one.
-public protocol LightningStore: Sendable {
+/// What Lightning keeps: narrow repositories, one per concern, which the server's parts take separately (the
+/// viewer hub reads attempts and logs, the cron scheduler cron and the queue). `SQLStore` implements them all once,
+/// over SQLite or PostgreSQL (`StoreDatabase`).
+public protocol LightningStore: WorkflowRepository, CredentialRepository, QueueRepository, AttemptRepository, LogRepository,
+    WorkerRepository, OperatorRepository, CronRepository, ClusterBus {}
+
+/// Workflows: definitions applied as immutable snapshots, and what the console shows of them.
+public protocol WorkflowRepository: Sendable {
     func applyWorkflow(_ definition: WorkflowDefinition) async throws -> AppliedWorkflow
     func workflows() async throws -> [WorkflowSummary]
+    func workflowDetail(_ nameOrID: String) async throws -> WorkflowDetail
+}
+
+/// Credentials, sealed at rest; only workers running an attempt that names one get its body.
+public protocol CredentialRepository: Sendable {
     func setCredential(name: String, body: [UInt8]) async throws -> String
     func credentialBody(id: String) async throws -> [UInt8]
+    func credentialIDs(attemptID: String) async throws -> Set<String>
+    func allCredentialBodies() async throws -> [[UInt8]]
+}
+
+/// The queue: work orders in, attempts claimed FIFO within each workflow's concurrency, reruns.
+public protocol QueueRepository: Sendable {
     func createWorkOrder(workflow: String, input: [UInt8]) async throws -> CreatedWork
     func createWorkOrder(webhookPath: String, input: [UInt8]) async throws -> CreatedWork
     func claim(demand: Int, workerName: String) async throws -> [ClaimedAttempt]
     func unclaim(_ ids: [String], workerName: String) async throws
+    /// A new attempt of the same work order: from the start, or from a step of this attempt with its recorded input.
+    /// `by`: the operator, recorded on the attempt (a rerun does not count against the workflow's automatic retries).
+    func rerun(attemptID: String, fromStep: String?, by: String, at now: Int64) async throws -> CreatedWork
+}
+
+/// Attempts and their steps: what workers report, what operators read, the janitor's sweep.
+public protocol AttemptRepository: Sendable {
     func attempt(_ id: String) async throws -> AttemptRecord
     func attempts(state: AttemptState?, limit: Int) async throws -> [AttemptRecord]
+    /// Attempts of the work order, oldest first (the retry chain).
+    func attempts(workOrderID: String) async throws -> [AttemptRecord]
+    func attempts(matching filter: AttemptFilter) async throws -> AttemptPage
     func plan(attemptID: String) async throws -> Plan
     func dataclip(_ id: String) async throws -> [UInt8]
-    func credentialIDs(attemptID: String) async throws -> Set<String>
+    func dataclipRecord(_ id: String) async throws -> (type: String, body: [UInt8])
     /// Each worker event below is idempotent: a resend after a lost reply returns `false` (nothing changed).
     @discardableResult func startAttempt(_ id: String, workerName: String, at: Int64) async throws -> Bool
     @discardableResult func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64)
@@ -256,17 +283,30 @@ public protocol LightningStore: Sendable {
     /// Ends a claimed attempt whose token its worker refused (`exception`, with the worker's reason).
     func refuseClaim(_ id: String, workerName: String, reason: String, at: Int64) async throws -> AttemptCompletion
     func cancel(_ id: String, at: Int64) async throws -> AttemptState
-    func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> AppendedLogs
     func attemptResult(_ id: String) async throws -> AttemptResult
-    /// Attempts of the work order, oldest first (the retry chain).
-    func attempts(workOrderID: String) async throws -> [AttemptRecord]
-    /// Workers that hold claimed or started attempts, with when they disconnected (nil: the record says
-    /// connected, e.g. Lightning was killed while they were).
-    func workersHoldingAttempts() async throws -> [(name: String, disconnectedAt: Int64?)]
+    func steps(attemptID: String) async throws -> [StepRecord]
+    /// Marks lost every unfinished attempt of the `goneWorkers` (gone past the grace period), and every attempt
+    /// whose claim is older than its timeout plus `graceMicros`. Returns the ids marked lost. `since`: when this
+    /// replica saw the worker go; a worker the database shows connected again since then (to any replica), or gone
+    /// from another replica within the grace period, is left alone.
+    func markLost(goneWorkers: [(name: String, since: Int64)], now: Int64, graceMicros: Int64) async throws -> [String]
+    func attemptCounts() async throws -> [AttemptState: Int]
+}
+
+/// Log lines, numbered per attempt in the order they were stored.
+public protocol LogRepository: Sendable {
+    func appendLogs(attemptID: String, _ lines: [NewLogLine]) async throws -> AppendedLogs
     func logs(attemptID: String, since: Int64, limit: Int) async throws -> [LogLineRecord]
     /// The attempt's highest log seq (0 when it has none).
     func lastLogSeq(attemptID: String) async throws -> Int64
-    func steps(attemptID: String) async throws -> [StepRecord]
+    func logLineCount() async throws -> Int64
+}
+
+/// Workers: who is connected, their credentials (docs/workers.md) and fleet control.
+public protocol WorkerRepository: Sendable {
+    /// Workers that hold claimed or started attempts, with when they disconnected (nil: the record says
+    /// connected, e.g. Lightning was killed while they were).
+    func workersHoldingAttempts() async throws -> [(name: String, disconnectedAt: Int64?)]
     func workerConnected(_ join: WorkerJoin, at: Int64) async throws
     /// Worker credentials (docs/workers.md): a registration for `name`, valid until `expiresAt`.
     func createWorkerRegistration(name: String, jti: String, expiresAt: Int64, by: String, at: Int64) async throws
@@ -287,13 +327,10 @@ public protocol LightningStore: Sendable {
     func setWorkerControl(_ controls: [(name: String, control: WorkerControl?)]) async throws
     func workerDisconnected(name: String, at: Int64) async throws
     func workers() async throws -> [WorkerRecord]
-    /// Marks lost every unfinished attempt of `workerNames` (gone past the grace period), and every attempt
-    /// whose claim is older than its timeout plus `graceMicros`. Returns the ids marked lost.
-    /// `since`: when this replica saw the worker go. A worker the database shows connected again since then (to
-    /// any replica), or gone from another replica within the grace period, is left alone.
-    func markLost(goneWorkers: [(name: String, since: Int64)], now: Int64, graceMicros: Int64) async throws -> [String]
+}
 
-    // Operators (PROTOCOL.md 6)
+/// Operator tokens and console sessions (PROTOCOL.md 6).
+public protocol OperatorRepository: Sendable {
     func createOperatorToken(name: String, role: OperatorToken.Role) async throws -> (record: OperatorTokenRecord, secret: String)
     /// The live (not revoked) token with this plaintext, or nil. Synchronous (one indexed read), so that the
     /// socket's upgrade hook can answer 401 itself.
@@ -303,32 +340,25 @@ public protocol LightningStore: Sendable {
     func operatorTokens() async throws -> [OperatorTokenRecord]
     /// Revokes by id or by name; returns how many were revoked.
     func revokeOperatorToken(_ idOrName: String, at: Int64) async throws -> Int
-    func attemptCounts() async throws -> [AttemptState: Int]
-    func logLineCount() async throws -> Int64
+    /// A new session for a live operator token; returns the cookie's secret (only its hash is kept).
+    func createConsoleSession(tokenID: String, lifetimeMicros: Int64, at now: Int64) async throws -> String
+    /// Synchronous, like `verifyOperatorToken`: the socket's upgrade hook checks the cookie itself.
+    func consoleSession(secret: String, at now: Int64) throws -> ConsoleSession?
+    func endConsoleSession(secret: String, at now: Int64) async throws
+}
 
-    // Cron
+/// Cron triggers and their next due slots.
+public protocol CronRepository: Sendable {
     func cronTriggers() async throws -> [CronTrigger]
     /// Fires `trigger` for the slot `due` if that slot is still its next due one: advances it to `next` and
     /// makes the work order in one transaction. Returns nil when another scheduler (or an earlier run) fired it.
     func fireCron(_ trigger: CronTrigger, due: Int64, next: Int64) async throws -> CreatedWork?
     /// Records the first due slot of a trigger seen for the first time; keeps an existing one.
     func scheduleCron(_ trigger: CronTrigger, next: Int64) async throws -> Int64
+}
 
-    // The operator console
-    func attempts(matching filter: AttemptFilter) async throws -> AttemptPage
-    /// A new session for a live operator token; returns the cookie's secret (only its hash is kept).
-    func createConsoleSession(tokenID: String, lifetimeMicros: Int64, at now: Int64) async throws -> String
-    /// Synchronous, like `verifyOperatorToken`: the socket's upgrade hook checks the cookie itself.
-    func consoleSession(secret: String, at now: Int64) throws -> ConsoleSession?
-    func endConsoleSession(secret: String, at now: Int64) async throws
-    /// A new attempt of the same work order: from the start, or from a step of this attempt with its recorded input.
-    /// `by`: the operator, recorded on the attempt (a rerun does not count against the workflow's automatic retries).
-    func rerun(attemptID: String, fromStep: String?, by: String, at now: Int64) async throws -> CreatedWork
-    func workflowDetail(_ nameOrID: String) async throws -> WorkflowDetail
-    func dataclipRecord(_ id: String) async throws -> (type: String, body: [UInt8])
-    func allCredentialBodies() async throws -> [[UInt8]]
-
-    // Replicas on one database (PostgreSQL): what one tells the others. Nothing is sent or heard with SQLite.
+/// Replicas on one database (PostgreSQL): what one tells the others. Nothing is sent or heard with SQLite.
+public protocol ClusterBus: Sendable {
     func publish(_ signal: ClusterSignal) async throws
     func subscribe(_ handler: @escaping @Sendable (ClusterSignal) -> Void)
 }

@@ -14,6 +14,8 @@ public struct PostgresError: Error, Equatable, CustomStringConvertible {
 
     public static let uniqueViolation = "23505"
     public static let serializationFailure = "40001"
+    /// "cached plan must not change result type": a prepared statement's table changed since it was prepared.
+    public static let cachedPlanChanged = "0A000"
 }
 
 /// A parameter of a query (`$1`, `$2`, ...). Sent as text, but bytes in binary (no escaping of a large body).
@@ -158,6 +160,41 @@ public final class PostgresConnection {
     /// Runs one statement with `$1`... parameters and returns its rows (none for commands).
     @discardableResult
     public func query(_ sql: String, _ parameters: [PostgresValue] = []) throws -> PostgresRows {
+        try run(sql, parameters, prepared: nil)
+    }
+
+    /// Statements this connection has prepared, by their SQL, and their names.
+    private var preparedNames: [String: String] = [:]
+    /// At most this many statements are kept prepared per connection; past it, statements run unprepared.
+    public var maxPrepared = 512
+
+    /// `query`, with the statement prepared on this connection the first time it is seen and run by name after
+    /// (the server parses and plans it once, not on every call). For SQL whose text does not vary with its values.
+    @discardableResult
+    public func queryPrepared(_ sql: String, _ parameters: [PostgresValue] = []) throws -> PostgresRows {
+        let c = try live()
+        if let name = preparedNames[sql] {
+            do {
+                return try run(sql, parameters, prepared: name)
+            } catch let e as PostgresError where e.sqlState == PostgresError.cachedPlanChanged {
+                // The table changed under the statement (a migration by another process): it is prepared afresh
+                // next time. The error stands (inside a transaction, the transaction is aborted: run it again).
+                preparedNames[sql] = nil
+                throw e
+            }
+        }
+        guard preparedNames.count < maxPrepared else { return try run(sql, parameters, prepared: nil) }
+        preparedCount += 1
+        let name = "s\(preparedCount)"
+        _ = try Self.rows(PQprepare(c, name, sql, Int32(parameters.count), nil), connection: c)
+        preparedNames[sql] = name
+        return try run(sql, parameters, prepared: name)
+    }
+
+    /// Statements prepared so far (their names are never reused).
+    private var preparedCount = 0
+
+    private func run(_ sql: String, _ parameters: [PostgresValue], prepared name: String?) throws -> PostgresRows {
         let c = try live()
         // Every parameter's bytes in one buffer (text NUL-terminated, bytes binary with a length), then pointers
         // into it: no recursion or allocation per parameter however many there are.
@@ -190,6 +227,7 @@ public final class PostgresConnection {
         let result: OpaquePointer? = buffer.withUnsafeBufferPointer { b in
             let base = UnsafeRawPointer(b.baseAddress ?? UnsafePointer(bitPattern: 1)!)
             let pointers: [UnsafePointer<CChar>?] = offsets.map { $0.map { (base + $0).assumingMemoryBound(to: CChar.self) } }
+            if let name { return PQexecPrepared(c, name, Int32(parameters.count), pointers, lengths, formats, 0) }
             return PQexecParams(c, sql, Int32(parameters.count), nil, pointers, lengths, formats, 0)
         }
         return try Self.rows(result, connection: c)

@@ -482,3 +482,31 @@ struct PostgresOutageTests {
         }
     }
 }
+
+@Suite("The PostgreSQL store's prepared statements")
+struct PreparedStatementTests {
+    @Test("a table changed under prepared statements (another replica's migration): reads and writes go on")
+    func tableChanged() async throws {
+        let t = try await TestStore.make(.postgres)
+        defer { t.remove() }
+        try await t.workflow("name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n")
+        let id = try await t.work(1, workflow: "w")[0]
+        _ = try await t.store.claim(demand: 1, workerName: "w1")
+        try await t.store.startAttempt(id, workerName: "w1", at: 1)
+        _ = try await t.store.completeAttempt(id, AttemptComplete(reason: .fail), finalState: nil, at: 2)
+        // Prepared on the store's connections: SELECT a.* (a read) and SELECT * FROM attempts (a rerun, a write).
+        for _ in 0..<3 {
+            _ = try await t.store.attempt(id)
+            _ = try await t.store.attempts(workOrderID: try await t.store.attempt(id).workOrderID)
+            _ = try await t.store.rerun(attemptID: id, fromStep: nil, by: "op", at: 3)
+        }
+        // Another process adds a column: `*` now has one more, and PostgreSQL refuses to run the old plans.
+        let other = try await t.reopen()
+        _ = try await other.database.write { db in try db.execute("ALTER TABLE attempts ADD COLUMN added_later TEXT") }
+        for _ in 0..<3 {
+            #expect(try await t.store.attempt(id).state == .failed)
+            #expect(try await t.store.attempts(workOrderID: try await t.store.attempt(id).workOrderID).count >= 4)
+            _ = try await t.store.rerun(attemptID: id, fromStep: nil, by: "op", at: 4)
+        }
+    }
+}

@@ -211,7 +211,15 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     // MARK: StoreDatabase
 
     public func readHere<T>(_ body: (any SQLSession) throws -> T) throws -> T {
-        try translateErrors { try withConnection { c in try body(PostgresSession(connection: c, database: self)) } }
+        try translateErrors {
+            try withConnection { c in
+                do {
+                    return try body(PostgresSession(connection: c, database: self))
+                } catch let e as PostgresError where e.sqlState == PostgresError.cachedPlanChanged {
+                    return try body(PostgresSession(connection: c, database: self))  // prepared afresh
+                }
+            }
+        }
     }
 
     public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
@@ -259,10 +267,10 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         usleep(UInt32.random(in: 0...UInt32(min(attempt, 10) * 500)))
     }
 
-    /// Serialization failure, deadlock.
+    /// Serialization failure, deadlock, or a prepared statement whose table changed (prepared again next time).
     static func isRetryable(_ error: any Error) -> Bool {
         guard let e = error as? PostgresError, let state = e.sqlState else { return false }
-        return state == "40001" || state == "40P01"
+        return state == "40001" || state == "40P01" || state == PostgresError.cachedPlanChanged
     }
 
     /// A server that cannot be reached becomes `StoreError.unavailable` (callers answer 503; nothing was stored).
@@ -322,12 +330,14 @@ struct PostgresSession: SQLSession {
         }
     }
 
+    // Prepared per connection on first use: most of what the server spent on a short statement was parsing and
+    // planning it again.
     @discardableResult func execute(_ sql: String, _ arguments: [SQLValue]) throws -> Int {
-        try connection.query(database.numbered(sql), Self.parameters(arguments)).affected
+        try connection.queryPrepared(database.numbered(sql), Self.parameters(arguments)).affected
     }
 
     func fetchAll(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow] {
-        let rows = try connection.query(database.numbered(sql), Self.parameters(arguments))
+        let rows = try connection.queryPrepared(database.numbered(sql), Self.parameters(arguments))
         return rows.values.map { SQLRow(columns: rows.columns, storage: .postgres($0)) }
     }
 

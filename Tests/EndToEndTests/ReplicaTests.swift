@@ -98,7 +98,7 @@ struct ReplicaTests {
         #expect(messages == expected, "the messages differ")
     }
 
-    @Test("three replicas, two workers on different ones, 300 attempts; kill -9 of one replica mid-load: its worker fails over, everything runs exactly once")
+    @Test("three replicas, two workers on different ones, 500 attempts; kill -9 of one replica mid-load: its worker fails over, everything runs exactly once")
     func replicaKilled() async throws {
         let url = try await PostgresServer.shared().newDatabase()
         var a = try await Binaries(database: url)
@@ -117,7 +117,7 @@ struct ReplicaTests {
         defer { one.stop(); two.stop() }
         let sb = try b.store()
         var ids: [String] = []
-        for _ in 0..<300 { ids.append(try await sb.createWorkOrder(workflow: "once", input: Array("{}".utf8)).attemptID) }
+        for _ in 0..<500 { ids.append(try await sb.createWorkOrder(workflow: "once", input: Array("{}".utf8)).attemptID) }
         // Mid-load: some attempts are done, others are claimed or running on the worker connected to A.
         while try await sb.attempts(state: .success, limit: 1000).count < 60 { try await Task.sleep(for: .milliseconds(50)) }
         a.lightning.signal(SIGKILL)
@@ -129,7 +129,7 @@ struct ReplicaTests {
             #expect(try await sb.logs(attemptID: id, since: 0, limit: 10).map(\.message) == ["ran \(id)"], "exactly one run of \(id)")
             #expect(try await sb.steps(attemptID: id).count == 1)
         }
-        #expect(byWorker.values.reduce(0, +) == 300)
+        #expect(byWorker.values.reduce(0, +) == 500)
         #expect(Set(byWorker.keys) == ["one", "two"], "both workers took work: \(byWorker)")
         _ = try await one.waitForLog("url=ws://127.0.0.1:\(b.port)/worker/websocket .*connected to Lightning")
         // It had attempts under way when A went (four slots, a backlog): they were rejoined on B and finished there.

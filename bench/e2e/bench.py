@@ -45,23 +45,27 @@ class Stack:
         self.bin, self.dir = bin_dir, workdir
         subprocess.run([os.path.join(bin_dir, "gen-worker-keys"), "--out", os.path.join(workdir, "keys")],
                        check=True, stdout=subprocess.DEVNULL)
-        self.log = open(os.path.join(workdir, "lightning.log"), "w+")
-        self.lightning = subprocess.Popen(
-            [os.path.join(bin_dir, "lightning"), "serve", "--port", "0", "--database", os.path.join(workdir, "l.db")],
-            cwd=workdir, stderr=self.log, stdout=self.log)
-        self.port = None
-        deadline = time.time() + 30
-        while time.time() < deadline and self.port is None and self.lightning.poll() is None:
-            time.sleep(0.05)
-            m = re.search(r"port=(\d+) \[Lightning\] Lightning is listening", open(self.log.name).read())
-            if m:
-                self.port = int(m.group(1))
+        self.start(os.path.join(workdir, "l.db"))
         if self.port is None:
             sys.exit("lightning did not start:\n" + open(self.log.name).read())
         self.token = open(os.path.join(workdir, "keys", "operator_token")).read().strip()
         self.secret = open(os.path.join(workdir, "keys", "worker_secret")).read().strip()
         self.workers = []
         self.local = threading.local()
+
+    def start(self, database, timeout=30):
+        """`lightning serve` on `database` in self.dir; self.port is None when it did not say it listens in time."""
+        self.log = open(os.path.join(self.dir, "lightning.log"), "w+")
+        self.lightning = subprocess.Popen(
+            [os.path.join(self.bin, "lightning"), "serve", "--port", "0", "--database", database],
+            cwd=self.dir, stderr=self.log, stdout=self.log)
+        self.port = None
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.port is None and self.lightning.poll() is None:
+            time.sleep(0.05)
+            m = re.search(r"port=(\d+) \[Lightning\] Lightning is listening", open(self.log.name).read())
+            if m:
+                self.port = int(m.group(1))
 
     def worker(self, name, capacity):
         log = open(os.path.join(self.dir, name + ".log"), "w")

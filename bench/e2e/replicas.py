@@ -66,17 +66,8 @@ class Replica(bench.Stack):
         self.bin, self.dir = bin_dir, workdir
         os.makedirs(workdir)
         shutil.copytree(keys, os.path.join(workdir, "keys"))
-        self.log = open(os.path.join(workdir, "lightning.log"), "w+")
-        self.lightning = track(subprocess.Popen(
-            [os.path.join(bin_dir, "lightning"), "serve", "--port", "0", "--database", database],
-            cwd=workdir, stderr=self.log, stdout=self.log))
-        self.port = None
-        deadline = time.time() + 60
-        while time.time() < deadline and self.port is None and self.lightning.poll() is None:
-            time.sleep(0.05)
-            m = re.search(r"port=(\d+) \[Lightning\] Lightning is listening", open(self.log.name).read())
-            if m:
-                self.port = int(m.group(1))
+        self.start(database, timeout=60)
+        track(self.lightning)
         if self.port is None:
             raise RuntimeError("lightning did not start:\n" + open(self.log.name).read()[-3000:])
         self.token = token or open(os.path.join(workdir, "keys", "operator_token")).read().strip()

@@ -14,6 +14,8 @@ public struct PostgresError: Error, Equatable, CustomStringConvertible {
 
     public static let uniqueViolation = "23505"
     public static let serializationFailure = "40001"
+    /// What PostgreSQL itself says of text it cannot store (a NUL character, invalid UTF-8).
+    public static let characterNotInRepertoire = "22021"
     /// "cached plan must not change result type": a prepared statement's table changed since it was prepared.
     public static let cachedPlanChanged = "0A000"
 }
@@ -144,6 +146,9 @@ public final class PostgresConnection {
             conn = nil
             throw PostgresError(message: "could not connect: \(message)")
         }
+        // Notices (and the server's goodbye when it shuts down under an idle connection) would be printed to
+        // standard error by libpq's default processor; what matters comes back as results and errors.
+        PQsetNoticeProcessor(c, { _, _ in }, nil)
     }
 
     deinit { if let conn { PQfinish(conn) } }
@@ -204,7 +209,9 @@ public final class PostgresConnection {
         var formats: [Int32] = []
         for p in parameters {
             func text(_ s: String) throws {
-                guard !s.utf8.contains(0) else { throw PostgresError(message: "a text parameter cannot hold a NUL byte") }
+                guard !s.utf8.contains(0) else {
+                    throw PostgresError(sqlState: PostgresError.characterNotInRepertoire, message: "a text parameter cannot hold a NUL byte")
+                }
                 offsets.append(buffer.count)
                 buffer.append(contentsOf: s.utf8)
                 buffer.append(0)

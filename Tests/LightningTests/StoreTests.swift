@@ -510,3 +510,26 @@ struct PreparedStatementTests {
         }
     }
 }
+
+@Suite("The PostgreSQL store and values it cannot hold")
+struct PostgresValueTests {
+    @Test("a NUL character in text (which PostgreSQL cannot store) is refused as invalid, not as an outage, and nothing is half-stored")
+    func nulInText() async throws {
+        let t = try await TestStore.make(.postgres)
+        defer { t.remove() }
+        try await t.workflow("name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n")
+        let id = try await t.work(1, workflow: "w")[0]
+        _ = try await t.store.claim(demand: 1, workerName: "w1")
+        try await t.store.startAttempt(id, workerName: "w1", at: 1)
+        try await t.store.startStep(attemptID: id, stepID: "s1", jobID: "j", inputDataclipID: nil, at: 2)
+        let bad = StepComplete(stepID: "s1", jobID: "j", reason: .fail, errorType: "Oops", errorMessage: "before\u{0}after")
+        await #expect { _ = try await t.store.completeStep(attemptID: id, bad, outputState: nil, at: 3) } throws: { error in
+            guard case .invalid(let message) = error as? StoreError else { return false }
+            return message.contains("NUL")
+        }
+        #expect(try await t.store.steps(attemptID: id).first?.finishedAt == nil, "nothing of the refused event was stored")
+        // The same event without it goes through.
+        let good = StepComplete(stepID: "s1", jobID: "j", reason: .fail, errorType: "Oops", errorMessage: "before after")
+        #expect(try await t.store.completeStep(attemptID: id, good, outputState: nil, at: 3))
+    }
+}

@@ -67,7 +67,7 @@ struct PostgresTests {
             #expect(syntax?.sqlState == "42601", "\(String(describing: syntax))")
             #expect(try db.value.query("SELECT count(*) AS n FROM names").first?.int("n") == 1)
             // A NUL cannot be sent as text (it would cut the value short): refused before anything is sent.
-            #expect(throws: PostgresError(message: "a text parameter cannot hold a NUL byte")) {
+            #expect(throws: PostgresError(sqlState: PostgresError.characterNotInRepertoire, message: "a text parameter cannot hold a NUL byte")) {
                 try db.value.query("INSERT INTO names VALUES ($1)", [.text("ada\u{0}lovelace")])
             }
             // Thousands of parameters in one statement, and RETURNING counts what it touched.

@@ -80,7 +80,10 @@ struct AttemptChannel: RawPayloadHandler {
         } catch StoreError.unavailable(let message) {
             // Nothing was stored: the worker keeps the event and sends it again (our extension; `retry_after`
             // is ignored by workers that do not know it, which then see an ordinary error).
-            lightning.logger.error("a worker event was refused: the database disk is full", metadata: ["event": "\(event)", "attempt.id": "\(id)"])
+            // (A full disk, or a PostgreSQL server that cannot be reached: the message says which.)
+            lightning.logger.error("a worker event was refused: the store cannot take it now", metadata: [
+                "event": "\(event)", "attempt.id": "\(id)", "reason": "\(message)",
+            ])
             return .error(["errors": ["store": .array([.string(message)])], "retry_after": .int(Int64(StoreError.retryAfterSeconds))])
         } catch let error as StoreError {
             return Self.errors(event == Wire.Event.fetchCredential || event == Wire.Event.fetchDataclip ? "id" : "attempt",

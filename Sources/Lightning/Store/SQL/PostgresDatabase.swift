@@ -281,6 +281,10 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             throw StoreError.unavailable("the PostgreSQL server cannot be reached (\(e.message)): nothing was stored; try again")
         } catch let e as PostgresError where e.sqlState == "53100" {
             throw StoreError.unavailable("PostgreSQL's disk is full: nothing was stored; free space, then try again")
+        } catch let e as PostgresError where e.sqlState?.hasPrefix("22") == true {
+            // A value PostgreSQL cannot take (a NUL character in text, a number out of range): the request's fault,
+            // refused as such; nothing of it was stored.
+            throw StoreError.invalid("PostgreSQL cannot store a value of this request (\(e.message)); nothing was stored")
         }
     }
 

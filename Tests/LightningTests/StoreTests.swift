@@ -457,6 +457,27 @@ struct WorkflowDefinitionTests {
 
 @Suite("The PostgreSQL store when its server goes away")
 struct PostgresOutageTests {
+    @Test("the server restarts (every pooled connection is gone): reads and writes go on, none fails")
+    func serverRestarts() async throws {
+        let server = try await PostgresServer()
+        defer { server.stop() }
+        let url = server.url()
+        let store = try await TestSupport.onThread { try SQLStore.open(url, cipher: nil) }
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n"))
+        // Several connections in the pool, all idle.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<6 { group.addTask { _ = try await store.createWorkOrder(workflow: "w", input: Array("{}".utf8)) } }
+            try await group.waitForAll()
+        }
+        try await server.restart()
+        for _ in 0..<6 {
+            let made = try await store.createWorkOrder(workflow: "w", input: Array("{}".utf8))
+            #expect(try await store.attempt(made.attemptID).state == .available)
+            #expect(try store.verifyOperatorToken(secret: "lro_" + String(repeating: "A", count: 43)) == nil)
+        }
+        #expect(try await store.attempts(state: .available, limit: 100).count == 12, "nothing lost, nothing twice")
+    }
+
     @Test("a server that went away: every read and write says unavailable (503 upstream), none hangs or half-stores")
     func serverGone() async throws {
         let server = try await PostgresServer()

@@ -11,8 +11,12 @@ public final class PostgresServer: @unchecked Sendable {
     public let socketDirectory: String
     public let port = 5432
     public let user = "lightning"
-    private let process = Process()
+    private var process = Process()
     private let log: URL
+    private let bin: String
+    private let data: String
+    private let owner: (uid: uid_t, gid: gid_t)?
+    private let timeout: TimeInterval
 
     /// A libpq URL for `database`.
     public func url(database: String = "postgres") -> String {
@@ -34,12 +38,15 @@ public final class PostgresServer: @unchecked Sendable {
     /// Starts a server and waits until it takes connections (at most `timeout` seconds).
     public init(timeout: TimeInterval = 60) async throws {
         guard let bin = Self.binDirectory else { throw TestSupport.Failure(Self.unavailableReason!) }
+        self.bin = bin
+        self.timeout = timeout
         directory = try TestSupport.temporaryDirectory("pg")
         // The server trusts whoever reaches its socket: only its own user (and root) may enter the directory.
         guard chmod(directory.path, 0o700) == 0 else { throw TestSupport.Failure("chmod \(directory.path): \(String(cString: strerror(errno)))") }
         socketDirectory = directory.path
         log = directory.appendingPathComponent("postgres.log")
         let data = directory.appendingPathComponent("data").path
+        self.data = data
         var owner: (uid: uid_t, gid: gid_t)? = nil
         if geteuid() == 0 {
             guard let pw = getpwnam("postgres") else {
@@ -53,9 +60,18 @@ public final class PostgresServer: @unchecked Sendable {
         let initdb = try await TestSupport.run("\(bin)/initdb", ["-D", data, "-U", user, "--auth=trust", "-E", "UTF8",
                                                                   "--locale=C", "--no-sync"], user: owner)
         guard initdb.status == 0 else { throw TestSupport.Failure("initdb failed: \(initdb.stdout)\(initdb.stderr)") }
+        self.owner = owner
         FileManager.default.createFile(atPath: log.path, contents: nil)
         if let owner { _ = chown(log.path, owner.uid, owner.gid) }
+        try await launch()
+    }
+
+    /// Starts the server on its directory and waits until it takes connections.
+    private func launch() async throws {
+        let (bin, data, owner, timeout, socketDirectory, port, log) = (bin, data, owner, timeout, socketDirectory, port, log)
+        process = Process()
         let handle = try FileHandle(forWritingTo: log)
+        handle.seekToEndOfFile()
         process.standardOutput = handle
         process.standardError = handle
         // fsync off: the server lives for one test, and a crash of this machine ends the test anyway.
@@ -77,6 +93,13 @@ public final class PostgresServer: @unchecked Sendable {
             stop()
             throw TestSupport.Failure("PostgreSQL did not start: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         }
+    }
+
+    /// A fast shutdown, then the same server started again on its data (what clients see when their database
+    /// restarts: every connection they held is gone).
+    public func restart() async throws {
+        halt()
+        try await launch()
     }
 
     /// One server for the whole test process, started by the first test that asks for it and stopped when the
@@ -108,6 +131,11 @@ public final class PostgresServer: @unchecked Sendable {
 
     /// A fast shutdown (SIGINT: connections are closed, nothing waits for clients), then the directory goes.
     public func stop() {
+        halt()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func halt() {
         if process.isRunning {
             kill(process.processIdentifier, SIGINT)
             let deadline = Date(timeIntervalSinceNow: 15)
@@ -115,7 +143,6 @@ public final class PostgresServer: @unchecked Sendable {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
-        try? FileManager.default.removeItem(at: directory)
     }
 
     deinit { stop() }

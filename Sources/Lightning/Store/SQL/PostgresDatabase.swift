@@ -160,9 +160,35 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
 
     private func checkin(_ c: PostgresConnection) {
         condition.lock()
-        if c.isConnected { idle.append(c) } else { open -= 1 }
+        var stale: [PostgresConnection] = []
+        if c.isConnected {
+            idle.append(c)
+        } else {
+            // Lost: the server most likely restarted or went, and the idle ones went with it. They are closed now
+            // rather than each failing a request in turn.
+            open -= 1 + idle.count
+            stale = idle
+            idle = []
+        }
         condition.unlock()
         condition.broadcast()
+        for s in stale { s.close() }
+    }
+
+    /// `withConnection`, once more on a new connection when the one it had turned out lost before anything could
+    /// have been committed (a restarted server: every pooled connection is gone at once).
+    private func withLiveConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        do {
+            return try withConnection(body)
+        } catch let e as PostgresError where Self.isConnectionLoss(e) {
+            return try withConnection(body)
+        }
+    }
+
+    /// The connection is gone (no SQLSTATE: the client saw it; class 08 or 57P: the server said so).
+    static func isConnectionLoss(_ e: PostgresError) -> Bool {
+        guard let state = e.sqlState else { return true }
+        return state.hasPrefix("08") || state.hasPrefix("57P")
     }
 
     private func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
@@ -212,7 +238,7 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
 
     public func readHere<T>(_ body: (any SQLSession) throws -> T) throws -> T {
         try translateErrors {
-            try withConnection { c in
+            try withLiveConnection { c in
                 do {
                     return try body(PostgresSession(connection: c, database: self))
                 } catch let e as PostgresError where e.sqlState == PostgresError.cachedPlanChanged {
@@ -229,7 +255,7 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     public func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T)
         async throws -> T
     {
-        try await run { [self] in try translateErrors { try withConnection { c in try transaction(c, isolation, body) } } }
+        try await run { [self] in try translateErrors { try withLiveConnection { c in try transaction(c, isolation, body) } } }
     }
 
     private func transaction<T>(_ c: PostgresConnection, _ isolation: WriteIsolation, _ body: (any SQLSession) throws -> T) throws -> T {
@@ -249,8 +275,12 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                 try c.execute("COMMIT")
             } catch {
                 // A serialization failure at commit rolled the transaction back: run it again. A lost connection
-                // leaves the outcome unknown: reported, never run twice.
+                // leaves the outcome unknown: reported, never run twice (not as a PostgresError, which the caller
+                // would take for a loss before the commit and run again).
                 if c.isConnected && Self.isRetryable(error) && attempt < maxAttempts { backOff(attempt); continue }
+                if !c.isConnected {
+                    throw StoreError.unavailable("the connection to PostgreSQL was lost while committing: whether this was stored is not known; send it again (every worker event is idempotent)")
+                }
                 throw error
             }
             condition.withLock {

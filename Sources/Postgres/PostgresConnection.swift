@@ -231,6 +231,17 @@ public final class PostgresConnection {
                 formats.append(1)
             }
         }
+        if let begin = deferredBegin {
+            deferredBegin = nil
+            let sent: Bool = buffer.withUnsafeBufferPointer { b in
+                let base = UnsafeRawPointer(b.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+                let pointers: [UnsafePointer<CChar>?] = offsets.map { $0.map { (base + $0).assumingMemoryBound(to: CChar.self) } }
+                guard PQenterPipelineMode(c) == 1, PQsendQueryParams(c, begin, 0, nil, nil, nil, nil, 0) == 1 else { return false }
+                if let name { return PQsendQueryPrepared(c, name, Int32(parameters.count), pointers, lengths, formats, 0) == 1 }
+                return PQsendQueryParams(c, sql, Int32(parameters.count), nil, pointers, lengths, formats, 0) == 1
+            }
+            return try pipelineResults(sent: sent, connection: c)
+        }
         let result: OpaquePointer? = buffer.withUnsafeBufferPointer { b in
             let base = UnsafeRawPointer(b.baseAddress ?? UnsafePointer(bitPattern: 1)!)
             let pointers: [UnsafePointer<CChar>?] = offsets.map { $0.map { (base + $0).assumingMemoryBound(to: CChar.self) } }
@@ -238,6 +249,65 @@ public final class PostgresConnection {
             return PQexecParams(c, sql, Int32(parameters.count), nil, pointers, lengths, formats, 0)
         }
         return try Self.rows(result, connection: c)
+    }
+
+    // MARK: Transactions begun with their first statement
+
+    /// A `BEGIN …` not sent yet: it goes with the next statement, in one round trip (libpq's pipeline mode).
+    private var deferredBegin: String?
+
+    /// Starts a transaction with `begin` (`BEGIN ISOLATION LEVEL …`) sent together with the transaction's first
+    /// statement, saving a round trip per transaction. `commit()`/`rollback()` end it (and send nothing when no
+    /// statement ran).
+    public func beginWithFirstStatement(_ begin: String) {
+        deferredBegin = begin
+    }
+
+    /// Ends a transaction begun by `beginWithFirstStatement`.
+    public func commit() throws {
+        if deferredBegin != nil { deferredBegin = nil; return }
+        try execute("COMMIT")
+    }
+
+    public func rollback() throws {
+        if deferredBegin != nil { deferredBegin = nil; return }
+        try execute("ROLLBACK")
+    }
+
+    /// Reads a pipeline of `BEGIN` and one statement up to its sync point: the statement's rows, or the first error
+    /// (`BEGIN`'s, if it failed: the statement was then not run).
+    private func pipelineResults(sent: Bool, connection c: OpaquePointer) throws -> PostgresRows {
+        var beginError: (any Error)?
+        var outcome: Result<PostgresRows, any Error>?
+        if sent && PQpipelineSync(c) == 1 {
+            var query = 0  // 0: BEGIN, 1: the statement; a NULL result ends each
+            var nulls = 0
+            while true {
+                guard let r = PQgetResult(c) else {
+                    query += 1
+                    nulls += 1
+                    // More than one NULL in a row: the connection broke before the sync point came.
+                    if nulls > 1 || PQstatus(c) != CONNECTION_OK { break }
+                    continue
+                }
+                nulls = 0
+                if PQresultStatus(r) == PGRES_PIPELINE_SYNC { PQclear(r); break }
+                if PQresultStatus(r) == PGRES_PIPELINE_ABORTED { PQclear(r); continue }
+                if query == 0 {
+                    do { _ = try Self.rows(r, connection: c) } catch { beginError = error }
+                } else if query == 1 {
+                    outcome = Result { try Self.rows(r, connection: c) }
+                } else {
+                    PQclear(r)
+                }
+            }
+        }
+        _ = PQexitPipelineMode(c)
+        if let beginError { throw beginError }
+        guard let outcome else {
+            throw PostgresError(message: "the pipeline of BEGIN and its first statement broke off: \(Self.errorText(PQerrorMessage(c)))")
+        }
+        return try outcome.get()
     }
 
     /// Runs statements without parameters (several, separated by `;`: a migration).
@@ -313,6 +383,9 @@ public final class PostgresConnection {
         }
         return conn
     }
+
+    /// True inside a transaction (begun, or failed and not yet rolled back).
+    public var inTransaction: Bool { conn.map { PQtransactionStatus($0) != PQTRANS_IDLE } ?? false }
 
     /// False once the server went away (a query or a wait for notifications saw it).
     public var isConnected: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }

@@ -95,6 +95,43 @@ struct PostgresTests {
         }
     }
 
+    @Test("BEGIN sent with the first statement (one round trip): commits, rolls back, reports BEGIN's own error, costs nothing unused")
+    func pipelinedBegin() async throws {
+        let server = try await PostgresServer()
+        defer { server.stop() }
+        let db = try await Self.connect(server)
+        try await TestSupport.onThread { [db] in
+            let c = db.value
+            try c.execute("CREATE TABLE t (n bigint PRIMARY KEY)")
+            // Committed: the statement ran inside the transaction BEGIN opened.
+            c.beginWithFirstStatement("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            #expect(try c.queryPrepared("INSERT INTO t (n) VALUES ($1) RETURNING n", [.int(1)]).first?.int("n") == 1)
+            #expect(try c.query("SELECT current_setting('transaction_isolation') AS i").first?.string("i") == "serializable")
+            try c.commit()
+            // Rolled back: nothing of it stays.
+            c.beginWithFirstStatement("BEGIN")
+            try c.query("INSERT INTO t (n) VALUES (2)")
+            #expect(c.inTransaction)
+            try c.rollback()
+            // The first statement fails: its error, and the transaction is rolled back whole.
+            c.beginWithFirstStatement("BEGIN")
+            let dup = #expect(throws: PostgresError.self) { try c.query("INSERT INTO t (n) VALUES (1)") }
+            #expect(dup?.sqlState == PostgresError.uniqueViolation)
+            try c.rollback()
+            // BEGIN itself fails: its error, not the statement's, and the statement did not run.
+            c.beginWithFirstStatement("BEGIN ISOLATION LEVEL NO_SUCH_LEVEL")
+            let bad = #expect(throws: PostgresError.self) { try c.query("INSERT INTO t (n) VALUES (3)") }
+            #expect(bad?.sqlState == "42601", "\(String(describing: bad))")
+            try c.rollback()
+            // Begun and ended with no statement: nothing was sent, nothing is open.
+            c.beginWithFirstStatement("BEGIN")
+            try c.commit()
+            #expect(try c.query("SELECT n FROM t ORDER BY n").all.map { try $0.int("n") } == [1])
+            #expect(!c.inTransaction, "no transaction left open")
+            #expect(c.isConnected)
+        }
+    }
+
     @Test("a transaction that throws is rolled back whole")
     func transactions() async throws {
         let server = try await PostgresServer()

@@ -262,17 +262,18 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         var attempt = 0
         while true {
             attempt += 1
-            try c.execute(isolation == .serializable ? "BEGIN ISOLATION LEVEL SERIALIZABLE" : "BEGIN ISOLATION LEVEL READ COMMITTED")
+            // Sent with the body's first statement, in one round trip.
+            c.beginWithFirstStatement(isolation == .serializable ? "BEGIN ISOLATION LEVEL SERIALIZABLE" : "BEGIN ISOLATION LEVEL READ COMMITTED")
             let value: T
             do {
                 value = try body(PostgresSession(connection: c, database: self))
             } catch {
-                try? c.execute("ROLLBACK")
+                try? c.rollback()
                 if Self.isRetryable(error) && attempt < maxAttempts { backOff(attempt); continue }
                 throw error
             }
             do {
-                try c.execute("COMMIT")
+                try c.commit()
             } catch {
                 // A serialization failure at commit rolled the transaction back: run it again. A lost connection
                 // leaves the outcome unknown: reported, never run twice (not as a PostgresError, which the caller

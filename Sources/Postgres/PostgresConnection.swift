@@ -134,14 +134,19 @@ public final class PostgresConnection {
     /// `key=value` pairs. Errors name what failed, never the string itself (it may hold a password).
     public init(_ conninfo: String, timeoutSeconds: Int = 10) throws {
         var withTimeout = conninfo
-        if !conninfo.contains("connect_timeout") {
-            withTimeout += conninfo.contains("://") ? (conninfo.contains("?") ? "&" : "?") + "connect_timeout=\(timeoutSeconds)"
-                : " connect_timeout=\(timeoutSeconds)"
+        // A connect that hangs, and (over TCP) a path that dies silently, end in errors within seconds rather than
+        // the system's TCP timeouts (about 15 minutes): keepalives, and a bound on unacknowledged writes.
+        for (key, value) in [("connect_timeout", "\(timeoutSeconds)"), ("keepalives_idle", "10"), ("keepalives_interval", "5"),
+                             ("keepalives_count", "3"), ("tcp_user_timeout", "30000")] where !conninfo.contains(key) {
+            let url = withTimeout.contains("://")
+            withTimeout += url ? (withTimeout.contains("?") ? "&" : "?") + "\(key)=\(value)" : " \(key)=\(value)"
         }
         guard let c = PQconnectdb(withTimeout) else { throw PostgresError(message: "libpq could not allocate a connection") }
         conn = c
         guard PQstatus(c) == CONNECTION_OK else {
-            let message = Self.errorText(PQerrorMessage(c))
+            // libpq may quote the connection string, or a part of it, in its message (a malformed URL): never the
+            // password.
+            let message = Self.withoutSecrets(Self.errorText(PQerrorMessage(c)), conninfo: conninfo)
             PQfinish(c)
             conn = nil
             throw PostgresError(message: "could not connect: \(message)")
@@ -384,11 +389,38 @@ public final class PostgresConnection {
         return conn
     }
 
+    /// Ready for the next user: not inside a transaction, not in pipeline mode.
+    public var isIdle: Bool {
+        guard let conn else { return false }
+        return PQtransactionStatus(conn) == PQTRANS_IDLE && PQpipelineStatus(conn) == PQ_PIPELINE_OFF
+    }
+
     /// True inside a transaction (begun, or failed and not yet rolled back).
     public var inTransaction: Bool { conn.map { PQtransactionStatus($0) != PQTRANS_IDLE } ?? false }
 
     /// False once the server went away (a query or a wait for notifications saw it).
     public var isConnected: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
+
+    /// `text` with the connection string and any password in it replaced by `***`.
+    static func withoutSecrets(_ text: String, conninfo: String) -> String {
+        var out = text.replacingOccurrences(of: conninfo, with: "***")
+        var secrets: [String] = []
+        // postgresql://user:PASSWORD@host/…
+        if let scheme = conninfo.range(of: "://") {
+            let rest = conninfo[scheme.upperBound...]
+            let authority = rest.prefix { $0 != "/" && $0 != "?" }
+            if let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") {
+                secrets.append(String(authority[authority.index(after: colon)..<at]))
+            }
+        }
+        // password=… (key=value, or in a URL's query)
+        for match in conninfo.matches(of: /password=([^ &]*)/) { secrets.append(String(match.1)) }
+        for secret in secrets where !secret.isEmpty {
+            out = out.replacingOccurrences(of: secret, with: "***")
+            if let decoded = secret.removingPercentEncoding, decoded != secret { out = out.replacingOccurrences(of: decoded, with: "***") }
+        }
+        return out
+    }
 
     private static func errorText(_ text: UnsafePointer<CChar>?) -> String {
         guard let text else { return "unknown error" }

@@ -11,8 +11,8 @@ struct LoadBalancerTests {
     /// nginx with the repository's configuration, listening on a port of its own, in front of `upstreams`.
     final class Nginx: @unchecked Sendable {
         let dir: URL
-        let port: Int
-        let process: ChildProcess
+        private(set) var port = 0
+        private(set) var process: ChildProcess!
 
         init(upstreams: [Int]) async throws {
             guard let nginx = TestSupport.which("nginx") ?? (FileManager.default.isExecutableFile(atPath: "/usr/sbin/nginx") ? "/usr/sbin/nginx" : nil)
@@ -21,19 +21,9 @@ struct LoadBalancerTests {
             for sub in ["tmp", "logs"] {
                 try FileManager.default.createDirectory(at: dir.appendingPathComponent(sub), withIntermediateDirectories: true)
             }
-            var conf = try String(contentsOf: TestSupport.packageRoot.appendingPathComponent("deploy/nginx/lightning.conf"), encoding: .utf8)
-            conf = conf.replacingOccurrences(of: "server 127.0.0.1:4001", with: "server 127.0.0.1:\(upstreams[0])")
+            let template = try String(contentsOf: TestSupport.packageRoot.appendingPathComponent("deploy/nginx/lightning.conf"), encoding: .utf8)
+                .replacingOccurrences(of: "server 127.0.0.1:4001", with: "server 127.0.0.1:\(upstreams[0])")
                 .replacingOccurrences(of: "server 127.0.0.1:4002", with: "server 127.0.0.1:\(upstreams[1])")
-            // A port the kernel picks, given to nginx (nginx cannot report one it was given as 0).
-            let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } }
-            _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
-            port = Int(UInt16(bigEndian: addr.sin_port))
-            close(s)
-            conf = conf.replacingOccurrences(of: "listen 4000;", with: "listen 127.0.0.1:\(port);")
-            try conf.write(to: dir.appendingPathComponent("lightning.conf"), atomically: true, encoding: .utf8)
             let tmp = dir.appendingPathComponent("tmp").path
             try """
                 daemon off;
@@ -51,16 +41,40 @@ struct LoadBalancerTests {
                     include \(dir.path)/lightning.conf;
                 }
                 """.write(to: dir.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
-            let check = try await TestSupport.run(nginx, ["-t", "-c", dir.appendingPathComponent("nginx.conf").path, "-p", dir.path])
-            guard check.status == 0 else { throw TestSupport.Failure("nginx -t refused the configuration: \(check.stderr)") }
-            process = try ChildProcess(nginx, ["-c", dir.appendingPathComponent("nginx.conf").path, "-p", dir.path + "/"],
-                                       directory: dir, logName: "nginx.out")
-            // Up once it answers (a 502 is an answer: it is nginx speaking).
-            let deadline = ContinuousClock.now + .seconds(30)
-            while try await TestSupport.run("curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/"]).status != 0 {
-                if ContinuousClock.now > deadline { throw TestSupport.Failure("nginx did not start: \(process.log)") }
-                try await Task.sleep(for: .milliseconds(50))
+            // A port the kernel picks, given to nginx (nginx cannot report one it was given as 0). Another process
+            // may take it before nginx binds it: then nginx exits, and the next port is tried.
+            for attempt in 1...5 {
+                let port = Self.freePort()
+                try template.replacingOccurrences(of: "listen 4000;", with: "listen 127.0.0.1:\(port);")
+                    .write(to: dir.appendingPathComponent("lightning.conf"), atomically: true, encoding: .utf8)
+                let check = try await TestSupport.run(nginx, ["-t", "-c", dir.appendingPathComponent("nginx.conf").path, "-p", dir.path])
+                guard check.status == 0 else { throw TestSupport.Failure("nginx -t refused the configuration: \(check.stderr)") }
+                let process = try ChildProcess(nginx, ["-c", dir.appendingPathComponent("nginx.conf").path, "-p", dir.path + "/"],
+                                               directory: dir, logName: "nginx-\(attempt).out")
+                // Up once it answers (a 502 is an answer: it is nginx speaking).
+                let deadline = ContinuousClock.now + .seconds(30)
+                var exited = false
+                while try await TestSupport.run("curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/"]).status != 0 {
+                    if await process.waitForExit(timeout: 0) != nil { exited = true; break }
+                    if ContinuousClock.now > deadline { throw TestSupport.Failure("nginx did not start: \(process.log)") }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                if exited { continue }
+                self.port = port
+                self.process = process
+                return
             }
+            throw TestSupport.Failure("nginx could not bind a port in five tries")
+        }
+
+        static func freePort() -> Int {
+            let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(s) }
+            var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } }
+            _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
+            return Int(UInt16(bigEndian: addr.sin_port))
         }
 
         func stop() {

@@ -23,6 +23,9 @@ struct ReplicaTests {
         try await a.apply(Self.flow)
         let one = try a.worker("one", extra: ["--capacity", "3"]), two = try b.worker("two", extra: ["--capacity", "3"])
         defer { one.stop(); two.stop() }
+        // Both connected before the work comes, or the first could finish it alone on a slow machine.
+        try await one.waitForLog("connected to Lightning")
+        try await two.waitForLog("connected to Lightning")
         let (sa, sb) = (try a.store(), try b.store())
         var ids: [String] = []
         for i in 0..<60 {

@@ -396,7 +396,7 @@ struct CompatibilityTests {
             #expect(try await t.store.claim(demand: 1, workerName: "w\(i)").map(\.id) == [id])
         }
         // w0 said goodbye before the restart; w1's record still says connected (Lightning was killed under it).
-        try await t.store.workerDisconnected(name: "w0", at: Timestamp.nowMicros() - 3_600_000_000)
+        try await t.store.workerDisconnected(name: "w0", connectionID: nil, at: Timestamp.nowMicros() - 3_600_000_000)
         let l = try lightning(grace: 1)
         defer { Task { await l.shutdown() } }
         try await waitUntil("both attempts lost", timeout: .seconds(20)) {

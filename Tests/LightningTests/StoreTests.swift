@@ -379,41 +379,57 @@ struct StoreTests {
         _ = try await t.store.claim(demand: 1, workerName: "alive")
         try await t.store.startAttempt(ids[0], workerName: "gone", at: 1)
         try await t.store.startStep(attemptID: ids[0], stepID: "s1", jobID: "j", inputDataclipID: nil, at: 2)
-        let lost = try await t.store.markLost(goneWorkers: [("gone", 0)], now: Timestamp.nowMicros(), graceMicros: 30_000_000)
+        let lost = try await t.store.markLost(goneWorkers: ["gone"], now: Timestamp.nowMicros(), graceMicros: 30_000_000,
+                                              aliveWithinMicros: 40_000_000).lost
         #expect(lost == [ids[0]])
         let a = try await t.store.attempt(ids[0])
         #expect(a.state == .lost && a.errorType == "LostAfterStart")
         #expect(try await t.store.steps(attemptID: ids[0]).first?.reason == "lost")
         #expect(try await t.store.attempt(ids[1]).state == .claimed)
-        let overdue = try await t.store.markLost(goneWorkers: [], now: Timestamp.nowMicros() + 400_000_000_000, graceMicros: 0)
+        let overdue = try await t.store.markLost(goneWorkers: [], now: Timestamp.nowMicros() + 400_000_000_000, graceMicros: 0,
+                                                 aliveWithinMicros: 0).lost
         #expect(overdue == [ids[1]])
         #expect(try await t.store.attempt(ids[1]).errorType == "LostAfterClaim")
     }
 
-    @Test("liveness is shared: a worker gone from one replica but connected to another since is not lost", arguments: Engine.all)
+    @Test("liveness is shared: a worker gone from one replica but alive on another is not lost; a late disconnect of an old connection changes nothing", arguments: Engine.all)
     func sharedLiveness(_ engine: Engine) async throws {
         let t = try await TestStore.make(engine)
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil))
-        let ids = try await t.work(3, workflow: "free")
-        for name in ["moved", "left-later", "gone"] {
-            try await t.store.workerConnected(WorkerJoin(name: name, capacity: 1, version: nil, authMode: "secret"), at: 100)
+        let names = ["moved", "half-open", "left-later", "gone", "stale"]
+        let ids = try await t.work(names.count, workflow: "free")
+        func join(_ name: String, _ connection: String, at: Int64) async throws {
+            var j = WorkerJoin(name: name, capacity: 1, version: nil, authMode: "secret")
+            j.connectionID = connection
+            try await t.store.workerConnected(j, at: at)
+        }
+        for name in names {
+            try await join(name, "A/\(name)", at: 100)
             _ = try await t.store.claim(demand: 1, workerName: name)
         }
-        let grace: Int64 = 30_000_000, now: Int64 = 1_000_000_000
-        // All three left this replica at 200. "moved" joined another replica at 300 and is there; "left-later" joined
-        // another at 300 and left it within the grace period; "gone" never came back.
-        try await t.store.workerConnected(WorkerJoin(name: "moved", capacity: 1, version: nil, authMode: "secret"), at: 300)
-        try await t.store.workerConnected(WorkerJoin(name: "left-later", capacity: 1, version: nil, authMode: "secret"), at: 300)
-        try await t.store.workerDisconnected(name: "left-later", at: now - grace / 2)
-        try await t.store.workerDisconnected(name: "gone", at: 200)
-        let lost = try await t.store.markLost(goneWorkers: [("moved", 200), ("left-later", 200), ("gone", 200)], now: now, graceMicros: grace)
-        #expect(lost == [ids[2]], "only the worker gone everywhere past its grace")
-        #expect(try await t.store.attempt(ids[0]).state == .claimed)
-        #expect(try await t.store.attempt(ids[1]).state == .claimed)
-        // Past the other replica's grace too, the second one's attempt is lost.
-        let later = try await t.store.markLost(goneWorkers: [("left-later", 200)], now: now + grace, graceMicros: grace)
-        #expect(later == [ids[1]])
+        let grace: Int64 = 30_000_000, alive: Int64 = 40_000_000, now: Int64 = 1_000_000_000
+        // All five left replica A. "moved" joined B and is there. "half-open": A noticed only after the worker was on
+        // B, and its disconnect of A's old connection must not mark it gone. "left-later" joined B and left it within
+        // the grace period. "gone" left for good. "stale": its record says connected, but no replica refreshes it
+        // (its replica was killed).
+        try await t.store.workerDisconnected(name: "moved", connectionID: "A/moved", at: 200)
+        try await join("moved", "B/moved", at: 300)
+        try await join("half-open", "B/half-open", at: 300)
+        try await t.store.workerDisconnected(name: "half-open", connectionID: "A/half-open", at: 400)
+        try await join("left-later", "B/left-later", at: 300)
+        try await t.store.workerDisconnected(name: "left-later", connectionID: "B/left-later", at: now - grace / 2)
+        try await t.store.workerDisconnected(name: "gone", connectionID: "A/gone", at: 200)
+        // B's heartbeat for the workers connected to it.
+        try await t.store.workersSeen(connectionIDs: ["B/moved", "B/half-open"], at: now - 1_000_000)
+        let (lost, spared) = try await t.store.markLost(goneWorkers: names, now: now, graceMicros: grace, aliveWithinMicros: alive)
+        #expect(Set(lost) == [ids[3], ids[4]], "only the one gone everywhere and the one no replica vouches for")
+        #expect(spared == ["moved", "half-open", "left-later"])
+        for i in 0..<3 { #expect(try await t.store.attempt(ids[i]).state == .claimed, "\(names[i])") }
+        // Past the other replica's grace too, the third one's attempt is lost; the live ones never are while seen.
+        try await t.store.workersSeen(connectionIDs: ["B/moved", "B/half-open"], at: now + grace)
+        let later = try await t.store.markLost(goneWorkers: names, now: now + grace, graceMicros: grace, aliveWithinMicros: alive)
+        #expect(later.lost == [ids[2]] && later.spared == ["moved", "half-open"])
     }
 }
 
@@ -501,6 +517,21 @@ struct PostgresOutageTests {
                 return false
             }
         }
+    }
+}
+
+@Suite("Database locations in logs")
+struct RedactionTests {
+    @Test("a PostgreSQL URL is logged without its password, wherever it is", arguments: [
+        ("postgres://lightning:s3cret@db:5432/l", "postgres://lightning:***@db:5432/l"),
+        ("postgresql://lightning:s3c@ret@db/l?sslmode=require", "postgresql://lightning:***@db/l?sslmode=require"),
+        ("postgresql://lightning@db/l?password=s3cret&sslmode=require", "postgresql://lightning@db/l?password=***&sslmode=require"),
+        ("postgresql://lightning@/l?host=/run/pg&options=a@b", "postgresql://lightning@/l?host=/run/pg&options=a@b"),
+        ("host=db dbname=l user=lightning password=s3cret", "host=db dbname=l user=lightning password=***"),
+        ("./data/lightning.db", "./data/lightning.db"),
+    ])
+    func redacted(_ pair: (String, String)) {
+        #expect(SQLStore.redacted(pair.0) == pair.1)
     }
 }
 

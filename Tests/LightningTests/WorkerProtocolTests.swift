@@ -363,6 +363,36 @@ struct WorkerProtocolTests {
         try await worker.join(topic: "run:\(mine.attemptID)", payload: { ["token": .string(right)] })
     }
 
+    @Test("a worker that joins saying what it holds gets its other claims put back (their replies never reached it)", arguments: Engine.all)
+    func heldOnJoin(_ engine: Engine) async throws {
+        let h = try await Harness.make(engine)
+        defer { Task { await h.stop() } }
+        try await h.t.workflow(freeWorkflow)
+        // Three claims committed for "w": as if its Lightning went after the commit and before the replies.
+        let ids = try await h.t.work(3, workflow: "free")
+        #expect(try await h.t.store.claim(demand: 3, workerName: "w").count == 3)
+        // It comes back holding only the first (its reply did arrive).
+        let token = try h.workerToken("w")
+        let c = try h.client { token }
+        defer { c.close() }
+        try await waitUntil("connected") { c.connected }
+        try await c.join(topic: "worker:queue", payload: { ["capacity": 2, "held": [.string(ids[0])]] })
+        #expect(try await h.t.store.attempt(ids[0]).state == .claimed, "what it holds stays its own")
+        for id in ids.dropFirst() {
+            let a = try await h.t.store.attempt(id)
+            #expect(a.state == .available && a.workerName == nil, "back in the queue: \(a)")
+        }
+        // ws-worker says nothing of what it holds: nothing is touched.
+        _ = try await h.t.store.claim(demand: 2, workerName: "ws")
+        let other = try h.workerToken("ws")
+        let d = try h.client { other }
+        defer { d.close() }
+        try await waitUntil("connected") { d.connected }
+        try await d.join(topic: "worker:queue", payload: { ["capacity": 2] })
+        #expect(try await h.t.store.attempt(ids[1]).state == .claimed)
+        #expect(try await h.t.store.attempt(ids[2]).state == .claimed)
+    }
+
     @Test("a claim whose reply cannot be delivered goes back to the queue")
     func undeliveredClaim() async throws {
         // The claim is held after its commit until the claimer's socket is gone, so its reply cannot be delivered.

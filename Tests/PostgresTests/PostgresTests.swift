@@ -132,6 +132,16 @@ struct PostgresTests {
         }
     }
 
+    @Test("a malformed connection string that libpq quotes back: the password is not in the error", arguments: [
+        "postgresql://lightning:s3cretPW@[::1/db",            // libpq quotes the whole URL
+        "postgresql://lightning:s3cretPW@/db?host=/nowhere&x=%zz",
+        "host=/nowhere dbname=db user=lightning password=s3cretPW sslmode=nonsense",
+    ])
+    func secretsNotInErrors(_ conninfo: String) async throws {
+        let error = #expect(throws: PostgresError.self) { _ = try PostgresConnection(conninfo, timeoutSeconds: 2) }
+        #expect(error.map { !$0.description.contains("s3cretPW") } == true, "\(String(describing: error))")
+    }
+
     @Test("a transaction that throws is rolled back whole")
     func transactions() async throws {
         let server = try await PostgresServer()

@@ -77,7 +77,7 @@ public final class PostgresServer: @unchecked Sendable {
         // fsync off: the server lives for one test, and a crash of this machine ends the test anyway.
         try Spawn.start(process, executable: "\(bin)/postgres",
                         arguments: ["-D", data, "-k", socketDirectory, "-p", "\(port)", "-c", "listen_addresses=",
-                                    "-c", "fsync=off", "-c", "max_connections=200"],
+                                    "-c", "fsync=off", "-c", "max_connections=400"],
                         user: owner)
         try handle.close()  // the server has its own copy
         let ready = try await TestSupport.onThread { [bin, socketDirectory, port, process] () -> Bool in

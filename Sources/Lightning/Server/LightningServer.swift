@@ -105,6 +105,8 @@ public final class Lightning: Sendable {
     let state = LightningState()
     let metrics: LightningMetrics
     let viewers: ViewerHub
+    /// This process among the replicas on one database: worker records name the connection they describe with it.
+    let replicaID = String(UUID().uuidString.lowercased().prefix(12))
     let attemptsFeed = AttemptsFeed()
     let attemptsDrain: SerialDrain<[String]>
     /// Everything for the attempts' viewers, in the order it happened: stored lines, step events and state
@@ -258,6 +260,9 @@ public final class Lightning: Sendable {
         (serverBox.server?.allSockets() ?? []).contains { ($0.context as? WorkerIdentity)?.name == name }
     }
 
+    /// The id a worker's record carries for its connection here.
+    func connectionID(_ socket: ChannelSocket) -> String { "\(replicaID)/\(socket.id)" }
+
     func connectedWorkerNames() -> [String] {
         (serverBox.server?.sockets(joinedTo: Wire.Topic.queue) ?? []).compactMap { ($0.context as? WorkerIdentity)?.name }
     }
@@ -279,7 +284,7 @@ public final class Lightning: Sendable {
             .contains { ($0.context as? WorkerIdentity)?.name == worker.name && $0 != socket } ?? false
         if !stillConnected {
             state.workerGone(worker.name, at: Timestamp.nowMicros())
-            try? await store.workerDisconnected(name: worker.name, at: Timestamp.nowMicros())
+            try? await store.workerDisconnected(name: worker.name, connectionID: connectionID(socket), at: Timestamp.nowMicros())
             logger.info("worker disconnected", metadata: ["worker.name": "\(worker.name)"])
         }
     }
@@ -530,14 +535,21 @@ public final class Lightning: Sendable {
         let grace = Int64(configuration.graceSeconds * 1_000_000)
         let gone = state.workersGone(before: now - grace)
         do {
-            let lost = try await store.markLost(goneWorkers: gone, now: now, graceMicros: grace)
+            // The heartbeat of the workers connected here: other replicas read it (shared liveness).
+            let here = (serverBox.server?.sockets(joinedTo: Wire.Topic.queue) ?? []).filter { $0.context is WorkerIdentity }
+            try await store.workersSeen(connectionIDs: here.map(connectionID), at: now)
+            // Refreshed every sweep: a record not refreshed for two sweeps (and the grace period) has no replica.
+            let aliveWithin = grace + Int64(2 * configuration.janitorIntervalSeconds * 1_000_000)
+            let (lost, spared) = try await store.markLost(goneWorkers: gone.map(\.name), now: now, graceMicros: grace,
+                                                          aliveWithinMicros: aliveWithin)
             for id in lost {
                 logger.warning("attempt lost", metadata: ["attempt.id": "\(id)"])
                 await attemptChanged(id)
             }
             // A lost attempt may have been retried.
             if !lost.isEmpty { nudgeWorkers() }
-            state.forget(gone.map(\.name))
+            // Those alive elsewhere (or gone from elsewhere only lately) are looked at again next time.
+            state.forget(gone.map(\.name).filter { !spared.contains($0) })
         } catch is CancellationError {
             // Shutting down: the sweep was interrupted, not failed.
         } catch {

@@ -9,7 +9,21 @@ struct QueueChannel: ChannelHandler {
     func join(topic: String, payload: JSON, socket: ChannelSocket) async -> JoinResult {
         guard let worker = socket.context as? WorkerIdentity else { return .error(["reason": "unauthorized"]) }
         do {
+            let joinedAt = Timestamp.nowMicros()
             let (credential, defaults) = try await lightning.workerJoined(worker, socket: socket, payload: payload)
+            if let held = payload["held"]?.arrayValue {
+                // Claims whose replies never reached this worker (its Lightning went between the claim and the reply):
+                // back to the queue now, not after the claim timeout.
+                let released = try await lightning.store.releaseClaims(workerName: worker.name, keeping: Set(held.compactMap(\.stringValue)),
+                                                                       claimedBefore: joinedAt)
+                if !released.isEmpty {
+                    lightning.logger.warning("claims the worker never received returned to the queue", metadata: [
+                        "worker.name": "\(worker.name)", "attempts": "\(released)",
+                    ])
+                    lightning.attemptsChanged(released)
+                    lightning.nudgeWorkers()
+                }
+            }
             let asked = Set((payload["extensions"]?.arrayValue ?? []).compactMap(\.stringValue))
             lightning.state.setCheckout(socket.id, asked.contains(Wire.Extension.claimCheckout))
             lightning.state.setFleetControl(socket.id, asked.contains(Wire.Extension.fleetControl))

@@ -111,6 +111,7 @@ extension Lightning {
         join.deploymentID = payload["deployment_id"]?.stringValue.map { String($0.prefix(255)) }
         join.group = payload["group"]?.stringValue.map { String($0.prefix(100)) }
         join.instanceID = payload["instance_id"]?.stringValue.map { String($0.prefix(100)) }
+        join.connectionID = connectionID(socket)
         let defaults = configuration.workerGroupDefaults[join.group ?? "default"]
         let configured = Set((payload["configured"]?.arrayValue ?? []).compactMap(\.stringValue))
         if !configured.contains("capacity"), let c = defaults?["capacity"]?.intValue, c > 0 { join.capacity = Int(c) }

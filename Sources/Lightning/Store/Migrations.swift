@@ -437,6 +437,13 @@ enum Migrations {
                 used_at BIGINT
             );
             """),
+        // Which connection (replica and socket) the worker record describes: a replica records a disconnect only of
+        // its own connection, and refreshes last_seen_at of the workers connected to it (liveness shared by
+        // replicas, issue 12).
+        Migration(
+            name: "2026-12-06-007-worker-connection",
+            sqlite: "ALTER TABLE workers ADD COLUMN connection_id TEXT",
+            postgres: "ALTER TABLE workers ADD COLUMN connection_id TEXT"),
     ]
 
     /// SQLite: GRDB's migrator (its `grdb_migrations` table records what ran), by the same names as always.
@@ -452,10 +459,11 @@ enum Migrations {
     /// migrate once (the others wait, then find nothing to do). DDL is transactional there: a failed step leaves
     /// the schema as it was.
     static func migratePostgres(_ c: PostgresConnection) throws {
-        try c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)")
         try c.transaction { c in
-            // An arbitrary constant shared by every replica: "lightning schema migrations".
+            // An arbitrary constant shared by every replica: "lightning schema migrations". Taken before anything,
+            // the bookkeeping table's creation included (two replicas creating it at once would collide).
             try c.query("SELECT pg_advisory_xact_lock(7461346372)")
+            try c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)")
             let applied = Set(try c.query("SELECT name FROM schema_migrations").all.compactMap { try $0.string("name") })
             for migration in list where !applied.contains(migration.name) {
                 try c.execute(migration.postgres)

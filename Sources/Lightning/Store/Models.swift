@@ -173,6 +173,8 @@ public struct WorkerJoin: Sendable, Equatable {
     public var instanceID: String? = nil
     public var authMode: String
     public var credentialExpiresAt: Int64? = nil
+    /// The connection this join came on (its replica and socket), so that only its own disconnect is recorded.
+    public var connectionID: String? = nil
 
     public init(name: String, capacity: Int, version: String?, authMode: String) {
         self.name = name
@@ -254,6 +256,9 @@ public protocol QueueRepository: Sendable {
     func createWorkOrder(webhookPath: String, input: [UInt8]) async throws -> CreatedWork
     func claim(demand: Int, workerName: String) async throws -> [ClaimedAttempt]
     func unclaim(_ ids: [String], workerName: String) async throws
+    /// Puts back in the queue the attempts claimed by `workerName` before `claimedBefore` that it does not hold
+    /// (it said so as it joined: their claim replies never reached it). Returns their ids.
+    func releaseClaims(workerName: String, keeping held: Set<String>, claimedBefore: Int64) async throws -> [String]
     /// A new attempt of the same work order: from the start, or from a step of this attempt with its recorded input.
     /// `by`: the operator, recorded on the attempt (a rerun does not count against the workflow's automatic retries).
     func rerun(attemptID: String, fromStep: String?, by: String, at now: Int64) async throws -> CreatedWork
@@ -285,11 +290,13 @@ public protocol AttemptRepository: Sendable {
     func cancel(_ id: String, at: Int64) async throws -> AttemptState
     func attemptResult(_ id: String) async throws -> AttemptResult
     func steps(attemptID: String) async throws -> [StepRecord]
-    /// Marks lost every unfinished attempt of the `goneWorkers` (gone past the grace period), and every attempt
-    /// whose claim is older than its timeout plus `graceMicros`. Returns the ids marked lost. `since`: when this
-    /// replica saw the worker go; a worker the database shows connected again since then (to any replica), or gone
-    /// from another replica within the grace period, is left alone.
-    func markLost(goneWorkers: [(name: String, since: Int64)], now: Int64, graceMicros: Int64) async throws -> [String]
+    /// Marks lost every unfinished attempt of the `goneWorkers` (gone from this replica past the grace period), and
+    /// every attempt whose claim is older than its timeout plus `graceMicros`. Returns the ids marked lost. Liveness
+    /// is shared through the database: a worker whose record says connected and was seen within `aliveWithinMicros`
+    /// (its replica refreshes it), or that left some replica within the grace period, is left alone.
+    /// `spared`: the gone workers left alone this time (to be looked at again).
+    func markLost(goneWorkers: [String], now: Int64, graceMicros: Int64, aliveWithinMicros: Int64) async throws
+        -> (lost: [String], spared: [String])
     func attemptCounts() async throws -> [AttemptState: Int]
 }
 
@@ -325,7 +332,11 @@ public protocol WorkerRepository: Sendable {
     func workerControl(name: String) async throws -> WorkerControl?
     /// Sets (or clears, with nil) the fleet control of these workers.
     func setWorkerControl(_ controls: [(name: String, control: WorkerControl?)]) async throws
-    func workerDisconnected(name: String, at: Int64) async throws
+    /// Records the worker gone, if the record still describes this connection (it may have joined another replica
+    /// since: that one's record stands).
+    func workerDisconnected(name: String, connectionID: String?, at: Int64) async throws
+    /// Heartbeat: these connections' workers are connected (to this replica) at `at`.
+    func workersSeen(connectionIDs: [String], at: Int64) async throws
     func workers() async throws -> [WorkerRecord]
 }
 

@@ -105,6 +105,8 @@ extension SQLStore {
                 dataclipID = input
                 startingJobID = step["job_id"]
             }
+            // The work order's row locked first: a retry of it made at the same time waits, and numbers never repeat.
+            try db.execute("SELECT id FROM work_orders WHERE id = ?\(db.dialect.forNoKeyUpdate)", [a.value("work_order_id")])
             let number = (try db.int("SELECT MAX(attempt_number) FROM attempts WHERE work_order_id = ?",
                                            [a.value("work_order_id")]) ?? 0) + 1
             let newID = Self.newID()

@@ -82,7 +82,7 @@ extension SQLStore {
                        t.cron_expression, c.next_slot, c.expression AS scheduled_expression
                 FROM triggers t JOIN workflows w ON w.current_snapshot_id = t.snapshot_id
                 LEFT JOIN cron_slots c ON c.workflow_id = w.id AND c.trigger_name = t.name
-                WHERE t.type = 'cron' AND t.cron_expression IS NOT NULL ORDER BY w.name, t.name
+                WHERE t.type = 'cron' AND t.cron_expression IS NOT NULL ORDER BY \(db.dialect.byteOrder("w.name")), \(db.dialect.byteOrder("t.name"))
                 """).map { row in
                 let expression: String = row["cron_expression"]
                 // A changed expression starts a fresh schedule.

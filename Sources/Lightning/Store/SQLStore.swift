@@ -31,13 +31,16 @@ public final class SQLStore: LightningStore {
     /// `database` as it may be logged: a PostgreSQL URL's password, or a `password=` pair, replaced by `***`.
     public static func redacted(_ database: String) -> String {
         guard isPostgres(database) else { return database }
-        if let scheme = database.range(of: "://"), let at = database[scheme.upperBound...].firstIndex(of: "@") {
-            let user = database[scheme.upperBound..<at]
-            if let colon = user.firstIndex(of: ":") {
-                return String(database[..<colon]) + ":***" + String(database[at...])
+        var out = database
+        // postgresql://user:PASSWORD@host/… : the user information ends at the last @ before the path or query.
+        if let scheme = out.range(of: "://") {
+            let rest = out[scheme.upperBound...]
+            let authority = rest.prefix { $0 != "/" && $0 != "?" }
+            if let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") {
+                out.replaceSubrange(authority.index(after: colon)..<at, with: "***")
             }
         }
-        return database.replacing(/password=[^ &]*/, with: "password=***")
+        return out.replacing(/password=[^ &]*/, with: "password=***")
     }
 
     public func publish(_ signal: ClusterSignal) async throws { try await database.publish(signal) }
@@ -157,7 +160,7 @@ public final class SQLStore: LightningStore {
                 SELECT w.id, w.name, w.concurrency, s.version,
                        (SELECT \(db.dialect.commaJoined("webhook_path")) FROM triggers t WHERE t.snapshot_id = w.current_snapshot_id
                         AND t.webhook_path IS NOT NULL) AS paths
-                FROM workflows w JOIN workflow_snapshots s ON s.id = w.current_snapshot_id ORDER BY w.name
+                FROM workflows w JOIN workflow_snapshots s ON s.id = w.current_snapshot_id ORDER BY \(db.dialect.byteOrder("w.name"))
                 """).map { row in
                 WorkflowSummary(id: row["id"], name: row["name"], version: row["version"], concurrency: row["concurrency"],
                                 webhookPaths: (row["paths"] as String?)?.split(separator: ",").map(String.init) ?? [])
@@ -275,7 +278,10 @@ public final class SQLStore: LightningStore {
                 let exclude = full.isEmpty ? "" : "AND a.workflow_id NOT IN (\(full.map { _ in "?" }.joined(separator: ",")))"
                 var arguments: [any SQLBindable] = [afterSeq]
                 for id in full { arguments += [id] }
-                arguments += [max((demand - claimed.count) * 4, 64)]
+                // SQLite reads a wide window (rows of capped workflows are passed over in memory); PostgreSQL locks every
+                // row it reads until the claim commits, so it reads only as many as it still needs, and other
+                // claimers find the rest.
+                arguments += [db.dialect == .postgres ? demand - claimed.count : max((demand - claimed.count) * 4, 64)]
                 let window = try db.fetchAll("""
                     SELECT a.id, a.seq, a.workflow_id, a.run_timeout_ms, w.concurrency
                     FROM attempts a JOIN workflows w ON w.id = a.workflow_id
@@ -305,7 +311,7 @@ public final class SQLStore: LightningStore {
     /// PostgreSQL the workflow's row is locked first, until the claim commits: claimers of one capped workflow (on
     /// any replica) take turns, and each counts what the one before it claimed.
     private static func running(_ db: any SQLSession, _ workflowID: String) throws -> Int {
-        if db.dialect == .postgres { try db.execute("SELECT id FROM workflows WHERE id = ? FOR UPDATE", [workflowID]) }
+        try db.execute("SELECT id FROM workflows WHERE id = ?\(db.dialect.forNoKeyUpdate)", [workflowID])
         return try db.int("SELECT COUNT(*) FROM attempts WHERE state IN ('claimed', 'started') AND workflow_id = ?", [workflowID]) ?? 0
     }
 
@@ -319,6 +325,22 @@ public final class SQLStore: LightningStore {
                     """, [id, workerName])
             }
             try db.signal(.workAvailable)
+        }
+    }
+
+    public func releaseClaims(workerName: String, keeping held: Set<String>, claimedBefore: Int64) async throws -> [String] {
+        try await database.write(isolation: .lockedRows) { db in
+            let stale: [String] = try db.strings("""
+                SELECT id FROM attempts WHERE worker_name = ? AND state = 'claimed' AND claimed_at < ?\(db.dialect.forUpdate)
+                """, [workerName, claimedBefore]).filter { !held.contains($0) }
+            for id in stale {
+                try db.execute("""
+                    UPDATE attempts SET state = 'available', claimed_at = NULL, worker_name = NULL
+                    WHERE id = ? AND state = 'claimed' AND worker_name = ?
+                    """, [id, workerName])
+            }
+            if !stale.isEmpty { try db.signal(.workAvailable) }
+            return stale
         }
     }
 
@@ -559,6 +581,8 @@ public final class SQLStore: LightningStore {
     /// Inserts the attempt that follows `a` (same work order, snapshot, input and start), with `note` as its first log line.
     private static func insertFollowUp(_ db: any SQLSession, _ a: SQLRow, at: Int64, note text: String) throws -> String {
         let id: String = a["id"]
+        // The work order's row locked first: a rerun of it made at the same time waits, and numbers never repeat.
+        try db.execute("SELECT id FROM work_orders WHERE id = ?\(db.dialect.forNoKeyUpdate)", [a.value("work_order_id")])
         let number = (try db.int("SELECT MAX(attempt_number) FROM attempts WHERE work_order_id = ?",
                                        [a.value("work_order_id")]) ?? 0) + 1
         let newID = Self.newID()
@@ -610,7 +634,7 @@ public final class SQLStore: LightningStore {
         try await read { db in
             try db.fetchAll("""
                 SELECT DISTINCT a.worker_name AS name, w.disconnected_at FROM attempts a LEFT JOIN workers w ON w.name = a.worker_name
-                WHERE a.state IN ('claimed', 'started') AND a.worker_name IS NOT NULL ORDER BY a.worker_name
+                WHERE a.state IN ('claimed', 'started') AND a.worker_name IS NOT NULL ORDER BY \(db.dialect.byteOrder("a.worker_name"))
                 """).map { (name: $0["name"], disconnectedAt: $0["disconnected_at"]) }
         }
     }
@@ -666,22 +690,37 @@ public final class SQLStore: LightningStore {
             // Fleet control given to another process of this name (a restarted worker) no longer applies.
             try db.execute("""
                 INSERT INTO workers (name, capacity, version, connected_at, last_seen_at, disconnected_at, host, labels, deployment_id,
-                                     grp, instance_id, auth_mode, credential_expires_at)
-                VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)
+                                     grp, instance_id, auth_mode, credential_expires_at, connection_id)
+                VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(name) DO UPDATE SET capacity = excluded.capacity, version = excluded.version,
                     connected_at = excluded.connected_at, last_seen_at = excluded.last_seen_at, disconnected_at = NULL,
                     host = excluded.host, labels = excluded.labels, deployment_id = excluded.deployment_id, grp = excluded.grp,
                     control = CASE WHEN workers.instance_id IS NOT DISTINCT FROM excluded.instance_id THEN workers.control ELSE NULL END,
                     instance_id = excluded.instance_id, auth_mode = excluded.auth_mode,
-                    credential_expires_at = excluded.credential_expires_at
+                    credential_expires_at = excluded.credential_expires_at, connection_id = excluded.connection_id
                 """, [w.name, w.capacity, w.version, at, at, w.host, labels, w.deploymentID, w.group, w.instanceID,
-                                 w.authMode, w.credentialExpiresAt])
+                                 w.authMode, w.credentialExpiresAt, w.connectionID])
         }
     }
 
-    public func workerDisconnected(name: String, at: Int64) async throws {
+    public func workerDisconnected(name: String, connectionID: String?, at: Int64) async throws {
         try await database.write(isolation: .lockedRows) { db in
-            try db.execute("UPDATE workers SET disconnected_at = ?, last_seen_at = ? WHERE name = ?", [at, at, name])
+            try db.execute("""
+                UPDATE workers SET disconnected_at = ?, last_seen_at = ? WHERE name = ? AND connection_id IS NOT DISTINCT FROM ?
+                """, [at, at, name, connectionID])
+        }
+    }
+
+    public func workersSeen(connectionIDs: [String], at: Int64) async throws {
+        guard !connectionIDs.isEmpty else { return }
+        try await database.write(isolation: .lockedRows) { db in
+            var start = 0
+            while start < connectionIDs.count {
+                let chunk = connectionIDs[start..<min(start + 500, connectionIDs.count)]
+                try db.execute("UPDATE workers SET last_seen_at = ? WHERE disconnected_at IS NULL AND connection_id IN ("
+                               + chunk.map { _ in "?" }.joined(separator: ",") + ")", [at] + chunk.map { $0 as any SQLBindable })
+                start += chunk.count
+            }
         }
     }
 
@@ -689,7 +728,7 @@ public final class SQLStore: LightningStore {
         try await read { db in
             try db.fetchAll("""
                 SELECT w.*, (SELECT COUNT(*) FROM attempts a WHERE a.worker_name = w.name AND a.state IN ('claimed', 'started')) AS current
-                FROM workers w ORDER BY w.name
+                FROM workers w ORDER BY \(db.dialect.byteOrder("w.name"))
                 """).map { row in
                 var w = WorkerRecord(name: row["name"], capacity: row["capacity"], version: row["version"], connectedAt: row["connected_at"],
                                      lastSeenAt: row["last_seen_at"], disconnectedAt: row["disconnected_at"], currentAttempts: row["current"])
@@ -707,16 +746,20 @@ public final class SQLStore: LightningStore {
         }
     }
 
-    public func markLost(goneWorkers gone: [(name: String, since: Int64)], now: Int64, graceMicros: Int64) async throws -> [String] {
-        try await database.write { db in
+    public func markLost(goneWorkers gone: [String], now: Int64, graceMicros: Int64, aliveWithinMicros: Int64) async throws
+        -> (lost: [String], spared: [String])
+    {
+        try await database.write(isolation: .lockedRows) { db in
             var ids = Set<String>()
-            for (name, since) in gone {
-                // Liveness is shared through the database: a worker that left this replica and joined another since
-                // is alive there, and one that left another replica later than this one has its grace from then.
-                if let w = try db.fetchOne("SELECT connected_at, disconnected_at FROM workers WHERE name = ?", [name]) {
-                    let connectedAt: Int64? = w["connected_at"], disconnectedAt: Int64? = w["disconnected_at"]
-                    if disconnectedAt == nil, let connectedAt, connectedAt > since { continue }
-                    if let disconnectedAt, disconnectedAt > since, disconnectedAt >= now - graceMicros { continue }
+            var spared: [String] = []
+            for name in gone {
+                // Liveness is shared through the database: a worker whose record says connected and whose replica
+                // refreshed it lately is alive there (it joined another replica, or this one's disconnect lost to its
+                // new connection's record), and one that left some replica within the grace period may come back.
+                if let w = try db.fetchOne("SELECT last_seen_at, disconnected_at FROM workers WHERE name = ?", [name]) {
+                    let seen: Int64? = w["last_seen_at"], disconnectedAt: Int64? = w["disconnected_at"]
+                    if disconnectedAt == nil, let seen, seen >= now - aliveWithinMicros { spared.append(name); continue }
+                    if let disconnectedAt, disconnectedAt >= now - graceMicros { spared.append(name); continue }
                 }
                 ids.formUnion(try db.strings("SELECT id FROM attempts WHERE worker_name = ? AND state IN ('claimed', 'started')",
                                                   [name]))
@@ -725,7 +768,9 @@ public final class SQLStore: LightningStore {
                 SELECT id FROM attempts WHERE state IN ('claimed', 'started') AND claimed_at + run_timeout_ms * 1000 + ? < ?
                 """, [graceMicros, now]))
             for id in ids.sorted() {
-                let state: String = try db.string("SELECT state FROM attempts WHERE id = ?", [id]) ?? ""
+                // Locked, and looked at again: an event of its worker may have ended it since it was picked.
+                let state: String = try db.string("SELECT state FROM attempts WHERE id = ?\(db.dialect.forUpdate)", [id]) ?? ""
+                guard state == "claimed" || state == "started" else { ids.remove(id); continue }
                 let errorType = state == "claimed" ? ErrorType.lostAfterClaim : ErrorType.lostAfterStart
                 try db.execute("""
                     UPDATE attempts SET state = 'lost', reason = 'lost', error_type = ?,
@@ -738,7 +783,7 @@ public final class SQLStore: LightningStore {
                 try db.signal(.attemptChanged(attemptID: id))
                 _ = try Self.retryIfAllowed(db, id, reason: .lost, why: errorType, at: now)
             }
-            return ids.sorted()
+            return (ids.sorted(), spared)
         }
     }
 }

@@ -305,7 +305,7 @@ public final class Worker: @unchecked Sendable {
 
     private func joinQueue() async {
         do {
-            let reply = try await client.join(topic: Wire.Topic.queue, payload: { [configuration] in
+            let reply = try await client.join(topic: Wire.Topic.queue, payload: { [configuration, weak self] in
                 // Extensions this worker can use; a Lightning that has them says so in its reply. The rest is what
                 // `lightning workers list` shows (OpenFn's Lightning ignores it).
                 var p: [String: JSON] = [
@@ -314,6 +314,10 @@ public final class Worker: @unchecked Sendable {
                     "extensions": [.string(Wire.Extension.claimCheckout), .string(Wire.Extension.fleetControl), .string(Wire.Extension.workerRenew)],
                     "host": .string(configuration.host), "instance_id": .string(configuration.instanceID),
                 ]
+                // The attempts this process holds (our extension): on a (re)join, Lightning puts back in the queue any
+                // other attempt it shows claimed by this worker, whose claim reply never arrived (its Lightning went
+                // between the claim and the reply). Not sent while a claim is under way: its reply may yet come.
+                if let held = self?.heldAttempts() { p["held"] = .array(held.map { .string($0) }) }
                 if !configuration.labels.isEmpty { p["labels"] = .array(configuration.labels.map { .string($0) }) }
                 if let d = configuration.deploymentID { p["deployment_id"] = .string(d) }
                 if let g = configuration.group { p["group"] = .string(g) }
@@ -639,6 +643,11 @@ public final class Worker: @unchecked Sendable {
         } catch {
             logger.warning("could not tell Lightning of the refusal", metadata: ["attempt.id": "\(id)", "error": "\(error)"])
         }
+    }
+
+    /// The attempts this process holds, or nil while a claim is under way (what it will hold is not known yet).
+    func heldAttempts() -> [String]? {
+        lock.withLock { claimsInFlight > 0 ? nil : running.keys.sorted() }
     }
 
     func cancelAttempt(_ id: String, reason: String) {

@@ -45,6 +45,10 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             let c = try PostgresConnection(conninfo, timeoutSeconds: timeoutSeconds)
             // Times are integers (µs) and text is UTF-8 whatever the server's defaults.
             try c.execute("SET client_encoding = 'UTF8'")
+            // A replica that stops in the middle of a transaction (frozen, cut off) must not hold its locks, and
+            // with them every other replica's writes, for long; no statement of Lightning's runs for minutes.
+            try c.execute("SET idle_in_transaction_session_timeout = '30s'")
+            try c.execute("SET statement_timeout = '120s'")
             // Notices (\"already exists, skipping\") would go to standard error through libpq.
             try c.execute("SET client_min_messages = warning")
             return c
@@ -99,6 +103,7 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             nameCurrentThread("lightning-pg-bus")
             var connection: PostgresConnection? = nil
             var wasLost = false
+            var lastHeard = ContinuousClock.now
             while self != nil {
                 if connection == nil {
                     do {
@@ -113,9 +118,18 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                     }
                 }
                 do {
-                    for n in try connection!.notifications(timeout: .seconds(1)) {
+                    let heard = try connection!.notifications(timeout: .seconds(1))
+                    for n in heard {
                         guard let (from, signal) = Self.decode(n.payload), from != origin else { continue }
                         handler(signal)
+                    }
+                    // A quiet connection is asked something now and then: one whose network path died silently
+                    // would otherwise wait for notifications that never come.
+                    if !heard.isEmpty {
+                        lastHeard = .now
+                    } else if ContinuousClock.now - lastHeard > .seconds(10) {
+                        try connection!.query("SELECT 1")
+                        lastHeard = .now
                     }
                 } catch {
                     connection = nil
@@ -131,7 +145,14 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
 
     private func checkout() throws -> PostgresConnection {
         condition.lock()
-        while idle.isEmpty && open >= maxConnections { condition.wait() }
+        // Every connection busy: wait for one, but not forever (a server that stopped answering holds them all).
+        let deadline = Date(timeIntervalSinceNow: 30)
+        while idle.isEmpty && open >= maxConnections {
+            if !condition.wait(until: deadline) && idle.isEmpty && open >= maxConnections {
+                condition.unlock()
+                throw StoreError.unavailable("every connection to PostgreSQL is busy and none came free in 30 s: nothing was stored; try again")
+            }
+        }
         if let c = idle.popLast() {
             condition.unlock()
             return c
@@ -161,8 +182,12 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     private func checkin(_ c: PostgresConnection) {
         condition.lock()
         var stale: [PostgresConnection] = []
-        if c.isConnected {
+        if c.isConnected && c.isIdle {
             idle.append(c)
+        } else if c.isConnected {
+            // Left inside a transaction or a pipeline by an error on the way out: not lent again.
+            open -= 1
+            stale = [c]
         } else {
             // Lost: the server most likely restarted or went, and the idle ones went with it. They are closed now
             // rather than each failing a request in turn.
@@ -201,7 +226,8 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     private func submit(_ job: @escaping @Sendable () -> Void) {
         condition.lock()
         jobs.append(job)
-        let start = waitingThreads == 0 && threads < maxConnections
+        // A thread more when the jobs waiting outnumber the threads waiting for jobs.
+        let start = jobs.count > waitingThreads && threads < maxConnections
         if start { threads += 1 }
         condition.unlock()
         condition.broadcast()
@@ -301,7 +327,8 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     /// Serialization failure, deadlock, or a prepared statement whose table changed (prepared again next time).
     static func isRetryable(_ error: any Error) -> Bool {
         guard let e = error as? PostgresError, let state = e.sqlState else { return false }
-        return state == "40001" || state == "40P01" || state == PostgresError.cachedPlanChanged
+        return state == "40001" || state == "40P01"
+            || (state == PostgresError.cachedPlanChanged && e.message.contains("cached plan must not change result type"))
     }
 
     /// A server that cannot be reached becomes `StoreError.unavailable` (callers answer 503; nothing was stored).

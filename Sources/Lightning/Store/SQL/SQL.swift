@@ -14,6 +14,13 @@ public enum SQLDialect: Sendable {
     /// Locks the rows a `SELECT` reads until the transaction ends (nothing to add with SQLite's one writer).
     var forUpdate: String { self == .sqlite ? "" : " FOR UPDATE" }
 
+    /// The same for a row others only reference: `FOR NO KEY UPDATE` does not wait for (or hold up) inserts of
+    /// rows with a foreign key to it, only other writers that lock it too.
+    var forNoKeyUpdate: String { self == .sqlite ? "" : " FOR NO KEY UPDATE" }
+
+    /// `column` ordered by its bytes, as SQLite orders text (PostgreSQL would use the database's collation).
+    func byteOrder(_ column: String) -> String { self == .sqlite ? column : "\(column) COLLATE \"C\"" }
+
     /// `LIKE` that ignores the case of ASCII letters (SQLite's `LIKE` does; PostgreSQL's needs `ILIKE`).
     var caseInsensitiveLike: String { self == .sqlite ? "LIKE" : "ILIKE" }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 import LightningProtocol
@@ -517,6 +518,33 @@ struct PostgresOutageTests {
                 return false
             }
         }
+    }
+}
+
+@Suite("Signals between replicas (PostgreSQL)")
+struct ClusterSignalTests {
+    @Test("signals are sent after commit, many to a NOTIFY: another replica hears every one, a replica none of its own")
+    func signals() async throws {
+        let t = try await TestStore.make(.postgres)
+        defer { t.remove() }
+        let other = try await t.reopen()
+        let heard = Mutex<[ClusterSignal]>([])
+        other.subscribe { signal in heard.withLock { $0.append(signal) } }
+        let own = Mutex<[ClusterSignal]>([])
+        t.store.subscribe { signal in own.withLock { $0.append(signal) } }
+        try await Task.sleep(for: .milliseconds(300))  // both listening (the listener connects on its own thread)
+        try await t.workflow(yaml(concurrency: nil))
+        let ids = try await t.work(40, workflow: "free")
+        let claimed = try await t.store.claim(demand: 40, workerName: "w").map(\.id)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for id in claimed { group.addTask { try await t.store.startAttempt(id, workerName: "w", at: 1) } }
+            try await group.waitForAll()
+        }
+        try await waitUntil("every start heard", timeout: .seconds(20)) {
+            Set(heard.withLock { $0 }.compactMap { if case .attemptChanged(let id) = $0 { id } else { nil } }) == Set(ids)
+        }
+        #expect(heard.withLock { $0 }.contains(.workAvailable))
+        #expect(own.withLock { $0 }.isEmpty, "a replica does not hear itself")
     }
 }
 

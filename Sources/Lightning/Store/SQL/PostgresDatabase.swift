@@ -24,7 +24,7 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     private var jobs: [@Sendable () -> Void] = []
     private var threads = 0
     private var waitingThreads = 0
-    private var counts = (transactions: 0, writes: 0, retries: 0)
+    private var counts = (transactions: 0, writes: 0, retries: 0, signalsDropped: 0)
     /// When a new connection last failed (nil: the last one succeeded).
     private var lastConnectFailure: ContinuousClock.Instant?
     /// SQL with `?` placeholders, as PostgreSQL's `$n`.
@@ -90,8 +90,52 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     }
 
     public func publish(_ signal: ClusterSignal) async throws {
-        let text = payload(signal)
-        try await run { [self] in try translateErrors { try withConnection { c in try c.notify(Self.channel, payload: text) } } }
+        publishLater([payload(signal)])
+    }
+
+    /// Signals waiting to be sent, and whether a job is sending them.
+    private var outgoing: [String] = []
+    private var sending = false
+
+    /// Sends `lines` soon, together with whatever else is waiting: one `NOTIFY` carries many (a line each), so a
+    /// busy replica sends a few a millisecond, not one per write. A signal that cannot be sent (the server is gone)
+    /// is dropped: they are hints (workers also poll, viewers catch up from the database).
+    func publishLater(_ lines: [String]) {
+        guard !lines.isEmpty else { return }
+        let start: Bool = condition.withLock {
+            outgoing += lines
+            defer { sending = true }
+            return !sending
+        }
+        guard start else { return }
+        submit { [self] in
+            while true {
+                let batch: [String] = condition.withLock {
+                    let b = outgoing
+                    outgoing = []
+                    if b.isEmpty { sending = false }
+                    return b
+                }
+                if batch.isEmpty { return }
+                // PostgreSQL takes payloads under 8,000 bytes; identical lines go once.
+                var payloads: [String] = []
+                var current = ""
+                var seen = Set<String>()
+                for line in batch where seen.insert(line).inserted {
+                    if !current.isEmpty && current.utf8.count + line.utf8.count + 1 > 7_000 {
+                        payloads.append(current)
+                        current = ""
+                    }
+                    current += current.isEmpty ? line : "\n" + line
+                }
+                if !current.isEmpty { payloads.append(current) }
+                do {
+                    try withLiveConnection { c in for p in payloads { try c.notify(Self.channel, payload: p) } }
+                } catch {
+                    condition.withLock { counts.signalsDropped += payloads.count }
+                }
+            }
+        }
     }
 
     /// A thread of its own with a connection of its own, listening for as long as this database object lives; a lost
@@ -120,8 +164,10 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                 do {
                     let heard = try connection!.notifications(timeout: .seconds(1))
                     for n in heard {
-                        guard let (from, signal) = Self.decode(n.payload), from != origin else { continue }
-                        handler(signal)
+                        for line in n.payload.split(separator: "\n") {
+                            guard let (from, signal) = Self.decode(String(line)), from != origin else { continue }
+                            handler(signal)
+                        }
                     }
                     // A quiet connection is asked something now and then: one whose network path died silently
                     // would otherwise wait for notifications that never come.
@@ -288,11 +334,12 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         var attempt = 0
         while true {
             attempt += 1
+            let signals = SignalList()
             // Sent with the body's first statement, in one round trip.
             c.beginWithFirstStatement(isolation == .serializable ? "BEGIN ISOLATION LEVEL SERIALIZABLE" : "BEGIN ISOLATION LEVEL READ COMMITTED")
             let value: T
             do {
-                value = try body(PostgresSession(connection: c, database: self))
+                value = try body(PostgresSession(connection: c, database: self, signals: signals))
             } catch {
                 try? c.rollback()
                 if Self.isRetryable(error) && attempt < maxAttempts { backOff(attempt); continue }
@@ -314,6 +361,7 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                 counts.transactions += 1
                 counts.writes += 1
             }
+            publishLater(signals.lines)
             return value
         }
     }
@@ -378,6 +426,8 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
 struct PostgresSession: SQLSession {
     let connection: PostgresConnection
     let database: PostgresDatabase
+    /// Signals of the write under way, sent once it has committed (nil: a read, which sends none).
+    var signals: SignalList? = nil
     var dialect: SQLDialect { .postgres }
 
     private static func parameters(_ arguments: [SQLValue]) -> [PostgresValue] {
@@ -404,8 +454,11 @@ struct PostgresSession: SQLSession {
     }
 
     /// `NOTIFY`, sent by PostgreSQL at commit (identical ones in one transaction go once).
+    /// Kept until the write commits, then sent with others (`PostgresDatabase.publishLater`): a `NOTIFY` inside
+    /// the transaction would hold PostgreSQL's notification lock through the commit's WAL flush, so every notifying
+    /// transaction of every replica would commit one at a time.
     func signal(_ signal: ClusterSignal) throws {
-        try connection.notify(PostgresDatabase.channel, payload: database.payload(signal))
+        signals?.add(database.payload(signal))
     }
 
     /// Multi-row INSERTs of up to 1,000 lines each (8 parameters a line, well under PostgreSQL's 65,535).
@@ -427,4 +480,12 @@ struct PostgresSession: SQLSession {
             start += chunk.count
         }
     }
+}
+
+/// The signals of one write, gathered until it commits.
+final class SignalList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    func add(_ line: String) { lock.withLock { items.append(line) } }
+    var lines: [String] { lock.withLock { items } }
 }

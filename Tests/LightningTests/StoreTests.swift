@@ -393,6 +393,45 @@ struct StoreTests {
         #expect(try await t.store.attempt(ids[1]).errorType == "LostAfterClaim")
     }
 
+    @Test("workers: listed in byte order with what they said at join; fleet control set, read and cleared", arguments: Engine.all)
+    func workersAndControl(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
+        defer { t.remove() }
+        for name in ["b", "A", "a"] {
+            var j = WorkerJoin(name: name, capacity: 3, version: "1.0", authMode: "secret")
+            j.labels = ["x", "y"]
+            j.host = "h-\(name)"
+            try await t.store.workerConnected(j, at: 10)
+        }
+        let listed = try await t.store.workers()
+        #expect(listed.map(\.name) == ["A", "a", "b"], "byte order, as SQLite's")
+        #expect(listed.allSatisfy { $0.labels == ["x", "y"] && $0.capacity == 3 && $0.host == "h-\($0.name)" && $0.currentAttempts == 0 })
+        let control = WorkerControl(action: .drain, policy: .requeue, instanceID: "i-1")
+        try await t.store.setWorkerControl([("a", control), ("b", nil)])
+        #expect(try await t.store.workerControl(name: "a") == control)
+        #expect(try await t.store.workerControl(name: "b") == nil)
+        try await t.store.setWorkerControl([("a", nil)])
+        #expect(try await t.store.workerControl(name: "a") == nil)
+    }
+
+    @Test("the workers holding attempts, once each, with when they went (what a restarted replica starts from)", arguments: Engine.all)
+    func workersHolding(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil))
+        _ = try await t.work(5, workflow: "free")
+        for name in ["zed", "amy"] {
+            var j = WorkerJoin(name: name, capacity: 2, version: nil, authMode: "secret")
+            j.connectionID = "A/\(name)"
+            try await t.store.workerConnected(j, at: 10)
+            _ = try await t.store.claim(demand: 2, workerName: name)
+        }
+        try await t.store.workerDisconnected(name: "zed", connectionID: "A/zed", at: 20)
+        let holding = try await t.store.workersHoldingAttempts()
+        #expect(holding.map(\.name) == ["amy", "zed"])
+        #expect(holding.map(\.disconnectedAt) == [nil, 20])
+    }
+
     @Test("liveness is shared: a worker gone from one replica but alive on another is not lost; a late disconnect of an old connection changes nothing", arguments: Engine.all)
     func sharedLiveness(_ engine: Engine) async throws {
         let t = try await TestStore.make(engine)

@@ -634,7 +634,7 @@ public final class SQLStore: LightningStore {
         try await read { db in
             try db.fetchAll("""
                 SELECT DISTINCT a.worker_name AS name, w.disconnected_at FROM attempts a LEFT JOIN workers w ON w.name = a.worker_name
-                WHERE a.state IN ('claimed', 'started') AND a.worker_name IS NOT NULL ORDER BY \(db.dialect.byteOrder("a.worker_name"))
+                WHERE a.state IN ('claimed', 'started') AND a.worker_name IS NOT NULL ORDER BY name
                 """).map { (name: $0["name"], disconnectedAt: $0["disconnected_at"]) }
         }
     }

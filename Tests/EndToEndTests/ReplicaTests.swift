@@ -41,6 +41,11 @@ struct ReplicaTests {
         }
         #expect(byWorker.values.reduce(0, +) == 60)
         #expect(Set(byWorker.keys) == ["one", "two"], "both workers took work: \(byWorker)")
+        // Nothing went wrong on the way that only a log would tell (a replica's start-up reads, its janitor).
+        for replica in [a, b] {
+            let errors = replica.lightning.log.split(separator: "\n").filter { $0.contains(" error ") || $0.contains(" critical ") }
+            #expect(errors.isEmpty, "\(errors)")
+        }
     }
 
     @Test("a cancel asked of a replica the worker is not connected to reaches the worker")

@@ -105,18 +105,8 @@ extension SQLStore {
                 dataclipID = input
                 startingJobID = step["job_id"]
             }
-            // The work order's row locked first: a retry of it made at the same time waits, and numbers never repeat.
-            try db.execute("SELECT id FROM work_orders WHERE id = ?\(db.dialect.forNoKeyUpdate)", [a.value("work_order_id")])
-            let number = (try db.int("SELECT MAX(attempt_number) FROM attempts WHERE work_order_id = ?",
-                                           [a.value("work_order_id")]) ?? 0) + 1
-            let newID = Self.newID()
-            try db.execute("""
-                INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms, log_limit_bytes,
-                    retry_of, attempt_number, starting_job_id, rerun_by, inserted_at)
-                VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?, ?)
-                """, [newID, a.value("work_order_id"), a.value("workflow_id"), a.value("snapshot_id"), dataclipID, a.value("run_timeout_ms"),
-                                 a.value("log_limit_bytes"), attemptID, number, startingJobID, by, now])
-            try db.signal(.workAvailable)
+            let newID = try Self.insertNextAttempt(db, after: a, dataclipID: .text(dataclipID),
+                                                   startingJobID: startingJobID.map { .text($0) } ?? .null, rerunBy: by, at: now)
             return CreatedWork(workOrderID: a["work_order_id"], attemptID: newID, dataclipID: dataclipID,
                                webhookReply: nil, webhookReplyTimeoutMS: nil)
         }

@@ -578,21 +578,28 @@ public final class SQLStore: LightningStore {
         return try insertFollowUp(db, a, at: at, note: "requeued: attempt \(id) was stopped by a drain of worker \(a["worker_name"] as String? ?? "?")")
     }
 
-    /// Inserts the attempt that follows `a` (same work order, snapshot, input and start), with `note` as its first log line.
-    private static func insertFollowUp(_ db: any SQLSession, _ a: SQLRow, at: Int64, note text: String) throws -> String {
-        let id: String = a["id"]
-        // The work order's row locked first: a rerun of it made at the same time waits, and numbers never repeat.
+    /// Inserts the next attempt of `a`'s work order (same workflow snapshot and limits), numbered after the last, as
+    /// available; returns its id. The work order's row is locked first, so two made at once (a retry and a rerun)
+    /// never get the same number.
+    static func insertNextAttempt(_ db: any SQLSession, after a: SQLRow, dataclipID: SQLValue, startingJobID: SQLValue,
+                                  rerunBy: String?, at: Int64) throws -> String {
         try db.execute("SELECT id FROM work_orders WHERE id = ?\(db.dialect.forNoKeyUpdate)", [a.value("work_order_id")])
-        let number = (try db.int("SELECT MAX(attempt_number) FROM attempts WHERE work_order_id = ?",
-                                       [a.value("work_order_id")]) ?? 0) + 1
+        let number = (try db.int("SELECT MAX(attempt_number) FROM attempts WHERE work_order_id = ?", [a.value("work_order_id")]) ?? 0) + 1
         let newID = Self.newID()
         try db.execute("""
             INSERT INTO attempts (id, work_order_id, workflow_id, snapshot_id, dataclip_id, state, run_timeout_ms, log_limit_bytes,
-                retry_of, attempt_number, starting_job_id, inserted_at)
-            VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?)
-            """, [newID, a.value("work_order_id"), a.value("workflow_id"), a.value("snapshot_id"), a.value("dataclip_id"), a.value("run_timeout_ms"),
-                             a.value("log_limit_bytes"), id, number, a.value("starting_job_id"), at])
+                retry_of, attempt_number, starting_job_id, rerun_by, inserted_at)
+            VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?, ?, ?, ?, ?)
+            """, [newID, a.value("work_order_id"), a.value("workflow_id"), a.value("snapshot_id"), dataclipID, a.value("run_timeout_ms"),
+                  a.value("log_limit_bytes"), a.value("id"), number, startingJobID, rerunBy, at])
         try db.signal(.workAvailable)
+        return newID
+    }
+
+    /// Inserts the attempt that follows `a` (same work order, snapshot, input and start), with `note` as its first log line.
+    private static func insertFollowUp(_ db: any SQLSession, _ a: SQLRow, at: Int64, note text: String) throws -> String {
+        let newID = try insertNextAttempt(db, after: a, dataclipID: a.value("dataclip_id"), startingJobID: a.value("starting_job_id"),
+                                          rerunBy: nil, at: at)
         let note = LogText.clean(text)
         try db.execute("""
             INSERT INTO log_lines (attempt_id, seq, level, source, message, timestamp) VALUES (?, 1, 'warn', ?, ?, ?)

@@ -504,10 +504,15 @@ struct ConsoleTests {
         let worker = try await h.connectedWorker()
         defer { worker.close() }
         let (id, topic) = try await h.startedAttempt(worker)
-        try await waitUntil("available, claimed and started pushed") {
-            let states = seen.pushes.filter { $0["id"]?.stringValue == id }.compactMap { $0["state"]?.stringValue }
-            return states.starts(with: ["available", "claimed", "started"])
+        // Each push carries the attempt as the feed reads it when its turn comes: a change that another overtook
+        // shows the later state (the feed shows what is, it is not a log of events). So: in order, up to started.
+        let order = ["available", "claimed", "started"]
+        try await waitUntil("the attempt pushed up to started") {
+            seen.pushes.contains { $0["id"]?.stringValue == id && $0["state"] == "started" }
         }
+        let states = seen.pushes.filter { $0["id"]?.stringValue == id }.compactMap { $0["state"]?.stringValue }
+        let ranks = states.compactMap { order.firstIndex(of: $0) }
+        #expect(ranks.count == states.count && ranks == ranks.sorted(), "\(states)")
         #expect(try await worker.push(topic: topic, event: "run:complete", payload: ["reason": "success"]).isOK)
         try await waitUntil("success pushed") {
             seen.pushes.contains { $0["id"]?.stringValue == id && $0["state"] == "success" && $0["final"] == true }

@@ -85,6 +85,15 @@ struct TestStore {
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse(yaml))
     }
 
+    /// One attempt of a one-job workflow `w`, claimed and started by `worker`.
+    func startedAttempt(worker: String) async throws -> String {
+        try await self.workflow("name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n")
+        let id = try await work(1, workflow: "w")[0]
+        _ = try await store.claim(demand: 1, workerName: worker)
+        try await store.startAttempt(id, workerName: worker, at: 1)
+        return id
+    }
+
     func work(_ n: Int, workflow: String = "greet") async throws -> [String] {
         var ids: [String] = []
         for i in 0..<n { ids.append(try await store.createWorkOrder(workflow: workflow, input: Array(#"{"n":\#(i)}"#.utf8)).attemptID) }
@@ -608,10 +617,7 @@ struct PreparedStatementTests {
     func tableChanged() async throws {
         let t = try await TestStore.make(.postgres)
         defer { t.remove() }
-        try await t.workflow("name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n")
-        let id = try await t.work(1, workflow: "w")[0]
-        _ = try await t.store.claim(demand: 1, workerName: "w1")
-        try await t.store.startAttempt(id, workerName: "w1", at: 1)
+        let id = try await t.startedAttempt(worker: "w1")
         _ = try await t.store.completeAttempt(id, AttemptComplete(reason: .fail), finalState: nil, at: 2)
         // Prepared on the store's connections: SELECT a.* (a read) and SELECT * FROM attempts (a rerun, a write).
         for _ in 0..<3 {
@@ -636,10 +642,7 @@ struct PostgresValueTests {
     func nulInText() async throws {
         let t = try await TestStore.make(.postgres)
         defer { t.remove() }
-        try await t.workflow("name: w\njobs:\n  - {name: a, adaptor: sh, body: x}\n")
-        let id = try await t.work(1, workflow: "w")[0]
-        _ = try await t.store.claim(demand: 1, workerName: "w1")
-        try await t.store.startAttempt(id, workerName: "w1", at: 1)
+        let id = try await t.startedAttempt(worker: "w1")
         try await t.store.startStep(attemptID: id, stepID: "s1", jobID: "j", inputDataclipID: nil, at: 2)
         let bad = StepComplete(stepID: "s1", jobID: "j", reason: .fail, errorType: "Oops", errorMessage: "before\u{0}after")
         await #expect { _ = try await t.store.completeStep(attemptID: id, bad, outputState: nil, at: 3) } throws: { error in

@@ -206,6 +206,26 @@ def stop_perf(recorders, perf_dir, prefix=""):
         say("perf: %s and %s" % (data, out.name))
 
 
+def post_webhooks(stacks, path, n, threads=4):
+    """POSTs `n` empty webhooks to `path` from `threads` threads, round-robin over `stacks`; raises the first error."""
+    errors = []
+
+    def post(thread, count):
+        try:
+            for j in range(count):
+                stacks[(thread + threads * j) % len(stacks)].call("POST", path, "{}", auth=False)
+        except Exception as e:  # noqa: BLE001 - raised below
+            errors.append(e)
+
+    workers = [threading.Thread(target=post, args=(i, n // threads + (1 if i < n % threads else 0))) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def bench_throughput(stack, n, capacity, perf_dir=None):
     say("throughput: %d one-step attempts (`true`) through Lightning and one worker (capacity %d)" % (n, capacity))
     stack.apply("""name: noop
@@ -217,22 +237,8 @@ jobs: [{name: t, adaptor: sh, body: "true"}]
     recorders = start_perf(stack, perf_dir)
     cpu_before = (cpu_seconds(stack.lightning.pid), cpu_seconds(stack.workers[0].pid))
     start = time.perf_counter()
-    errors = []
 
-    def post(count):
-        try:
-            for _ in range(count):
-                stack.call("POST", "/i/noop", "{}", auth=False)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=post, args=(n // 4 + (1 if i < n % 4 else 0),)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    post_webhooks([stack], "/i/noop", n)
     posted = time.perf_counter() - start
     while True:
         c = stack.counts()

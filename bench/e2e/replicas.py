@@ -216,22 +216,8 @@ def throughput(replicas, pg, n):
 
     cpu_before = cpu_now()
     start = time.perf_counter()
-    errors = []
 
-    def post(thread, count):
-        try:
-            for j in range(count):
-                replicas[(thread + 4 * j) % len(replicas)].call("POST", "/i/noop", "{}", auth=False)
-        except Exception as e:  # noqa: BLE001 - raised below
-            errors.append(e)
-
-    threads = [threading.Thread(target=post, args=(i, n // 4 + (1 if i < n % 4 else 0))) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    bench.post_webhooks(replicas, "/i/noop", n)
     posted = time.perf_counter() - start
     deadline = time.time() + max(300, n * 0.2)
     while True:

@@ -819,13 +819,23 @@ enum LogWriter {
                                    [attemptID])
         var seq: Int64 = last?["seq"] ?? 0
         var highWater: Int64 = last?["worker_seq"] ?? 0
-        // Seqs of lines resent (after a lost reply), read in one query over the attempt's lines from the lowest
-        // resent worker_seq on, instead of one query per line.
+        // Seqs of lines resent (after a lost reply): read backwards from the attempt's last line, a page at a time,
+        // until below the lowest resent worker_seq (worker_seq has no index: a query on it would read every line of
+        // the attempt, and a resend is of its last lines).
         var seen: [Int64: Int64] = [:]
         if let lowest = lines.lazy.compactMap(\.workerSeq).filter({ $0 <= highWater }).min() {
-            for row in try db.fetchAll("SELECT seq, worker_seq FROM log_lines WHERE attempt_id = ? AND worker_seq >= ?",
-                                       [attemptID, lowest]) {
-                seen[row["worker_seq"]] = row["seq"]
+            var before = seq + 1
+            scan: while true {
+                let page = try db.fetchAll("""
+                    SELECT seq, worker_seq FROM log_lines WHERE attempt_id = ? AND seq < ? ORDER BY seq DESC LIMIT 500
+                    """, [attemptID, before])
+                for row in page {
+                    before = row["seq"]
+                    guard let w: Int64 = row["worker_seq"] else { continue }
+                    if w < lowest { break scan }
+                    seen[w] = before
+                }
+                if page.count < 500 { break }
             }
         }
         var seqs: [Int64?] = []

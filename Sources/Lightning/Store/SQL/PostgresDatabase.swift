@@ -24,7 +24,7 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     private var jobs: [@Sendable () -> Void] = []
     private var threads = 0
     private var waitingThreads = 0
-    private var counts = (transactions: 0, writes: 0, retries: 0, signalsDropped: 0)
+    private var counts = (transactions: 0, writes: 0)
     /// When a new connection last failed (nil: the last one succeeded).
     private var lastConnectFailure: ContinuousClock.Instant?
     /// SQL with `?` placeholders, as PostgreSQL's `$n`.
@@ -57,8 +57,6 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         }
     }
 
-    /// Retries taken after serialization failures (a figure for /metrics and the tests).
-    public var retries: Int { condition.withLock { counts.retries } }
     public var commits: (transactions: Int, writes: Int) { condition.withLock { (counts.transactions, counts.writes) } }
 
     // MARK: The cluster bus
@@ -132,7 +130,7 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                 do {
                     try withLiveConnection { c in for p in payloads { try c.notify(Self.channel, payload: p) } }
                 } catch {
-                    condition.withLock { counts.signalsDropped += payloads.count }
+                    // Dropped: see above.
                 }
             }
         }
@@ -367,7 +365,6 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     }
 
     private func backOff(_ attempt: Int) {
-        condition.withLock { counts.retries += 1 }
         // Up to a few milliseconds, randomised so that two transactions that collided do not collide again.
         usleep(UInt32.random(in: 0...UInt32(min(attempt, 10) * 500)))
     }
@@ -383,7 +380,7 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     private func translateErrors<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
-        } catch let e as PostgresError where e.sqlState == nil || e.sqlState!.hasPrefix("08") || e.sqlState!.hasPrefix("57P") {
+        } catch let e as PostgresError where Self.isConnectionLoss(e) {
             throw StoreError.unavailable("the PostgreSQL server cannot be reached (\(e.message)): nothing was stored; try again")
         } catch let e as PostgresError where e.sqlState == "53100" {
             throw StoreError.unavailable("PostgreSQL's disk is full: nothing was stored; free space, then try again")

@@ -418,50 +418,60 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         lock.withLock { openSockets[socket.id] = socket }
         conn.kind = .websocket
         lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
-        let (stream, continuation) = AsyncStream<(bytes: [UInt8], binary: Bool)>.makeStream()
-        conn.inbound = continuation
-        let backlog = conn.backlog
-        let id = conn.id
-        let limit = configuration.maxQueuedBytesPerConnection
-        let readsRaw = endpoint.channels.contains { $0.handler is any RawPayloadHandler }
+        handle(conn.inbox, socket: socket, endpoint: endpoint, connection: conn.id, connecting: true)
+    }
+
+    /// Handles the inbox's messages in a task that ends when it is empty (`Inbox`); the first task of a connection
+    /// runs `onConnect` before them, the one that finds it closed leaves its topics and runs `onDisconnect`.
+    private func handle(_ inbox: Inbox, socket: ChannelSocket, endpoint: SocketEndpoint, connection id: Int, connecting: Bool) {
         Task { [self] in
-            await endpoint.onConnect?(socket)
-            for await (bytes, binary) in stream {
-                let size = bytes.count
-                // Decoded here, in the connection's task, not on the service thread that every socket shares.
-                do {
-                    // On an endpoint with raw readers the envelope is read first, and only once: a raw event's
-                    // payload goes to its handler unparsed, any other's is parsed on its own.
-                    if !binary, readsRaw, let envelope = try? PhoenixMessage.envelope(text: bytes) {
-                        if let handler = rawHandler(envelope, socket: socket, endpoint: endpoint) {
-                            try await processRaw(envelope, bytes, handler: handler, socket: socket)
-                        } else {
-                            await process(try PhoenixMessage.message(envelope, frame: bytes), socket: socket, endpoint: endpoint)
+            if connecting { await endpoint.onConnect?(socket) }
+            while true {
+                switch inbox.next() {
+                case .message(let bytes, let binary):
+                    await handleMessage(bytes, binary: binary, socket: socket, endpoint: endpoint, connection: id)
+                    // Reading was paused while the inbox was over the limit: resume once half of it is handled.
+                    if inbox.handled(bytes.count, resumeBelow: configuration.maxQueuedBytesPerConnection / 2) {
+                        loop.post { [self] in
+                            guard let conn = connections[id] else { return }
+                            lws_rx_flow_control(conn.wsi, 1)
                         }
-                    } else {
-                        let message = binary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
-                        await process(message, socket: socket, endpoint: endpoint)
                     }
-                } catch {
-                    logger.notice("closing a socket: malformed message", metadata: ["connection": "\(id)", "error": "\(error)"])
-                    close(connection: id, code: 1003, reason: "malformed message: \(error)")
-                }
-                // Reading was paused while the backlog was over the limit: resume once half of it is handled.
-                if backlog.remove(size, resumeBelow: limit / 2) {
-                    loop.post { [self] in
-                        guard let conn = connections[id] else { return }
-                        lws_rx_flow_control(conn.wsi, 1)
+                case .closed:
+                    for topic in socket.joinedTopics {
+                        unsubscribe(topic: topic, socket: socket)
+                        if let route = endpoint.channels.first(where: { $0.matches(topic) }) {
+                            await route.handler.leave(topic: topic, socket: socket)
+                        }
+                        socket.setJoinRef(topic, nil)
                     }
+                    await endpoint.onDisconnect?(socket)
+                    return
+                case .idle:
+                    return
                 }
             }
-            for topic in socket.joinedTopics {
-                unsubscribe(topic: topic, socket: socket)
-                if let route = endpoint.channels.first(where: { $0.matches(topic) }) {
-                    await route.handler.leave(topic: topic, socket: socket)
+        }
+    }
+
+    /// Decoded here, in the connection's task, not on the service thread that every socket shares.
+    private func handleMessage(_ bytes: [UInt8], binary: Bool, socket: ChannelSocket, endpoint: SocketEndpoint, connection id: Int) async {
+        do {
+            // On an endpoint with raw readers the envelope is read first, and only once: a raw event's payload goes
+            // to its handler unparsed, any other's is parsed on its own.
+            if !binary, endpoint.readsRaw, let envelope = try? PhoenixMessage.envelope(text: bytes) {
+                if let handler = rawHandler(envelope, socket: socket, endpoint: endpoint) {
+                    try await processRaw(envelope, bytes, handler: handler, socket: socket)
+                } else {
+                    await process(try PhoenixMessage.message(envelope, frame: bytes), socket: socket, endpoint: endpoint)
                 }
-                socket.setJoinRef(topic, nil)
+            } else {
+                let message = binary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
+                await process(message, socket: socket, endpoint: endpoint)
             }
-            await endpoint.onDisconnect?(socket)
+        } catch {
+            logger.notice("closing a socket: malformed message", metadata: ["connection": "\(id)", "error": "\(error)"])
+            close(connection: id, code: 1003, reason: "malformed message: \(error)")
         }
     }
 
@@ -487,12 +497,15 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             if conn.closeCode == nil { conn.enqueue(reply.encodeText(), binary: false, onWritten: nil) }
             return 0
         }
-        conn.inbound?.yield((bytes, conn.rxBinary))
         // Messages wait for the connection's task; past the limit, stop reading (TCP pushes back on the
         // client) instead of holding an unbounded backlog in memory.
-        if conn.backlog.add(bytes.count, pauseAbove: configuration.maxQueuedBytesPerConnection) {
+        let (start, pause) = conn.inbox.add(bytes, binary: conn.rxBinary, pauseAbove: configuration.maxQueuedBytesPerConnection)
+        if pause {
             lws_rx_flow_control(conn.wsi, 0)
             lock.withLock { readPauses += 1 }
+        }
+        if start, let socket = conn.socket, let endpoint = conn.endpoint {
+            handle(conn.inbox, socket: socket, endpoint: endpoint, connection: conn.id, connecting: false)
         }
         return 0
     }
@@ -511,8 +524,9 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
     private func closed(_ conn: Connection) {
         if let socket = conn.socket { lock.withLock { _ = openSockets.removeValue(forKey: socket.id) } }
-        conn.inbound?.finish()
-        conn.inbound = nil
+        if conn.kind == .websocket, conn.inbox.finish(), let socket = conn.socket, let endpoint = conn.endpoint {
+            handle(conn.inbox, socket: socket, endpoint: endpoint, connection: conn.id, connecting: false)
+        }
         conn.failQueue()
         forget(conn)
     }

@@ -27,9 +27,8 @@ final class Connection {
     /// Its endpoint's total, kept as this connection's queue grows and shrinks.
     var queuedTotal: QueuedTotal?
     var socket: ChannelSocket?
-    var inbound: AsyncStream<(bytes: [UInt8], binary: Bool)>.Continuation?
-    /// Bytes received and not yet handled by the connection's task.
-    let backlog = Backlog()
+    /// Messages received and not yet handled.
+    let inbox = Inbox()
     var rx: [UInt8] = []
     var rxBinary = false
     private var queue: [Outgoing] = []
@@ -153,36 +152,5 @@ final class Connection {
         }
         if written < count || closeAfterResponse { return -1 }
         return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
-    }
-}
-
-/// Received bytes waiting for a connection's task, shared by the service thread and the task.
-final class Backlog: @unchecked Sendable {
-    private let lock = Lock()
-    private var bytes = 0
-    private var paused = false
-
-    /// Adds a message; true when reading should pause now.
-    func add(_ n: Int, pauseAbove limit: Int) -> Bool {
-        lock.withLock {
-            bytes += n
-            if !paused && bytes > limit {
-                paused = true
-                return true
-            }
-            return false
-        }
-    }
-
-    /// Removes a handled message; true when paused reading should resume now.
-    func remove(_ n: Int, resumeBelow threshold: Int) -> Bool {
-        lock.withLock {
-            bytes -= n
-            if paused && bytes < threshold {
-                paused = false
-                return true
-            }
-            return false
-        }
     }
 }

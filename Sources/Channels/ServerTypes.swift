@@ -106,7 +106,11 @@ public struct SocketEndpoint: Sendable {
     public var path: String
     /// Runs on the socket service thread before the upgrade: keep it cheap (an HMAC check is fine).
     public var authenticate: @Sendable (UpgradeRequest) -> AuthDecision
-    public var channels: [ChannelRoute]
+    public var channels: [ChannelRoute] {
+        didSet { readsRaw = Self.anyReadsRaw(channels) }
+    }
+    /// Some channel's handler reads an event's payload itself (`RawPayloadHandler`).
+    private(set) var readsRaw: Bool
     public var onConnect: (@Sendable (ChannelSocket) async -> Void)?
     public var onDisconnect: (@Sendable (ChannelSocket) async -> Void)?
     /// Bytes queued for one of this endpoint's sockets before it is closed as a slow consumer (1008); nil uses
@@ -128,8 +132,13 @@ public struct SocketEndpoint: Sendable {
         self.path = path
         self.authenticate = authenticate
         self.channels = channels
+        self.readsRaw = Self.anyReadsRaw(channels)
         self.onConnect = onConnect
         self.onDisconnect = onDisconnect
+    }
+
+    private static func anyReadsRaw(_ channels: [ChannelRoute]) -> Bool {
+        channels.contains { $0.handler is any RawPayloadHandler }
     }
 }
 

@@ -318,12 +318,7 @@ public final class SQLStore: LightningStore {
     public func unclaim(_ ids: [String], workerName: String) async throws {
         guard !ids.isEmpty else { return }
         try await database.write(isolation: .lockedRows) { db in
-            for id in ids {
-                try db.execute("""
-                    UPDATE attempts SET state = 'available', claimed_at = NULL, worker_name = NULL
-                    WHERE id = ? AND state = 'claimed' AND worker_name = ?
-                    """, [id, workerName])
-            }
+            for id in ids { try Self.unclaim(db, id, workerName: workerName) }
             try db.signal(.workAvailable)
         }
     }
@@ -333,15 +328,18 @@ public final class SQLStore: LightningStore {
             let stale: [String] = try db.strings("""
                 SELECT id FROM attempts WHERE worker_name = ? AND state = 'claimed' AND claimed_at < ?\(db.dialect.forUpdate)
                 """, [workerName, claimedBefore]).filter { !held.contains($0) }
-            for id in stale {
-                try db.execute("""
-                    UPDATE attempts SET state = 'available', claimed_at = NULL, worker_name = NULL
-                    WHERE id = ? AND state = 'claimed' AND worker_name = ?
-                    """, [id, workerName])
-            }
+            for id in stale { try Self.unclaim(db, id, workerName: workerName) }
             if !stale.isEmpty { try db.signal(.workAvailable) }
             return stale
         }
+    }
+
+    /// Puts a claim back in the queue when the lifecycle allows (still claimed, by this worker).
+    private static func unclaim(_ db: any SQLSession, _ id: String, workerName: String) throws {
+        guard let facts = try Self.facts(db, id), case .apply = AttemptLifecycle(attemptID: id).decide(facts, .unclaim(worker: workerName)) else {
+            return
+        }
+        try db.execute("UPDATE attempts SET state = 'available', claimed_at = NULL, worker_name = NULL WHERE id = ?", [id])
     }
 
     // MARK: Attempts
@@ -428,26 +426,44 @@ public final class SQLStore: LightningStore {
         }
     }
 
-    /// The attempt's state, refusing events for attempts that are final or not this worker's.
-    private static func live(_ db: any SQLSession, _ id: String, worker: String? = nil) throws -> AttemptState {
-        guard let row = try db.fetchOne("SELECT state, worker_name FROM attempts WHERE id = ?\(db.dialect.forUpdate)", [id]) else {
-            throw StoreError.notFound("no attempt \(id)")
+    /// An attempt's facts for its lifecycle, its row locked until the transaction ends (nil: no such attempt).
+    private static func facts(_ db: any SQLSession, _ id: String) throws -> AttemptLifecycle.Facts? {
+        guard let row = try db.fetchOne("SELECT state, worker_name, reason FROM attempts WHERE id = ?\(db.dialect.forUpdate)", [id]) else {
+            return nil
         }
-        let state = AttemptState(rawValue: row["state"]) ?? .available
-        if state.isFinal { throw StoreError.conflict("attempt \(id) is already \(state.rawValue); its events are refused") }
-        if let worker, let owner: String = row["worker_name"], owner != worker {
-            throw StoreError.conflict("attempt \(id) is claimed by another worker")
+        return AttemptLifecycle.Facts(state: AttemptState(rawValue: row["state"]) ?? .available, workerName: row["worker_name"],
+                                      reason: (row["reason"] as String?).flatMap(ExitReason.init(rawValue:)))
+    }
+
+    /// What the lifecycle decides for `event` on attempt `id` (its row locked); a refusal is thrown.
+    private static func decide(_ db: any SQLSession, _ id: String, _ event: AttemptLifecycle.Event,
+                               facts: AttemptLifecycle.Facts?? = nil) throws -> AttemptLifecycle.Decision {
+        let decision = AttemptLifecycle(attemptID: id).decide(try facts ?? Self.facts(db, id), event)
+        if case .refuse(let error) = decision { throw error }
+        return decision
+    }
+
+    /// Carries out an ending the lifecycle decided: the final state and why, the log-limit notice, viewers told, and
+    /// the follow-up attempt (its id). `why` is what a retry's first log line quotes.
+    private static func end(_ db: any SQLSession, _ id: String, _ t: AttemptLifecycle.Transition, reason: ExitReason,
+                            errorType: String?, errorMessage: String?, finalDataclipID: String? = nil, why: String, at: Int64) throws -> String? {
+        guard let state = t.to else { return nil }
+        try db.execute("""
+            UPDATE attempts SET state = ?, reason = ?, error_type = ?, error_message = ?, final_dataclip_id = ?, finished_at = ?
+            WHERE id = ?
+            """, [state.rawValue, reason.rawValue, t.errorType ?? errorType, errorMessage, finalDataclipID, at, id])
+        if t.addsLimitNotice { try Self.addLimitNotice(db, id, at: at) }
+        if t.notifies { try db.signal(.attemptChanged(attemptID: id)) }
+        switch t.followUp {
+        case .requeue?: return try Self.requeue(db, id, at: at)
+        case .retryIfAllowed(let r)?: return try Self.retryIfAllowed(db, id, reason: r, why: why, at: at)
+        case nil: return nil
         }
-        return state
     }
 
     @discardableResult public func startAttempt(_ id: String, workerName: String, at: Int64) async throws -> Bool {
         try await database.write(isolation: .lockedRows) { db in
-            let state = try Self.live(db, id, worker: workerName)
-            guard state == .claimed || state == .started else {
-                throw StoreError.conflict("attempt \(id) is \(state.rawValue), not claimed")
-            }
-            if state == .started { return false }  // a resend
+            guard case .apply = try Self.decide(db, id, .start(worker: workerName)) else { return false }  // a resend
             try db.execute("UPDATE attempts SET state = 'started', started_at = ? WHERE id = ?", [at, id])
             try db.signal(.attemptChanged(attemptID: id))
             return true
@@ -456,10 +472,9 @@ public final class SQLStore: LightningStore {
 
     @discardableResult public func startStep(attemptID: String, stepID: String, jobID: String, inputDataclipID: String?, at: Int64) async throws -> Bool {
         try await database.write(isolation: .lockedRows) { db in
-            let state = try Self.live(db, attemptID)
-            guard state == .started else { throw StoreError.conflict("attempt \(attemptID) has not started") }
-            if let owner = try db.string("SELECT attempt_id FROM steps WHERE id = ?", [stepID]) {
-                guard owner == attemptID else { throw StoreError.conflict("step \(stepID) belongs to another attempt") }
+            let facts = try Self.facts(db, attemptID)
+            let owner = facts?.state == .started ? try db.string("SELECT attempt_id FROM steps WHERE id = ?", [stepID]) : nil
+            guard case .apply = try Self.decide(db, attemptID, .stepStart(stepID: stepID, stepOwner: owner), facts: facts) else {
                 return false  // a resend
             }
             try db.execute("""
@@ -472,11 +487,12 @@ public final class SQLStore: LightningStore {
 
     @discardableResult public func completeStep(attemptID: String, _ step: StepComplete, outputState: [UInt8]?, at: Int64) async throws -> Bool {
         try await database.write(isolation: .lockedRows) { db in
-            _ = try Self.live(db, attemptID)
-            guard let row = try db.fetchOne("SELECT finished_at FROM steps WHERE id = ? AND attempt_id = ?",
-                                             [step.stepID, attemptID])
-            else { throw StoreError.notFound("no step \(step.stepID) in attempt \(attemptID)") }
-            if (row["finished_at"] as Int64?) != nil { return false }  // a resend
+            let facts = try Self.facts(db, attemptID)
+            let finished = try db.fetchOne("SELECT finished_at FROM steps WHERE id = ? AND attempt_id = ?", [step.stepID, attemptID])
+                .map { ($0["finished_at"] as Int64?) != nil }
+            guard case .apply = try Self.decide(db, attemptID, .stepComplete(stepID: step.stepID, stepFinished: finished), facts: facts) else {
+                return false  // a resend
+            }
             var outputID = step.outputDataclipID
             if let outputState {
                 outputID = outputID ?? Self.newID()
@@ -497,13 +513,13 @@ public final class SQLStore: LightningStore {
         -> AttemptCompletion
     {
         try await database.write(isolation: .lockedRows) { db in
-            if let row = try db.fetchOne("SELECT state, reason FROM attempts WHERE id = ?\(db.dialect.forUpdate)", [id]),
-                let state = AttemptState(rawValue: row["state"]), state.isFinal, (row["reason"] as String?) == complete.reason.rawValue
-            {
+            let facts = try Self.facts(db, id)
+            guard case .apply(let transition) = try Self.decide(db, id, .complete(reason: complete.reason, errorType: complete.errorType),
+                                                                facts: facts)
+            else {
                 // The same completion again (its reply was lost): acknowledged, nothing changes.
-                return AttemptCompletion(state: state, changed: false, retryID: nil)
+                return AttemptCompletion(state: facts?.state ?? complete.reason.attemptState, changed: false, retryID: nil)
             }
-            _ = try Self.live(db, id)
             // A single leaf's output dataclip is the final state itself: reuse it rather than store it twice.
             var finalID: String? = nil
             if let candidate = complete.finalDataclipID,
@@ -517,37 +533,20 @@ public final class SQLStore: LightningStore {
                 try db.execute("INSERT INTO dataclips (id, type, body, inserted_at) VALUES (?, 'final_state', ?, ?)",
                                [finalID, Data(finalState), at])
             }
-            let state = complete.reason.attemptState
-            try db.execute("""
-                UPDATE attempts SET state = ?, reason = ?, error_type = ?, error_message = ?, final_dataclip_id = ?, finished_at = ?
-                WHERE id = ?
-                """, [state.rawValue, complete.reason.rawValue, complete.errorType, complete.errorMessage, finalID, at, id])
-            try Self.addLimitNotice(db, id, at: at)
-            try db.signal(.attemptChanged(attemptID: id))
-            let retry: String?
-            if complete.reason == .kill && complete.errorType == Wire.requeuedErrorType {
-                // Stopped by its worker's drain (or SIGTERM) to be put back: a new attempt, in this same transaction.
-                retry = try Self.requeue(db, id, at: at)
-            } else if complete.reason == .exception {
-                retry = try Self.retryIfAllowed(db, id, reason: complete.reason, why: complete.errorMessage ?? complete.errorType ?? "", at: at)
-            } else {
-                retry = nil
-            }
-            return AttemptCompletion(state: state, changed: true, retryID: retry)
+            // A requeue (its worker's drain stopped it to put it back) or a retry is a new attempt, in this same transaction.
+            let next = try Self.end(db, id, transition, reason: complete.reason, errorType: complete.errorType, errorMessage: complete.errorMessage,
+                                    finalDataclipID: finalID, why: complete.errorMessage ?? complete.errorType ?? "", at: at)
+            return AttemptCompletion(state: complete.reason.attemptState, changed: true, retryID: next)
         }
     }
 
     public func refuseClaim(_ id: String, workerName: String, reason: String, at: Int64) async throws -> AttemptCompletion {
         try await database.write(isolation: .lockedRows) { db in
-            let state = try Self.live(db, id, worker: workerName)
-            guard state == .claimed else { throw StoreError.conflict("attempt \(id) is \(state.rawValue), not claimed") }
+            guard case .apply(let transition) = try Self.decide(db, id, .refuseClaim(worker: workerName)) else {
+                throw StoreError.conflict("attempt \(id) is not claimed")
+            }
             let message = "the worker \(workerName) refused the attempt token: \(reason)"
-            try db.execute("""
-                UPDATE attempts SET state = 'exception', reason = 'exception', error_type = ?, error_message = ?, finished_at = ?
-                WHERE id = ?
-                """, [ErrorType.tokenRefused, message, at, id])
-            try db.signal(.attemptChanged(attemptID: id))
-            let retry = try Self.retryIfAllowed(db, id, reason: .exception, why: message, at: at)
+            let retry = try Self.end(db, id, transition, reason: .exception, errorType: nil, errorMessage: message, why: message, at: at)
             return AttemptCompletion(state: .exception, changed: true, retryID: retry)
         }
     }
@@ -565,7 +564,7 @@ public final class SQLStore: LightningStore {
             automatic += 1
             cursor = try db.fetchOne("SELECT retry_of, rerun_by FROM attempts WHERE id = ?", [row["retry_of"] as String])
         }
-        guard automatic < retries else { return nil }
+        guard AttemptLifecycle.retryAllowed(automatic: automatic, retries: retries) else { return nil }
         // `why` may quote a worker's error message: stored like any log line, without escape sequences.
         return try insertFollowUp(db, a, at: at,
                                   note: "retry \(automatic + 1) of \(retries): attempt \(id) ended \(reason.rawValue)" + (why.isEmpty ? "" : " (\(why))"))
@@ -648,16 +647,16 @@ public final class SQLStore: LightningStore {
 
     public func cancel(_ id: String, at: Int64) async throws -> AttemptState {
         try await database.write(isolation: .lockedRows) { db in
-            let state = try Self.live(db, id)
-            if state == .available {
-                try db.execute("""
-                    UPDATE attempts SET state = 'cancelled', reason = 'cancel', error_type = 'Cancelled',
-                    error_message = 'cancelled before a worker claimed it', finished_at = ? WHERE id = ?
-                    """, [at, id])
-                try db.signal(.attemptChanged(attemptID: id))
+            switch try Self.decide(db, id, .cancel) {
+            case .apply(let transition):
+                _ = try Self.end(db, id, transition, reason: .cancel, errorType: ErrorType.cancelled,
+                                 errorMessage: "cancelled before a worker claimed it", why: "", at: at)
                 return .cancelled
+            case .unchanged(let state):
+                return state
+            case .resend, .refuse:
+                preconditionFailure("a cancel is applied, left unchanged or thrown")
             }
-            return state
         }
     }
 
@@ -776,19 +775,17 @@ public final class SQLStore: LightningStore {
                 """, [graceMicros, now]))
             for id in ids.sorted() {
                 // Locked, and looked at again: an event of its worker may have ended it since it was picked.
-                let state: String = try db.string("SELECT state FROM attempts WHERE id = ?\(db.dialect.forUpdate)", [id]) ?? ""
-                guard state == "claimed" || state == "started" else { ids.remove(id); continue }
-                let errorType = state == "claimed" ? ErrorType.lostAfterClaim : ErrorType.lostAfterStart
-                try db.execute("""
-                    UPDATE attempts SET state = 'lost', reason = 'lost', error_type = ?,
-                    error_message = 'the worker went away and did not come back within the grace period', finished_at = ? WHERE id = ?
-                    """, [errorType, now, id])
+                guard let facts = try Self.facts(db, id), case .apply(let transition) = AttemptLifecycle(attemptID: id).decide(facts, .lose),
+                    let errorType = transition.errorType
+                else {
+                    ids.remove(id)
+                    continue
+                }
                 try db.execute("""
                     UPDATE steps SET reason = 'lost', error_type = ?, finished_at = ? WHERE attempt_id = ? AND finished_at IS NULL
                     """, [errorType, now, id])
-                try Self.addLimitNotice(db, id, at: now)
-                try db.signal(.attemptChanged(attemptID: id))
-                _ = try Self.retryIfAllowed(db, id, reason: .lost, why: errorType, at: now)
+                _ = try Self.end(db, id, transition, reason: .lost, errorType: nil,
+                                 errorMessage: "the worker went away and did not come back within the grace period", why: errorType, at: now)
             }
             return (ids.sorted(), spared)
         }

@@ -153,8 +153,10 @@ extension LightningCommand {
             let store = try db.open()
             try await OperatorBootstrap.firstAdminToken(store: store, keysDirectory: keysDir, logger: logger)
             let lightning = try Lightning(configuration: config, store: store, logger: logger)
+            // A graceful shutdown stops the services in reverse order: the janitor and cron first, the server last.
             let group = ServiceGroup(configuration: .init(
-                services: [LightningService(lightning: lightning)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [LightningService(lightning: lightning)] + lightning.backgroundServices,
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
         }
     }
@@ -164,7 +166,7 @@ extension LightningCommand {
 struct LightningService: Service {
     let lightning: Lightning
     func run() async throws {
-        try lightning.start()
+        try lightning.start(runningBackgroundServices: false)
         try? await gracefulShutdown()
         await lightning.shutdown()
     }

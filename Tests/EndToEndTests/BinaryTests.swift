@@ -108,6 +108,22 @@ struct Binaries {
 
 @Suite("The real binaries", .serialized)
 struct BinaryTests {
+    @Test("SIGTERM and SIGINT stop lightning serve: its janitor and cron services stop, the server closes its sockets, exit 0",
+          arguments: [SIGTERM, SIGINT])
+    func gracefulLightning(signal: Int32) async throws {
+        var b = try await Binaries()
+        defer { b.remove() }
+        let worker = try b.worker("watching")
+        try await worker.waitForLog("worker joined|connected to Lightning")
+        // The janitor is between sweeps and cron between ticks: a service that ignored the shutdown would hold the exit.
+        b.lightning.signal(signal)
+        #expect(await b.lightning.waitForExit(timeout: 30) == 0, "\(b.lightning.log)")
+        #expect(!b.lightning.log.contains(" error "), "\(b.lightning.log)")
+        // The worker saw its socket closed by the server's shutdown: it joins a new Lightning on the same port.
+        try await b.restartLightning()
+        try await b.lightning.waitForLog(#"worker\.name=watching \[Lightning\] worker joined the queue"#)
+    }
+
     @Test("SIGTERM: the worker stops claiming, lets its running attempt finish, and exits 0")
     func gracefulWorker() async throws {
         let b = try await Binaries()

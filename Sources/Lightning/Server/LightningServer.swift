@@ -2,6 +2,7 @@ import Channels
 import Foundation
 import JWT
 import Logging
+import ServiceLifecycle
 
 /// Keys and settings of one Lightning server.
 public struct LightningConfiguration: Sendable {
@@ -152,8 +153,23 @@ public final class Lightning: Sendable {
 
     public var port: Int { serverBox.server?.port ?? 0 }
 
-    /// Starts listening. Call `shutdown()` to stop.
-    public func start() throws {
+    /// The work Lightning does besides answering: the janitor, and the cron scheduler unless cron is off. `lightning
+    /// serve` runs them in its service group beside the server; `start()` runs them itself unless told not to.
+    public var backgroundServices: [any Service] {
+        var services: [any Service] = [JanitorService(lightning: self)]
+        if configuration.cronEnabled {
+            services.append(CronService(scheduler: CronScheduler(store: store, logger: logger) { [self] created in
+                metrics.cronFired.increment()
+                attemptsChanged([created.attemptID])
+                nudgeWorkers()
+            }))
+        }
+        return services
+    }
+
+    /// Starts listening, and with `runningBackgroundServices` the `backgroundServices` in a service group of their own
+    /// (for embedding, and tests). Call `shutdown()` to stop.
+    public func start(runningBackgroundServices: Bool = true) throws {
         var channel = configuration.channel
         channel.host = configuration.host
         channel.port = configuration.port
@@ -197,24 +213,18 @@ public final class Lightning: Sendable {
             case .attemptChanged(let id): Task { await self.attemptChanged(id) }
             }
         }
-        serverBox.janitor = Task { [self] in
-            await restoreAbsentWorkers()
-            await runJanitor()
-        }
-        if configuration.cronEnabled {
-            let scheduler = CronScheduler(store: store, logger: logger) { [self] created in
-                metrics.cronFired.increment()
-                attemptsChanged([created.attemptID])
-                nudgeWorkers()
-            }
-            serverBox.cron = Task { await scheduler.run() }
+        if runningBackgroundServices {
+            let group = ServiceGroup(configuration: .init(services: backgroundServices, logger: logger))
+            serverBox.background = (group, Task { try? await group.run() })
         }
         logger.info("Lightning is listening", metadata: ["port": "\(server.port)", "database": "\(configuration.databasePath)"])
     }
 
     public func shutdown() async {
-        serverBox.janitor?.cancel()
-        serverBox.cron?.cancel()
+        if let (group, running) = serverBox.background {
+            await group.triggerGracefulShutdown()
+            await running.value
+        }
         await serverBox.server?.shutdown()
     }
 
@@ -521,8 +531,8 @@ public final class Lightning: Sendable {
     // MARK: Janitor
 
     func runJanitor() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(configuration.janitorIntervalSeconds))
+        while true {
+            do { try await Task.sleep(for: .seconds(configuration.janitorIntervalSeconds)) } catch { return }  // cancelled
             await sweep()
         }
     }
@@ -624,19 +634,15 @@ final class LightningState: @unchecked Sendable {
 final class ServerBox: @unchecked Sendable {
     private let lock = NSLock()
     private var _server: ChannelServer?
-    private var _janitor: Task<Void, Never>?
-    private var _cron: Task<Void, Never>?
-    var cron: Task<Void, Never>? {
-        get { lock.withLock { _cron } }
-        set { lock.withLock { _cron = newValue } }
+    private var _background: (ServiceGroup, Task<Void, Never>)?
+    /// The background services' group when `start()` runs them, and the task that runs it.
+    var background: (ServiceGroup, Task<Void, Never>)? {
+        get { lock.withLock { _background } }
+        set { lock.withLock { _background = newValue } }
     }
     var server: ChannelServer? {
         get { lock.withLock { _server } }
         set { lock.withLock { _server = newValue } }
-    }
-    var janitor: Task<Void, Never>? {
-        get { lock.withLock { _janitor } }
-        set { lock.withLock { _janitor = newValue } }
     }
 }
 

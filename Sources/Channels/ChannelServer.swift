@@ -107,17 +107,15 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
                 "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256")
             info.ssl_options_set = clws_ssl_min_tls12()
         }
-        try loop.start { lws_create_context(&info) }
-        // Read the bound port (service thread is running: ask it).
-        let done = DispatchSemaphore(value: 0)
-        loop.post { [self] in
-            if let ctx = loop.lwsContext, let vhost = lws_get_vhost_by_name(ctx, "default") {
+        try loop.start {
+            let ctx = lws_create_context(&info)
+            // The bound port, read here, before the service thread exists (the listening socket is made with the context).
+            if let ctx, let vhost = lws_get_vhost_by_name(ctx, "default") {
                 let p = Int(lws_get_vhost_listen_port(vhost))
                 lock.withLock { boundPort = p }
             }
-            done.signal()
+            return ctx
         }
-        done.wait()
         logger.info("listening", metadata: ["host": "\(configuration.host)", "port": "\(port)",
                                            "tls": "\(configuration.tls != nil)"])
     }
@@ -134,12 +132,21 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let remaining = await withCheckedContinuation { (c: CheckedContinuation<Int, Never>) in
-                loop.post { [self] in c.resume(returning: connections.values.filter { $0.kind == .websocket }.count) }
+                let posted = loop.post { [self] in c.resume(returning: connections.values.filter { $0.kind == .websocket }.count) }
+                if !posted { c.resume(returning: 0) }  // stopped meanwhile (stop())
             }
             if remaining == 0 { break }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        loop.stop()
+        // Stopping waits for the service thread to finish its last pass: on a thread of its own, not the caller's
+        // (a cooperative thread that every task shares).
+        let serviceLoop = loop
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            Thread {
+                serviceLoop.stop()
+                c.resume()
+            }.start()
+        }
     }
 
     /// Stops at once (tests, and a second signal).

@@ -71,37 +71,19 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     private var current = 0
     private var target: Target { targets[current] }
 
-    private struct Channel {
-        var joinRef: String?
-        /// The ref of a join in flight: a push can arrive right behind its reply, before `joinRef` is set.
-        var pendingJoinRef: String?
-        /// Joined on a connection that has since been lost: the next connection joins it again. A channel whose
-        /// first join is still in flight is not, or a join made just after the connection opens would go twice.
-        var needsRejoin = false
-        var payload: @Sendable () -> JSON
-        var onMessage: @Sendable (PhoenixMessage) -> Void
-    }
-
     // Shared state (lock).
     private let lock = Lock()
-    private var channels: [String: Channel] = [:]
-    private var pending: [String: CheckedContinuation<ChannelClientReply, any Error>] = [:]
-    /// When each pending reply is given up on. One sweeper task checks them (every `sweepInterval`, only while
-    /// some are pending) instead of a timer task per request: a request then costs no timer registration and
-    /// cancellation (about four thread wake-ups each, most of a small push's cost on the worker).
-    private var deadlines: [String: ContinuousClock.Instant] = [:]
+    /// Refs, joins, the heartbeat and the requests waiting for replies (the protocol, without the socket).
+    private var state = PhoenixClientState<CheckedContinuation<ChannelClientReply, any Error>>()
+    /// A sweeper task checks the pending requests' deadlines (every `sweepInterval`, only while some are pending)
+    /// instead of a timer task per request: a request then costs no timer registration and cancellation (about four
+    /// thread wake-ups each, most of a small push's cost on the worker).
     private var sweeping = false
     static let sweepInterval: Duration = .milliseconds(50)
-    private var refCounter = 0
-    private var isConnected = false
-    /// Counts lost connections: a join answered on a connection that is gone by the time its waiter runs is
-    /// not joined on the current one.
-    private var generation = 0
     private var wantConnected = false
     /// `close()` was called: nothing more, heartbeats included.
     private var finished = false
     private var attempts = 0
-    private var heartbeatRef: String?
 
     // Service-thread state.
     private var wsi: OpaquePointer?
@@ -203,7 +185,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
 
     deinit { protocols?.deallocate() }
 
-    public var connected: Bool { lock.withLock { isConnected } }
+    public var connected: Bool { lock.withLock { state.isConnected } }
 
     // MARK: Channels
 
@@ -214,53 +196,42 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         topic: String, payload: @escaping @Sendable () -> JSON = { .object([:]) }, timeout: Duration = .seconds(10),
         onMessage: @escaping @Sendable (PhoenixMessage) -> Void = { _ in }
     ) async throws -> JSON {
-        let joinRef = nextRef()
-        let gen = lock.withLock {
-            channels[topic] = Channel(joinRef: nil, pendingJoinRef: joinRef, payload: payload, onMessage: onMessage)
-            return generation
-        }
+        let (joinRef, gen) = lock.withLock { state.beginJoin(topic: topic, payload: payload, onMessage: onMessage) }
         let reply: ChannelClientReply
         do {
             reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(), ref: joinRef, timeout: timeout)
         } catch {
-            // Not joined: forget it (unless a newer join of the topic took its place), so a retry starts clean.
-            lock.withLock { if channels[topic]?.pendingJoinRef == joinRef { channels[topic] = nil } }
+            lock.withLock { state.joinFailed(topic: topic, joinRef: joinRef) }
             throw error
         }
         guard reply.isOK else {
-            lock.withLock { if channels[topic]?.pendingJoinRef == joinRef { channels[topic] = nil } }
+            lock.withLock { state.joinFailed(topic: topic, joinRef: joinRef) }
             throw ChannelError.joinRefused(reply.response)
         }
         settle(topic, joinRef: joinRef, generation: gen)
         return reply.response
     }
 
-    /// A join of `topic` was accepted on connection `gen`: joined now, or, when that connection has gone in the
-    /// meantime, to be joined again on the next one. Only if no newer join of the topic took its place.
+    /// A join of `topic` was accepted on connection `gen` (`PhoenixClientState.settle`); joined again at once when
+    /// that connection went and another is already open.
     private func settle(_ topic: String, joinRef: String, generation gen: Int) {
-        let rejoinNow: Bool = lock.withLock {
-            guard channels[topic]?.pendingJoinRef == joinRef else { return false }
-            if gen == generation && isConnected { channels[topic]?.joinRef = joinRef; return false }
-            channels[topic]?.needsRejoin = true
-            // Already connected again (its rejoin pass may have run before this): join on this connection now.
-            return isConnected
-        }
+        let rejoinNow = lock.withLock { state.settle(topic: topic, joinRef: joinRef, generation: gen) }
         if rejoinNow { Task { await self.rejoin() } }
     }
 
     public func leave(topic: String, timeout: Duration = .seconds(5)) async {
-        let joinRef = lock.withLock { channels.removeValue(forKey: topic)?.joinRef }
+        let joinRef = lock.withLock { state.leave(topic: topic) }
         _ = try? await send(joinRef: joinRef, topic: topic, event: "phx_leave", payload: .object([:]), ref: nextRef(),
                             timeout: timeout)
     }
 
-    public func isJoined(_ topic: String) -> Bool { lock.withLock { channels[topic]?.joinRef != nil } }
+    public func isJoined(_ topic: String) -> Bool { lock.withLock { state.joinRef(topic) != nil } }
 
     /// Pushes an event on a joined topic and waits for its reply.
     public func push(topic: String, event: String, payload: JSON, timeout: Duration = .seconds(10)) async throws
         -> ChannelClientReply
     {
-        let joinRef = lock.withLock { channels[topic]?.joinRef }
+        let joinRef = lock.withLock { state.joinRef(topic) }
         return try await send(joinRef: joinRef, topic: topic, event: event, payload: payload, ref: nextRef(),
                               timeout: timeout)
     }
@@ -270,19 +241,14 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     public func push(topic: String, event: String, encodedPayload: [UInt8], timeout: Duration = .seconds(10)) async throws
         -> ChannelClientReply
     {
-        let joinRef = lock.withLock { channels[topic]?.joinRef }
+        let joinRef = lock.withLock { state.joinRef(topic) }
         let ref = nextRef()
         let frame = PhoenixMessage.encodeText(joinRef: joinRef, ref: ref, topic: topic, event: event, rawPayload: encodedPayload,
                                               headroom: Int(clws_pre))
         return try await send(frame: frame, topic: topic, event: event, ref: ref, timeout: timeout)
     }
 
-    private func nextRef() -> String {
-        lock.withLock {
-            refCounter += 1
-            return String(refCounter)
-        }
-    }
+    private func nextRef() -> String { lock.withLock { state.nextRef() } }
 
     private func send(joinRef: String?, topic: String, event: String, payload: JSON, ref: String, timeout: Duration)
         async throws -> ChannelClientReply
@@ -304,8 +270,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         }
         return try await withCheckedThrowingContinuation { continuation in
             let startSweeper = lock.withLock { () -> Bool in
-                pending[ref] = continuation
-                deadlines[ref] = .now + timeout
+                state.awaitReply(ref: ref, waiter: continuation, deadline: .now + timeout)
                 defer { sweeping = true }
                 return !sweeping
             }
@@ -326,32 +291,22 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         while true {
             try? await Task.sleep(for: Self.sweepInterval)
             let now = ContinuousClock.now
-            let (expired, more): ([String], Bool) = lock.withLock {
-                let expired = deadlines.filter { $0.value <= now }.map(\.key)
-                if deadlines.isEmpty { sweeping = false }
-                return (expired, !deadlines.isEmpty)
+            let (expired, more) = lock.withLock {
+                let expired = state.expired(now: now)
+                if state.pendingCount == 0 { sweeping = false }
+                return (expired, state.pendingCount > 0)
             }
-            for ref in expired { resolve(ref, .failure(ChannelError.timeout)) }
+            for waiter in expired { waiter.resume(throwing: ChannelError.timeout) }
             if !more { return }
         }
     }
 
     private func resolve(_ ref: String, _ result: Result<ChannelClientReply, any Error>) {
-        let c = lock.withLock { () -> CheckedContinuation<ChannelClientReply, any Error>? in
-            deadlines[ref] = nil
-            return pending.removeValue(forKey: ref)
-        }
-        c?.resume(with: result)
+        lock.withLock { state.takeWaiter(ref) }?.resume(with: result)
     }
 
     private func failPending(_ error: any Error) {
-        let all = lock.withLock {
-            let p = pending
-            pending = [:]
-            deadlines = [:]
-            return p
-        }
-        for c in all.values { c.resume(throwing: error) }
+        for waiter in lock.withLock({ state.takeAllWaiters() }) { waiter.resume(throwing: error) }
     }
 
     // MARK: Heartbeats and reconnects
@@ -361,9 +316,10 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     private func heartbeats() async {
         while !lock.withLock({ finished }) {
             try? await Task.sleep(for: configuration.heartbeatInterval)
-            guard connected else { continue }
-            let unanswered = lock.withLock { heartbeatRef != nil }
-            if unanswered {
+            switch lock.withLock({ state.heartbeatDue() }) {
+            case .none:
+                continue
+            case .reconnect:
                 logger.warning("heartbeat unanswered: reconnecting")
                 loop.post { [self] in
                     if wsi != nil {
@@ -371,14 +327,12 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
                         lws_callback_on_writable(wsi)
                     }
                 }
-                continue
-            }
-            let ref = nextRef()
-            lock.withLock { heartbeatRef = ref }
-            Task {
-                _ = try? await self.send(joinRef: nil, topic: "phoenix", event: "heartbeat", payload: .object([:]),
-                                         ref: ref, timeout: self.configuration.heartbeatInterval * 2)
-                self.lock.withLock { if self.heartbeatRef == ref { self.heartbeatRef = nil } }
+            case .send(let ref):
+                Task {
+                    _ = try? await self.send(joinRef: nil, topic: "phoenix", event: "heartbeat", payload: .object([:]),
+                                             ref: ref, timeout: self.configuration.heartbeatInterval * 2)
+                    self.lock.withLock { self.state.heartbeatEnded(ref: ref) }
+                }
             }
         }
     }
@@ -454,9 +408,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
             self.wsi = wsi
             rx = []
             lock.withLock {
-                isConnected = true
+                state.connected()
                 attempts = 0
-                heartbeatRef = nil
             }
             eventSink.yield(.connected)
             logger.info("connected", metadata: ["url": "\(currentURL)"])
@@ -500,16 +453,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         queue = []
         rx = []
         closeRequested = false
-        lock.withLock {
-            isConnected = false
-            generation += 1
-            heartbeatRef = nil
-            for k in channels.keys where channels[k]?.joinRef != nil {
-                channels[k]?.joinRef = nil
-                channels[k]?.needsRejoin = true
-            }
-        }
-        failPending(ChannelError.closed)
+        for waiter in lock.withLock({ state.connectionLost() }) { waiter.resume(throwing: ChannelError.closed) }
         if status == 401 || status == 403 {
             let s = status
             logger.error("the server refused our credentials", metadata: ["status": "\(s)", "url": "\(currentURL)"])
@@ -542,51 +486,38 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     }
 
     private func deliver(_ m: PhoenixMessage) {
-        if m.event == "phx_reply", let ref = m.ref {
-            let reply: ChannelClientReply
+        switch lock.withLock({ state.receive(m) }) {
+        case .reply(_, let waiter):
+            guard let waiter else { return }
             switch m.payload {
             case .binary(let bytes):
-                reply = ChannelClientReply(status: m.binaryStatus ?? "ok", response: .null, binary: bytes)
+                waiter.resume(returning: ChannelClientReply(status: m.binaryStatus ?? "ok", response: .null, binary: bytes))
             case .json(let j):
-                reply = ChannelClientReply(status: j["status"]?.stringValue ?? "error", response: j["response"] ?? .null,
-                                           binary: nil)
+                waiter.resume(returning: ChannelClientReply(status: j["status"]?.stringValue ?? "error", response: j["response"] ?? .null))
             }
-            resolve(ref, .success(reply))
-            return
+        case .push(let handler):
+            handler(m)
+        case .ignored:
+            break
         }
-        let handler: (@Sendable (PhoenixMessage) -> Void)? = lock.withLock {
-            guard let c = channels[m.topic], c.joinRef == m.joinRef || c.pendingJoinRef == m.joinRef || m.joinRef == nil
-            else { return nil }
-            if m.event == "phx_close" || m.event == "phx_error" { channels[m.topic]?.joinRef = nil }
-            return c.onMessage
-        }
-        handler?(m)
     }
 
     private func rejoin() async {
-        let topics = lock.withLock { channels.filter { $0.value.needsRejoin }.map(\.key) }
-        for topic in topics {
-            let joinRef = nextRef()
-            guard let (payload, gen): (@Sendable () -> JSON, Int) = lock.withLock({
-                guard channels[topic]?.needsRejoin == true, let p = channels[topic]?.payload else { return nil }
-                channels[topic]?.needsRejoin = false
-                channels[topic]?.pendingJoinRef = joinRef
-                return (p, generation)
-            }) else { continue }
+        for join in lock.withLock({ state.takeRejoins() }) {
             do {
-                let reply = try await send(joinRef: joinRef, topic: topic, event: "phx_join", payload: payload(),
-                                           ref: joinRef, timeout: .seconds(10))
+                let reply = try await send(joinRef: join.joinRef, topic: join.topic, event: "phx_join", payload: join.payload(),
+                                           ref: join.joinRef, timeout: .seconds(10))
                 if reply.isOK {
-                    settle(topic, joinRef: joinRef, generation: gen)
-                    eventSink.yield(.rejoined(topic: topic, response: reply.response))
+                    settle(join.topic, joinRef: join.joinRef, generation: join.generation)
+                    eventSink.yield(.rejoined(topic: join.topic, response: reply.response))
                 } else {
-                    lock.withLock { if channels[topic]?.pendingJoinRef == joinRef { channels[topic] = nil } }
-                    eventSink.yield(.rejoinFailed(topic: topic, response: reply.response))
+                    lock.withLock { state.joinFailed(topic: join.topic, joinRef: join.joinRef) }
+                    eventSink.yield(.rejoinFailed(topic: join.topic, response: reply.response))
                 }
             } catch {
                 // The connection went while rejoining: the next one tries again.
-                lock.withLock { if channels[topic]?.pendingJoinRef == joinRef { channels[topic]?.needsRejoin = true } }
-                logger.notice("rejoin interrupted", metadata: ["topic": "\(topic)", "error": "\(error)"])
+                lock.withLock { state.rejoinInterrupted(topic: join.topic, joinRef: join.joinRef) }
+                logger.notice("rejoin interrupted", metadata: ["topic": "\(join.topic)", "error": "\(error)"])
             }
         }
     }

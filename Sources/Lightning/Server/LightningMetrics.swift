@@ -27,6 +27,9 @@ final class LightningMetrics: Sendable {
     let connectionsRefused: Metrics.Gauge
     /// Connections closed before finishing a request because too many such were open (the server's own count).
     let unfinishedEvicted: Metrics.Gauge
+    /// Attempt tokens signed ahead of their claim (`TokensAhead`): used at the claim, or not (stale, or cancelled).
+    let tokensAheadUsed: Metrics.Gauge
+    let tokensAheadUnused: Metrics.Gauge
 
     init() {
         var f = PrometheusMetricsFactory(registry: registry)
@@ -51,6 +54,8 @@ final class LightningMetrics: Sendable {
         viewersConnected = Metrics.Gauge(label: "lightning_viewers_connected", factory: f)
         connectionsRefused = Metrics.Gauge(label: "lightning_connections_refused_no_descriptors", factory: f)
         unfinishedEvicted = Metrics.Gauge(label: "lightning_connections_closed_unfinished", factory: f)
+        tokensAheadUsed = Metrics.Gauge(label: "lightning_attempt_tokens_signed_ahead", dimensions: [("outcome", "used")], factory: f)
+        tokensAheadUnused = Metrics.Gauge(label: "lightning_attempt_tokens_signed_ahead", dimensions: [("outcome", "unused")], factory: f)
     }
 
     private let timers = Mutex<[String: Metrics.Timer]>([:])

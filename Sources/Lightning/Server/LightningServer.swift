@@ -122,6 +122,7 @@ public final class Lightning: Sendable {
     /// it was given needs no second RSA verification (any other token, or one signed by another replica, is
     /// verified in full).
     let issuedTokens = AttemptCache<IssuedToken>()
+    let tokensAhead = TokensAhead()
     let serverBox = ServerBox()
 
     public init(configuration: LightningConfiguration, store: any LightningStore, logger: Logger = Logger(label: "lightning")) throws {
@@ -282,11 +283,15 @@ public final class Lightning: Sendable {
         metrics.workersConnected.record(Set(connectedWorkerNames()).count)
         metrics.connectionsRefused.record(serverBox.server?.refusedConnectionCount ?? 0)
         metrics.unfinishedEvicted.record(serverBox.server?.evictedUnfinishedCount ?? 0)
+        let ahead = tokensAhead.counts
+        metrics.tokensAheadUsed.record(ahead.used)
+        metrics.tokensAheadUnused.record(ahead.unused)
         return .text(200, metrics.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
     }
 
     func workerSocketClosed(_ socket: ChannelSocket) async {
         state.setCheckout(socket.id, false)
+        state.setFreeSlots(socket.id, false)
         state.setCredential(socket.id, nil)
         state.setFleetControl(socket.id, false)
         guard let worker = socket.context as? WorkerIdentity else { return }
@@ -377,12 +382,25 @@ public final class Lightning: Sendable {
         serverBox.server?.broadcast(topic: Wire.Topic.queue, event: Wire.Event.workAvailable, payload: [:])
     }
 
-    func signAttemptToken(_ claimed: ClaimedAttempt) throws -> String {
-        let lifetime = Double(claimed.runTimeoutMS) / 1000 + configuration.graceSeconds
-        let claims = AttemptTokenClaims(attemptID: claimed.id, lifetime: lifetime)
+    /// The token for a claimed attempt: the one signed ahead for it if fresh (`TokensAhead`), else signed now.
+    func signAttemptToken(_ claimed: ClaimedAttempt) async throws -> String {
+        if let ahead = await tokensAhead.take(claimed.id) { return ahead }
+        return try makeAttemptToken(claimed.id, runTimeoutMS: claimed.runTimeoutMS).token
+    }
+
+    private func makeAttemptToken(_ id: String, runTimeoutMS: Int) throws -> TokensAhead.Signed {
+        let lifetime = Double(runTimeoutMS) / 1000 + configuration.graceSeconds
+        let claims = AttemptTokenClaims(attemptID: id, lifetime: lifetime)
         let token = try JWT.sign(claims, key: configuration.attemptSigningKey)
-        issuedTokens.put(claimed.id, IssuedToken(token: Array(token.utf8), expiresAt: claims.exp))
-        return token
+        issuedTokens.put(id, IssuedToken(token: Array(token.utf8), expiresAt: claims.exp))
+        return TokensAhead.Signed(token: token, issuedAt: claims.iat ?? 0)
+    }
+
+    /// New work: while some worker has free slots it is claimed at once, so its token is signed now, beside the
+    /// nudge and the claim's round trip (`TokensAhead`).
+    func signAhead(_ created: CreatedWork) {
+        guard let runTimeoutMS = created.runTimeoutMS, state.workersHaveFreeSlots else { return }
+        tokensAhead.start(created.attemptID) { [self] in try? makeAttemptToken(created.attemptID, runTimeoutMS: runTimeoutMS) }
     }
 
     /// True when `token` is the one this process signed for `attemptID` and it has not expired.
@@ -401,6 +419,7 @@ public final class Lightning: Sendable {
     public func startWork(workflow: String, input: [UInt8]) async throws -> CreatedWork {
         let created = try await store.createWorkOrder(workflow: workflow, input: input)
         nudgeWorkers()
+        signAhead(created)
         attemptsChanged([created.attemptID])
         return created
     }
@@ -414,6 +433,7 @@ public final class Lightning: Sendable {
             metrics.webhooks.increment()
             let created = try await store.createWorkOrder(webhookPath: path, input: body)
             nudgeWorkers()
+            signAhead(created)
             attemptsChanged([created.attemptID])
             if created.webhookReply == .afterCompletion {
                 let timeout = Duration.milliseconds(created.webhookReplyTimeoutMS ?? 30_000)
@@ -511,6 +531,7 @@ public final class Lightning: Sendable {
     /// Cancels an attempt: at once when no worker has it, otherwise by asking its worker (`run:cancel`).
     public func cancel(attemptID: String) async throws -> AttemptState {
         let state = try await store.cancel(attemptID, at: Timestamp.nowMicros())
+        if state == .cancelled { tokensAhead.forget(attemptID) }
         await attemptChanged(attemptID)
         if state == .claimed || state == .started {
             askWorkerToCancel(attemptID)
@@ -586,6 +607,13 @@ final class LightningState: @unchecked Sendable {
         lock.withLock { if on { checkoutSockets.insert(socketID) } else { checkoutSockets.remove(socketID) } }
     }
     func wantsCheckout(_ socketID: Int) -> Bool { lock.withLock { checkoutSockets.contains(socketID) } }
+    /// Worker sockets whose last claim got fewer attempts than it asked for: they have free slots and claim new work
+    /// as soon as they hear of it.
+    private var socketsWithFreeSlots = Set<Int>()
+    func setFreeSlots(_ socketID: Int, _ free: Bool) {
+        lock.withLock { if free { socketsWithFreeSlots.insert(socketID) } else { socketsWithFreeSlots.remove(socketID) } }
+    }
+    var workersHaveFreeSlots: Bool { lock.withLock { !socketsWithFreeSlots.isEmpty } }
     func workerGoneIfUnknown(_ name: String, at: Int64) { lock.withLock { if goneSince[name] == nil { goneSince[name] = at } } }
     func workerBack(_ name: String) { lock.withLock { _ = goneSince.removeValue(forKey: name) } }
     func workersGone(before: Int64) -> [(name: String, since: Int64)] {

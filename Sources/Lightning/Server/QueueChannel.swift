@@ -55,6 +55,7 @@ struct QueueChannel: ChannelHandler {
         }
         do {
             let claimed = try await lightning.store.claim(demand: Int(demand), workerName: worker.name)
+            lightning.state.setFreeSlots(socket.id, claimed.count < demand)
             let ids = claimed.map(\.id)
             lightning.metrics.claims.increment()
             lightning.metrics.claimedAttempts.increment(by: Int64(claimed.count))
@@ -96,9 +97,13 @@ struct QueueChannel: ChannelHandler {
 
     /// The claimed attempts' tokens, in order: one signed here, several in a task group.
     static func sign(_ claimed: [ClaimedAttempt], with lightning: Lightning) async throws -> [String] {
-        if claimed.count < 2 { return try claimed.map { try lightning.signAttemptToken($0) } }
+        if claimed.count < 2 {
+            var tokens: [String] = []
+            for c in claimed { tokens.append(try await lightning.signAttemptToken(c)) }
+            return tokens
+        }
         return try await withThrowingTaskGroup(of: (Int, String).self) { group in
-            for (i, c) in claimed.enumerated() { group.addTask { (i, try lightning.signAttemptToken(c)) } }
+            for (i, c) in claimed.enumerated() { group.addTask { (i, try await lightning.signAttemptToken(c)) } }
             var tokens = [String](repeating: "", count: claimed.count)
             for try await (i, token) in group { tokens[i] = token }
             return tokens

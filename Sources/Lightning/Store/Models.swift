@@ -39,6 +39,8 @@ public struct CreatedWork: Sendable, Equatable {
     /// For a webhook: whether its POST waits for the attempt (`after_completion`) and for how long.
     public var webhookReply: WorkflowDefinition.Trigger.WebhookReply? = nil
     public var webhookReplyTimeoutMS: Int? = nil
+    /// The attempt's run timeout (its token's lifetime less the grace period); nil when not read.
+    public var runTimeoutMS: Int? = nil
 }
 
 /// What a worker's `run:complete` (or Lightning's own verdict) did.

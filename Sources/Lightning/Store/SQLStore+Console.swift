@@ -108,7 +108,7 @@ extension SQLStore {
             let newID = try Self.insertNextAttempt(db, after: a, dataclipID: .text(dataclipID),
                                                    startingJobID: startingJobID.map { .text($0) } ?? .null, rerunBy: by, at: now)
             return CreatedWork(workOrderID: a["work_order_id"], attemptID: newID, dataclipID: dataclipID,
-                               webhookReply: nil, webhookReplyTimeoutMS: nil)
+                               webhookReply: nil, webhookReplyTimeoutMS: nil, runTimeoutMS: a["run_timeout_ms"])
         }
         return created
     }

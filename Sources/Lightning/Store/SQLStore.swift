@@ -251,7 +251,8 @@ public final class SQLStore: LightningStore {
                                  Int64(options.logLimitMB) * 1_000_000, now])
             try db.signal(.workAvailable)
             return CreatedWork(workOrderID: workOrderID, attemptID: attemptID, dataclipID: dataclipID,
-                               webhookReply: trigger?.webhookReply, webhookReplyTimeoutMS: trigger?.webhookReplyTimeoutMS)
+                               webhookReply: trigger?.webhookReply, webhookReplyTimeoutMS: trigger?.webhookReplyTimeoutMS,
+                               runTimeoutMS: options.runTimeoutMS)
         }
     }
 

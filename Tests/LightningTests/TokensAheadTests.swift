@@ -36,6 +36,14 @@ struct TokensAheadTests {
         _ = await ahead.take("b", now: { 0 })
         #expect(ahead.start("c") { .init(token: "c", issuedAt: 0) })
         _ = await ahead.take("c", now: { 0 })
+        // Kept tokens nobody claims here (claimed through another replica) make room once too old to be used.
+        let kept = TokensAhead(maxInFlight: 4, maxKept: 2, maxAgeSeconds: 5)
+        #expect(kept.start("x", now: 100) { .init(token: "x", issuedAt: 100) })
+        #expect(kept.start("y", now: 101) { .init(token: "y", issuedAt: 101) })
+        #expect(!kept.start("z", now: 104) { .init(token: "z", issuedAt: 104) }, "two kept, both fresh")
+        #expect(kept.start("z", now: 106) { .init(token: "z", issuedAt: 106) }, "x is stale: dropped")
+        #expect(kept.counts == (used: 0, unused: 1))
+        #expect(await kept.take("y", now: { 106 }) == "y")
     }
 
     @Test("over a socket: with a worker's slots free, new work's token is signed before the claim and is the one it gets")

@@ -16,7 +16,8 @@ final class TokensAhead: @unchecked Sendable {
     let maxKept: Int
     let maxAgeSeconds: Double
     private let lock = NSLock()
-    private var tokens: [String: Task<Signed?, Never>] = [:]
+    /// By attempt: when its signing started (seconds since 1970), and the signing.
+    private var tokens: [String: (started: Double, signing: Task<Signed?, Never>)] = [:]
     private var inFlight = 0
     private var used = 0
     private var unused = 0
@@ -29,16 +30,23 @@ final class TokensAhead: @unchecked Sendable {
 
     /// Starts signing attempt `id`'s token with `sign`, unless `maxInFlight` are being signed or `maxKept` wait
     /// for their claims. False when it did not start.
+    /// Tokens never claimed here (the attempt was claimed through another replica, or not yet) are dropped once too
+    /// old to be used.
     @discardableResult
-    func start(_ id: String, sign: @escaping @Sendable () -> Signed?) -> Bool {
+    func start(_ id: String, now: Double = Date().timeIntervalSince1970, sign: @escaping @Sendable () -> Signed?) -> Bool {
         lock.withLock {
+            if tokens.count >= maxKept {
+                let stale = tokens.filter { now - $0.value.started > maxAgeSeconds }.map(\.key)
+                for k in stale { tokens[k] = nil }
+                unused += stale.count
+            }
             guard inFlight < maxInFlight, tokens.count < maxKept, tokens[id] == nil else { return false }
             inFlight += 1
-            tokens[id] = Task.detached { [self] in
+            tokens[id] = (now, Task.detached { [self] in
                 let signed = sign()
                 lock.withLock { inFlight -= 1 }
                 return signed
-            }
+            })
             return true
         }
     }
@@ -46,7 +54,7 @@ final class TokensAhead: @unchecked Sendable {
     /// The token signed ahead for attempt `id` (waiting for its signing to finish), if one was and it is still fresh
     /// at `now`; it is handed out once.
     func take(_ id: String, now: @Sendable () -> Double = { Date().timeIntervalSince1970 }) async -> String? {
-        guard let task = lock.withLock({ tokens.removeValue(forKey: id) }) else { return nil }
+        guard let task = lock.withLock({ tokens.removeValue(forKey: id)?.signing }) else { return nil }
         guard let signed = await task.value, now() - signed.issuedAt <= maxAgeSeconds else {
             lock.withLock { unused += 1 }
             return nil

@@ -585,59 +585,43 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             self.reply(r, joinRef: joinRef, ref: m.ref, topic: m.topic, socket: socket)
         }
 
-        if m.topic == "phoenix" {
-            if m.event == "heartbeat" { reply(.ok(), joinRef: nil) }
-            return
-        }
-        guard case .json(let payload) = m.payload else {
-            reply(.error(reason: "binary pushes are not supported"), joinRef: m.joinRef)
-            return
-        }
-        switch m.event {
-        case "phx_join":
-            guard let route = endpoint.channels.first(where: { $0.matches(m.topic) }) else {
-                reply(.error(reason: "unmatched topic"), joinRef: m.joinRef)
-                return
-            }
-            if let current = socket.joinRef(m.topic) {
-                let incoming = m.joinRef ?? m.ref ?? ""
-                if current == incoming {
-                    // The same join again (its reply was lost): answered, nothing runs twice.
-                    reply(.ok(), joinRef: m.joinRef)
-                    return
-                }
-                // A new join of a joined topic: as Phoenix does, the old channel is closed first.
+        let route = endpoint.channels.first(where: { $0.matches(m.topic) })
+        // A binary push is refused below: only JSON payloads reach the handlers.
+        var payload = JSON.null
+        if case .json(let j) = m.payload { payload = j }
+        let binary = if case .binary = m.payload { true } else { false }
+        switch PhoenixServerRules.step(topic: m.topic, event: m.event, joinRef: m.joinRef, ref: m.ref, binary: binary,
+                                       joined: socket.joinRef(m.topic), routed: route != nil) {
+        case .heartbeat:
+            reply(.ok(), joinRef: nil)
+        case .ignore:
+            break
+        case .refuse(let reason, let joinRef):
+            reply(.error(reason: reason), joinRef: joinRef)
+        case .repeatedJoin(let joinRef):
+            reply(.ok(), joinRef: joinRef)
+        case .join(let newJoinRef, let replacing):
+            guard let route else { return }
+            if replacing {
                 socket.closeChannel(topic: m.topic)
                 await route.handler.leave(topic: m.topic, socket: socket)
             }
             switch await route.handler.join(topic: m.topic, payload: payload, socket: socket) {
             case .ok(let response):
-                socket.setJoinRef(m.topic, m.joinRef ?? m.ref ?? "")
+                socket.setJoinRef(m.topic, newJoinRef)
                 subscribe(topic: m.topic, socket: socket)
                 reply(.ok(response), joinRef: m.joinRef)
                 await route.handler.joined(topic: m.topic, socket: socket)
             case .error(let response):
                 reply(.error(response), joinRef: m.joinRef)
             }
-        case "phx_leave":
-            guard socket.isJoined(m.topic) else {
-                reply(.error(reason: "unmatched topic"), joinRef: m.joinRef)
-                return
-            }
-            let joinRef = socket.joinRef(m.topic)
+        case .leave(let joinRef):
             socket.setJoinRef(m.topic, nil)
             unsubscribe(topic: m.topic, socket: socket)
-            if let route = endpoint.channels.first(where: { $0.matches(m.topic) }) {
-                await route.handler.leave(topic: m.topic, socket: socket)
-            }
+            if let route { await route.handler.leave(topic: m.topic, socket: socket) }
             reply(.ok(), joinRef: joinRef)
-        default:
-            guard let joinRef = socket.joinRef(m.topic),
-                let route = endpoint.channels.first(where: { $0.matches(m.topic) })
-            else {
-                reply(.error(reason: "unmatched topic"), joinRef: m.joinRef)
-                return
-            }
+        case .event(let joinRef):
+            guard let route else { return }
             if let r = await route.handler.handle(event: m.event, topic: m.topic, payload: payload, socket: socket) {
                 reply(r, joinRef: joinRef)
             }

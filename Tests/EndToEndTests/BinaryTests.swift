@@ -124,6 +124,31 @@ struct BinaryTests {
         try await b.lightning.waitForLog(#"worker\.name=watching \[Lightning\] worker joined the queue"#)
     }
 
+    @Test("a step printing 30 lines of 900 KB succeeds with every line stored: the worker's batches stay under the server's message limit")
+    func bigLines() async throws {
+        let b = try await Binaries()
+        defer { b.remove() }
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: wide
+            jobs:
+              - {name: s, adaptor: sh, body: "i=0; while [ $i -lt 30 ]; do head -c 900000 /dev/zero | tr '\\\\0' x; echo; i=$((i+1)); done; echo done"}
+            """))
+        let worker = try b.worker("wide")
+        try await worker.waitForLog("worker joined|connected to Lightning")
+        let created = try await store.createWorkOrder(workflow: "wide", input: Array("{}".utf8))
+        let deadline = ContinuousClock.now + .seconds(120)
+        while try await !store.attempt(created.attemptID).state.isFinal, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try await store.attempt(created.attemptID).state == .success, "\(b.lightning.log.suffix(2000))")
+        let lines = try await store.logs(attemptID: created.attemptID, since: 0, limit: 100).filter { $0.source == "JOB" }
+        #expect(lines.count == 31 && lines.dropLast().allSatisfy { $0.message.utf8.count == 900_000 } && lines.last?.message == "done",
+                "\(lines.count) lines")
+        #expect(!b.lightning.log.contains("message over the limit"), "a batch was too big for the server")
+        #expect(!worker.log.contains("lost the connection"), "\(worker.log.suffix(2000))")
+    }
+
     @Test("SIGTERM: the worker stops claiming, lets its running attempt finish, and exits 0")
     func gracefulWorker() async throws {
         let b = try await Binaries()

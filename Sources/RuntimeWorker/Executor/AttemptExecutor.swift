@@ -424,6 +424,8 @@ final class LogBatcher: @unchecked Sendable {
     /// Lines waiting, each already encoded as its JSON object (on the reader's thread, while the previous batch is
     /// on its way): sending a batch is then joining bytes, not encoding thousands of values.
     private var pending: [[UInt8]] = []
+    /// The encoded bytes of `pending`.
+    private var pendingBytes = 0
     private var bytes = 0
     private var capped = false
     private var droppedLines = 0
@@ -434,8 +436,14 @@ final class LogBatcher: @unchecked Sendable {
     private var flushing: Task<Void, Never>?
     /// The step whose output is held until the lines waiting fall below `maxPending`.
     private var held: StepControl?
-    let batchLines = 5000
-    let maxPending = 15000
+    /// A batch ends at `batchLines` lines or `batchBytes` encoded bytes, whichever comes first (one line is sent alone
+    /// even when larger): a step's lines may be up to 1 MB each, and a frame over the server's message limit (11 MB by
+    /// default, ours and Phoenix's alike) closes the socket, whose resend would be closed again, for ever.
+    let batchLines = 10_000
+    let batchBytes = 2_000_000
+    /// Past this many lines or bytes waiting, the step's output is held until they are sent.
+    let maxPending = 30_000
+    let maxPendingBytes = 8_000_000
 
     let metrics: WorkerMetrics?
 
@@ -470,11 +478,13 @@ final class LogBatcher: @unchecked Sendable {
             bytes += text.utf8.count
             added += 1
             nextSeq += 1
-            pending.append(Self.encodeLine(scrubber.scrub(text), error: stream != .stdout, tail: tail, seq: nextSeq))
+            let line = Self.encodeLine(scrubber.scrub(text), error: stream != .stdout, tail: tail, seq: nextSeq)
+            pendingBytes += line.count
+            pending.append(line)
         }
         let start = flushing == nil
         if start { flushing = Task { await self.flushLoop() } }
-        if pending.count >= maxPending {
+        if pending.count >= maxPending || pendingBytes >= maxPendingBytes {
             held = control
             control.holdOutput()
         }
@@ -531,16 +541,22 @@ final class LogBatcher: @unchecked Sendable {
             let (batch, release): (ArraySlice<[UInt8]>, StepControl?) = lock.withLock {
                 // All of it when it fits (no copy); else a copy of the first lines, the rest shifted in place (a
                 // slice of `pending` kept while removing would copy all the rest instead).
+                var count = 0, size = 0
+                while count < min(pending.count, batchLines), count == 0 || size + pending[count].count <= batchBytes {
+                    size += pending[count].count
+                    count += 1
+                }
                 let b: ArraySlice<[UInt8]>
-                if pending.count <= batchLines {
+                if count == pending.count {
                     b = pending[...]
                     pending = []
                 } else {
-                    b = Array(pending.prefix(batchLines))[...]
-                    pending.removeFirst(b.count)
+                    b = Array(pending.prefix(count))[...]
+                    pending.removeFirst(count)
                 }
+                pendingBytes -= size
                 if b.isEmpty { flushing = nil }
-                let r = pending.count < maxPending ? held : nil
+                let r = pending.count < maxPending && pendingBytes < maxPendingBytes ? held : nil
                 if r != nil { held = nil }
                 return (b, r)
             }

@@ -503,7 +503,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     }
 
     private func rejoin() async {
-        for join in lock.withLock({ state.takeRejoins() }) {
+        for topic in lock.withLock({ state.rejoinCandidates() }) {
+            guard let join = lock.withLock({ state.takeRejoin(topic) }) else { continue }
             do {
                 let reply = try await send(joinRef: join.joinRef, topic: join.topic, event: "phx_join", payload: join.payload(),
                                            ref: join.joinRef, timeout: .seconds(10))

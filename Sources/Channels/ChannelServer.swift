@@ -439,8 +439,9 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
                     await handleMessage(bytes, binary: binary, socket: socket, endpoint: endpoint, connection: id)
                     // Reading was paused while the inbox was over the limit: resume once half of it is handled.
                     if inbox.handled(bytes.count, resumeBelow: configuration.maxQueuedBytesPerConnection / 2) {
+                        // On the service thread, unless reading paused again meanwhile (its pause must stand).
                         loop.post { [self] in
-                            guard let conn = connections[id] else { return }
+                            guard let conn = connections[id], !conn.inbox.isPaused else { return }
                             lws_rx_flow_control(conn.wsi, 1)
                         }
                     }

@@ -71,6 +71,9 @@ final class Inbox: @unchecked Sendable {
         }
     }
 
+    /// Whether reading is paused (as the last `add` or `handled` left it).
+    var isPaused: Bool { lock.withLock { paused } }
+
     /// A handled message's size. True when reading was paused and the bytes waiting are now under `threshold`:
     /// the caller resumes reading.
     func handled(_ size: Int, resumeBelow threshold: Int) -> Bool {

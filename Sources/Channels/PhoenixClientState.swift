@@ -93,16 +93,20 @@ struct PhoenixClientState<Waiter> {
 
     func joinRef(_ topic: String) -> String? { channels[topic]?.joinRef }
 
-    /// The topics to join again on the connection now open, each marked as in flight.
-    mutating func takeRejoins() -> [Rejoin] {
-        var joins: [Rejoin] = []
-        for topic in channels.keys.sorted() where channels[topic]?.needsRejoin == true {
-            let joinRef = nextRef()
-            channels[topic]?.needsRejoin = false
-            channels[topic]?.pendingJoinRef = joinRef
-            joins.append(Rejoin(topic: topic, joinRef: joinRef, payload: channels[topic]!.payload, generation: generation))
-        }
-        return joins
+    /// The topics to join again on the connection now open. Each is taken with `takeRejoin` just before its join is
+    /// sent, so a join goes with the connection current then (a pass interrupted by a reconnect leaves the rest to the
+    /// next connection's pass, not to a join tagged with the old connection).
+    func rejoinCandidates() -> [String] {
+        channels.filter { $0.value.needsRejoin }.map(\.key).sorted()
+    }
+
+    /// `topic`'s rejoin, marked as in flight, when it still needs one.
+    mutating func takeRejoin(_ topic: String) -> Rejoin? {
+        guard channels[topic]?.needsRejoin == true, let payload = channels[topic]?.payload else { return nil }
+        let joinRef = nextRef()
+        channels[topic]?.needsRejoin = false
+        channels[topic]?.pendingJoinRef = joinRef
+        return Rejoin(topic: topic, joinRef: joinRef, payload: payload, generation: generation)
     }
 
     /// A rejoin's connection went before its reply: the next connection tries again.

@@ -153,20 +153,22 @@ extension LightningCommand {
             let store = try db.open()
             try await OperatorBootstrap.firstAdminToken(store: store, keysDirectory: keysDir, logger: logger)
             let lightning = try Lightning(configuration: config, store: store, logger: logger)
+            // Listening first: the janitor and cron run only once the server does (a port in use stops serve before
+            // either has touched the database).
+            try lightning.start(runningBackgroundServices: false)
             // A graceful shutdown stops the services in reverse order: the janitor and cron first, the server last.
-            let group = ServiceGroup(configuration: .init(
+            let group = ServiceGroup(configuration: Lightning.boundingShutdown(.init(
                 services: [LightningService(lightning: lightning)] + lightning.backgroundServices,
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)))
             try await group.run()
         }
     }
 }
 
-/// Runs Lightning until SIGTERM/SIGINT, then shuts it down gracefully.
+/// Keeps Lightning (started already) until SIGTERM/SIGINT, then shuts it down gracefully.
 struct LightningService: Service {
     let lightning: Lightning
     func run() async throws {
-        try lightning.start(runningBackgroundServices: false)
         try? await gracefulShutdown()
         await lightning.shutdown()
     }

@@ -70,7 +70,8 @@ struct InboxTests {
         #expect(inbox.handled(60, resumeBelow: 50) == false, "not paused")
     }
 
-    @Test("a producer thread and the tasks it starts: every message handled once, in order, by one task at a time")
+    @Test("a producer thread and the tasks it starts: every message handled once, in order, by one task at a time",
+          .timeLimit(.minutes(2)))
     func concurrentTasks() async {
         let inbox = Inbox()
         let log = HandledLog()

@@ -108,7 +108,7 @@ struct Binaries {
 
 @Suite("The real binaries", .serialized)
 struct BinaryTests {
-    @Test("SIGTERM and SIGINT stop lightning serve: its janitor and cron services stop, the server closes its sockets, exit 0",
+    @Test("SIGTERM and SIGINT stop lightning serve: its janitor and cron services stop, it exits 0, and its worker joins the next one",
           arguments: [SIGTERM, SIGINT])
     func gracefulLightning(signal: Int32) async throws {
         var b = try await Binaries()

@@ -175,8 +175,8 @@ extension Lightning {
                 from = text.isEmpty ? nil : text
             }
             let created = try await store.rerun(attemptID: route[1], fromStep: from, by: who.name, at: Timestamp.nowMicros())
-            nudgeWorkers()
             signAhead(created)
+            nudgeWorkers()
             attemptsChanged([created.attemptID])
             logger.info("attempt rerun by an operator", metadata: ["attempt.id": "\(created.attemptID)", "rerun.of": "\(route[1])",
                                                                    "from": "\(from ?? "the start")", "by": "\(who.name)"])

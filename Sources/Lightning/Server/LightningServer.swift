@@ -168,6 +168,16 @@ public final class Lightning: Sendable {
         return services
     }
 
+    /// A service group for Lightning's services that cannot hold a stop for long: a janitor pass waiting on an
+    /// unreachable PostgreSQL server (which task cancellation does not interrupt) is given up after 10 s of graceful
+    /// shutdown and 5 s of cancellation.
+    public static func boundingShutdown(_ configuration: ServiceGroupConfiguration) -> ServiceGroupConfiguration {
+        var c = configuration
+        c.maximumGracefulShutdownDuration = Duration.seconds(10)
+        c.maximumCancellationDuration = Duration.seconds(5)
+        return c
+    }
+
     /// Starts listening, and with `runningBackgroundServices` the `backgroundServices` in a service group of their own
     /// (for embedding, and tests). Call `shutdown()` to stop.
     public func start(runningBackgroundServices: Bool = true) throws {
@@ -215,7 +225,7 @@ public final class Lightning: Sendable {
             }
         }
         if runningBackgroundServices {
-            let group = ServiceGroup(configuration: .init(services: backgroundServices, logger: logger))
+            let group = ServiceGroup(configuration: Self.boundingShutdown(.init(services: backgroundServices, logger: logger)))
             serverBox.background = (group, Task { try? await group.run() })
         }
         logger.info("Lightning is listening", metadata: ["port": "\(server.port)", "database": "\(configuration.databasePath)"])
@@ -383,17 +393,24 @@ public final class Lightning: Sendable {
     }
 
     /// The token for a claimed attempt: the one signed ahead for it if fresh (`TokensAhead`), else signed now.
+    /// Remembered as issued (`isIssuedToken`) only when handed out: a token signed ahead too late for its claim never
+    /// replaces the one the claim signed.
     func signAttemptToken(_ claimed: ClaimedAttempt) async throws -> String {
-        if let ahead = await tokensAhead.take(claimed.id) { return ahead }
-        return try makeAttemptToken(claimed.id, runTimeoutMS: claimed.runTimeoutMS).token
+        let signed: TokensAhead.Signed
+        if let ahead = await tokensAhead.take(claimed.id) {
+            signed = ahead
+        } else {
+            signed = try makeAttemptToken(claimed.id, runTimeoutMS: claimed.runTimeoutMS)
+        }
+        issuedTokens.put(claimed.id, IssuedToken(token: Array(signed.token.utf8), expiresAt: signed.expiresAt))
+        return signed.token
     }
 
     private func makeAttemptToken(_ id: String, runTimeoutMS: Int) throws -> TokensAhead.Signed {
         let lifetime = Double(runTimeoutMS) / 1000 + configuration.graceSeconds
         let claims = AttemptTokenClaims(attemptID: id, lifetime: lifetime)
         let token = try JWT.sign(claims, key: configuration.attemptSigningKey)
-        issuedTokens.put(id, IssuedToken(token: Array(token.utf8), expiresAt: claims.exp))
-        return TokensAhead.Signed(token: token, issuedAt: claims.iat ?? 0)
+        return TokensAhead.Signed(token: token, issuedAt: claims.iat ?? 0, expiresAt: claims.exp)
     }
 
     /// New work: while some worker has free slots it is claimed at once, so its token is signed now, beside the
@@ -418,8 +435,8 @@ public final class Lightning: Sendable {
     /// Creates a work order and its attempt for a workflow, and nudges the workers.
     public func startWork(workflow: String, input: [UInt8]) async throws -> CreatedWork {
         let created = try await store.createWorkOrder(workflow: workflow, input: input)
-        nudgeWorkers()
         signAhead(created)
+        nudgeWorkers()
         attemptsChanged([created.attemptID])
         return created
     }
@@ -432,8 +449,8 @@ public final class Lightning: Sendable {
         do {
             metrics.webhooks.increment()
             let created = try await store.createWorkOrder(webhookPath: path, input: body)
-            nudgeWorkers()
             signAhead(created)
+            nudgeWorkers()
             attemptsChanged([created.attemptID])
             if created.webhookReply == .afterCompletion {
                 let timeout = Duration.milliseconds(created.webhookReplyTimeoutMS ?? 30_000)

@@ -8,8 +8,9 @@ import Foundation
 final class TokensAhead: @unchecked Sendable {
     struct Signed: Sendable {
         var token: String
-        /// Seconds since 1970 (the token's `iat`).
+        /// Seconds since 1970 (the token's `iat` and `exp`).
         var issuedAt: Double
+        var expiresAt: Double = 0
     }
 
     let maxInFlight: Int
@@ -53,14 +54,14 @@ final class TokensAhead: @unchecked Sendable {
 
     /// The token signed ahead for attempt `id` (waiting for its signing to finish), if one was and it is still fresh
     /// at `now`; it is handed out once.
-    func take(_ id: String, now: @Sendable () -> Double = { Date().timeIntervalSince1970 }) async -> String? {
+    func take(_ id: String, now: @Sendable () -> Double = { Date().timeIntervalSince1970 }) async -> Signed? {
         guard let task = lock.withLock({ tokens.removeValue(forKey: id)?.signing }) else { return nil }
         guard let signed = await task.value, now() - signed.issuedAt <= maxAgeSeconds else {
             lock.withLock { unused += 1 }
             return nil
         }
         lock.withLock { used += 1 }
-        return signed.token
+        return signed
     }
 
     /// Forgets the token of an attempt that will not be claimed (cancelled).

@@ -282,7 +282,12 @@ extension Lightning {
             }
             stored.append((name, control))
             let payload = control.map(Self.wire) ?? ["action": "resume"]
-            for socket in capable { _ = socket.push(topic: Wire.Topic.queue, event: Wire.Event.workerControl, payload: payload) }
+            for socket in capable {
+                _ = socket.push(topic: Wire.Topic.queue, event: Wire.Event.workerControl, payload: payload)
+                // A paused or draining worker claims nothing more: tokens are not signed ahead for it (its next claim,
+                // after a resume, says again whether it has free slots).
+                if control != nil { state.setFreeSlots(socket.id, false) }
+            }
             results.append(["name": .string(name), "result": .string(action == "drain" ? "draining" : action == "pause" ? "paused" : "resumed")])
         }
         try await store.setWorkerControl(stored)

@@ -109,6 +109,19 @@ extension JSON {
         s.withUTF8 { writeString(utf8: $0, to: &out) }  // contiguous already for native strings: no copy
     }
 
+    /// The length in bytes of `s` written as a JSON string literal by `writeString` (quotes included), without writing
+    /// it: text that is JSON itself (a state sent as a string) grows by a byte for each quote and backslash.
+    public static func encodedStringLength(_ s: String) -> Int {
+        var s = s
+        return s.withUTF8 { u in
+            var n = 2 + u.count
+            for b in u where b < 0x20 || b == 0x22 || b == 0x5C {
+                n += (b == 0x22 || b == 0x5C || b == 0x0A || b == 0x0D || b == 0x09) ? 1 : 5
+            }
+            return n
+        }
+    }
+
     /// Appends UTF-8 text as a JSON string literal: runs that need no escaping are copied whole (most strings
     /// are one such run), escapes written between them.
     public static func writeString(utf8 u: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {

@@ -30,6 +30,7 @@ struct CodecTests {
             let foundation = try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? String
             #expect(foundation == text, "\(text.debugDescription) -> \(String(decoding: out, as: UTF8.self))")
             #expect(!out.contains { $0 < 0x20 }, "no raw control character goes out")
+            #expect(JSON.encodedStringLength(text) == out.count, "\(text.debugDescription)")
         }
     }
 

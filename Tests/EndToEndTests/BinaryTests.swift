@@ -149,6 +149,35 @@ struct BinaryTests {
         #expect(!worker.log.contains("lost the connection"), "\(worker.log.suffix(2000))")
     }
 
+    @Test("a state under the payload limit but over the message limit once escaped in step:complete: left out, the attempt succeeds")
+    func quotedState() async throws {
+        let b = try await Binaries()
+        defer { b.remove() }
+        let store = try b.store()
+        // 7.6 MB of JSON (under the 10 MB payload limit), 11.4 MB as a JSON string (over the 11 MB message limit).
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: quoted
+            jobs:
+              - name: s
+                adaptor: sh
+                body: |
+                  printf '{"d":[' > "$OUTPUT_PATH"
+                  yes '"x",' | head -n 1900000 | tr -d '\\n' >> "$OUTPUT_PATH"
+                  printf '"x"]}' >> "$OUTPUT_PATH"
+                  echo wrote
+            """))
+        let worker = try b.worker("quoted")
+        try await worker.waitForLog("worker joined|connected to Lightning")
+        let created = try await store.createWorkOrder(workflow: "quoted", input: Array("{}".utf8))
+        let deadline = ContinuousClock.now + .seconds(120)
+        while try await !store.attempt(created.attemptID).state.isFinal, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try await store.attempt(created.attemptID).state == .success, "\(b.lightning.log.suffix(2000))")
+        #expect(!b.lightning.log.contains("message over the limit"), "a message was too big for the server")
+        #expect(!worker.log.contains("lost the connection"), "\(worker.log.suffix(2000))")
+    }
+
     @Test("SIGTERM: the worker stops claiming, lets its running attempt finish, and exits 0")
     func gracefulWorker() async throws {
         let b = try await Binaries()

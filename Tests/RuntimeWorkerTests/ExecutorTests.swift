@@ -156,4 +156,22 @@ struct ExecutorTests {
         #expect(step["output_dataclip"] == nil || step["output_dataclip"] == .null)
         #expect(step["output_dataclip_error"] == "DATACLIP_TOO_LARGE")
     }
+
+    @Test("an output under the payload limit as JSON but over it as sent (a string, its quotes escaped) is not sent either")
+    func payloadLimitAsSent() async throws {
+        let items = Array(repeating: "\"x\"", count: 175_000).joined(separator: ",")  // 0.7 MB; 1.05 MB escaped
+        var plan = makePlan([("a", "out {\"d\":[" + items + "]}")], edges: [])
+        plan.options.payloadLimitMB = 1
+        let (_, r) = try await execute(plan)
+        let step = try #require(r.payloads("step:complete").first)
+        #expect(step["output_dataclip_error"] == "DATACLIP_TOO_LARGE")
+        // Half as many fit.
+        let fewer = Array(repeating: "\"x\"", count: 80_000).joined(separator: ",")
+        var small = makePlan([("a", "out {\"d\":[" + fewer + "]}")], edges: [])
+        small.options.payloadLimitMB = 1
+        let (_, r2) = try await execute(small)
+        let sent = try #require(r2.payloads("step:complete").first)
+        #expect(sent["output_dataclip"]?.stringValue?.utf8.count ?? 0 > 300_000)
+        #expect(sent["output_dataclip_error"] == nil || sent["output_dataclip_error"] == .null)
+    }
 }

@@ -331,7 +331,13 @@ public final class Lightning: Sendable {
 
     func plan(_ attemptID: String) async throws -> Plan {
         if let p = plans.get(attemptID) { return p }
-        let p = try await store.plan(attemptID: attemptID)
+        var p = try await store.plan(attemptID: attemptID)
+        // A worker's event carries up to payload_limit_mb of state, or a log line of up to log_payload_limit_mb: each
+        // must fit in a message this server accepts, or the socket closes on it and on its resend, for ever. The
+        // plan says what fits (10 MB for the default 11 MB messages).
+        let fits = max(1, (configuration.channel.maxMessageBytes - 1_000_000) / 1_000_000)
+        p.options.payloadLimitMB = min(p.options.payloadLimitMB, fits)
+        p.options.logPayloadLimitMB = min(p.options.logPayloadLimitMB, fits)
         plans.put(attemptID, p)
         return p
     }

@@ -203,15 +203,24 @@ public struct AttemptExecutor: Sendable {
         let outputID = UUID().uuidString.lowercased()
         var outputText = (try? JSONSerialization.data(withJSONObject: outcome.state)).map { String(decoding: $0, as: UTF8.self) }
         var outputError: String?
-        if let text = outputText, text.utf8.count > plan.options.payloadLimitMB * 1_000_000 {
-            outputText = nil
-            outputError = "DATACLIP_TOO_LARGE"
-        }
-        let webhookResponse = outcome.state["webhookResponse"].flatMap { value -> JSON? in
+        let limit = plan.options.payloadLimitMB * 1_000_000
+        var webhookResponse = outcome.state["webhookResponse"].flatMap { value -> JSON? in
             guard JSONSerialization.isValidJSONObject([value]), let data = try? JSONSerialization.data(withJSONObject: [value]) else {
                 return nil
             }
             return (try? JSON.parse(Array(data)))?[0]
+        }
+        // Counted as they go on the wire, where the output is a string (each quote and backslash escaped) beside the
+        // webhook response: over the payload limit they are left out, as the state is (5.2). A step:complete over the
+        // server's message limit would close the socket, and its resend would, for ever.
+        let responseBytes = webhookResponse.map { $0.encoded().count } ?? 0
+        if responseBytes > limit {
+            logger.warning("the step's webhookResponse is over the payload limit and is not sent", metadata: ["bytes": "\(responseBytes)"])
+            webhookResponse = nil
+        }
+        if let text = outputText, JSON.encodedStringLength(text) + (webhookResponse == nil ? 0 : responseBytes) > limit {
+            outputText = nil
+            outputError = "DATACLIP_TOO_LARGE"
         }
         let complete = StepComplete(
             stepID: stepID, jobID: job.id, reason: outcome.reason, errorType: outcome.errorType, errorMessage: outcome.errorMessage,

@@ -32,7 +32,11 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         public var reconnectCap: Duration = .seconds(60)
         /// Fraction of each delay added at random (0.25: up to 25 % more).
         public var jitter: Double = 0.25
-        public var maxMessageBytes = 11_000_000
+        /// The largest message taken from the server (100 MB, as Node's `ws` takes by default): well over what a
+        /// server sends (Lightning answers `fetch:dataclip` with a webhook body of up to its 11 MB request limit,
+        /// plus the frame's header); a message over it closes the socket, and a server that sends it again on the
+        /// next one would keep the client reconnecting for ever.
+        public var maxMessageBytes = 100_000_000
         /// CA file to verify a `wss://` server with; nil uses the system's.
         public var caPath: String?
         /// Client certificate and key for mutual TLS.

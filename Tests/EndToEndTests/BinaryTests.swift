@@ -178,6 +178,31 @@ struct BinaryTests {
         #expect(!worker.log.contains("lost the connection"), "\(worker.log.suffix(2000))")
     }
 
+    @Test("a webhook body just under the request limit reaches the step: fetch:dataclip's reply (body and header) is not too big for the worker")
+    func bigInput() async throws {
+        let b = try await Binaries()
+        defer { b.remove() }
+        let store = try b.store()
+        _ = try await store.applyWorkflow(try WorkflowDefinition.parse("""
+            name: wide-input
+            jobs:
+              - name: s
+                adaptor: sh
+                body: |
+                  wc -c < "$STATE_PATH"
+            """))
+        let worker = try b.worker("wide-input")
+        try await worker.waitForLog("worker joined|connected to Lightning")
+        let body = Array(#"{"x":""#.utf8) + [UInt8](repeating: UInt8(ascii: "a"), count: 10_999_980) + Array(#""}"#.utf8)
+        let created = try await store.createWorkOrder(workflow: "wide-input", input: body)
+        let deadline = ContinuousClock.now + .seconds(120)
+        while try await !store.attempt(created.attemptID).state.isFinal, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try await store.attempt(created.attemptID).state == .success, "\(worker.log.suffix(2000))")
+        #expect(!worker.log.contains("lost the connection"), "\(worker.log.suffix(2000))")
+    }
+
     @Test("SIGTERM: the worker stops claiming, lets its running attempt finish, and exits 0")
     func gracefulWorker() async throws {
         let b = try await Binaries()

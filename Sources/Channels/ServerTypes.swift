@@ -206,7 +206,9 @@ public struct ChannelServerConfiguration: Sendable {
     public var host: String = "127.0.0.1"
     /// 0: the kernel picks; read `ChannelServer.port` after `start()`.
     public var port: Int = 4000
-    public var maxMessageBytes: Int = 11_000_000
+    /// The largest message taken from a client. 32 MB: a worker's step:complete carries a state of up to its payload
+    /// limit (10 MB by default) as a JSON string, where quotes and backslashes count twice.
+    public var maxMessageBytes: Int = 32_000_000
     /// Bytes queued for one connection before it is closed as a slow consumer (1008).
     public var maxQueuedBytesPerConnection: Int = 32 * 1024 * 1024
     public var maxHTTPBodyBytes: Int = 11_000_000

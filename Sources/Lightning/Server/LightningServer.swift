@@ -332,10 +332,11 @@ public final class Lightning: Sendable {
     func plan(_ attemptID: String) async throws -> Plan {
         if let p = plans.get(attemptID) { return p }
         var p = try await store.plan(attemptID: attemptID)
-        // A worker's event carries up to payload_limit_mb of state, or a log line of up to log_payload_limit_mb: each
-        // must fit in a message this server accepts, or the socket closes on it and on its resend, for ever. The
-        // plan says what fits (10 MB for the default 11 MB messages).
-        let fits = max(1, (configuration.channel.maxMessageBytes - 1_000_000) / 1_000_000)
+        // A worker's event carries up to payload_limit_mb of state as a JSON string, or a log line of up to
+        // log_payload_limit_mb: each must fit in a message this server accepts even with every character escaped
+        // twice (a worker may count the limit before escaping, as OpenFn's does), or the socket closes on it and on
+        // its resend, for ever. The plan says what fits: 15 MB for the default 32 MB messages.
+        let fits = max(1, (configuration.channel.maxMessageBytes - 1_000_000) / 2_000_000)
         p.options.payloadLimitMB = min(p.options.payloadLimitMB, fits)
         p.options.logPayloadLimitMB = min(p.options.logPayloadLimitMB, fits)
         plans.put(attemptID, p)

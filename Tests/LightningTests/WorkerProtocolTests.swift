@@ -187,7 +187,7 @@ struct WorkerProtocolTests {
             from websockets.exceptions import ConnectionClosed
             url = "ws://127.0.0.1:%s/worker/websocket?token=%s&vsn=2.0.0" % (sys.argv[1], sys.argv[2])
             codes = []
-            for frame in ["{not json", json.dumps({"an": "object"}), json.dumps([1, 2, 3]), "x" * 12000000]:
+            for frame in ["{not json", json.dumps({"an": "object"}), json.dumps([1, 2, 3]), "x" * 33000000]:
                 with connect(url, max_size=None) as ws:
                     ws.send(frame)
                     try:

@@ -19,7 +19,7 @@ struct LogBatcherTests {
         return (sizes, logs.count, logs.compactMap { $0["worker_seq"]?.intValue }.map { Int($0) })
     }
 
-    @Test("lines of 900 KB: batches stay near 2 MB, far under a server's 11 MB message limit, every line sent once in order")
+    @Test("lines of 900 KB: batches stay near 2 MB, far under a server's message limit (11 MB for ours until now), every line sent once in order")
     func bigLines() async {
         let sink = Recorder()
         let logs = batcher(sink)

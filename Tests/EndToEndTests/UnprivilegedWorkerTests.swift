@@ -20,11 +20,14 @@ enum UnprivilegedUser {
     static func ids() throws -> (uid: uid_t, gid: gid_t) { try made.get() }
 
     /// A copy of a built binary where the user can run it (the build directory may be under a home it cannot enter).
-    static func binary(_ name: String, in dir: URL) throws -> String {
+    /// Copied by `cp`, a process of its own: a copy written from this process could not be run while any child forked
+    /// meanwhile by another test still held the write descriptor (ETXTBSY, seen once under load in CI).
+    static func binary(_ name: String, in dir: URL) async throws -> String {
         let copy = dir.appendingPathComponent("bin/\(name)")
         try FileManager.default.createDirectory(at: copy.deletingLastPathComponent(), withIntermediateDirectories: true)
         try? FileManager.default.removeItem(at: copy)
-        try FileManager.default.copyItem(atPath: try TestSupport.builtBinary(name), toPath: copy.path)
+        let cp = try await TestSupport.run("/bin/cp", [try TestSupport.builtBinary(name), copy.path])
+        guard cp.status == 0 else { throw TestSupport.Failure("cp \(name): \(cp.stderr)") }
         chmod(copy.path, 0o755)
         chmod(copy.deletingLastPathComponent().path, 0o755)
         return copy.path
@@ -55,7 +58,7 @@ struct UnprivilegedWorkerTests {
         let b = try await Binaries()
         defer { b.remove() }
         chmod(b.dir.path, 0o755)
-        let worker = try UnprivilegedUser.binary("runtime-worker", in: b.dir)
+        let worker = try await UnprivilegedUser.binary("runtime-worker", in: b.dir)
         let asUser = try await TestSupport.run(worker, ["setup-cgroups", "--user", UnprivilegedUser.name], user: user)
         #expect(asUser.status != 0 && asUser.stderr.contains("must run as root"), "\(asUser)")
 
@@ -117,7 +120,7 @@ struct UnprivilegedWorkerTests {
         let dir = try TestSupport.temporaryDirectory("no-userns")
         defer { try? FileManager.default.removeItem(at: dir) }
         chmod(dir.path, 0o755)
-        let worker = try UnprivilegedUser.binary("runtime-worker", in: dir)
+        let worker = try await UnprivilegedUser.binary("runtime-worker", in: dir)
         let work = dir.appendingPathComponent("work")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         chown(work.path, user.uid, user.gid)

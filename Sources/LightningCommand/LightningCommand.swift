@@ -43,7 +43,7 @@ extension LightningCommand {
         @Option(help: "Where development keys live when the key variables are not set.")
         var keysDir: String = "keys"
         @Option(help: "Largest WebSocket message, in bytes. Plans handed to workers lower payload_limit_mb and log_payload_limit_mb to what fits: (this - 1 MB) / 2, for quotes escaped.")
-        var maxMessageBytes: Int = 32_000_000
+        var maxMessageBytes: Int = Wire.maxMessageBytes
         @Option(help: "Largest HTTP request body (webhooks, the API), in bytes.")
         var maxHttpBodyBytes: Int = 11_000_000
         @Option(help: "Seconds of silence after which a socket is closed.")

@@ -112,8 +112,10 @@ public enum Wire {
     /// Clock leeway for `exp`/`nbf` checks, in seconds.
     public static let tokenLeewaySeconds = 5
 
-    /// Default limits (PROTOCOL.md 1 and 5).
-    public static let maxMessageBytes = 11_000_000
+    /// Default limits (PROTOCOL.md 1 and 5). The largest message Lightning takes is 32 MB, over PROTOCOL.md's
+    /// 11,000,000: a state at the default payload limit, sent as a JSON string by a worker that counts the limit before
+    /// escaping (OpenFn's ws-worker), can take twice its size; every message a peer keeping to 11 MB sends still fits.
+    public static let maxMessageBytes = 32_000_000
     public static let defaultPayloadLimitMB = 10
     public static let defaultLogPayloadLimitMB = 1
     public static let defaultRunTimeoutMS = 300_000

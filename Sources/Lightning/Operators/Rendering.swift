@@ -107,7 +107,7 @@ enum Render {
     }
 
     /// `logs` payloads of at most about `maxBytes` each (a line longer than that goes alone): a frame must stay
-    /// well under a client's message limit (11 MB by default), whatever the lines. And small: libwebsockets keeps
+    /// well under any client's message limit (PROTOCOL.md's 11 MB), whatever the lines. And small: libwebsockets keeps
     /// a copy of what the kernel did not take of a frame, per socket and outside any send-queue limit, so 1 MB
     /// frames to 1,000 viewers that stopped reading held about a gigabyte.
     static func logBatches(_ encoded: ArraySlice<[UInt8]>, maxBytes: Int = 64 << 10) -> [[UInt8]] {

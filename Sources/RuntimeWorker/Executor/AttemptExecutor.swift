@@ -446,8 +446,8 @@ final class LogBatcher: @unchecked Sendable {
     /// The step whose output is held until the lines waiting fall below `maxPending`.
     private var held: StepControl?
     /// A batch ends at `batchLines` lines or `batchBytes` encoded bytes, whichever comes first (one line is sent alone
-    /// even when larger): a step's lines may be up to 1 MB each, and a frame over the server's message limit (11 MB by
-    /// default, ours and Phoenix's alike) closes the socket, whose resend would be closed again, for ever.
+    /// even when larger): a step's lines may be up to 1 MB each, and a frame over the server's message limit (11 MB in
+    /// PROTOCOL.md) closes the socket, whose resend would be closed again, for ever.
     let batchLines = 10_000
     let batchBytes = 2_000_000
     /// Past this many lines or bytes waiting, the step's output is held until they are sent.

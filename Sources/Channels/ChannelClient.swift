@@ -37,6 +37,10 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         /// plus the frame's header); a message over it closes the socket, and a server that sends it again on the
         /// next one would keep the client reconnecting for ever.
         public var maxMessageBytes = 100_000_000
+        /// The largest message the server takes, until it says otherwise (`peerMessageLimit`): 11,000,000 bytes, what
+        /// PROTOCOL.md gives for OpenFn's Lightning. A larger message is refused here with `messageTooLarge`: sent, it
+        /// would close the socket, and so would its resend on every socket after.
+        public var peerMaxMessageBytes = 11_000_000
         /// CA file to verify a `wss://` server with; nil uses the system's.
         public var caPath: String?
         /// Client certificate and key for mutual TLS.
@@ -88,6 +92,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     /// `close()` was called: nothing more, heartbeats included.
     private var finished = false
     private var attempts = 0
+    private var peerLimit: Int
 
     // Service-thread state.
     private var wsi: OpaquePointer?
@@ -99,6 +104,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     public init(configuration: Configuration, logger: Logger = Logger(label: "channels.client")) throws {
         self.configuration = configuration
         self.logger = logger
+        peerLimit = configuration.peerMaxMessageBytes
         (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(256))
         urls = [configuration.url] + configuration.fallbackURLs
         targets = try urls.map(Self.parse)
@@ -231,6 +237,13 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
 
     public func isJoined(_ topic: String) -> Bool { lock.withLock { state.joinRef(topic) != nil } }
 
+    /// The largest message the server takes (bytes of the frame's text): a larger push throws `messageTooLarge` and
+    /// leaves the connection as it is. Starts at `Configuration.peerMaxMessageBytes`; set when the server says.
+    public var peerMessageLimit: Int {
+        get { lock.withLock { peerLimit } }
+        set { lock.withLock { peerLimit = newValue } }
+    }
+
     /// Pushes an event on a joined topic and waits for its reply.
     public func push(topic: String, event: String, payload: JSON, timeout: Duration = .seconds(10)) async throws
         -> ChannelClientReply
@@ -268,6 +281,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         -> ChannelClientReply
     {
         guard connected else { throw ChannelError.notConnected }
+        let size = frame.count - Int(clws_pre), limit = peerMessageLimit
+        guard size <= limit else { throw ChannelError.messageTooLarge(bytes: size, limit: limit) }
         if topic != "phoenix" {
             logger.debug("push", metadata: ["topic": "\(topic)", "event": "\(event)", "ref": "\(ref)",
                                             "bytes": "\(frame.count - Int(clws_pre))"])

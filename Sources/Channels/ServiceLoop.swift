@@ -114,6 +114,9 @@ public enum ChannelError: Error, Equatable, CustomStringConvertible {
     case authenticationFailed(status: Int)
     case joinRefused(JSON)
     case invalidURL(String)
+    /// A message the client would not send: the server's limit (`ChannelClient.peerMessageLimit`) is lower. The
+    /// server would close the socket on it, and a resend on the next socket would be closed again, for ever.
+    case messageTooLarge(bytes: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -124,6 +127,8 @@ public enum ChannelError: Error, Equatable, CustomStringConvertible {
         case .authenticationFailed(let s): "the server refused our credentials (HTTP \(s))"
         case .joinRefused(let r): "join refused: \(r.text)"
         case .invalidURL(let u): "invalid URL: \(u)"
+        case .messageTooLarge(let bytes, let limit):
+            "a message of \(bytes) bytes is over the server's limit of \(limit) bytes; it was not sent"
         }
     }
 }

@@ -116,6 +116,10 @@ public enum Wire {
     /// 11,000,000: a state at the default payload limit, sent as a JSON string by a worker that counts the limit before
     /// escaping (OpenFn's ws-worker), can take twice its size; every message a peer keeping to 11 MB sends still fits.
     public static let maxMessageBytes = 32_000_000
+    /// The largest message OpenFn's Lightning takes (PROTOCOL.md 1): what a worker assumes of a Lightning that does not
+    /// name its own limit in the `worker:queue` join reply (`max_message_bytes`, our extension).
+    public static let protocolMaxMessageBytes = 11_000_000
+    public static let maxMessageBytesField = "max_message_bytes"
     public static let defaultPayloadLimitMB = 10
     public static let defaultLogPayloadLimitMB = 1
     public static let defaultRunTimeoutMS = 300_000

@@ -119,6 +119,33 @@ struct LiveTests {
         #expect(server.sockets(joinedTo: "room:1").isEmpty)
     }
 
+    @Test("a push over the server's limit is refused by the client before it is sent; the connection stays, and smaller pushes go")
+    func overPeerLimit() async throws {
+        let disconnects = Counter()
+        let server = try makeServer(disconnects: disconnects) { $0.maxMessageBytes = 50_000 }
+        defer { server.stop() }
+        let client = try makeClient(server.port) { $0.peerMaxMessageBytes = 50_000 }
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        _ = try await client.join(topic: "room:big")
+        let big = JSON.string(String(repeating: "\"", count: 30_000))  // 60,000 bytes escaped
+        // The whole frame's text is counted: `["1","2","room:big","echo",{"q":"…"}]`, 36 bytes around the string.
+        await #expect(throws: ChannelError.messageTooLarge(bytes: 60_036, limit: 50_000)) {
+            _ = try await client.push(topic: "room:big", event: "echo", payload: ["q": big])
+        }
+        let encoded = Array(#"{"q":"#.utf8) + big.encoded() + Array("}".utf8)
+        await #expect(throws: ChannelError.messageTooLarge(bytes: 60_036, limit: 50_000)) {
+            _ = try await client.push(topic: "room:big", event: "echo", encodedPayload: encoded)
+        }
+        let fits = try await client.push(topic: "room:big", event: "echo", payload: ["q": .string(String(repeating: "y", count: 40_000))])
+        #expect(fits.isOK && client.connected && disconnects.value == 0)
+        // What the server names replaces the default: with a higher limit the same message goes (and the server,
+        // whose limit is lower, closes the socket on it: the guard is what kept it open above).
+        client.peerMessageLimit = 100_000
+        _ = try? await client.push(topic: "room:big", event: "echo", payload: ["q": big], timeout: .seconds(5))
+        try await waitFor("the server closing the socket on the message") { disconnects.value == 1 }
+    }
+
     @Test("a push nobody answers fails with a timeout after its own deadline, and others on the socket are not held up")
     func pushTimeout() async throws {
         let server = try makeServer()

@@ -126,10 +126,11 @@ struct BinaryTests {
 
     /// One attempt of the workflow `yaml` (named `name`) with `input` on fresh binaries: its end (waited for up to
     /// 120 s), its job's lines, and whether any message was too big for Lightning or the worker lost its socket.
-    func runOnce(_ name: String, _ yaml: String, input: [UInt8] = Array("{}".utf8)) async throws
+    func runOnce(_ name: String, _ yaml: String, input: [UInt8] = Array("{}".utf8), lightning extra: [String] = [],
+                 workerSaw: String? = nil) async throws
         -> (state: AttemptState, lines: [LogLineRecord], trouble: String?)
     {
-        let b = try await Binaries()
+        let b = try await Binaries(extra: extra)
         defer { b.remove() }
         let store = try b.store()
         _ = try await store.applyWorkflow(try WorkflowDefinition.parse(yaml))
@@ -142,6 +143,7 @@ struct BinaryTests {
         }
         let lines = try await store.logs(attemptID: created.attemptID, since: 0, limit: 100).filter { $0.source == "JOB" }
         let trouble = b.lightning.log.contains("message over the limit") || worker.log.contains("lost the connection")
+            || workerSaw.map { !worker.log.contains($0) } == true
             ? "Lightning:\n\(b.lightning.log.suffix(1500))\nworker:\n\(worker.log.suffix(1500))" : nil
         return (try await store.attempt(created.attemptID).state, lines, trouble)
     }
@@ -174,6 +176,19 @@ struct BinaryTests {
                   echo wrote
             """)
         #expect(state == .success && trouble == nil, "\(trouble ?? "")")
+    }
+
+    @Test("Lightning started with a small message limit names it at the join: a log line over it once escaped arrives as a notice, no socket closed")
+    func smallMessageLimit() async throws {
+        // 1.5 MB messages: plans give 1 MB log lines; 900,000 quotes are under that, and 1.8 MB escaped.
+        let (state, lines, trouble) = try await runOnce("narrow", """
+            name: narrow
+            jobs:
+              - {name: s, adaptor: sh, body: "head -c 900000 /dev/zero | tr '\\\\0' '\\\"'; echo; echo done"}
+            """, lightning: ["--max-message-bytes", "1500000"], workerSaw: "bytes=1500000")
+        #expect(state == .success && trouble == nil, "\(trouble ?? "")")
+        #expect(lines.map(\.message) == ["(a log line of 900000 bytes was removed: encoded, it is over Lightning's message limit)", "done"],
+                "\(lines.map { $0.message.prefix(100) })")
     }
 
     @Test("a webhook body just under the request limit reaches the step: fetch:dataclip's reply (body and header) is not too big for the worker")

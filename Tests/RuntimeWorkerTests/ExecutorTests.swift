@@ -64,12 +64,15 @@ func makePlan(_ jobs: [(String, String)], edges: [(String?, String, String)], st
          options: Plan.Options())
 }
 
-func execute(_ plan: Plan, input: String = #"{"x":1}"#, credentials: [String: [UInt8]] = [:]) async throws -> (AttemptComplete, Recorder) {
+func execute(_ plan: Plan, input: String = #"{"x":1}"#, credentials: [String: [UInt8]] = [:], messageLimit: Int? = nil) async throws
+    -> (AttemptComplete, Recorder)
+{
     let dir = try TestSupport.temporaryDirectory("exec")
     defer { try? FileManager.default.removeItem(at: dir) }
     let recorder = Recorder()
-    let executor = AttemptExecutor(attemptID: "a1", plan: plan, input: Array(input.utf8), credentials: credentials, runner: FakeRunner(),
+    var executor = AttemptExecutor(attemptID: "a1", plan: plan, input: Array(input.utf8), credentials: credentials, runner: FakeRunner(),
                                    events: recorder, workRoot: dir.path)
+    executor.messageLimit = messageLimit
     return (try await executor.run(), recorder)
 }
 
@@ -173,5 +176,18 @@ struct ExecutorTests {
         let sent = try #require(r2.payloads("step:complete").first)
         #expect(sent["output_dataclip"]?.stringValue?.utf8.count ?? 0 > 300_000)
         #expect(sent["output_dataclip_error"] == nil || sent["output_dataclip_error"] == .null)
+    }
+
+    @Test("Lightning's message limit under the payload limit: an output that fits the plan but not a message is left out as too large")
+    func payloadUnderMessageLimit() async throws {
+        let items = Array(repeating: "1", count: 200_000).joined(separator: ",")  // 0.4 MB, under the plan's 10 MB
+        let plan = makePlan([("a", "out {\"d\":[" + items + "]}")], edges: [])
+        let (_, r) = try await execute(plan, messageLimit: 300_000)
+        let step = try #require(r.payloads("step:complete").first)
+        #expect(step["output_dataclip_error"] == "DATACLIP_TOO_LARGE")
+        #expect(r.payloads("run:complete").first?["final_state"] == nil || r.payloads("run:complete").first?["final_state"] == .null)
+        // The same output under a limit it fits in is sent.
+        let (_, fits) = try await execute(plan, messageLimit: 1_000_000)
+        #expect(fits.payloads("step:complete").first?["output_dataclip"]?.stringValue?.utf8.count ?? 0 > 400_000)
     }
 }

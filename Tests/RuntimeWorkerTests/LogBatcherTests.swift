@@ -56,4 +56,25 @@ struct LogBatcherTests {
         #expect(batches.reduce(0, +) == 25_000 && batches.allSatisfy { $0 <= 10_000 }, "\(batches)")
         #expect(sent(sink).seqs == Array(1...25_000))
     }
+
+    @Test("under a peer's message limit: a line that is over it once escaped goes as a notice with its number, batches stay under it")
+    func messageLimit() async {
+        let sink = Recorder()
+        let limit = 300_000
+        let logs = LogBatcher(attemptID: "a1", events: sink, scrubber: CredentialScrubber(credentialBodies: []), maxBytes: 100_000_000,
+                              messageLimit: limit)
+        // 200,000 quotes: under the limit as text, 400,000 bytes escaped. Then lines that fit, 60 KB each.
+        let quotes = String(repeating: "\"", count: 200_000)
+        logs.add([(.stdout, "first"), (.stderr, quotes)] + Array(repeating: (StepStream.stdout, String(repeating: "z", count: 60_000)), count: 12),
+                 stepID: "s1", control: StepControl())
+        await logs.flush()
+        let (sizes, count, seqs) = sent(sink)
+        #expect(count == 14 && seqs == Array(1...14))
+        #expect(sizes.allSatisfy { $0 <= limit }, "\(sizes)")
+        let lines = sink.payloads("run:log").flatMap { $0["logs"]?.arrayValue ?? [] }
+        let notice = lines[1]
+        #expect(notice["level"] == "error")
+        #expect(notice["message"]?[0]?.stringValue?.contains("a log line of 200000 bytes was removed") == true, "\(notice)")
+        #expect(lines.dropFirst(2).allSatisfy { $0["message"]?[0]?.stringValue?.utf8.count == 60_000 })
+    }
 }

@@ -30,6 +30,9 @@ struct QueueChannel: ChannelHandler {
             // Our extensions, offered so that workers use them only with a Lightning that has them (OpenFn's replies {}).
             var reply: [String: JSON] = ["extensions": [.string(Wire.Extension.attemptRefused), .string(Wire.Extension.claimCheckout),
                                                         .string(Wire.Extension.fleetControl), .string(Wire.Extension.workerRenew)]]
+            // The largest message this server takes: the worker refuses to send a larger one (the socket would close
+            // on it, and on its resend, for ever) and bounds its log lines and outputs to fit.
+            reply[Wire.maxMessageBytesField] = .int(Int64(lightning.configuration.channel.maxMessageBytes))
             if let credential { reply["credential"] = credential }
             if let defaults { reply["config"] = defaults }
             return .ok(.object(reply))

@@ -342,6 +342,7 @@ public final class Worker: @unchecked Sendable {
     /// which must verify before anything is claimed.
     private func queueJoined(_ reply: JSON) {
         noteExtensions(reply)
+        noteMessageLimit(reply)
         if let defaults = reply["config"]?.objectValue { applyGroupDefaults(defaults) }
         if let credential = reply["credential"], credential != .null {
             do { try credentials.adopt(credential) } catch {
@@ -366,6 +367,28 @@ public final class Worker: @unchecked Sendable {
         finishRegistration(.success(credentials.renewal?.expiresAt ?? 0))
         wake()
     }
+
+    /// The largest message this Lightning takes: what it names in its join reply (ours, our extension), else
+    /// PROTOCOL.md's 11,000,000 bytes (OpenFn's). Nothing larger is sent: it would close the socket, and its resend
+    /// would, for ever.
+    private func noteMessageLimit(_ reply: JSON) {
+        var limit = Wire.protocolMaxMessageBytes
+        if let named = reply[Wire.maxMessageBytesField]?.intValue {
+            if named >= Self.smallestMessageLimit {
+                limit = Int(named)
+            } else {
+                logger.warning("Lightning names a message limit too small to run attempts with; assuming \(limit) bytes",
+                               metadata: ["max_message_bytes": "\(named)"])
+            }
+        }
+        if client.peerMessageLimit != limit {
+            client.peerMessageLimit = limit
+            logger.info("Lightning's message limit", metadata: ["bytes": "\(limit)"])
+        }
+    }
+
+    /// Below this a message could not carry the smallest states and log lines with their envelopes.
+    static let smallestMessageLimit: Int64 = 256 * 1024
 
     /// Lightning's defaults for this worker's group, for the settings it was not given (flags, environment and the
     /// config file come first).
@@ -684,6 +707,7 @@ public final class Worker: @unchecked Sendable {
                                            runner: runner, events: sink, workRoot: configuration.workRoot, control: control, logger: log)
             executor.metrics = metrics
             executor.directories = directories
+            executor.messageLimit = client.peerMessageLimit
             metrics.record(metrics.claimToStart, ContinuousClock.now - claimedAt)
             let result = try await executor.run()
             metrics.attemptFinished(result.reason.rawValue)

@@ -79,6 +79,21 @@ public struct AttemptExecutor: Sendable {
     /// Reused step directories, for a runner whose steps cannot outlive their end; nil: the attempt gets
     /// directories of its own (the same type, keeping none) under its own directory, removed with it.
     public var directories: StepDirectories?
+    /// The largest message Lightning takes (what it named at the worker's join, else PROTOCOL.md's 11,000,000 bytes);
+    /// nil: no bound but the plan's. States and log lines are bounded to fit in it: a larger event would close the
+    /// socket, and its resend would, for ever.
+    public var messageLimit: Int?
+
+    /// Room left in a message for what an event carries beside its state or log line (ids, reason, memory figures).
+    static let envelopeAllowance = 64 * 1024
+
+    /// The most bytes of state (and webhook response) a step:complete or run:complete carries: the plan's payload
+    /// limit, or less when Lightning's message limit is lower.
+    var payloadLimitBytes: Int {
+        let plan = plan.options.payloadLimitMB * 1_000_000
+        guard let messageLimit else { return plan }
+        return max(0, min(plan, messageLimit - Self.envelopeAllowance))
+    }
 
     public init(attemptID: String, plan: Plan, input: [UInt8], credentials: [String: [UInt8]],
                 credentialErrors: [String: String] = [:], runner: any StepRunning,
@@ -129,7 +144,7 @@ public struct AttemptExecutor: Sendable {
         // Events go through an outbox: the ones whose replies are not needed are posted, not waited for.
         let out = (events as? AttemptOutbox) ?? AttemptOutbox(events)
         let logs = LogBatcher(attemptID: attemptID, events: out, scrubber: scrubber, maxBytes: maxLogBytesPerAttempt,
-                                logger: logger, metrics: metrics)
+                              messageLimit: messageLimit.map { $0 - Self.envelopeAllowance }, logger: logger, metrics: metrics)
 
         try out.post(Wire.Event.attemptStart, ["versions": ["runtime-worker": .string(RuntimeVersion.current)],
                                                "timestamp": .string(Timestamp.now())])
@@ -171,7 +186,7 @@ public struct AttemptExecutor: Sendable {
                           out: AttemptOutbox) async throws -> AttemptComplete {
         var finalState: JSON? = nil
         if let state, let data = try? JSONSerialization.data(withJSONObject: state) {
-            if data.count > plan.options.payloadLimitMB * 1_000_000 {
+            if data.count > payloadLimitBytes {
                 // Same rule as an oversize step output (5.2): the state is not sent, the attempt's reason stands.
                 logger.warning("the final state is over the payload limit and is not sent", metadata: ["bytes": "\(data.count)"])
             } else {
@@ -203,7 +218,7 @@ public struct AttemptExecutor: Sendable {
         let outputID = UUID().uuidString.lowercased()
         var outputText = (try? JSONSerialization.data(withJSONObject: outcome.state)).map { String(decoding: $0, as: UTF8.self) }
         var outputError: String?
-        let limit = plan.options.payloadLimitMB * 1_000_000
+        let limit = payloadLimitBytes
         var webhookResponse = outcome.state["webhookResponse"].flatMap { value -> JSON? in
             guard JSONSerialization.isValidJSONObject([value]), let data = try? JSONSerialization.data(withJSONObject: [value]) else {
                 return nil
@@ -212,7 +227,7 @@ public struct AttemptExecutor: Sendable {
         }
         // Counted as they go on the wire, where the output is a string (each quote and backslash escaped) beside the
         // webhook response: over the payload limit they are left out, as the state is (5.2). A step:complete over the
-        // server's message limit would close the socket, and its resend would, for ever.
+        // server's message limit would close the socket, and its resend would, for ever (`payloadLimitBytes` is under it).
         let responseBytes = webhookResponse.map { $0.encoded().count } ?? 0
         if responseBytes > limit {
             logger.warning("the step's webhookResponse is over the payload limit and is not sent", metadata: ["bytes": "\(responseBytes)"])
@@ -428,6 +443,9 @@ final class LogBatcher: @unchecked Sendable {
     let events: any AttemptEventSink
     let scrubber: CredentialScrubber
     let maxBytes: Int
+    /// The largest encoded line or batch (`run:log`'s payload) that fits in a message Lightning takes: a line over it is
+    /// sent as a notice of its size instead, and batches end before it.
+    let maxMessagePayload: Int
     let logger: Logger
     private let lock = NSLock()
     /// Lines waiting, each already encoded as its JSON object (on the reader's thread, while the previous batch is
@@ -449,15 +467,18 @@ final class LogBatcher: @unchecked Sendable {
     /// even when larger): a step's lines may be up to 1 MB each, and a frame over the server's message limit (11 MB in
     /// PROTOCOL.md) closes the socket, whose resend would be closed again, for ever.
     let batchLines = 10_000
-    let batchBytes = 2_000_000
+    let batchBytes: Int
     /// Past this many lines or bytes waiting, the step's output is held until they are sent.
     let maxPending = 30_000
     let maxPendingBytes = 8_000_000
 
     let metrics: WorkerMetrics?
 
-    init(attemptID: String, events: any AttemptEventSink, scrubber: CredentialScrubber, maxBytes: Int,
+    init(attemptID: String, events: any AttemptEventSink, scrubber: CredentialScrubber, maxBytes: Int, messageLimit: Int? = nil,
          logger: Logger = Logger(label: "runtime-worker.logs"), metrics: WorkerMetrics? = nil) {
+        // What a batch adds around its lines: `{"run_id":"<uuid>","logs":[`, a comma between lines, `]}`.
+        maxMessagePayload = max(1024, (messageLimit ?? Int.max / 2) - 256 - batchLines)
+        batchBytes = min(2_000_000, maxMessagePayload)
         self.logger = logger
         self.metrics = metrics
         self.attemptID = attemptID
@@ -487,7 +508,13 @@ final class LogBatcher: @unchecked Sendable {
             bytes += text.utf8.count
             added += 1
             nextSeq += 1
-            let line = Self.encodeLine(scrubber.scrub(text), error: stream != .stdout, tail: tail, seq: nextSeq)
+            var line = Self.encodeLine(scrubber.scrub(text), error: stream != .stdout, tail: tail, seq: nextSeq)
+            if line.count > maxMessagePayload {
+                // Escaped (quotes, backslashes, control characters), the line is over what Lightning takes in a message.
+                let notice = "(a log line of \(text.utf8.count) bytes was removed: encoded, it is over Lightning's message limit)"
+                line = Self.encodeLine(notice, error: stream != .stdout, tail: tail, seq: nextSeq)
+                metrics?.logLinesDropped.increment()
+            }
             pendingBytes += line.count
             pending.append(line)
         }

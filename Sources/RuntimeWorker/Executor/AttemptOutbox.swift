@@ -1,12 +1,16 @@
 import Channels
 import Foundation
+import LightningProtocol
 
 /// One attempt's outgoing events, in order. The executor *posts* the events whose replies it does not read
 /// (`run:start`, `step:start`, `step:complete`) and goes on at once, so a step's process starts while those are
 /// still on their way; it *sends* the ones it must see answered (fetches, `run:complete`), which waits for
 /// everything posted before. One event is on the wire at a time, head first: after a dropped socket the sink
 /// below resends the head, and Lightning sees every event once (or a repeat it recognises by its ids) and in
-/// order. The first failure (Lightning refused to rejoin the attempt) fails every later post and send.
+/// order. The first failure (Lightning refused to rejoin the attempt) fails every later post and send. An event over
+/// Lightning's message limit fails alone: it is dropped (a waiter gets the error; for a posted one, the next post or
+/// send throws it, and a `run:complete` already queued is not sent but fails with it), and the events after it go on,
+/// so the attempt can still end with a `run:complete` that says why.
 final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
     private struct Entry {
         var event: String
@@ -19,6 +23,8 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
     private var queue: [Entry] = []
     private var draining = false
     private var failure: (any Error)?
+    /// A posted event that was too large to send, said once by the next post or send.
+    private var dropped: OutboxError?
 
     init(_ wire: any AttemptEventSink) {
         self.wire = wire
@@ -49,6 +55,10 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
     private func enqueue(_ entry: Entry) throws {
         let start: Bool = try lock.withLock {
             if let failure { throw failure }
+            if let d = dropped {
+                dropped = nil
+                throw d
+            }
             queue.append(entry)
             defer { draining = true }
             return !draining
@@ -62,6 +72,18 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
                 if queue.isEmpty { draining = false }
                 return queue.first
             }) else { return }
+            // A run:complete queued before an earlier event was dropped would end the attempt without saying so.
+            if head.event == Wire.Event.attemptComplete, head.waiter != nil,
+                let d = lock.withLock({ () -> OutboxError? in
+                    guard let d = dropped else { return nil }
+                    dropped = nil
+                    queue.removeFirst()
+                    return d
+                })
+            {
+                head.waiter?.resume(throwing: d)
+                continue
+            }
             do {
                 let reply: ChannelClientReply
                 switch head.payload {
@@ -70,6 +92,13 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
                 }
                 lock.withLock { _ = queue.removeFirst() }
                 head.waiter?.resume(returning: reply)
+            } catch ChannelError.messageTooLarge(let bytes, let limit) {
+                let error = OutboxError.eventTooLarge(event: head.event, bytes: bytes, limit: limit)
+                lock.withLock {
+                    _ = queue.removeFirst()
+                    if head.waiter == nil { dropped = error }
+                }
+                head.waiter?.resume(throwing: error)
             } catch {
                 let failed: [Entry] = lock.withLock {
                     failure = error
@@ -79,6 +108,17 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
                 for entry in failed { entry.waiter?.resume(throwing: error) }
                 return
             }
+        }
+    }
+}
+
+enum OutboxError: Error, CustomStringConvertible, Equatable {
+    case eventTooLarge(event: String, bytes: Int, limit: Int)
+
+    var description: String {
+        switch self {
+        case .eventTooLarge(let event, let bytes, let limit):
+            "a \(event) event of \(bytes) bytes was not sent: Lightning takes messages of up to \(limit) bytes"
         }
     }
 }

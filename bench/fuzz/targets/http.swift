@@ -131,7 +131,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if verbose { print("answer: \(String(decoding: answer.prefix(200), as: UTF8.self).debugDescription)") }
     inputs += 1
     if inputs % 64 == 1 {
-        let health = probe.withUnsafeBytes { exchange($0) }
+        // Three tries of 3 s (within libFuzzer's 10 s per input): a fuzzer niced beside a build can go seconds without
+        // a core (a false "stopped answering" once, 2026-12-07; its input answered 300 times in a row alone).
+        var health: [UInt8] = []
+        for _ in 0..<3 where statusLine(health) != 200 { health = probe.withUnsafeBytes { exchange($0) } }
         if statusLine(health) != 200 { fatalError("the server stopped answering: \(String(decoding: health.prefix(80), as: UTF8.self).debugDescription)") }
     }
     return 0

@@ -7,20 +7,24 @@ import Logging
 /// lws runs on one service thread; handlers run as Swift tasks, one task per connection so that a client's
 /// messages are handled strictly in order. Replies and pushes travel back to the service thread through the
 /// loop's inbox, by connection id.
+///
+/// This file is the transport: the lws context and callbacks, connections by id, upgrades, reading frames and sending.
+/// Phoenix Channels on top of it are in ChannelServer+Phoenix.swift (their rules in `PhoenixServerRules`), plain HTTP
+/// in ChannelServer+HTTP.swift (its rules in `HTTPRules`, what lws says of a request in `LWSRequest`).
 public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     public let configuration: ChannelServerConfiguration
     let endpoints: [SocketEndpoint]
     let routes: [HTTPRoute]
     let logger: Logger
-    private let loop = ServiceLoop(name: "channels-server")
+    let loop = ServiceLoop(name: "channels-server")
     private let cstrings = CStrings()
     private var protocols: UnsafeMutablePointer<lws_protocols>?
     private var retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>?
 
     // Service-thread state.
-    private var connections: [Int: Connection] = [:]
+    var connections: [Int: Connection] = [:]
     private var nextID = 1
-    private var shuttingDown = false
+    var shuttingDown = false
     /// Accepted sockets whose descriptor is this or above are closed at once (the reserve would be used up).
     private var acceptLimit = Int.max
     private var refusalWarnings = ThrottledCount(every: .seconds(10))
@@ -198,6 +202,14 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         loop.post { [self] in connections[id]?.requestClose(code: code, reason: reason) }
     }
 
+    /// An HTTP response made off the service thread, written when the connection is still there.
+    func answer(connection id: Int, _ response: HTTPResponse) {
+        loop.post { [self] in
+            guard let conn = connections[id] else { return }
+            respond(conn, response)
+        }
+    }
+
     func subscribe(topic: String, socket: ChannelSocket) {
         lock.withLock { subscribers[topic, default: [:]][socket.id] = socket }
     }
@@ -283,14 +295,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
         case LWS_CALLBACK_HTTP_BODY:
             guard let conn = connection(wsi) else { return -1 }
-            if conn.response != nil { return 0 }  // already answered (413)
-            if conn.body.count + length > configuration.maxHTTPBodyBytes {
-                // The rest of the body is not read: the connection cannot carry another request.
-                conn.closeAfterResponse = true
-                respond(conn, .error(413, "request body is over the \(configuration.maxHTTPBodyBytes)-byte limit"))
-                return 0
-            }
-            if let input { conn.body.append(contentsOf: UnsafeRawBufferPointer(start: input, count: length)) }
+            httpBody(conn, input, length)
             return 0
 
         case LWS_CALLBACK_HTTP_BODY_COMPLETION:
@@ -356,12 +361,12 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         return 1
     }
 
-    private func connection(_ wsi: OpaquePointer) -> Connection? {
+    func connection(_ wsi: OpaquePointer) -> Connection? {
         guard let raw = lws_get_opaque_user_data(wsi) else { return nil }
         return connections[Int(bitPattern: raw)]
     }
 
-    private func register(_ wsi: OpaquePointer, kind: Connection.Kind) -> Connection {
+    func register(_ wsi: OpaquePointer, kind: Connection.Kind) -> Connection {
         let id = nextID
         nextID += 1
         let conn = Connection(id: id, wsi: wsi, kind: kind, maxMessageBytes: configuration.maxMessageBytes)
@@ -370,7 +375,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         return conn
     }
 
-    private func forget(_ conn: Connection) {
+    func forget(_ conn: Connection) {
         lws_set_opaque_user_data(conn.wsi, nil)
         connections[conn.id] = nil
     }
@@ -378,9 +383,9 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     // MARK: Upgrade and WebSocket
 
     private func confirmUpgrade(_ wsi: OpaquePointer) -> Int32 {
-        let request = UpgradeRequest(path: header(wsi, WSI_TOKEN_GET_URI) ?? "/", query: queryArguments(wsi),
-                                     headers: requestHeaders(wsi), peerCertificateSubject: peerSubject(wsi),
-                                     peerAddress: Self.peerAddress(wsi))
+        let request = UpgradeRequest(path: LWSRequest.path(wsi), query: LWSRequest.query(wsi), headers: LWSRequest.headers(wsi),
+                                     peerCertificateSubject: configuration.tls?.requireClientCertificate == true ? LWSRequest.peerSubject(wsi) : nil,
+                                     peerAddress: LWSRequest.peerAddress(wsi))
         if shuttingDown { return rawHTTPStatus(wsi, 503, "server shutting down") }
         guard let endpoint = endpoints.first(where: { $0.path == request.path }) else {
             return rawHTTPStatus(wsi, 404, "no socket at \(request.path)")
@@ -409,7 +414,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     /// writes an HTTP/1.0 status line there, which strict clients refuse.)
     private func rawHTTPStatus(_ wsi: OpaquePointer, _ status: Int, _ message: String, retryAfter: Int? = nil) -> Int32 {
         let body = JSON.object(["error": .string(message)]).encoded()
-        let head = "HTTP/1.1 \(status) \(Self.reasonPhrase(status))\r\ncontent-type: application/json\r\n"
+        let head = "HTTP/1.1 \(status) \(HTTPRules.reasonPhrase(status))\r\ncontent-type: application/json\r\n"
             + (retryAfter.map { "retry-after: \($0)\r\n" } ?? "")
             + "content-length: \(body.count)\r\nconnection: close\r\n\r\n"
         var buffer = [UInt8](repeating: 0, count: Int(clws_pre)) + Array(head.utf8) + body
@@ -426,61 +431,6 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         conn.kind = .websocket
         lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
         handle(conn.inbox, socket: socket, endpoint: endpoint, connection: conn.id, connecting: true)
-    }
-
-    /// Handles the inbox's messages in a task that ends when it is empty (`Inbox`); the first task of a connection
-    /// runs `onConnect` before them, the one that finds it closed leaves its topics and runs `onDisconnect`.
-    private func handle(_ inbox: Inbox, socket: ChannelSocket, endpoint: SocketEndpoint, connection id: Int, connecting: Bool) {
-        Task { [self] in
-            if connecting { await endpoint.onConnect?(socket) }
-            while true {
-                switch inbox.next() {
-                case .message(let bytes, let binary):
-                    await handleMessage(bytes, binary: binary, socket: socket, endpoint: endpoint, connection: id)
-                    // Reading was paused while the inbox was over the limit: resume once half of it is handled.
-                    if inbox.handled(bytes.count, resumeBelow: configuration.maxQueuedBytesPerConnection / 2) {
-                        // On the service thread, unless reading paused again meanwhile (its pause must stand).
-                        loop.post { [self] in
-                            guard let conn = connections[id], !conn.inbox.isPaused else { return }
-                            lws_rx_flow_control(conn.wsi, 1)
-                        }
-                    }
-                case .closed:
-                    for topic in socket.joinedTopics {
-                        unsubscribe(topic: topic, socket: socket)
-                        if let route = endpoint.channels.first(where: { $0.matches(topic) }) {
-                            await route.handler.leave(topic: topic, socket: socket)
-                        }
-                        socket.setJoinRef(topic, nil)
-                    }
-                    await endpoint.onDisconnect?(socket)
-                    return
-                case .idle:
-                    return
-                }
-            }
-        }
-    }
-
-    /// Decoded here, in the connection's task, not on the service thread that every socket shares.
-    private func handleMessage(_ bytes: [UInt8], binary: Bool, socket: ChannelSocket, endpoint: SocketEndpoint, connection id: Int) async {
-        do {
-            // On an endpoint with raw readers the envelope is read first, and only once: a raw event's payload goes
-            // to its handler unparsed, any other's is parsed on its own.
-            if !binary, endpoint.readsRaw, let envelope = try? PhoenixMessage.envelope(text: bytes) {
-                if let handler = rawHandler(envelope, socket: socket, endpoint: endpoint) {
-                    try await processRaw(envelope, bytes, handler: handler, socket: socket)
-                } else {
-                    await process(try PhoenixMessage.message(envelope, frame: bytes), socket: socket, endpoint: endpoint)
-                }
-            } else {
-                let message = binary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
-                await process(message, socket: socket, endpoint: endpoint)
-            }
-        } catch {
-            logger.notice("closing a socket: malformed message", metadata: ["connection": "\(id)", "error": "\(error)"])
-            close(connection: id, code: 1003, reason: "malformed message: \(error)")
-        }
     }
 
     private func receive(_ conn: Connection, _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
@@ -537,261 +487,5 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         }
         conn.failQueue()
         forget(conn)
-    }
-
-    /// The joined topic's handler, when it reads this event's payload itself (a text frame only).
-    private func rawHandler(_ e: PhoenixMessage.Envelope, socket: ChannelSocket, endpoint: SocketEndpoint) -> (any RawPayloadHandler)? {
-        guard e.topic != "phoenix", e.event != "phx_join", e.event != "phx_leave", socket.joinRef(e.topic) != nil,
-            let handler = endpoint.channels.first(where: { $0.matches(e.topic) })?.handler as? any RawPayloadHandler,
-            handler.rawPayloadEvents.contains(e.event)
-        else { return nil }
-        return handler
-    }
-
-    /// An event whose payload its handler reads from the frame's bytes; a payload that is not JSON closes the socket,
-    /// as any malformed message does.
-    private func processRaw(_ e: PhoenixMessage.Envelope, _ bytes: [UInt8], handler: any RawPayloadHandler,
-                            socket: ChannelSocket) async throws
-    {
-        logger.debug("socket message", metadata: ["connection": "\(socket.id)", "topic": "\(e.topic)", "event": "\(e.event)",
-                                                  "ref": "\(e.ref ?? "")"])
-        let joinRef = socket.joinRef(e.topic)
-        switch await handler.handle(event: e.event, topic: e.topic, rawPayload: bytes[e.payload], socket: socket) {
-        case .malformed(let error): throw PhoenixMessage.frameError(bytes, else: error)
-        case .reply(let r?): reply(r, joinRef: joinRef, ref: e.ref, topic: e.topic, socket: socket)
-        case .reply(nil): break
-        }
-    }
-
-    private func reply(_ r: ChannelReply, joinRef: String?, ref: String?, topic: String, socket: ChannelSocket) {
-        let bytes: [UInt8]
-        var binary = false
-        switch r.body {
-        case .json(let j):
-            bytes = PhoenixMessage.reply(joinRef: joinRef, ref: ref, topic: topic, status: r.status, response: j).encodeText()
-        case .binary(let raw):
-            bytes = PhoenixMessage.encodeBinary(kind: .reply, joinRef: joinRef, ref: ref, topic: topic, status: r.status,
-                                                payload: raw)
-            binary = true
-        }
-        send(to: socket.id, bytes: bytes, binary: binary, onWritten: r.onDelivered)
-    }
-
-    /// Phoenix semantics for one message, in the connection's own task.
-    private func process(_ m: PhoenixMessage, socket: ChannelSocket, endpoint: SocketEndpoint) async {
-        // What arrived, never its payload (join payloads carry tokens; events carry states and credentials).
-        logger.debug("socket message", metadata: ["connection": "\(socket.id)", "topic": "\(m.topic)", "event": "\(m.event)",
-                                                  "ref": "\(m.ref ?? "")"])
-        func reply(_ r: ChannelReply, joinRef: String?) {
-            self.reply(r, joinRef: joinRef, ref: m.ref, topic: m.topic, socket: socket)
-        }
-
-        let route = endpoint.channels.first(where: { $0.matches(m.topic) })
-        // A binary push is refused below: only JSON payloads reach the handlers.
-        var payload = JSON.null
-        if case .json(let j) = m.payload { payload = j }
-        let binary = if case .binary = m.payload { true } else { false }
-        switch PhoenixServerRules.step(topic: m.topic, event: m.event, joinRef: m.joinRef, ref: m.ref, binary: binary,
-                                       joined: socket.joinRef(m.topic), routed: route != nil) {
-        case .heartbeat:
-            reply(.ok(), joinRef: nil)
-        case .ignore:
-            break
-        case .refuse(let reason, let joinRef):
-            reply(.error(reason: reason), joinRef: joinRef)
-        case .repeatedJoin(let joinRef):
-            reply(.ok(), joinRef: joinRef)
-        case .join(let newJoinRef, let replacing):
-            guard let route else { return }
-            if replacing {
-                socket.closeChannel(topic: m.topic)
-                await route.handler.leave(topic: m.topic, socket: socket)
-            }
-            switch await route.handler.join(topic: m.topic, payload: payload, socket: socket) {
-            case .ok(let response):
-                socket.setJoinRef(m.topic, newJoinRef)
-                subscribe(topic: m.topic, socket: socket)
-                reply(.ok(response), joinRef: m.joinRef)
-                await route.handler.joined(topic: m.topic, socket: socket)
-            case .error(let response):
-                reply(.error(response), joinRef: m.joinRef)
-            }
-        case .leave(let joinRef):
-            socket.setJoinRef(m.topic, nil)
-            unsubscribe(topic: m.topic, socket: socket)
-            if let route { await route.handler.leave(topic: m.topic, socket: socket) }
-            reply(.ok(), joinRef: joinRef)
-        case .event(let joinRef):
-            guard let route else { return }
-            if let r = await route.handler.handle(event: m.event, topic: m.topic, payload: payload, socket: socket) {
-                reply(r, joinRef: joinRef)
-            }
-        }
-    }
-
-    // MARK: Plain HTTP
-
-    private func httpRequest(_ wsi: OpaquePointer, path: String) -> Int32 {
-        // A keep-alive connection carries several requests: drop the previous one's record first.
-        if let previous = connection(wsi), previous.kind == .http { forget(previous) }
-        let conn = register(wsi, kind: .http)
-        conn.method = httpMethod(wsi)
-        conn.path = path.isEmpty ? (header(wsi, WSI_TOKEN_GET_URI) ?? "/") : path
-        conn.query = queryArguments(wsi)
-        conn.headers = requestHeaders(wsi)
-        if shuttingDown {
-            respond(conn, .error(503, "server shutting down"))
-            return 0
-        }
-        if let encoding = conn.headers["transfer-encoding"], encoding.lowercased() != "identity" {
-            // libwebsockets 4.1 does not read chunked request bodies: it never says such a body ended, and the
-            // client would wait forever. Refuse at once (RFC 9112 allows 411 for this); the unread body means the
-            // connection cannot carry another request.
-            conn.closeAfterResponse = true
-            respond(conn, .error(411, "send the request body with a Content-Length: chunked request bodies (Transfer-Encoding: \(encoding)) are not supported"))
-            return 0
-        }
-        let declared = Int(conn.headers["content-length"] ?? "") ?? 0
-        if declared > configuration.maxHTTPBodyBytes {
-            conn.closeAfterResponse = true
-            respond(conn, .error(413, "request body of \(declared) bytes is over the \(configuration.maxHTTPBodyBytes)-byte limit"))
-            return 0
-        }
-        // Requests with a body are dispatched at HTTP_BODY_COMPLETION.
-        if declared == 0 && !["POST", "PUT", "PATCH"].contains(conn.method) { dispatchHTTP(conn) }
-        else if declared == 0 {
-            // lws cannot keep such a connection alive (it does not know where the body ends) and closes it
-            // after the response: say so, or a client reuses it and has to retry a request it already made.
-            if conn.headers["content-length"] == nil { conn.closeAfterResponse = true }
-            dispatchHTTP(conn)
-        }
-        return 0
-    }
-
-    private func dispatchHTTP(_ conn: Connection) {
-        guard !conn.dispatched else { return }
-        conn.dispatched = true
-        let request = HTTPRequest(method: conn.method, path: conn.path, query: conn.query, headers: conn.headers,
-                                  body: conn.body, peerAddress: Self.peerAddress(conn.wsi))
-        conn.body = []
-        guard let route = routes.first(where: { ($0.method == nil || $0.method == request.method)
-            && request.path.hasPrefix($0.pathPrefix) })
-        else {
-            let knownPath = routes.contains { request.path.hasPrefix($0.pathPrefix) }
-            respond(conn, knownPath ? .error(405, "method \(request.method) is not allowed on \(request.path)")
-                                    : .error(404, "nothing at \(request.path)"))
-            return
-        }
-        let id = conn.id
-        Task { [self] in
-            let started = ContinuousClock.now
-            let response = await route.handler(request)
-            // Method, path (never the query or headers: tokens travel there), status, size and time.
-            logger.debug("http request", metadata: ["method": "\(request.method)", "path": "\(request.path)",
-                                                    "status": "\(response.status)", "bytes": "\(response.body.count)",
-                                                    "ms": "\((ContinuousClock.now - started).milliseconds)"])
-            loop.post { [self] in
-                guard let conn = connections[id] else { return }
-                respond(conn, response)
-            }
-        }
-    }
-
-    private func respond(_ conn: Connection, _ response: HTTPResponse) {
-        conn.response = response
-        lws_callback_on_writable(conn.wsi)
-    }
-
-    // MARK: Request details
-
-    private func header(_ wsi: OpaquePointer, _ token: lws_token_indexes) -> String? {
-        let n = Int(lws_hdr_total_length(wsi, token))
-        guard n > 0 else { return nil }
-        var buffer = [CChar](repeating: 0, count: n + 1)
-        guard lws_hdr_copy(wsi, &buffer, Int32(n + 1), token) >= 0 else { return nil }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    private func httpMethod(_ wsi: OpaquePointer) -> String {
-        let methods: [(lws_token_indexes, String)] = [
-            (WSI_TOKEN_GET_URI, "GET"), (WSI_TOKEN_POST_URI, "POST"), (WSI_TOKEN_PUT_URI, "PUT"),
-            (WSI_TOKEN_PATCH_URI, "PATCH"), (WSI_TOKEN_DELETE_URI, "DELETE"), (WSI_TOKEN_OPTIONS_URI, "OPTIONS"),
-            (WSI_TOKEN_HEAD_URI, "HEAD"),
-        ]
-        return methods.first { lws_hdr_total_length(wsi, $0.0) > 0 }?.1 ?? "GET"
-    }
-
-    private func queryArguments(_ wsi: OpaquePointer) -> [String: String] {
-        var result: [String: String] = [:]
-        var buffer = [CChar](repeating: 0, count: 16 * 1024 + 1)
-        var index: Int32 = 0
-        while lws_hdr_copy_fragment(wsi, &buffer, Int32(buffer.count), WSI_TOKEN_HTTP_URI_ARGS, index) > 0 {
-            let fragment = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if let eq = fragment.firstIndex(of: "=") {
-                result[String(fragment[..<eq])] = String(fragment[fragment.index(after: eq)...])
-            } else {
-                result[fragment] = ""
-            }
-            index += 1
-        }
-        return result
-    }
-
-    private func requestHeaders(_ wsi: OpaquePointer) -> [String: String] {
-        let wanted: [(lws_token_indexes, String)] = [
-            (WSI_TOKEN_HTTP_AUTHORIZATION, "authorization"), (WSI_TOKEN_HTTP_CONTENT_TYPE, "content-type"),
-            (WSI_TOKEN_HTTP_CONTENT_LENGTH, "content-length"), (WSI_TOKEN_HTTP_USER_AGENT, "user-agent"),
-            (WSI_TOKEN_HTTP_ACCEPT, "accept"), (WSI_TOKEN_HOST, "host"),
-            (WSI_TOKEN_HTTP_TRANSFER_ENCODING, "transfer-encoding"), (WSI_TOKEN_X_FORWARDED_FOR, "x-forwarded-for"),
-            // The operator console: its session cookie, and the origin a browser says the request comes from.
-            (WSI_TOKEN_HTTP_COOKIE, "cookie"), (WSI_TOKEN_ORIGIN, "origin"),
-        ]
-        var result: [String: String] = [:]
-        for (token, name) in wanted { if let v = header(wsi, token) { result[name] = v } }
-        return result
-    }
-
-    /// The client's IP address (service thread).
-    private static func peerAddress(_ wsi: OpaquePointer) -> String {
-        var buffer = [CChar](repeating: 0, count: 64)
-        guard lws_get_peer_simple(wsi, &buffer, buffer.count) != nil else { return "" }
-        return String(cString: buffer)
-    }
-
-    private func peerSubject(_ wsi: OpaquePointer) -> String? {
-        guard configuration.tls?.requireClientCertificate == true else { return nil }
-        let size = MemoryLayout<lws_tls_cert_info_results>.size + 256
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
-        defer { raw.deallocate() }
-        let results = raw.bindMemory(to: lws_tls_cert_info_results.self, capacity: 1)
-        guard lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_COMMON_NAME, results, 256) == 0 else { return nil }
-        return withUnsafePointer(to: &results.pointee.ns.name) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-        }
-    }
-
-    static func reasonPhrase(_ status: Int) -> String {
-        switch status {
-        case 200: "OK"
-        case 201: "Created"
-        case 202: "Accepted"
-        case 204: "No Content"
-        case 400: "Bad Request"
-        case 401: "Unauthorized"
-        case 403: "Forbidden"
-        case 404: "Not Found"
-        case 405: "Method Not Allowed"
-        case 409: "Conflict"
-        case 411: "Length Required"
-        case 413: "Payload Too Large"
-        case 415: "Unsupported Media Type"
-        case 422: "Unprocessable Entity"
-        case 429: "Too Many Requests"
-        case 500: "Internal Server Error"
-        case 502: "Bad Gateway"
-        case 503: "Service Unavailable"
-        case 504: "Gateway Timeout"
-        default: "Status"
-        }
     }
 }

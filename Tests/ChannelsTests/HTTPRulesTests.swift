@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Channels
+
+/// The HTTP server's decisions, without a socket.
+@Suite("HTTP rules")
+struct HTTPRulesTests {
+    func admit(_ method: String, _ headers: [String: String], shuttingDown: Bool = false) -> HTTPRules.Admission {
+        HTTPRules.admit(method: method, headers: headers, shuttingDown: shuttingDown, maxBodyBytes: 1_000)
+    }
+
+    @Test("what happens once a request's headers are in")
+    func admission() {
+        #expect(admit("GET", [:]) == .dispatch(closeAfter: false))
+        #expect(admit("DELETE", ["content-length": "0"]) == .dispatch(closeAfter: false))
+        #expect(admit("POST", ["content-length": "0"]) == .dispatch(closeAfter: false))
+        // No Content-Length on a method with a body: lws closes the connection after the response, and says so.
+        #expect(admit("POST", [:]) == .dispatch(closeAfter: true))
+        #expect(admit("PATCH", [:]) == .dispatch(closeAfter: true))
+        #expect(admit("POST", ["content-length": "10"]) == .awaitBody)
+        #expect(admit("GET", ["content-length": "1000"]) == .awaitBody)
+        #expect(admit("POST", ["content-length": " 12 "]) == .awaitBody)
+        #expect(admit("POST", ["content-length": "10", "transfer-encoding": "identity"]) == .awaitBody)
+    }
+
+    @Test("refused at once: shutting down, chunked bodies, bodies over the limit, a Content-Length that is not a size")
+    func refusals() {
+        #expect(admit("GET", [:], shuttingDown: true) == .respond(status: 503, message: "server shutting down", closeAfter: false))
+        guard case .respond(411, let chunked, true) = admit("POST", ["transfer-encoding": "chunked"]) else {
+            Issue.record("chunked was not refused with 411")
+            return
+        }
+        #expect(chunked.contains("Transfer-Encoding: chunked"))
+        #expect(admit("POST", ["content-length": "1001"])
+                == .respond(status: 413, message: "request body of 1001 bytes is over the 1000-byte limit", closeAfter: true))
+        for bad in ["-5", "ten", "1e3", "", "99999999999999999999999"] {
+            guard case .respond(400, _, true) = admit("POST", ["content-length": bad]) else {
+                Issue.record("Content-Length \(bad.debugDescription) was not refused with 400")
+                continue
+            }
+        }
+    }
+
+    @Test("a body is cut off with 413 at the chunk that takes it over the limit")
+    func bodyLimit() {
+        #expect(HTTPRules.bodyChunk(received: 0, adding: 1_000, maxBodyBytes: 1_000) == nil)
+        #expect(HTTPRules.bodyChunk(received: 600, adding: 401, maxBodyBytes: 1_000)?.status == 413)
+    }
+
+    @Test("routes: the first whose method and path prefix match; 405 when only the path does, 404 when nothing does")
+    func routing() {
+        let ok: @Sendable (HTTPRequest) async -> HTTPResponse = { _ in .text(200, "") }
+        let routes = [HTTPRoute("GET", "/healthz", ok), HTTPRoute("POST", "/i/", ok), HTTPRoute(nil, "/api/", ok)]
+        func route(_ method: String, _ path: String) -> Result<String, HTTPResponseError> {
+            HTTPRules.route(HTTPRequest(method: method, path: path, query: [:], headers: [:], body: []), in: routes)
+                .map { "\($0.method ?? "*") \($0.pathPrefix)" }
+        }
+        #expect(route("GET", "/healthz") == .success("GET /healthz"))
+        #expect(route("POST", "/i/hook") == .success("POST /i/"))
+        #expect(route("DELETE", "/api/workflows/x") == .success("* /api/"))
+        #expect(route("GET", "/i/hook") == .failure(HTTPResponseError(status: 405, message: "method GET is not allowed on /i/hook")))
+        #expect(route("GET", "/nowhere") == .failure(HTTPResponseError(status: 404, message: "nothing at /nowhere")))
+    }
+}
+
+@Suite("HTTP refusals on a real socket", .serialized)
+struct HTTPRefusalTests {
+    @Test("a chunked body, a Content-Length that is not a size, and one over the limit are answered at once, and the connection closed")
+    func refusedOnTheWire() async throws {
+        let server = try makeServer { $0.maxHTTPBodyBytes = 1_000 }
+        defer { server.stop() }
+        let port = server.port
+        for (headers, status) in [("Transfer-Encoding: chunked\r\n", "411"), ("Content-Length: -5\r\n", "400"),
+                                  ("Content-Length: abc\r\n", "400"), ("Content-Length: 5000\r\n", "413")] {
+            let answer = try await TestSupport.onThread {
+                let c = try RawConnection(port: port, timeout: 30)
+                try c.send("POST /echo HTTP/1.1\r\nHost: x\r\n\(headers)\r\n")
+                return c.readToEnd()
+            }
+            #expect(answer.hasPrefix("HTTP/1.1 \(status)"), "\(headers.debugDescription): \(answer.prefix(200).debugDescription)")
+        }
+        // And a good one still goes.
+        let ok = try await TestSupport.onThread {
+            try RawConnection(port: port, timeout: 30).exchange("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        }
+        #expect(ok.hasPrefix("HTTP/1.1 200"), "\(ok.prefix(200))")
+    }
+}

@@ -388,8 +388,8 @@ struct ConsoleTests {
         let v = try h.viewer(viewer)
         defer { v.close() }
         let (seen, _) = try await h.watch(v, newID)
-        // The hub attaches a viewer just after its join reply; a change before that is not sent to it.
-        try await waitUntil("the viewer is attached") { h.lightning.viewers.watched.contains(newID) }
+        // (A change made while the join is under way reaches the viewer too: OperatorTests.changeDuringJoin.)
+        try await waitUntil("the viewer is counted") { h.lightning.viewers.watched.contains(newID) }
         #expect(try await store.claim(demand: 1, workerName: "w").map(\.id) == [newID])
         try await store.startAttempt(newID, workerName: "w", at: 7)
         await h.lightning.attemptChanged(newID)

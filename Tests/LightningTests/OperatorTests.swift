@@ -279,6 +279,42 @@ struct OperatorTests {
         }
     }
 
+    @Test("a viewer joining while the attempt changes gets the change: what happens between its join's read and its attach is kept for it")
+    func changeDuringJoin() async throws {
+        // The window, made deterministic: the join's hook (after the join read the attempt, before its reply) starts
+        // the attempt and a step and tells the hub, as the worker's events would.
+        let inWindow = WindowAction()
+        let h = try Harness { config in config.testViewerJoinRead = { id in await inWindow.run(id) } }
+        defer { Task { await h.stop() } }
+        let (_, viewerToken) = try await h.tokens()
+        try await h.t.workflow(freeWorkflow)
+        let created = try await h.lightning.startWork(workflow: "free", input: Array("{}".utf8))
+        let id = created.attemptID
+        #expect(try await h.t.store.claim(demand: 1, workerName: "w").map(\.id) == [id])
+        let store = h.t.store, lightning = h.lightning
+        inWindow.set { id in
+            _ = try? await store.startAttempt(id, workerName: "w", at: 7)
+            await lightning.viewers.attemptChanged(id)
+            await lightning.viewers.event(attemptID: id, event: "step:start", payload: ["step_id": "s1", "attempt_id": .string(id)])
+        }
+        let v = try h.viewer(viewerToken)
+        defer { v.close() }
+        let (seen, reply) = try await h.watch(v, id)
+        #expect(reply["attempt"]?["state"] == "claimed", "the reply shows what the join read")
+        try await waitUntil("the change made during the join reaches the viewer") {
+            seen.events.contains("attempt:update") && seen.events.contains("step:start")
+        }
+        let update = zip(seen.events, seen.pushes).first { $0.0 == "attempt:update" }?.1
+        #expect(update?["state"] == "started")
+        // Counted once: when the viewer leaves, nobody watches the attempt (its events are no longer posted).
+        #expect(h.lightning.viewers.watched.contains(id))
+        await v.leave(topic: "attempt:\(id)")
+        try await waitUntil("nobody watches") { !h.lightning.viewers.watched.contains(id) }
+        // A join that fails keeps nothing either.
+        let refused = try? await v.join(topic: "attempt:no-such-attempt", payload: { [:] })
+        #expect(refused == nil && !h.lightning.viewers.watched.contains("no-such-attempt"))
+    }
+
     @Test("a viewer that cannot keep up is closed; the attempt and the other viewers go on at full speed")
     func slowViewer() async throws {
         let h = try Harness { $0.viewerMaxQueuedBytes = 1024 * 1024 }
@@ -353,5 +389,19 @@ struct OperatorTests {
         try await t.workflow(freeWorkflow.replacingOccurrences(of: "*/5 * * * *", with: "0 * * * *"))
         #expect(try await second.tick(now: at("10:35:00")).isEmpty)
         #expect(try await second.tick(now: at("11:00:00")).count == 1)
+    }
+}
+
+/// What a test runs inside the join window (`testViewerJoinRead`), once.
+final class WindowAction: @unchecked Sendable {
+    private let lock = NSLock()
+    private var action: (@Sendable (String) async -> Void)?
+    func set(_ a: @escaping @Sendable (String) async -> Void) { lock.withLock { action = a } }
+    func run(_ id: String) async {
+        let a = lock.withLock { () -> (@Sendable (String) async -> Void)? in
+            defer { action = nil }
+            return action
+        }
+        await a?(id)
     }
 }

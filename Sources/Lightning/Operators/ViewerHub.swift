@@ -40,8 +40,17 @@ actor ViewerHub {
     private let chunk: Int
     /// attempt id -> socket id -> viewer
     private var viewers: [String: [Int: Viewer]] = [:]
-    /// Cursors (and batch mode) handed over from `join` (the backlog in the reply) to `attach`.
-    private var pending: [String: (cursor: Int64, batched: Bool)] = [:]
+    /// A viewer between the start of its join and `attach` (after the join reply): its cursor (the backlog in the
+    /// reply), and what happened to the attempt meanwhile, which the reply may not show. Without this a change in
+    /// that window (the attempt started, a step began) never reached the viewer.
+    struct Pending {
+        var cursor: Int64 = 0
+        var batched = false
+        var events: [(String, JSON)] = []
+        var changed = false
+    }
+    /// "socket-id attempt-id" -> the viewer joining
+    private var pending: [String: Pending] = [:]
 
     /// Viewers watching now, kept current on every attach and detach.
     private let gauge: Metrics.Gauge?
@@ -61,15 +70,38 @@ actor ViewerHub {
 
     static func topic(_ attemptID: String) -> String { "attempt:" + attemptID }
 
-    func prepare(attemptID: String, socket: ChannelSocket, cursor: Int64, batched: Bool = false) {
-        pending["\(socket.id) \(attemptID)"] = (cursor, batched)
+    /// A join of `attempt:<id>` begins, before it reads the attempt: from now on what happens to the attempt is kept
+    /// for this viewer until `attach` (or `abandon`, when the join fails). `watched` counts it already, so the events
+    /// are posted to the hub.
+    func expect(attemptID: String, socket: ChannelSocket, batched: Bool) {
+        let key = "\(socket.id) \(attemptID)"
+        if pending[key] == nil { watched.add(attemptID, 1) }
+        pending[key] = Pending(batched: batched)
     }
 
+    /// The join read the log up to `cursor` (its reply carries that backlog).
+    func prepare(attemptID: String, socket: ChannelSocket, cursor: Int64) {
+        pending["\(socket.id) \(attemptID)"]?.cursor = cursor
+    }
+
+    /// The join failed: nothing kept for it.
+    func abandon(attemptID: String, socketID: Int) {
+        if pending.removeValue(forKey: "\(socketID) \(attemptID)") != nil { watched.add(attemptID, -1) }
+    }
+
+    /// After the join reply: the viewer gets what happened since the join read the attempt, then the log from its cursor.
     func attach(attemptID: String, socket: ChannelSocket) async {
-        guard let (cursor, batched) = pending.removeValue(forKey: "\(socket.id) \(attemptID)") else { return }
-        if viewers[attemptID] == nil { watched.add(attemptID, 1) }
-        viewers[attemptID, default: [:]][socket.id] = Viewer(socket: socket, cursor: cursor, batched: batched)
+        guard let p = pending.removeValue(forKey: "\(socket.id) \(attemptID)") else { return }
+        // Counted once as a viewer from here (the pending count goes).
+        if viewers[attemptID] != nil { watched.add(attemptID, -1) }
+        viewers[attemptID, default: [:]][socket.id] = Viewer(socket: socket, cursor: p.cursor, batched: p.batched)
         gauge?.record(count)
+        let topic = Self.topic(attemptID)
+        for (event, payload) in p.events { socket.push(topic: topic, event: event, payload: payload) }
+        // Ended meanwhile: `catchUp` says so once the log is complete.
+        if p.changed, let a = try? await store.attempt(attemptID), !a.state.isFinal {
+            socket.push(topic: topic, event: "attempt:update", payload: await rendered(a))
+        }
         await catchUp(attemptID, socket.id)
     }
 
@@ -79,12 +111,19 @@ actor ViewerHub {
             viewers[attemptID] = nil
             watched.add(attemptID, -1)
         }
-        pending["\(socketID) \(attemptID)"] = nil
+        abandon(attemptID: attemptID, socketID: socketID)
     }
 
     func detachAll(socketID: Int) {
         for attemptID in Array(viewers.keys) { detach(attemptID: attemptID, socketID: socketID) }
-        pending = pending.filter { !$0.key.hasPrefix("\(socketID) ") }
+        for key in pending.keys where key.hasPrefix("\(socketID) ") {
+            abandon(attemptID: String(key.dropFirst("\(socketID) ".count)), socketID: socketID)
+        }
+    }
+
+    /// The keys of the viewers joining this attempt.
+    private func joining(_ attemptID: String) -> [String] {
+        pending.keys.filter { $0.hasSuffix(" " + attemptID) }
     }
 
     /// Lines just stored for an attempt, in seq order.
@@ -131,8 +170,9 @@ actor ViewerHub {
         }
     }
 
-    /// A step or attempt event, pushed to every viewer as is.
+    /// A step or attempt event, pushed to every viewer as is (kept for the ones joining).
     func event(attemptID: String, event: String, payload: JSON) {
+        for key in joining(attemptID) { pending[key]?.events.append((event, payload)) }
         for v in viewers[attemptID]?.values ?? [:].values {
             v.socket.push(topic: Self.topic(attemptID), event: event, payload: payload)
         }
@@ -140,6 +180,7 @@ actor ViewerHub {
 
     /// The attempt changed state: viewers get `attempt:update`, or `attempt:complete` (once) when it is final.
     func attemptChanged(_ attemptID: String) async {
+        for key in joining(attemptID) { pending[key]?.changed = true }
         guard viewers[attemptID] != nil, let a = try? await store.attempt(attemptID) else { return }
         if a.state.isFinal {
             await sendComplete(a, to: Array(viewers[attemptID]?.keys ?? [:].keys))
@@ -233,6 +274,7 @@ struct OperatorChannel: ChannelHandler {
             since = n
         }
         let store = lightning.store
+        await lightning.viewers.expect(attemptID: id, socket: socket, batched: payload["batch"] == .bool(true))
         do {
             let attempt = try await store.attempt(id)
             let steps = try await store.steps(attemptID: id)
@@ -245,7 +287,8 @@ struct OperatorChannel: ChannelHandler {
             }
             let lastSeq = try await store.lastLogSeq(attemptID: id)
             let cursor = backlog.last?.seq ?? since
-            await lightning.viewers.prepare(attemptID: id, socket: socket, cursor: cursor, batched: payload["batch"] == .bool(true))
+            await lightning.viewers.prepare(attemptID: id, socket: socket, cursor: cursor)
+            await lightning.configuration.testViewerJoinRead?(id)
             return .ok([
                 "attempt": Render.attempt(attempt, steps: steps, lastSeq: lastSeq, jobNames: await store.jobNames(attemptID: id)),
                 "logs": .array(backlog.map(Render.log)),
@@ -253,8 +296,10 @@ struct OperatorChannel: ChannelHandler {
                 "more": .bool(cursor < lastSeq),
             ])
         } catch StoreError.notFound {
+            await lightning.viewers.abandon(attemptID: id, socketID: socket.id)
             return .error(["reason": "not_found"])
         } catch {
+            await lightning.viewers.abandon(attemptID: id, socketID: socket.id)
             return .error(["reason": .string("could not load the attempt: \(error)")])
         }
     }

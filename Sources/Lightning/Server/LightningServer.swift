@@ -62,6 +62,9 @@ public struct LightningConfiguration: Sendable {
     /// For tests only: awaited after a claim is committed and signed, before its reply goes out (so a test can make
     /// the worker vanish in between, deterministically).
     public var testBeforeClaimReply: (@Sendable () async -> Void)? = nil
+    /// For tests only: awaited in an operator's join of `attempt:<id>` after the attempt and its log are read, before
+    /// the reply goes out (so a test can change the attempt in that window, deterministically).
+    public var testViewerJoinRead: (@Sendable (String) async -> Void)? = nil
 
     public init(attemptSigningKey: JWTKey, workerSecretKey: JWTKey) {
         self.attemptSigningKey = attemptSigningKey

@@ -5,8 +5,14 @@ import Foundation
 /// in a task, its response written back on the service thread.
 extension ChannelServer {
     func httpRequest(_ wsi: OpaquePointer, path: String) -> Int32 {
-        // A keep-alive connection carries several requests: drop the previous one's record first.
-        if let previous = connection(wsi), previous.kind == .http { forget(previous) }
+        // A keep-alive connection carries several requests: drop the previous one's record first. One whose answer is
+        // still pending means this request was pipelined behind it, which libwebsockets 4.1 hands over before the
+        // answer is written: its answer would be lost, and a body of this one would keep the service thread calling
+        // BODY_COMPLETION for ever. Pipelining is not supported: the connection is closed (the client sends again).
+        if let previous = connection(wsi), previous.kind == .http {
+            if previous.dispatched && !previous.answered { return -1 }
+            forget(previous)
+        }
         let conn = register(wsi, kind: .http)
         conn.method = LWSRequest.method(wsi)
         conn.path = path.isEmpty ? LWSRequest.path(wsi) : path

@@ -300,7 +300,13 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
         case LWS_CALLBACK_HTTP_BODY_COMPLETION:
             guard let conn = connection(wsi) else { return -1 }
-            if conn.response == nil { dispatchHTTP(conn) }
+            // Once per request. libwebsockets 4.1, holding the next request's bytes (pipelined in the same read)
+            // while this one's answer is pending, makes this call again and again, for ever, on the service thread:
+            // one connection sending two POSTs in one write froze the whole server. Pipelining is not supported: the
+            // connection is closed (an answer still pending is lost; the client sends again).
+            conn.completions += 1
+            if conn.completions > 1 { return -1 }
+            if !conn.dispatched && conn.response == nil { dispatchHTTP(conn) }
             return 0
 
         case LWS_CALLBACK_HTTP_WRITEABLE:

@@ -47,6 +47,10 @@ final class Connection {
     /// The request went to its handler: never twice (lws may still report a body completion for a POST
     /// without a body, after it was dispatched on arrival).
     var dispatched = false
+    /// Its answer was written (the connection may carry the next request).
+    var answered = false
+    /// BODY_COMPLETION calls for this request (see `ChannelServer.callback`).
+    var completions = 0
     /// Answer with `Connection: close` (lws will not keep this connection alive).
     var closeAfterResponse = false
 
@@ -126,6 +130,7 @@ final class Connection {
     func writeHTTPResponse() -> Int32 {
         guard let response else { return 0 }
         self.response = nil
+        answered = true
         let pre = Int(clws_pre)
         var headerBuffer = [UInt8](repeating: 0, count: pre + 2048)
         let ok: Bool = headerBuffer.withUnsafeMutableBufferPointer { b in

@@ -87,3 +87,45 @@ struct HTTPRefusalTests {
         #expect(ok.hasPrefix("HTTP/1.1 200"), "\(ok.prefix(200))")
     }
 }
+
+@Suite("Pipelined HTTP requests", .serialized)
+struct PipelinedHTTPTests {
+    /// Sends `text` in one write and reads until the server closes (the last request asks it to).
+    func send(_ port: Int, _ text: String) async throws -> String {
+        try await TestSupport.onThread {
+            let c = try RawConnection(port: port, timeout: 30)
+            try c.send(text)
+            return c.readToEnd()
+        }
+    }
+
+    func count(_ answer: String, _ status: String) -> Int { answer.components(separatedBy: "HTTP/1.1 \(status)").count - 1 }
+
+    @Test("requests pipelined in one write never freeze the server: each is answered in order, or the connection closes, and the next client is served at once")
+    func neverFreezes() async throws {
+        // Two POSTs in one write froze the whole server before (libwebsockets 4.1 called BODY_COMPLETION for ever on
+        // its service thread): found by fuzzing, 2026-12-07.
+        let server = try makeServer()
+        defer { server.stop() }
+        let port = server.port
+        let post = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        let lastPost = "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+        let get = "GET /hello?name=a HTTP/1.1\r\nHost: x\r\n\r\n"
+        let lastGet = "GET /hello?name=b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        let health = "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+        // Requests without bodies are answered, in order.
+        let gets = try await send(port, get + get + lastGet)
+        #expect(count(gets, "200") == 3, "\(gets.debugDescription)")
+        if let a = gets.range(of: "\"a\""), let b = gets.range(of: "\"b\"") { #expect(a.lowerBound < b.lowerBound) }
+        // A body behind a request still being answered: the connection closes (pipelining is not supported), and the
+        // server goes on.
+        for pipeline in [post + lastPost, get + lastPost, get + "GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 4\u{15}9\r\n\r\n",
+                         post + post + post] {
+            let answer = try await send(port, pipeline)
+            #expect(answer.isEmpty || answer.hasPrefix("HTTP/1.1 "), "\(answer.debugDescription)")
+            let next = try await TestSupport.onThread { try RawConnection(port: port, timeout: 10).exchange(health) }
+            #expect(next.hasPrefix("HTTP/1.1 200"), "after \(pipeline.debugDescription): \(next.debugDescription)")
+        }
+    }
+}

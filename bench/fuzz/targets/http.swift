@@ -9,7 +9,8 @@ import Logging
 // (AddressSanitizer watches our side of every lws callback), every connection is answered or closed within the
 // per-input timeout, an answer starts with an HTTP/1.1 status line, what the handlers receive is well formed (a path
 // that starts with "/" and carries no query, no CR/LF/NUL in a header value, a body within the limit), and the
-// server still answers a good request after every 64 inputs.
+// server still answers a good request after every 64 inputs (after each one when replaying). An input may hold
+// several requests: sent in one write, they are pipelined (two POSTs in one write froze the server once).
 
 let bodyLimit = 64 * 1024
 let verbose = ProcessInfo.processInfo.environment["FUZZ_VERBOSE"] != nil
@@ -119,6 +120,9 @@ func statusLine(_ answer: [UInt8]) -> Int? {
 }
 
 var inputs = 0
+/// The health probe runs after every `probeEvery` inputs: every one when replaying the corpus and past failures
+/// (`FUZZ_PROBE_EVERY=1`, set by `bench/fuzz/run --replay`), so an input that freezes the server fails where it is.
+let probeEvery = Int(ProcessInfo.processInfo.environment["FUZZ_PROBE_EVERY"] ?? "") ?? 64
 let probe = Array("GET /healthz HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n".utf8)
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -130,7 +134,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     }
     if verbose { print("answer: \(String(decoding: answer.prefix(200), as: UTF8.self).debugDescription)") }
     inputs += 1
-    if inputs % 64 == 1 {
+    if probeEvery <= 1 || inputs % probeEvery == 1 {
         // Three tries of 3 s (within libFuzzer's 10 s per input): a fuzzer niced beside a build can go seconds without
         // a core (a false "stopped answering" once, 2026-12-07; its input answered 300 times in a row alone).
         var health: [UInt8] = []

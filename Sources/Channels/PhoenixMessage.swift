@@ -69,10 +69,16 @@ public struct PhoenixMessage: Sendable, Equatable {
         }
     }
 
+    /// How deep a frame may nest (its payload one level less). Twice what Lightning takes in a webhook or API body
+    /// (512, `JSON.parse`'s default): a state at that depth still fits inside any event or reply that carries it
+    /// (a claim reply puts an input 4 levels down, `run:complete` a final state 1). At 512 for frames, such a message
+    /// was refused by the side that read it, and sent again for ever.
+    public static let maxDepth = 1024
+
     /// Decodes a text frame.
     public static func decode(text bytes: some Collection<UInt8>) throws -> PhoenixMessage {
         let value: JSON
-        do { value = try JSON.parse(bytes) } catch let e as JSONParseError { throw DecodeError.json(e) }
+        do { value = try JSON.parse(bytes, maxDepth: maxDepth) } catch let e as JSONParseError { throw DecodeError.json(e) }
         guard case .array(let a) = value, a.count == 5 else { throw DecodeError.notAnArray }
         let (joinRef, ref, topic, event) = try fields(a[0], a[1], a[2], a[3])
         return PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: .json(a[4]))
@@ -149,10 +155,10 @@ public struct PhoenixMessage: Sendable, Equatable {
     }
 
     /// The message whose envelope was read: its payload parsed (it sits one level down in the frame, so the frame's
-    /// nesting limit leaves it 511). A payload that is not JSON gets the error decoding the whole frame gives.
+    /// nesting limit leaves it one less). A payload that is not JSON gets the error decoding the whole frame gives.
     public static func message(_ e: Envelope, frame: [UInt8]) throws -> PhoenixMessage {
         do {
-            let payload = try JSON.parse(frame[e.payload], maxDepth: 511)
+            let payload = try JSON.parse(frame[e.payload], maxDepth: maxDepth - 1)
             return PhoenixMessage(joinRef: e.joinRef, ref: e.ref, topic: e.topic, event: e.event, payload: .json(payload))
         } catch let error as JSONParseError {
             throw frameError(frame, else: error)

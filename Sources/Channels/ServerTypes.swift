@@ -79,8 +79,8 @@ extension ChannelHandler {
         -> RawEventResult
     {
         let payload: JSON
-        // The payload sits at depth 1 in its frame: the frame's nesting limit (512) leaves it 511.
-        do { payload = try JSON.parse(rawPayload, maxDepth: 511) } catch let e as JSONParseError { return .malformed(e) } catch {
+        // The payload sits at depth 1 in its frame: the frame's nesting limit leaves it one less.
+        do { payload = try JSON.parse(rawPayload, maxDepth: PhoenixMessage.maxDepth - 1) } catch let e as JSONParseError { return .malformed(e) } catch {
             return .malformed(JSONParseError(message: "\(error)", offset: 0))
         }
         return .reply(await handle(event: event, topic: topic, payload: payload, socket: socket))

@@ -46,6 +46,22 @@ struct CodecTests {
         #expect(throws: JSONParseError.self) { try JSON.parse(String(repeating: "[", count: 100_000)) }
     }
 
+    @Test("frames nest up to twice a webhook body's limit, read on a task's thread: a 512-deep state fits in any event that carries it")
+    func deepFrames() async throws {
+        func frame(_ depth: Int) -> [UInt8] {
+            // The frame's array, the payload object, then arrays: `depth` levels in all.
+            Array(("[null,\"1\",\"t\",\"e\",{\"d\":" + String(repeating: "[", count: depth - 2) + String(repeating: "]", count: depth - 2) + "}]").utf8)
+        }
+        let deepest = frame(PhoenixMessage.maxDepth), over = frame(PhoenixMessage.maxDepth + 1)
+        try await Task.detached {
+            _ = try PhoenixMessage.decode(text: deepest)
+            let envelope = try PhoenixMessage.envelope(text: deepest)
+            _ = try PhoenixMessage.message(envelope, frame: deepest)
+            #expect(throws: PhoenixMessage.DecodeError.self) { try PhoenixMessage.decode(text: over) }
+        }.value
+        #expect(PhoenixMessage.maxDepth >= 512 + 8)
+    }
+
     @Test("a frame's envelope: the four fields as decode reads them, and where the unparsed payload lies")
     func envelope() throws {
         for text in [#"["1","2","run:a","run:log",{"logs":[{"message":["x"]}]}]"#, #" [ null , 7 , "t" , "e" , [1, 2] ] "#,

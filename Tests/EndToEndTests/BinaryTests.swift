@@ -191,6 +191,26 @@ struct BinaryTests {
                 "\(lines.map { $0.message.prefix(100) })")
     }
 
+    @Test("an input nested as deep as Lightning takes goes through the claim reply, the step, step:complete and run:complete")
+    func deepState() async throws {
+        // 511 levels (an object, then arrays): the claim reply carries it 4 levels down, run:complete 2. At 512 for
+        // frames, the worker refused the claim reply (the attempt sat claimed for minutes), and Lightning closed the
+        // worker's socket on run:complete, sent again each second.
+        let depth = 511
+        let body = Array(("{\"d\":" + String(repeating: "[", count: depth - 1) + String(repeating: "]", count: depth - 1) + "}").utf8)
+        let (state, lines, trouble) = try await runOnce("deep", """
+            name: deep
+            jobs:
+              - name: s
+                adaptor: sh
+                body: |
+                  cp "$STATE_PATH" "$OUTPUT_PATH"
+                  tr -cd '[' < "$STATE_PATH" | wc -c
+            """, input: body)
+        #expect(state == .success && trouble == nil, "\(trouble ?? "")")
+        #expect(lines.first?.message.trimmingCharacters(in: .whitespaces) == "\(depth - 1)", "\(lines.map(\.message))")
+    }
+
     @Test("a webhook body just under the request limit reaches the step: fetch:dataclip's reply (body and header) is not too big for the worker")
     func bigInput() async throws {
         let body = Array(#"{"x":""#.utf8) + [UInt8](repeating: UInt8(ascii: "a"), count: 10_999_980) + Array(#""}"#.utf8)

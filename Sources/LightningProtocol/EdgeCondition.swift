@@ -211,6 +211,12 @@ extension EdgeCondition {
     struct Parser {
         private let chars: [Character]
         private var i = 0
+        /// Bounds that keep parsing, evaluating and freeing a condition off the end of the stack: a condition nested
+        /// 20,000 deep crashed Lightning at `apply` (every step of the parse, the walk and the free is a call).
+        static let maxNesting = 100
+        static let maxOperations = 1_000
+        private var nesting = 0
+        private var operations = 0
 
         init(_ text: String) { chars = Array(text) }
 
@@ -238,25 +244,49 @@ extension EdgeCondition {
             return true
         }
 
+        /// One level deeper: parentheses, brackets and `!` each nest.
+        private mutating func nest() throws {
+            nesting += 1
+            if nesting > Self.maxNesting { throw fail("nested deeper than \(Self.maxNesting) levels") }
+        }
+
+        /// One operator, property or index more: a condition's tree is at most this deep.
+        private mutating func operation() throws {
+            operations += 1
+            if operations > Self.maxOperations { throw fail("more than \(Self.maxOperations) operators, properties and indexes") }
+        }
+
+        private mutating func binary(_ op: String, _ l: Expression, _ r: Expression) throws -> Expression {
+            try operation()
+            return .binary(op, l, r)
+        }
+
+        private mutating func member(_ e: Expression, _ key: Expression, optional: Bool) throws -> Expression {
+            try operation()
+            return .member(e, key, optional: optional)
+        }
+
         private mutating func parseOr() throws -> Expression {
+            try nest()
+            defer { nesting -= 1 }
             var e = try parseAnd()
-            while eat("||") { e = .binary("||", e, try parseAnd()) }
+            while eat("||") { e = try binary("||", e, try parseAnd()) }
             return e
         }
 
         private mutating func parseAnd() throws -> Expression {
             var e = try parseEquality()
-            while eat("&&") { e = .binary("&&", e, try parseEquality()) }
+            while eat("&&") { e = try binary("&&", e, try parseEquality()) }
             return e
         }
 
         private mutating func parseEquality() throws -> Expression {
             var e = try parseRelational()
             while true {
-                if eat("===") { e = .binary("===", e, try parseRelational()) }
-                else if eat("!==") { e = .binary("!==", e, try parseRelational()) }
-                else if eat("==") { e = .binary("==", e, try parseRelational()) }
-                else if eat("!=") { e = .binary("!=", e, try parseRelational()) }
+                if eat("===") { e = try binary("===", e, try parseRelational()) }
+                else if eat("!==") { e = try binary("!==", e, try parseRelational()) }
+                else if eat("==") { e = try binary("==", e, try parseRelational()) }
+                else if eat("!=") { e = try binary("!=", e, try parseRelational()) }
                 else { return e }
             }
         }
@@ -264,10 +294,10 @@ extension EdgeCondition {
         private mutating func parseRelational() throws -> Expression {
             var e = try parseUnary()
             while true {
-                if eat("<=") { e = .binary("<=", e, try parseUnary()) }
-                else if eat(">=") { e = .binary(">=", e, try parseUnary()) }
-                else if eat("<") { e = .binary("<", e, try parseUnary()) }
-                else if eat(">") { e = .binary(">", e, try parseUnary()) }
+                if eat("<=") { e = try binary("<=", e, try parseUnary()) }
+                else if eat(">=") { e = try binary(">=", e, try parseUnary()) }
+                else if eat("<") { e = try binary("<", e, try parseUnary()) }
+                else if eat(">") { e = try binary(">", e, try parseUnary()) }
                 else { return e }
             }
         }
@@ -276,6 +306,9 @@ extension EdgeCondition {
             skipSpace()
             if i < chars.count, chars[i] == "!", !(i + 1 < chars.count && chars[i + 1] == "=") {
                 i += 1
+                try nest()
+                defer { nesting -= 1 }
+                try operation()
                 return .not(try parseUnary())
             }
             return try parsePostfix()
@@ -290,14 +323,14 @@ extension EdgeCondition {
                     skipSpace()
                     if !optional || (i < chars.count && chars[i] != "[") {
                         let name = try identifier()
-                        e = .member(e, .literal(.string(name)), optional: optional)
+                        e = try member(e, .literal(.string(name)), optional: optional)
                         continue
                     }
                 }
                 if eat("[") {
                     let key = try parseOr()
                     guard eat("]") else { throw fail("expected ']'") }
-                    e = .member(e, key, optional: optional)
+                    e = try member(e, key, optional: optional)
                     continue
                 }
                 if optional { throw fail("expected a property after '?.'") }

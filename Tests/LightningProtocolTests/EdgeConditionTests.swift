@@ -77,6 +77,28 @@ struct EdgeConditionTests {
         let error = #expect(throws: EdgeCondition.Error.self) { try EdgeCondition.parse("state.a === @") }
         #expect(error?.message.contains("position 13") == true)
     }
+
+    @Test("a condition nested or chained beyond the bounds is refused with a message, on a task's thread, never crashing",
+          arguments: [
+              (String(repeating: "(", count: 100_000) + "state" + String(repeating: ")", count: 100_000), "nested deeper than 100 levels"),
+              (String(repeating: "!", count: 100_000) + "state", "nested deeper than 100 levels"),
+              (String(repeating: "state[", count: 100_000) + "0" + String(repeating: "]", count: 100_000), "nested deeper than 100 levels"),
+              ("state" + String(repeating: ".a", count: 100_000), "more than 1000 operators"),
+              (Array(repeating: "state.a", count: 100_000).joined(separator: " || "), "more than 1000 operators"),
+          ])
+    func bounds(_ condition: String, _ message: String) async throws {
+        // 20,000 parentheses crashed Lightning at apply (a stack overflow): found by a hostile-input review.
+        let error = await Task.detached { #expect(throws: EdgeCondition.Error.self) { try EdgeCondition.parse(condition) } }.value
+        #expect(error?.message.contains(message) == true, "\(error?.message.prefix(200) ?? "")")
+    }
+
+    @Test("conditions within the bounds parse and run: 99 levels, 900 operators")
+    func withinBounds() throws {
+        let nested = String(repeating: "(", count: 99) + "state.a" + String(repeating: ")", count: 99)
+        #expect(try holds(nested + " === 1", #"{"a":1}"#))
+        let chain = Array(repeating: "state.a === 2", count: 300).joined(separator: " || ") + " || state.a === 1"
+        #expect(try holds(chain, #"{"a":1}"#))
+    }
 }
 
 @Suite("Credential scrubbing")

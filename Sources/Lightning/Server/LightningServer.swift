@@ -536,11 +536,13 @@ public final class Lightning: Sendable {
             var status = 200
             var body = value
             if case .object(let o) = value, o.keys.allSatisfy({ $0 == "status" || $0 == "body" || $0 == "headers" }) {
-                if let s = o["status"]?.intValue, (100...599).contains(s) { status = Int(s) }
+                // A final status only: a 1xx is not an answer (its body would be read as the next response).
+                if let s = o["status"]?.intValue, (200...599).contains(s) { status = Int(s) }
                 body = o["body"] ?? .null
             }
             headers.append(("x-openfn-work-order-id", ids["work_order_id"]?.stringValue ?? ""))
-            return HTTPResponse(status: status, headers: headers, body: body.encoded() + [0x0A])
+            // 204 and 304 carry no body (one sent would be read as the start of the next response on the connection).
+            return HTTPResponse(status: status, headers: headers, body: [204, 304].contains(status) ? [] : body.encoded() + [0x0A])
         }
         var body = ids
         if case .object(var o) = body {

@@ -10,7 +10,12 @@ public struct CredentialScrubber: Sendable {
     public static let minimumSecretLength = 3
 
     /// Longest first, so a secret that contains another is masked whole.
-    public private(set) var secrets: [String]
+    public private(set) var secrets: [String] {
+        didSet { secretBytes = secrets.map { Array($0.utf8) } }
+    }
+    /// The secrets' UTF-8, matched byte for byte: a String comparison works on whole characters, so a secret followed
+    /// by a combining mark (U+0301) or a variation selector (U+FE0F) did not match and was logged.
+    private var secretBytes: [[UInt8]] = []
 
     public init(secrets: some Sequence<String> = []) {
         self.secrets = []
@@ -32,12 +37,41 @@ public struct CredentialScrubber: Sendable {
     }
 
     public func scrub(_ text: String) -> String {
-        guard !secrets.isEmpty else { return text }
-        var out = text
-        for secret in secrets where out.contains(secret) {
-            out = out.replacingOccurrences(of: secret, with: Self.mask)
+        guard !secretBytes.isEmpty else { return text }
+        var bytes = Array(text.utf8)
+        var changed = false
+        for secret in secretBytes where Self.replace(secret, in: &bytes) { changed = true }
+        // UTF-8 is self-synchronising: a secret's bytes (valid UTF-8 themselves) match only on character boundaries,
+        // so what is left is valid UTF-8.
+        return changed ? String(decoding: bytes, as: UTF8.self) : text
+    }
+
+    private static let maskBytes = Array(mask.utf8)
+
+    /// Replaces every occurrence of `needle` in `bytes` with the mask; true when there was one.
+    static func replace(_ needle: [UInt8], in bytes: inout [UInt8]) -> Bool {
+        guard let first = needle.first, bytes.count >= needle.count else { return false }
+        var out: [UInt8] = []
+        var copied = 0, i = 0, found = false
+        let last = bytes.count - needle.count
+        bytes.withUnsafeBufferPointer { b in
+            needle.withUnsafeBufferPointer { n in
+                while i <= last {
+                    if b[i] == first && memcmp(b.baseAddress! + i, n.baseAddress!, n.count) == 0 {
+                        if !found { out.reserveCapacity(b.count); found = true }
+                        out.append(contentsOf: b[copied..<i])
+                        out.append(contentsOf: maskBytes)
+                        i += n.count
+                        copied = i
+                    } else {
+                        i += 1
+                    }
+                }
+                if found { out.append(contentsOf: b[copied...]) }
+            }
         }
-        return out
+        if found { bytes = out }
+        return found
     }
 
     /// Every string and number in a JSON value, plus base64 of `user:password` pairs found in objects.

@@ -84,7 +84,16 @@ func exchange(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
     let connected = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard connected == 0 else { fatalError("connect: errno \(errno)") }
+    if connected != 0 {
+        // Interrupted by a signal (libFuzzer's timer): the connection goes on by itself; wait until it is made.
+        guard errno == EINTR || errno == EINPROGRESS else { fatalError("connect: errno \(errno)") }
+        var out = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        while poll(&out, 1, 3000) < 0 && errno == EINTR {}
+        var failure: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &failure, &size)
+        guard failure == 0, out.revents & Int16(POLLOUT) != 0 else { fatalError("connect: errno \(failure)") }
+    }
     // An input the server neither answers nor closes on within 3 s counts as unanswered (libwebsockets' own timeout
     // is 10 s, libFuzzer's per input too: waiting for the former would look like a hang to the latter).
     var timeout = timeval(tv_sec: 3, tv_usec: 0)

@@ -15,6 +15,8 @@ extension ChannelServer {
         }
         let conn = register(wsi, kind: .http)
         conn.method = LWSRequest.method(wsi)
+        // HEAD is a GET whose answer, refusals included, goes without its body (load balancers' health checks use it).
+        conn.headersOnly = conn.method == "HEAD"
         conn.path = path.isEmpty ? LWSRequest.path(wsi) : path
         conn.query = LWSRequest.query(wsi)
         conn.headers = LWSRequest.headers(wsi)
@@ -47,9 +49,14 @@ extension ChannelServer {
     func dispatchHTTP(_ conn: Connection) {
         guard !conn.dispatched else { return }
         conn.dispatched = true
-        let request = HTTPRequest(method: conn.method, path: conn.path, query: conn.query, headers: conn.headers,
-                                  body: conn.body, peerAddress: LWSRequest.peerAddress(conn.wsi))
+        let request = HTTPRequest(method: conn.headersOnly ? "GET" : conn.method, path: conn.path, query: conn.query,
+                                  headers: conn.headers, body: conn.body, peerAddress: LWSRequest.peerAddress(conn.wsi))
         conn.body = []
+        // The request is read. Its headers' storage goes back to lws: held, lws closes the connection once it has
+        // been held 370 s (timeout_secs_ah_idle + 360), and it is memory a waiting request does not need. And the
+        // connection now waits as long as a handler may take, not the 10 s lws gives a network step.
+        _ = lws_http_headers_detach(conn.wsi)
+        lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(max(1, configuration.handlerTimeoutSeconds)))
         let route: HTTPRoute
         switch HTTPRules.route(request, in: routes) {
         case .success(let r): route = r

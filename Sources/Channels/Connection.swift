@@ -53,6 +53,8 @@ final class Connection {
     var completions = 0
     /// Answer with `Connection: close` (lws will not keep this connection alive).
     var closeAfterResponse = false
+    /// A HEAD request: answered as its GET is, headers only (RFC 9110 9.3.2).
+    var headersOnly = false
 
     init(id: Int, wsi: OpaquePointer, kind: Kind, maxMessageBytes: Int) {
         self.id = id
@@ -149,6 +151,11 @@ final class Connection {
             return lws_finalize_write_http_header(wsi, start, &p, end) == 0
         }
         guard ok else { return -1 }
+        if headersOnly {
+            // The Content-Length is the GET's; no body follows it.
+            if closeAfterResponse { return -1 }
+            return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+        }
         var body = [UInt8](repeating: 0, count: pre)
         body.append(contentsOf: response.body)
         let count = response.body.count

@@ -26,7 +26,13 @@ enum HTTPRules {
                             closeAfter: true)
         }
         let length = headers["content-length"]
-        guard let declared = length.map({ Int($0.trimmingCharacters(in: .whitespaces)) }) ?? 0, declared >= 0 else {
+        // 1*DIGIT (RFC 9110 8.6): a sign, a second value or anything else is refused, never read some other way.
+        func size(_ text: String) -> Int? {
+            let digits = text.trimmingCharacters(in: .whitespaces)
+            guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+            return Int(digits)
+        }
+        guard let declared = length.map(size) ?? 0 else {
             return .respond(status: 400, message: "Content-Length \(length ?? "") is not a number of bytes", closeAfter: true)
         }
         if declared > maxBodyBytes {

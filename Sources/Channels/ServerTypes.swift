@@ -226,6 +226,10 @@ public struct ChannelServerConfiguration: Sendable {
     public var headerTimeoutSeconds: Int = 10
     /// Seconds an idle HTTP/1.1 keep-alive connection is kept (libwebsockets' `keepalive_timeout`).
     public var keepAliveTimeoutSeconds: Int = 5
+    /// Seconds an HTTP request may wait for its handler's answer before the connection is closed. Long enough for the
+    /// longest a handler waits by design (a synchronous webhook, at most 600 s); before it was set, libwebsockets'
+    /// `timeout_secs` (10 s) closed the connection of any handler slower than that, with no answer.
+    public var handlerTimeoutSeconds: Int = 660
     /// Connections that have not yet finished a request's headers: new ones, and idle keep-alive ones waiting for
     /// their next request (slowloris holds thousands). Past this many the oldest of them is closed for each new one:
     /// a client that sends its headers at once is never the oldest. Each held one costs libwebsockets work per close and per poll, so this bounds the stall when a flood

@@ -34,7 +34,7 @@ struct HTTPRulesTests {
         #expect(chunked.contains("Transfer-Encoding: chunked"))
         #expect(admit("POST", ["content-length": "1001"])
                 == .respond(status: 413, message: "request body of 1001 bytes is over the 1000-byte limit", closeAfter: true))
-        for bad in ["-5", "ten", "1e3", "", "99999999999999999999999"] {
+        for bad in ["-5", "+5", "ten", "1e3", "", "5, 5", "99999999999999999999999"] {
             guard case .respond(400, _, true) = admit("POST", ["content-length": bad]) else {
                 Issue.record("Content-Length \(bad.debugDescription) was not refused with 400")
                 continue
@@ -85,6 +85,57 @@ struct HTTPRefusalTests {
             try RawConnection(port: port, timeout: 30).exchange("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         }
         #expect(ok.hasPrefix("HTTP/1.1 200"), "\(ok.prefix(200))")
+    }
+}
+
+@Suite("Slow handlers")
+struct SlowHandlerTests {
+    @Test("a handler slower than libwebsockets' network timeout is waited for, and the connection then carries the next request")
+    func waitedFor() async throws {
+        // lws closed the connection of a handler slower than its timeout_secs (10 s by default, 1 s here) with no
+        // answer: a synchronous webhook whose attempt took over 10 s got an empty reply.
+        let server = try makeServer { $0.headerTimeoutSeconds = 1 }
+        defer { server.stop() }
+        let port = server.port
+        let answer = try await TestSupport.onThread {
+            let c = try RawConnection(port: port, timeout: 60)
+            let first = try c.exchange("GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            try c.send("GET /hello?name=after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return first + c.readToEnd()
+        }
+        #expect(answer.hasPrefix("HTTP/1.1 200") && answer.contains(#""slept":"3000""#), "\(answer.debugDescription)")
+        #expect(answer.contains(#""q":"after""#), "\(answer.debugDescription)")
+    }
+}
+
+@Suite("HEAD requests")
+struct HEADTests {
+    @Test("HEAD is answered as its GET is, headers and Content-Length without the body, and the connection carries the next request")
+    func headersOnly() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let port = server.port
+        let get = try await TestSupport.onThread {
+            try RawConnection(port: port, timeout: 30).exchange("GET /hello?name=a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        }
+        let length = try #require(get.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") })
+        // HEAD, then a GET on the same connection: had the HEAD's answer carried a body, it would be read as the
+        // start of the GET's.
+        let answer = try await TestSupport.onThread {
+            let c = try RawConnection(port: port, timeout: 30)
+            try c.send("HEAD /hello?name=a HTTP/1.1\r\nHost: x\r\n\r\nGET /hello?name=b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return c.readToEnd()
+        }
+        let parts = answer.components(separatedBy: "HTTP/1.1 200")
+        #expect(parts.count == 3, "\(answer.debugDescription)")
+        guard parts.count == 3 else { return }
+        #expect(parts[1].contains(String(length)) && parts[1].hasSuffix("\r\n\r\n"), "\(parts[1].debugDescription)")
+        #expect(parts[2].contains("\"b\"") && !answer.contains("\"a\""), "\(answer.debugDescription)")
+        // A HEAD refused goes without a body too.
+        let refused = try await TestSupport.onThread {
+            try RawConnection(port: port, timeout: 30).exchange("HEAD /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        }
+        #expect(refused.hasPrefix("HTTP/1.1 404") && refused.hasSuffix("\r\n\r\n"), "\(refused.debugDescription)")
     }
 }
 

@@ -143,6 +143,30 @@ extension WorkflowDefinition {
         return definition
     }
 
+    /// The longest webhook path taken.
+    public static let maxWebhookPathLength = 200
+
+    /// Why `path` cannot be a webhook's path, or nil. A path is what follows `/i/` in the URL, taken as it is: one
+    /// segment of URL-unreserved characters (ASCII letters, digits, `-`, `_`, `.`, `~`), and not `.` or `..`, so that
+    /// it needs no escaping and no client or proxy rewrites it (`.` and `..` are folded away, `%20` decoded or not, a
+    /// NUL cut; a `,` would also split the stored list of a workflow's paths).
+    static func webhookPathProblem(_ path: String) -> String? {
+        let rule = "one segment of ASCII letters, digits, -, _, . and ~ (not . or .. alone)"
+        if path.isEmpty { return "needs a path (POST /i/<path>): \(rule)" }
+        if path.utf8.count > maxWebhookPathLength {
+            return "has a path of \(path.utf8.count) bytes: at most \(maxWebhookPathLength)"
+        }
+        let allowed = path.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "~")
+        }
+        guard allowed, path != ".", path != ".." else {
+            let shown = path.unicodeScalars.map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? String($0) : "\\u{\(String($0.value, radix: 16))}" }.joined()
+            return "has path \"\(shown)\", which no URL reaches as it is: a path is \(rule)"
+        }
+        return nil
+    }
+
     /// Every problem at once, each naming what is wrong and where.
     public func validate() throws {
         var problems: [String] = []
@@ -161,9 +185,8 @@ extension WorkflowDefinition {
             if !seen.insert(trigger.name).inserted { problems.append("duplicate name \"\(trigger.name)\"") }
             switch trigger.type {
             case .webhook:
-                let path = trigger.path ?? ""
-                if path.isEmpty || path.contains("/") || path.contains(" ") || path.contains("?") {
-                    problems.append("webhook trigger \"\(trigger.name)\" needs a path of one segment (letters, digits, - and _)")
+                if let problem = Self.webhookPathProblem(trigger.path ?? "") {
+                    problems.append("webhook trigger \"\(trigger.name)\" \(problem)")
                 }
             case .cron:
                 do { _ = try CronExpression(trigger.cron ?? "") } catch {

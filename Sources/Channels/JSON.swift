@@ -38,6 +38,17 @@ public enum JSON: Sendable, Equatable, Hashable {
     public var arrayValue: [JSON]? { if case .array(let a) = self { a } else { nil } }
     public var objectValue: [String: JSON]? { if case .object(let o) = self { o } else { nil } }
     public var isNull: Bool { self == .null }
+    /// What kind of value this is, in words for messages: "an array", "a string", "null".
+    public var kindName: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .int, .double: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
 }
 
 extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,

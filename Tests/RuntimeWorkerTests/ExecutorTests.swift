@@ -131,6 +131,19 @@ struct ExecutorTests {
         #expect(step["reason"] == .string(reason.rawValue))
     }
 
+    @Test("an output that is not a JSON object says what is wrong with it", arguments: [
+        (#"{"a" 1}"#, "is not JSON: invalid JSON at byte 5"), ("[1, 2]", "holds an array, not a JSON object"),
+        ("\"text\"", "holds a string, not a JSON object"), ("null", "holds null"),
+        ("{\"a\": \"x\u{0}y\"}", "is not JSON: invalid JSON at byte"),
+        (String(repeating: "[", count: 600) + String(repeating: "]", count: 600), "nesting too deep"),
+    ])
+    func outputProblems(output: String, fragment: String) async throws {
+        let (c, _) = try await execute(makePlan([("a", "out " + output)], edges: []))
+        #expect(c.reason == .crash && c.errorType == "RuntimeCrash")
+        #expect(c.errorMessage?.hasPrefix("the step's output in OUTPUT_PATH ") == true)
+        #expect(c.errorMessage?.contains(fragment) == true, "\(c.errorMessage ?? "")")
+    }
+
     @Test("an adaptor the worker cannot run is a crash with ImportError")
     func unknownAdaptor() async throws {
         var plan = makePlan([("a", "print x")], edges: [])

@@ -493,12 +493,15 @@ public final class Lightning: Sendable {
         guard declaredJSON || defaulted else {
             return .error(415, "a webhook takes a JSON object (Content-Type: application/json), not \(mediaType)")
         }
-        guard let value = try? JSON.parse(body) else {
+        let value: JSON
+        do {
+            value = try JSON.parse(body)
+        } catch {
             // Declared JSON but unreadable: the type is right and the syntax wrong (400). Anything else: not JSON.
-            if declaredJSON && !mediaType.isEmpty { return .error(400, "the body is not valid JSON") }
-            return .error(415, "the body is not JSON: send a JSON object with Content-Type: application/json")
+            if declaredJSON && !mediaType.isEmpty { return .error(400, "the body is not valid JSON: \(error)") }
+            return .error(415, "the body is not JSON (\(error)): send a JSON object with Content-Type: application/json")
         }
-        guard case .object = value else { return .error(400, "the input must be a JSON object") }
+        guard case .object = value else { return .error(400, "the input must be a JSON object, not \(value.kindName)") }
         return nil
     }
 

@@ -324,9 +324,22 @@ public struct AttemptExecutor: Sendable {
         }
         guard let output = (try? JSONSerialization.jsonObject(with: Data(data))) as? [String: Any] else {
             return (Outcome(reason: .crash, errorType: ErrorType.crash,
-                            errorMessage: "the step wrote an output that is not a JSON object to OUTPUT_PATH", state: input), t)
+                            errorMessage: "the step's output in OUTPUT_PATH \(Self.outputProblem(data))", state: input), t)
         }
         return (Outcome(reason: .success, state: output), t)
+    }
+
+    /// What is wrong with an output that is not a JSON object, for the step's author: where the JSON breaks, or
+    /// what it holds instead of an object.
+    static func outputProblem(_ data: [UInt8]) -> String {
+        let value: JSON
+        do {
+            value = try JSON.parse(data)
+        } catch {
+            return "is not JSON: \(error) (of \(data.count) bytes); a step's output is one JSON object"
+        }
+        if case .object = value { return "could not be read as a JSON object" }
+        return "holds \(value.kindName), not a JSON object; a step's output is one JSON object"
     }
 }
 

@@ -311,6 +311,9 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
         case LWS_CALLBACK_HTTP_WRITEABLE:
             guard let conn = connection(wsi), conn.response != nil else { return 0 }
+            // The handler's long wait is over: the answer has the network timeout to go out in (a client that does
+            // not read it is not held for the handler's 660 s). Completing the transaction replaces it.
+            if conn.dispatched { lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, Int32(max(1, configuration.headerTimeoutSeconds))) }
             let result = conn.writeHTTPResponse()
             // Kept alive for another request: until its headers are in, it is unfinished again (an idle
             // keep-alive connection is as cheap to hold open as a slow one, and is closed the same way).

@@ -105,6 +105,11 @@ struct SlowHandlerTests {
         }
         #expect(answer.hasPrefix("HTTP/1.1 200") && answer.contains(#""slept":"3000""#), "\(answer.debugDescription)")
         #expect(answer.contains(#""q":"after""#), "\(answer.debugDescription)")
+        // A POST, as a synchronous webhook is: dispatched when its body is complete.
+        let posted = try await TestSupport.onThread {
+            try RawConnection(port: port, timeout: 60).exchange("POST /slow?ms=3000 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        }
+        #expect(posted.hasPrefix("HTTP/1.1 200") && posted.contains(#""slept":"3000""#), "\(posted.debugDescription)")
     }
 }
 

@@ -58,7 +58,7 @@ func makeServer(port: Int = 0, disconnects: Counter = Counter(), endpointTotal: 
     let routes = [
         HTTPRoute("POST", "/echo") { req in .json(200, ["len": .int(Int64(req.body.count)), "path": .string(req.path)]) },
         HTTPRoute("GET", "/hello") { req in .json(200, ["q": .string(req.query["name"] ?? "")]) },
-        HTTPRoute("GET", "/slow") { req in
+        HTTPRoute(nil, "/slow") { req in
             try? await Task.sleep(for: .milliseconds(Int(req.query["ms"] ?? "") ?? 0))
             return .json(200, ["slept": .string(req.query["ms"] ?? "")])
         },

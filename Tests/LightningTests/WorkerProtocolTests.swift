@@ -490,6 +490,24 @@ struct WorkerProtocolTests {
         try await waitUntil("run:cancel pushed") { cancels.isSet }
     }
 
+    @Test("every webhook path validation takes is reached by a POST to it as written, on a real socket")
+    func reachablePaths() async throws {
+        let h = try await Harness.make(.sqlite)
+        defer { Task { await h.stop() } }
+        // Each character apart, so that one lws rewrites (it read + as a space and ended a path at & or ;) fails alone.
+        let paths = ["order:created", "a@b", "x!y", "d$e", "h'i", "j(k)", "l*m", "r=s", "a~b", "a.b", "A-Z_09"]
+        for (i, path) in paths.enumerated() {
+            let quoted = String(decoding: try JSONEncoder().encode(path), as: UTF8.self)
+            try await h.t.workflow("name: w\(i)\ntriggers:\n  - {name: t, type: webhook, path: \(quoted)}\njobs:\n  - {name: a, adaptor: sh, body: x}\nedges:\n  - {from: t, to: a}\n")
+            let port = h.port
+            let answer = try await TestSupport.onThread {
+                try RawConnection(port: port, timeout: 30).exchange(
+                    "POST /i/\(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            }
+            #expect(answer.hasPrefix("HTTP/1.1 200") && answer.contains("attempt_id"), "\(path): \(answer.debugDescription)")
+        }
+    }
+
     @Test("webhooks create work and nudge joined workers; bad input gets a 4xx", arguments: Engine.all)
     func webhookAndNudge(_ engine: Engine) async throws {
         let h = try await Harness.make(engine)

@@ -147,18 +147,21 @@ extension WorkflowDefinition {
     public static let maxWebhookPathLength = 200
 
     /// Why `path` cannot be a webhook's path, or nil. A path is what follows `/i/` in the URL, taken as it is: one
-    /// segment of URL-unreserved characters (ASCII letters, digits, `-`, `_`, `.`, `~`), and not `.` or `..`, so that
-    /// it needs no escaping and no client or proxy rewrites it (`.` and `..` are folded away, `%20` decoded or not, a
-    /// NUL cut; a `,` would also split the stored list of a workflow's paths).
+    /// segment of the characters a URL path carries unescaped (RFC 3986 `pchar`: letters, digits, `- . _ ~` and
+    /// `: @ ! $ ' ( ) * =`), and not `.` or `..`, so that nothing between the client and the route rewrites it: `.`
+    /// and `..` are folded away, `%20` decoded or not, a NUL cut; libwebsockets reads `+` in a path as a space and
+    /// ends it at `&` or `;` (tried: such paths were stored and answered 404); and a `,` would split the stored list
+    /// of a workflow's paths.
     static func webhookPathProblem(_ path: String) -> String? {
-        let rule = "one segment of ASCII letters, digits, -, _, . and ~ (not . or .. alone)"
+        let rule = "one segment of ASCII letters, digits and - . _ ~ : @ ! $ ' ( ) * = (not . or .. alone)"
         if path.isEmpty { return "needs a path (POST /i/<path>): \(rule)" }
         if path.utf8.count > maxWebhookPathLength {
             return "has a path of \(path.utf8.count) bytes: at most \(maxWebhookPathLength)"
         }
+        let punctuation = Set("-._~:@!$'()*=".utf8)
         let allowed = path.utf8.allSatisfy { byte in
             (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "~")
+                || punctuation.contains(byte)
         }
         guard allowed, path != ".", path != ".." else {
             let shown = path.unicodeScalars.map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? String($0) : "\\u{\(String($0.value, radix: 16))}" }.joined()

@@ -132,9 +132,9 @@ struct ExecutorTests {
     }
 
     @Test("an output that is not a JSON object says what is wrong with it", arguments: [
-        (#"{"a" 1}"#, "is not JSON: invalid JSON at byte 5"), ("[1, 2]", "holds an array, not a JSON object"),
+        (#"{"a" 1}"#, "could not be read as JSON: invalid JSON at byte 5"), ("[1, 2]", "holds an array, not a JSON object"),
         ("\"text\"", "holds a string, not a JSON object"), ("null", "holds null"),
-        ("{\"a\": \"x\u{0}y\"}", "is not JSON: invalid JSON at byte"),
+        ("{\"a\": \"x\u{0}y\"}", "could not be read as JSON: invalid JSON at byte"),
         (String(repeating: "[", count: 600) + String(repeating: "]", count: 600), "nesting too deep"),
     ])
     func outputProblems(output: String, fragment: String) async throws {

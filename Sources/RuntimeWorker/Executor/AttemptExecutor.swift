@@ -336,7 +336,7 @@ public struct AttemptExecutor: Sendable {
         do {
             value = try JSON.parse(data)
         } catch {
-            return "is not JSON: \(error) (of \(data.count) bytes); a step's output is one JSON object"
+            return "could not be read as JSON: \(error) (of \(data.count) bytes); a step's output is one JSON object"
         }
         if case .object = value { return "could not be read as a JSON object" }
         return "holds \(value.kindName), not a JSON object; a step's output is one JSON object"

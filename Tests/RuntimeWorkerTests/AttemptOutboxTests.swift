@@ -17,6 +17,67 @@ struct AttemptOutboxTests {
         }
     }
 
+    /// A gate the test opens, or shuts for good with an error.
+    final class Latch: @unchecked Sendable {
+        private let lock = NSLock()
+        private var result: Result<Void, any Error>?
+        private var waiters: [CheckedContinuation<Void, any Error>] = []
+        private(set) var waiting = 0
+
+        func wait() async throws {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                let ready = lock.withLock { () -> Result<Void, any Error>? in
+                    if result == nil { waiters.append(c); waiting += 1 }
+                    return result
+                }
+                if let ready { c.resume(with: ready) }
+            }
+        }
+
+        func finish(_ r: Result<Void, any Error>) {
+            let w = lock.withLock { () -> [CheckedContinuation<Void, any Error>] in
+                result = r
+                defer { waiters = [] }
+                return waiters
+            }
+            for c in w { c.resume(with: r) }
+        }
+    }
+
+    struct Stale: Error, Equatable {}
+
+    @Test("a gate holds every event until it opens; then they go out in order")
+    func gateHolds() async throws {
+        let sink = Recorder()
+        let latch = Latch()
+        let out = AttemptOutbox(sink, gate: { try await latch.wait() })
+        try out.post("run:start", [:])
+        try out.post("step:start", [:])
+        let sent = Task { try await out.send("fetch:credential", [:]) }
+        try await eventually("the outbox waits at the gate") { latch.waiting == 1 }
+        #expect(sink.names.isEmpty)
+        latch.finish(.success(()))
+        #expect(try await sent.value.isOK)
+        try out.post("step:complete", [:])
+        _ = try await out.send("run:complete", [:])
+        #expect(sink.names == ["run:start", "step:start", "fetch:credential", "step:complete", "run:complete"])
+    }
+
+    @Test("a gate that throws fails every event, queued or later, with its error, and sends none")
+    func gateThrows() async throws {
+        let sink = Recorder()
+        let latch = Latch()
+        let out = AttemptOutbox(sink, gate: { try await latch.wait() })
+        try out.post("run:start", [:])
+        let sent = Task { try await out.send("fetch:plan", [:]) }
+        try await eventually("the outbox waits at the gate") { latch.waiting == 1 }
+        latch.finish(.failure(Stale()))
+        await #expect(throws: Stale.self) { _ = try await sent.value }
+        #expect(throws: Stale.self) { try out.post("step:start", [:]) }
+        await #expect(throws: Stale.self) { _ = try await out.send("run:complete", [:]) }
+        #expect(sink.names.isEmpty)
+    }
+
     @Test("a posted event over the limit is dropped alone: the next post says so once, and the events after it still go")
     func postedTooLarge() async throws {
         let sink = Refusing()

@@ -23,6 +23,10 @@ public struct WorkerConfiguration: Sendable {
     /// How long a claimed attempt keeps trying to join `run:<id>` when the connection drops before the join is
     /// answered (Lightning restarting): within Lightning's grace period (30 s by default) it is not lost.
     public var attemptJoinWindow: Duration = .seconds(60)
+    /// With free slots and no nudge, the worker claims again this long after a claim that got work; after empty ones
+    /// it waits twice as long each time, up to ten times this (and at least 10 s). Lightning's `work-available`
+    /// nudges cut any wait short.
+    public var claimPoll: Duration = .seconds(1)
     /// `GET /livez` stays 200 this long after the connection to Lightning was lost (reconnecting), then 503.
     public var livezGrace: Duration = .seconds(60)
     /// How this worker authenticates (default: the shared secret given to init).
@@ -143,6 +147,8 @@ public final class Worker: @unchecked Sendable {
     private var registrationCount = 0
     private var nudged: CheckedContinuation<Void, Never>?
     private var nudgeDeadline: ContinuousClock.Instant?
+    /// A nudge that came while nobody waited (during a claim): the next wait returns at once instead of missing it.
+    private var nudgePending = false
     private var ticking = false
     private var runEnded = false
     private var tasks: [String: Task<Void, Never>] = [:]
@@ -273,12 +279,16 @@ public final class Worker: @unchecked Sendable {
             }
             return nil
         }
-        var pause: Duration = .seconds(1)
+        var pause = configuration.claimPoll
+        let longest = max(configuration.claimPoll * 10, .seconds(10))
         while !lock.withLock({ draining }) {
             if client.isJoined(Wire.Topic.queue), freeSlots > 0 {
-                let claimed = await claim(demand: freeSlots)
-                pause = claimed > 0 ? .seconds(1) : min(pause * 2, .seconds(10))
-                if claimed > 0 { continue }
+                let demand = freeSlots
+                let claimed = await claim(demand: demand)
+                pause = claimed > 0 ? configuration.claimPoll : min(pause * 2, longest)
+                // All it asked for: there may be more. Fewer: the queue is empty for now, and new work comes with a
+                // nudge (an immediate second claim would come back empty, and hold up the attempts' joins behind it).
+                if claimed == demand { continue }
             }
             await waitForNudge(upTo: pause)
             if let error = lock.withLock({ fatal }) {
@@ -566,11 +576,19 @@ public final class Worker: @unchecked Sendable {
     /// registration per claim and, left running after an early nudge, woke a later wait for nothing.
     private func waitForNudge(upTo pause: Duration) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let startTicker = lock.withLock { () -> Bool in
+            let (startTicker, pending) = lock.withLock { () -> (Bool, Bool) in
+                if nudgePending {
+                    nudgePending = false
+                    return (false, true)
+                }
                 nudged = c
                 nudgeDeadline = .now + pause
                 defer { ticking = true }
-                return !ticking
+                return (!ticking, false)
+            }
+            if pending {
+                c.resume()
+                return
             }
             if startTicker {
                 Task { [weak self] in
@@ -596,12 +614,14 @@ public final class Worker: @unchecked Sendable {
             let c = nudged
             nudged = nil
             nudgeDeadline = nil
+            if c == nil { nudgePending = true }
             return c
         }
         c?.resume()
     }
 
-    /// Claims up to `demand` attempts and starts them. Returns how many it started.
+    /// Claims up to `demand` attempts and starts them. Returns how many Lightning handed out (one whose token is
+    /// refused counts: it was taken from the queue).
     private func claim(demand: Int) async -> Int {
         lock.withLock { claimsInFlight += 1 }
         defer { lock.withLock { claimsInFlight -= 1 } }
@@ -617,7 +637,6 @@ public final class Worker: @unchecked Sendable {
             return 0
         }
         if !runs.isEmpty { runner.prepare() }
-        var started = 0
         for run in runs {
             guard let id = run["id"]?.stringValue, let token = run["token"]?.stringValue else { continue }
             do { try Self.checkAttemptToken(token, attemptID: id, key: configuration.lightningPublicKey) } catch {
@@ -642,9 +661,8 @@ public final class Worker: @unchecked Sendable {
                 lock.withLock { tasks[id] = nil }
             }
             lock.withLock { tasks[id] = task }
-            started += 1
         }
-        return started
+        return runs.count
     }
 
     /// Section 4: an attempt runs only if its token verifies with Lightning's public key (RS256, iss Lightning,
@@ -689,15 +707,11 @@ public final class Worker: @unchecked Sendable {
             let (refused, stopping) = lock.withLock { (abandoned.contains(id), draining) }
             return refused || (stopping && !client.wantsConnection)
         }
-        let sink = AttemptOutbox(wire)
-        do {
-            try await joinAttempt(topic: topic, token: token, id: id, log: log)
-        } catch {
-            log.error("could not join the attempt's channel; it is not run", metadata: ["error": "\(error)"])
-            finished()
-            await client.leave(topic: topic)
-            return
-        }
+        // The join is the gate that refuses a stale claim: the attempt is checked out and its first step prepared
+        // while the join is on its way, but no event goes out and no step starts before Lightning accepts it.
+        let join = Task { [self] in try await joinAttempt(topic: topic, token: token, id: id, log: log) }
+        let gate: @Sendable () async throws -> Void = { try await join.value }
+        let sink = AttemptOutbox(wire, gate: gate)
         do {
             let checkout = try await AttemptCheckout.fetch(plan: { try await sink.send(Wire.Event.fetchPlan, [:]) },
                                                            send: { try await sink.send($0, $1) }, prefetched: prefetched)
@@ -708,21 +722,27 @@ public final class Worker: @unchecked Sendable {
             executor.metrics = metrics
             executor.directories = directories
             executor.messageLimit = client.peerMessageLimit
+            executor.startGate = gate
             metrics.record(metrics.claimToStart, ContinuousClock.now - claimedAt)
             let result = try await executor.run()
             metrics.attemptFinished(result.reason.rawValue)
             log.info("attempt finished", metadata: ["reason": "\(result.reason.rawValue)"])
-        } catch let failure as CheckoutFailure {
-            // The attempt cannot run: it still ends, with a run:complete that says why.
-            log.error("attempt could not be checked out", metadata: ["error": "\(failure.message)"])
-            metrics.attemptFinished(failure.complete.reason.rawValue)
-            await endEarly(sink, failure.complete, log: log)
-        } catch WorkerError.attemptAbandoned(let t) {
-            log.error("attempt abandoned", metadata: ["topic": "\(t)"])
         } catch {
-            log.error("attempt failed in the worker", metadata: ["error": "\(error)"])
-            await endEarly(sink, AttemptComplete(reason: .exception, errorType: ErrorType.crash,
-                                                 errorMessage: "the worker failed while running the attempt: \(error)"), log: log)
+            if case .failure(let joinError) = await join.result {
+                // Nothing of the attempt ran and nothing was sent: it is Lightning's to give out again.
+                log.error("could not join the attempt's channel; it is not run", metadata: ["error": "\(joinError)"])
+            } else if let failure = error as? CheckoutFailure {
+                // The attempt cannot run: it still ends, with a run:complete that says why.
+                log.error("attempt could not be checked out", metadata: ["error": "\(failure.message)"])
+                metrics.attemptFinished(failure.complete.reason.rawValue)
+                await endEarly(sink, failure.complete, log: log)
+            } else if case WorkerError.attemptAbandoned(let t) = error {
+                log.error("attempt abandoned", metadata: ["topic": "\(t)"])
+            } else {
+                log.error("attempt failed in the worker", metadata: ["error": "\(error)"])
+                await endEarly(sink, AttemptComplete(reason: .exception, errorType: ErrorType.crash,
+                                                     errorMessage: "the worker failed while running the attempt: \(error)"), log: log)
+            }
         }
         finished()
         await client.leave(topic: topic)

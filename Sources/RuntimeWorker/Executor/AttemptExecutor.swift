@@ -83,6 +83,10 @@ public struct AttemptExecutor: Sendable {
     /// nil: no bound but the plan's. States and log lines are bounded to fit in it: a larger event would close the
     /// socket, and its resend would, for ever.
     public var messageLimit: Int?
+    /// Awaited before each step's process starts; a throw ends the attempt with that error, before any step ran.
+    /// The worker passes the `run:<id>` join: the attempt is prepared (files written, events queued) while the join
+    /// is on its way, but nothing of it runs until Lightning has accepted the claim as current.
+    public var startGate: (@Sendable () async throws -> Void)?
 
     /// Room left in a message for what an event carries beside its state or log line (ids, reason, memory figures).
     static let envelopeAllowance = 64 * 1024
@@ -292,6 +296,10 @@ public struct AttemptExecutor: Sendable {
         logger.debug("starting step", metadata: ["step.id": "\(stepID)", "job.id": "\(job.id)", "interpreter": "\(interpreter)",
                                                  "work": "\(work)", "env": "\(launch.environment.keys.sorted().joined(separator: ","))",
                                                  "state.bytes": "\(stateBytes.count)"])
+        if let startGate {
+            try await startGate()
+            if control.isCancelled { return (stopped(input), nil) }
+        }
         let stepControl = StepControl()
         control.attach(stepControl)
         defer { control.detach() }

@@ -10,7 +10,8 @@ import LightningProtocol
 /// order. The first failure (Lightning refused to rejoin the attempt) fails every later post and send. An event over
 /// Lightning's message limit fails alone: it is dropped (a waiter gets the error; for a posted one, the next post or
 /// send throws it, and a `run:complete` already queued is not sent but fails with it), and the events after it go on,
-/// so the attempt can still end with a `run:complete` that says why.
+/// so the attempt can still end with a `run:complete` that says why. Events may be queued before the attempt's channel
+/// is joined: a `gate` holds them until it is.
 final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
     private struct Entry {
         var event: String
@@ -26,8 +27,15 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
     /// A posted event that was too large to send, said once by the next post or send.
     private var dropped: OutboxError?
 
-    init(_ wire: any AttemptEventSink) {
+    /// Awaited before the first event goes out (the `run:<id>` join); nil once passed.
+    private var gate: (@Sendable () async throws -> Void)?
+
+    /// `gate`, when given, holds every event until it returns: events can be queued while the attempt's channel is
+    /// still being joined, and go out in order once it is. If it throws, every event queued or to come fails with
+    /// its error.
+    init(_ wire: any AttemptEventSink, gate: (@Sendable () async throws -> Void)? = nil) {
         self.wire = wire
+        self.gate = gate
     }
 
     /// Queues an event without waiting for its reply. Throws only when an earlier event failed for good.
@@ -67,6 +75,15 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
     }
 
     private func drain() async {
+        if let gate = lock.withLock({ gate }) {
+            do {
+                try await gate()
+                lock.withLock { self.gate = nil }
+            } catch {
+                fail(error)
+                return
+            }
+        }
         while true {
             guard let head = lock.withLock({ () -> Entry? in
                 if queue.isEmpty { draining = false }
@@ -100,15 +117,20 @@ final class AttemptOutbox: AttemptEventSink, @unchecked Sendable {
                 }
                 head.waiter?.resume(throwing: error)
             } catch {
-                let failed: [Entry] = lock.withLock {
-                    failure = error
-                    defer { queue = []; draining = false }
-                    return queue
-                }
-                for entry in failed { entry.waiter?.resume(throwing: error) }
+                fail(error)
                 return
             }
         }
+    }
+
+    /// Fails every queued event and every later one with `error`.
+    private func fail(_ error: any Error) {
+        let failed: [Entry] = lock.withLock {
+            failure = error
+            defer { queue = []; draining = false }
+            return queue
+        }
+        for entry in failed { entry.waiter?.resume(throwing: error) }
     }
 }
 

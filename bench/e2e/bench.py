@@ -253,7 +253,7 @@ jobs: [{name: t, adaptor: sh, body: "true"}]
     ok = c.get("success", 0) - before.get("success", 0)
     rows.append(("throughput: %d attempts end to end (%d succeeded)" % (n, ok), "%.1f attempts/s" % (n / elapsed), "", ""))
     rows.append(("  of which: accepting the %d webhooks" % n, "%.0f /s" % (n / posted), "", ""))
-    rows.append(("  CPU per attempt: lightning / worker (its steps included)", "%.1f ms / %.1f ms" % (cpu_l, cpu_w), "",
+    rows.append(("  CPU per attempt: lightning / worker (its steps included)", "%.2f ms / %.2f ms" % (cpu_l, cpu_w), "",
                  "aim <= 1 ms / <= 2 ms"))
     return n / elapsed
 

@@ -188,6 +188,11 @@ final class Cgroups: @unchecked Sendable {
         /// v2: memory.peak opened once; writing to it resets the peak seen through this descriptor (Linux 6.12+).
         private var peakFD: Int32 = -1
         private var peakResettable = false
+        /// The control files a step reads or writes, each opened on first use and kept until `destroy()`: a step
+        /// reads or writes nine of them, and an open and close of a cgroup file (a path walk, a kernfs open) cost
+        /// more than the read. Reading at offset 0 makes the kernel render the file afresh. Used by one step at a
+        /// time (the pool hands a group to one runner), so no lock.
+        private var kept: [String: Int32] = [:]
 
         /// An empty group; `setLimits` gives it its limits before each step.
         init(version: Version, name: String) throws {
@@ -253,8 +258,8 @@ final class Cgroups: @unchecked Sendable {
                 if left > Self.leftoverBytes {
                     guard (try? Self.write("0", dirs[0] + "/memory.force_empty")) != nil else { return false }
                 }
-                guard (try? Self.write("0", dirs[0] + "/memory.max_usage_in_bytes")) != nil else { return false }
-                try? Self.write("0", dirs[0] + "/memory.failcnt")
+                guard (try? writeKept("0", dirs[0] + "/memory.max_usage_in_bytes")) != nil else { return false }
+                try? writeKept("0", dirs[0] + "/memory.failcnt")
             case .v2:
                 guard peakFD >= 0, "reset".withCString({ Glibc.write(peakFD, $0, 5) }) == 5 else { return false }
                 peakResettable = true
@@ -273,21 +278,39 @@ final class Cgroups: @unchecked Sendable {
             return Int(line.split(separator: " ").last ?? "0") ?? 0
         }
 
-        /// A small control file read with one open/read/close (Foundation's file reading cost about 20 µs a file,
-        /// and a step reads six of them). Files over 64 KB (a cgroup.procs of a fork bomb) are read in full.
-        static func readSmall(_ path: String) -> String {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
+        /// A kept descriptor of `path` ("r" or "w"), or -1.
+        private func kept(_ path: String, writing: Bool) -> Int32 {
+            let key = (writing ? "w " : "r ") + path
+            if let fd = kept[key] { return fd }
+            let fd = open(path, (writing ? O_WRONLY : O_RDONLY) | O_CLOEXEC)
+            if fd >= 0 { kept[key] = fd }
+            return fd
+        }
+
+        /// A control file read whole through its kept descriptor (`pread` from offset 0, so the kernel renders it
+        /// afresh); a file over 4 KB (a cgroup.procs of a fork bomb) takes several reads.
+        private func readKept(_ path: String) -> String {
+            let fd = kept(path, writing: false)
             guard fd >= 0 else { return "" }
-            defer { close(fd) }
             var out: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 65536)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var offset = 0
             while true {
-                let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { break }
                 out.append(contentsOf: buffer[..<n])
+                offset += n
             }
             return String(decoding: out, as: UTF8.self)
+        }
+
+        /// `write` through a kept descriptor.
+        private func writeKept(_ text: String, _ path: String) throws {
+            let fd = kept(path, writing: true)
+            guard fd >= 0 else { throw SandboxError.cgroup("cannot open \(path): \(String(cString: strerror(errno)))") }
+            let ok = text.withCString { pwrite(fd, $0, strlen($0), 0) } >= 0
+            if !ok { throw SandboxError.cgroup("cannot write \(text) to \(path): \(String(cString: strerror(errno)))") }
         }
 
         static func write(_ text: String, _ path: String) throws {
@@ -299,7 +322,7 @@ final class Cgroups: @unchecked Sendable {
         }
 
         func read(_ file: String, in dir: Int = 0) -> String {
-            Self.readSmall(dirs[dir] + "/" + file)
+            readKept(dirs[dir] + "/" + file)
         }
 
         /// Whether the kernel's OOM killer acted in this group during this use of it.
@@ -329,7 +352,7 @@ final class Cgroups: @unchecked Sendable {
         /// Every process still in the group.
         var pids: [pid_t] {
             dirs.flatMap { d in
-                Self.readSmall(d + "/cgroup.procs").split(separator: "\n").compactMap { pid_t($0) }
+                readKept(d + "/cgroup.procs").split(separator: "\n").compactMap { pid_t($0) }
             }
         }
 
@@ -337,6 +360,8 @@ final class Cgroups: @unchecked Sendable {
         func destroy() {
             _ = empty()
             for fd in procsFDs where fd >= 0 { close(fd) }
+            for fd in kept.values { close(fd) }
+            kept = [:]
             if peakFD >= 0 { close(peakFD) }
             for d in dirs { rmdir(d) }
         }

@@ -651,8 +651,14 @@ public final class Worker: @unchecked Sendable {
             lock.withLock { running[id] = control }
             metrics.running.record(runningAttempts)
             let claimedAt = ContinuousClock.now
+            // The join goes out now, from this thread, before any attempt's preparation: started as an ordinary
+            // task it waited for a free thread of the pool behind that work (perf trace: the join left 1.6 ms after
+            // the claim's reply, after the step's process was already made).
+            let join = Task.immediate { [self] in
+                try await joinAttempt(topic: Wire.Topic.attempt(id), token: token, id: id, log: logger.with(["attempt.id": "\(id)"]))
+            }
             let task = Task { [self] in
-                await runAttempt(id: id, token: token, control: control, claimedAt: claimedAt, prefetched: prefetched) {
+                await runAttempt(id: id, join: join, control: control, claimedAt: claimedAt, prefetched: prefetched) {
                     // The slot is free once run:complete is acknowledged; leaving run:<id> follows on its own.
                     lock.withLock { running[id] = nil }
                     metrics.running.record(runningAttempts)
@@ -695,7 +701,7 @@ public final class Worker: @unchecked Sendable {
         lock.withLock { running[id] }?.cancel(reason: reason)
     }
 
-    private func runAttempt(id: String, token: String, control: AttemptControl, claimedAt: ContinuousClock.Instant,
+    private func runAttempt(id: String, join: Task<Void, any Error>, control: AttemptControl, claimedAt: ContinuousClock.Instant,
                             prefetched: Prefetched, finished: () -> Void) async {
         let topic = Wire.Topic.attempt(id)
         let log = logger.with(["attempt.id": "\(id)"])
@@ -707,9 +713,8 @@ public final class Worker: @unchecked Sendable {
             let (refused, stopping) = lock.withLock { (abandoned.contains(id), draining) }
             return refused || (stopping && !client.wantsConnection)
         }
-        // The join is the gate that refuses a stale claim: the attempt is checked out and its first step prepared
-        // while the join is on its way, but no event goes out and no step starts before Lightning accepts it.
-        let join = Task { [self] in try await joinAttempt(topic: topic, token: token, id: id, log: log) }
+        // The join (under way since the claim) is the gate that refuses a stale claim: the attempt is checked out and
+        // its first step prepared meanwhile, but no event goes out and no step starts before Lightning accepts it.
         let gate: @Sendable () async throws -> Void = { try await join.value }
         let sink = AttemptOutbox(wire, gate: gate)
         do {

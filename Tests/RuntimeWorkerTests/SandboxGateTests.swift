@@ -8,20 +8,7 @@ import TestSupport
 /// and it has its work directory bound (with namespaces) or as its working directory (without) by then. The marker
 /// tells this test's step from those of suites running beside it.
 func heldChildren(marker: String) -> [pid_t] {
-    // Read with open and read: Foundation's String(contentsOfFile:) leaks its buffer on /proc's files (size 0), and
-    // the suite runs under LeakSanitizer too.
-    func text(_ path: String) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var out: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard n > 0 else { break }
-            out += buffer[..<n]
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    func text(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
     return tasks.flatMap { tid -> [pid_t] in
         text("/proc/self/task/\(tid)/children").split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }

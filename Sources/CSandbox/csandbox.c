@@ -18,7 +18,6 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -29,11 +28,7 @@ struct child_args {
     const struct csandbox_config *c;
     int sync_read, err_write;
     int userns;
-    int gate_read, gate_write;  // -1 when not held at the gate
 };
-
-// The byte a held child writes on its error pipe when it waits at the gate (a failure report never starts with it).
-#define AT_GATE '\1'
 
 // Child-side failure: report "stage\n<errno>" to the parent (which formats it), then exit. Only
 // async-signal-safe calls here: the child of a multithreaded process may not take locks.
@@ -76,7 +71,7 @@ static void mkdirs(char *path) {
 
 // Binds src at dst (made as an empty directory or file), read-only if asked. Returns 0, or -1 with errno set and
 // *stage naming what failed. An absent src is skipped.
-static int bind_path(const char *src, const char *dst, int readonly, const char **stage) {
+static int bind(const char *src, const char *dst, int readonly, const char **stage) {
     struct stat st;
     if (stat(src, &st) != 0) return 0;  // absent on this host: skip
     char d[4096];
@@ -100,8 +95,6 @@ static int bind_path(const char *src, const char *dst, int readonly, const char 
     return 0;
 }
 
-static int await_child(pid_t pid, struct csandbox_held *h, char *error, size_t error_size, int at_gate);
-
 static int child_main(void *arg) {
     struct child_args *a = arg;
     const struct csandbox_config *c = a->c;
@@ -109,7 +102,6 @@ static int child_main(void *arg) {
     char x;
     if (read(a->sync_read, &x, 1) != 1) _exit(126);  // the parent set up cgroups and id maps
     close(a->sync_read);
-    if (a->gate_write >= 0) close(a->gate_write);
 
     // Signal dispositions the worker ignores (SIGPIPE: Swift ignores it) would be inherited across exec:
     // give the step the defaults and an empty mask.
@@ -148,7 +140,7 @@ static int child_main(void *arg) {
         const char *stage = "";
         for (const char *const *b = c->ro_binds; b && *b; b++) {
             join_path(p, sizeof p, root, *b);
-            if (bind_path(*b, p, 1, &stage) != 0) fail(err, stage);
+            if (bind(*b, p, 1, &stage) != 0) fail(err, stage);
         }
         join_path(p, sizeof p, root, "/work");
         mkdirs(p);
@@ -159,7 +151,7 @@ static int child_main(void *arg) {
         const char *devs[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", NULL};
         for (const char **d = devs; *d; d++) {
             join_path(p, sizeof p, root, *d);
-            if (bind_path(*d, p, 0, &stage) != 0) fail(err, stage);
+            if (bind(*d, p, 0, &stage) != 0) fail(err, stage);
         }
         join_path(p, sizeof p, root, "/proc");
         mkdirs(p);
@@ -205,42 +197,20 @@ static int child_main(void *arg) {
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
         for (int fd = 3; fd < 1024; fd++) if (fd != err) fcntl(fd, F_SETFD, FD_CLOEXEC);
     if (chdir((c->flags & CSANDBOX_NAMESPACES) ? "/work" : c->workdir) != 0) fail(err, "chdir to the work directory");
-    if (a->gate_read >= 0) {
-        // Held: say so, then wait. The parent's frame (and `a`, `c`) may be gone once it has read that byte: only
-        // what is copied here to this stack is used after it, and the strings the parent keeps until the gate opens.
-        const char *path = c->path;
-        char *const *argv = c->argv, *const *envp = c->envp;
-        int gate = a->gate_read;
-        char g = AT_GATE;
-        if (write(err, &g, 1) != 1) _exit(126);
-        ssize_t n;
-        do { n = read(gate, &g, 1); } while (n < 0 && errno == EINTR);
-        if (n != 1) _exit(125);  // abandoned (the parent kills it anyway)
-        execve(path, argv, envp);
-        fail(err, "exec");
-        return 127;
-    }
     execve(c->path, c->argv, c->envp);
     fail(err, "exec");
     return 127;
 }
 
-static pid_t spawn(const struct csandbox_config *c, struct csandbox_held *held, char *error, size_t error_size) {
-    int sync[2], errp[2], gate[2] = {-1, -1};
+pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_size) {
+    int sync[2], errp[2];
     if (pipe2(sync, O_CLOEXEC) != 0) { snprintf(error, error_size, "pipe: %s", strerror(errno)); return -1; }
     if (pipe2(errp, O_CLOEXEC) != 0) {
         snprintf(error, error_size, "pipe: %s", strerror(errno));
         close(sync[0]); close(sync[1]);
         return -1;
     }
-    // The gate is a socket pair, not a pipe: opening it sends with MSG_NOSIGNAL, so a held child that died meanwhile
-    // gives EPIPE, not a SIGPIPE to the worker.
-    if (held && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, gate) != 0) {
-        snprintf(error, error_size, "socketpair: %s", strerror(errno));
-        close(sync[0]); close(sync[1]); close(errp[0]); close(errp[1]);
-        return -1;
-    }
-    struct child_args args = {c, sync[0], errp[1], 0, gate[0], gate[1]};
+    struct child_args args = {c, sync[0], errp[1], 0};
     // CLONE_VM: the child runs on its own stack in the worker's address space until execve replaces it, so no page
     // table is copied (copying and then unmapping the page tables of a 30 MB multithreaded worker was most of its
     // CPU per step). Not CLONE_VFORK: this thread must still write the id maps and cgroups before the child goes
@@ -266,11 +236,9 @@ static pid_t spawn(const struct csandbox_config *c, struct csandbox_held *held, 
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
     close(sync[0]);
     close(errp[1]);
-    if (gate[0] >= 0) close(gate[0]);
     if (pid < 0) {
         snprintf(error, error_size, "clone: %s", strerror(saved));
         close(sync[1]); close(errp[0]);
-        if (gate[1] >= 0) close(gate[1]);
         munmap(stack, stack_size);
         return -1;
     }
@@ -295,7 +263,6 @@ static pid_t spawn(const struct csandbox_config *c, struct csandbox_held *held, 
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
             close(sync[1]); close(errp[0]);
-            if (gate[1] >= 0) close(gate[1]);
             munmap(stack, stack_size);
             return -1;
         }
@@ -308,96 +275,38 @@ static pid_t spawn(const struct csandbox_config *c, struct csandbox_held *held, 
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
             close(sync[1]); close(errp[0]);
-            if (gate[1] >= 0) close(gate[1]);
             munmap(stack, stack_size);
             return -1;
         }
     }
     (void)!write(sync[1], "x", 1);
     close(sync[1]);
-    if (held) {
-        held->gate_fd = gate[1];
-        held->err_fd = errp[0];
-        held->stack = stack;
-        held->stack_size = stack_size;
-        // The child says it waits at the gate, or reports a failure.
-        int r = await_child(pid, held, error, error_size, 1);
-        return r == 0 ? pid : -1;
-    }
-    struct csandbox_held plain = {-1, errp[0], stack, stack_size};
-    return await_child(pid, &plain, error, error_size, 0) == 0 ? pid : -1;
-}
-
-// Waits for the child's word on its error pipe: with `at_gate`, the byte that says it waits at the gate (the
-// descriptors and stack are then left as they are); else its exec closing the pipe. A failure report or silence
-// for 10 s (a child stuck before exec) reaps the child, closes the descriptors, unmaps the stack and returns -1.
-static int await_child(pid_t pid, struct csandbox_held *h, char *error, size_t error_size, int at_gate) {
-    struct pollfd pfd = {h->err_fd, POLLIN, 0};
+    // The child reports a failure, or its exec closes the pipe. A child that does neither within 10 s is
+    // stuck before exec: kill it rather than hang the worker.
+    struct pollfd pfd = {errp[0], POLLIN, 0};
     int ready;
     do { ready = poll(&pfd, 1, 10000); } while (ready < 0 && errno == EINTR);
-    char buf[256];
-    ssize_t n = 0;
     if (ready == 0) {
-        snprintf(error, error_size, at_gate ? "the sandboxed child did not reach its gate within 10 s"
-                                            : "the sandboxed child did not reach exec within 10 s");
-    } else {
-        do { n = read(h->err_fd, buf, sizeof buf - 1); } while (n < 0 && errno == EINTR);
-        if (at_gate && n == 1 && buf[0] == AT_GATE) return 0;
-        if (n > 0) {
-            buf[n] = 0;
-            char *nl = strchr(buf, '\n');
-            int code = 0;
-            if (nl) { *nl = 0; code = atoi(nl + 1); }
-            snprintf(error, error_size, "%s: %s", buf, strerror(code));
-        } else if (at_gate) {
-            snprintf(error, error_size, "the sandboxed child ended before its gate");
-        }
-    }
-    // Here a held child failed before its gate whatever was read; else a report (n > 0) or silence is a failure,
-    // and a closed pipe (n == 0) or an unreadable one is its exec.
-    int failed = at_gate || ready == 0 || n > 0;
-    if (failed) {
-        kill(pid, SIGKILL);  // when it has not ended by itself
+        kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
-    }
-    close(h->err_fd);
-    h->err_fd = -1;
-    if (h->gate_fd >= 0) { close(h->gate_fd); h->gate_fd = -1; }
-    munmap(h->stack, h->stack_size);  // the child has exec'd or died: its stack is no longer in use
-    h->stack = NULL;
-    return failed ? -1 : 0;
-}
-
-pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_size) {
-    return spawn(c, NULL, error, error_size);
-}
-
-pid_t csandbox_spawn_held(const struct csandbox_config *c, struct csandbox_held *held, char *error, size_t error_size) {
-    return spawn(c, held, error, error_size);
-}
-
-int csandbox_open_gate(pid_t pid, struct csandbox_held *held, char *error, size_t error_size) {
-    char g = 'g';
-    ssize_t w;
-    do { w = send(held->gate_fd, &g, 1, MSG_NOSIGNAL); } while (w < 0 && errno == EINTR);
-    close(held->gate_fd);
-    held->gate_fd = -1;
-    if (w != 1) {
-        snprintf(error, error_size, "open the gate: %s", strerror(errno));
-        csandbox_abandon(pid, held);
+        close(errp[0]);
+        munmap(stack, stack_size);
+        snprintf(error, error_size, "the sandboxed child did not reach exec within 10 s");
         return -1;
     }
-    return await_child(pid, held, error, error_size, 0);
-}
-
-void csandbox_abandon(pid_t pid, struct csandbox_held *held) {
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    if (held->gate_fd >= 0) close(held->gate_fd);
-    if (held->err_fd >= 0) close(held->err_fd);
-    held->gate_fd = held->err_fd = -1;
-    if (held->stack) munmap(held->stack, held->stack_size);
-    held->stack = NULL;
+    ssize_t n = read(errp[0], buf, sizeof buf - 1);
+    close(errp[0]);
+    munmap(stack, stack_size);  // the child has exec'd or died: its stack is no longer in use
+    if (n > 0) {
+        buf[n] = 0;
+        char *nl = strchr(buf, '\n');
+        int code = 0;
+        if (nl) { *nl = 0; code = atoi(nl + 1); }
+        snprintf(error, error_size, "%s: %s", buf, strerror(code));
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return pid;
 }
 
 // The host's mount namespace (opened before the first unshare) and how many fresh copies of it this thread made.
@@ -439,12 +348,12 @@ int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, int 
     int failed = 0;
     for (const char *const *b = ro_binds; b && *b && !failed; b++) {
         join_path(p, sizeof p, root, *b);
-        failed = bind_path(*b, p, 1, &stage);
+        failed = bind(*b, p, 1, &stage);
     }
     const char *devs[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", NULL};
     for (const char **d = devs; *d && !failed; d++) {
         join_path(p, sizeof p, root, *d);
-        failed = bind_path(*d, p, 0, &stage);
+        failed = bind(*d, p, 0, &stage);
     }
     const char *dirs[] = {"/work", "/tmp", "/proc", "/.old", NULL};
     for (const char **d = dirs; *d && !failed; d++) {

@@ -37,7 +37,7 @@ struct SandboxFixture {
 
     func run(_ script: String, env: [String: String] = [:], timeout: Duration = .seconds(20), memoryMB: Int64 = 256,
              pids: Int = 64, interpreter: String = "/bin/sh", scriptName: String = "step", control: StepControl = StepControl(),
-             under: String? = nil, gate: (@Sendable () async throws -> Void)? = nil,
+             under: String? = nil,
              onLines: (@Sendable ([(StepStream, String)]) -> Void)? = nil) async throws -> (StepTermination, Collected) {
         let parent = under.map { URL(fileURLWithPath: $0) } ?? dir
         let work = parent.appendingPathComponent("work-\(UUID().uuidString.prefix(6))")
@@ -51,7 +51,7 @@ struct SandboxFixture {
                                 workDirectory: work.path, tmpDirectory: tmp.path, memoryLimitBytes: memoryMB << 20,
                                 pidsLimit: pids, timeout: timeout)
         let collected = Collected()
-        let t = try await runner.run(launch, control: control, gate: gate) { lines in
+        let t = try await runner.run(launch, control: control) { lines in
             collected.add(lines)
             onLines?(lines)
         }
@@ -250,7 +250,7 @@ struct SandboxTests {
         defer { f.remove() }
         let control = StepControl()
         let probe = HoldProbe(control: control)
-        let (t, out) = try await f.run("seq 400000", timeout: .seconds(120), control: control, onLines: { probe.saw($0) })
+        let (t, out) = try await f.run("seq 400000", timeout: .seconds(120), control: control) { probe.saw($0) }
         #expect(t.exitCode == 0)
         let (count, wrong) = probe.order
         #expect(count == 400_000 && wrong == nil, "\(count) lines; the first out of order: \(wrong ?? "-")")

@@ -36,26 +36,6 @@ struct csandbox_config {
 /// ("mount /proc: Operation not permitted").
 pid_t csandbox_spawn(const struct csandbox_config *config, char *error, size_t error_size);
 
-/// A step made ready up to its exec and held there: everything `csandbox_open_gate` or `csandbox_abandon` needs.
-struct csandbox_held {
-    int gate_fd;       // write end: one byte lets the child exec
-    int err_fd;        // read end of the child's error pipe: closed by its exec, or a failure
-    void *stack;       // the child's stack (CLONE_VM), unmapped once the child has exec'd or died
-    size_t stack_size;
-};
-
-/// As csandbox_spawn, but the child stops just before its exec (namespaces, mounts, cgroups, limits, identity
-/// all done) and waits there; returns once it does. Nothing of the step's program has run. `path`, `argv` and
-/// `envp` must stay valid until csandbox_open_gate or csandbox_abandon returns (the child execs from them).
-pid_t csandbox_spawn_held(const struct csandbox_config *config, struct csandbox_held *held, char *error, size_t error_size);
-
-/// Lets a held child exec and waits until it has (or failed: -1 with `error`, the child reaped). Closes the
-/// held descriptors and unmaps the stack in either case.
-int csandbox_open_gate(pid_t pid, struct csandbox_held *held, char *error, size_t error_size);
-
-/// Kills a held child (it never execs), reaps it, closes the held descriptors and unmaps the stack.
-void csandbox_abandon(pid_t pid, struct csandbox_held *held);
-
 /// Builds the read-only view of the system at `rootdir` in the calling thread's own mount namespace: a read-only
 /// tmpfs holding `ro_binds`, the four devices and empty /work, /tmp, /proc and /.old. Steps cloned from this thread
 /// with CSANDBOX_PREPARED_ROOT copy it instead of building it: they only bind their two directories, mount /proc and

@@ -9,10 +9,6 @@ public protocol StepRunning: Sendable {
     func stepPath(_ hostPath: String, workDirectory: String) -> String
     func run(_ launch: StepLaunch, control: StepControl, onLines: @escaping @Sendable ([(StepStream, String)]) -> Void)
         async throws -> StepTermination
-    /// The same, with the step's program started only once `gate` returns (a throw ends the step with that error,
-    /// before anything of it ran). A runner may make the process ready meanwhile.
-    func run(_ launch: StepLaunch, control: StepControl, gate: (@Sendable () async throws -> Void)?,
-             onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async throws -> StepTermination
     /// A step will start soon: do slow preparation now, off the critical path.
     func prepare()
     /// True when nothing a step started can run on after the step ended (so its directories can be reused).
@@ -20,13 +16,6 @@ public protocol StepRunning: Sendable {
 }
 
 extension StepRunning {
-    /// Awaits the gate, then starts the step.
-    public func run(_ launch: StepLaunch, control: StepControl, gate: (@Sendable () async throws -> Void)?,
-                    onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async throws -> StepTermination {
-        try await gate?()
-        return try await run(launch, control: control, onLines: onLines)
-    }
-
     public func prepare() {}
     public var stepsEndWhole: Bool { false }
 }
@@ -94,13 +83,10 @@ public struct AttemptExecutor: Sendable {
     /// nil: no bound but the plan's. States and log lines are bounded to fit in it: a larger event would close the
     /// socket, and its resend would, for ever.
     public var messageLimit: Int?
-    /// Awaited before each step's program starts; a throw ends the attempt with that error, before any step ran.
-    /// The worker passes the `run:<id>` join: the attempt is prepared (files written, events queued, the first
-    /// step's sandboxed process made ready up to its exec) while the join is on its way, but nothing of it runs
-    /// until Lightning has accepted the claim as current.
+    /// Awaited before each step's process starts; a throw ends the attempt with that error, before any step ran.
+    /// The worker passes the `run:<id>` join: the attempt is prepared (files written, events queued) while the join
+    /// is on its way, but nothing of it runs until Lightning has accepted the claim as current.
     public var startGate: (@Sendable () async throws -> Void)?
-    /// Set once a step started past `startGate`.
-    private let startPassed = Flag()
 
     /// Room left in a message for what an event carries beside its state or log line (ids, reason, memory figures).
     static let envelopeAllowance = 64 * 1024
@@ -310,14 +296,15 @@ public struct AttemptExecutor: Sendable {
         logger.debug("starting step", metadata: ["step.id": "\(stepID)", "job.id": "\(job.id)", "interpreter": "\(interpreter)",
                                                  "work": "\(work)", "env": "\(launch.environment.keys.sorted().joined(separator: ","))",
                                                  "state.bytes": "\(stateBytes.count)"])
+        if let startGate {
+            try await startGate()
+            if control.isCancelled { return (stopped(input), nil) }
+        }
         let stepControl = StepControl()
         control.attach(stepControl)
         defer { control.detach() }
         let spawning = ContinuousClock.now
-        // The gate is passed once, by the first step; later ones start as usual.
-        let gate = startPassed.isSet ? nil : startGate
-        let t = try await runner.run(launch, control: stepControl, gate: gate) { lines in logs.add(lines, stepID: stepID, control: stepControl) }
-        startPassed.set()
+        let t = try await runner.run(launch, control: stepControl) { lines in logs.add(lines, stepID: stepID, control: stepControl) }
         if let metrics, let started = stepControl.startedAt { metrics.record(metrics.stepSpawn, started - spawning) }
 
         if t.cancelled || control.isCancelled { return (stopped(input), t) }

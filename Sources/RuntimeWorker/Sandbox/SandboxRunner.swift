@@ -330,13 +330,12 @@ public final class SandboxRunner: @unchecked Sendable {
 
     /// Spawns on the one long-lived spawner thread: the parent-death signal follows the thread that cloned the
     /// step, and Dispatch's pool threads exit when idle (which killed steps after about 5 s).
-    private func spawn(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?,
-                       held: HeldStep? = nil) async throws -> pid_t {
+    private func spawn(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?) async throws -> pid_t {
         // The work directory as this thread (in the host's mount namespace) sees it, for the spawner to compare.
         var st = stat()
         let work: (dev_t, ino_t)? = stat(launch.workDirectory, &st) == 0 ? (st.st_dev, st.st_ino) : nil
         return try await SpawnerThread.shared.run {
-            try self.spawnHere(launch, stdout: stdout, stderr: stderr, group: group, work: work, held: held)
+            try self.spawnHere(launch, stdout: stdout, stderr: stderr, group: group, work: work)
         }
     }
 
@@ -396,47 +395,51 @@ public final class SandboxRunner: @unchecked Sendable {
 
     private func spawnHere(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?,
                            work: (dev_t, ino_t)? = nil) throws -> pid_t {
-        try spawnHere(launch, stdout: stdout, stderr: stderr, group: group, work: work, held: nil)
-    }
-
-    /// `held`: the child is made ready and stops just before its exec; the memory it will exec from and what opening
-    /// its gate needs are kept there.
-    private func spawnHere(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?,
-                           work: (dev_t, ino_t)?, held: HeldStep?) throws -> pid_t {
         let prepared = try preparedRoot(workDirectory: launch.workDirectory, work: work)
-        let memory = held?.memory ?? SpawnMemory()
-        let argv = memory.array(launch.arguments.map(memory.c))
-        let envp = memory.array(launch.environment.sorted { $0.key < $1.key }.map { memory.c("\($0.key)=\($0.value)") })
-        let binds = memory.array(readOnlyPaths.map(memory.c))
+        var cStrings: [UnsafeMutablePointer<CChar>?] = []
+        defer { cStrings.forEach { free($0) } }
+        func c(_ s: String) -> UnsafeMutablePointer<CChar>? {
+            let p = strdup(s)
+            cStrings.append(p)
+            return p
+        }
+        let argv = launch.arguments.map(c) + [nil]
+        let envp = launch.environment.sorted { $0.key < $1.key }.map { c("\($0.key)=\($0.value)") } + [nil]
+        let binds = readOnlyPaths.map { UnsafePointer(c($0)) } + [nil]
         let fds = group?.procsFDs ?? []
         var error = [CChar](repeating: 0, count: 512)
-        let pid: pid_t = fds.withUnsafeBufferPointer { fdBuf in
-            var config = csandbox_config()
-            config.path = UnsafePointer(memory.c(launch.executable))
-            config.argv = UnsafePointer(argv)
-            config.envp = UnsafePointer(envp)
-            config.workdir = UnsafePointer(memory.c(launch.workDirectory))
-            config.tmpdir = UnsafePointer(memory.c(launch.tmpDirectory))
-            config.rootdir = UnsafePointer(memory.c(rootDirectory))
-            config.ro_binds = UnsafeRawPointer(binds).assumingMemoryBound(to: UnsafePointer<CChar>?.self)
-            config.stdout_fd = stdout
-            config.stderr_fd = stderr
-            config.flags = (useNamespaces ? Int32(CSANDBOX_NAMESPACES) : 0)
-                | (netnsFD >= 0 ? Int32(CSANDBOX_SHARE_NETNS) : 0)
-                | (copyAddressSpace ? Int32(CSANDBOX_COPY_VM) : 0)
-                | (prepared ? Int32(CSANDBOX_PREPARED_ROOT) : 0)
-                | (ownNetworkNamespace ? Int32(CSANDBOX_NEW_NETNS) : 0)
-            config.netns_fd = netnsFD
-            config.cgroup_procs_fds = fdBuf.baseAddress
-            config.cgroup_count = Int32(fdBuf.count)
-            config.uid = 65534
-            config.gid = 65534
-            config.rlimit_nofile = 1024
-            config.rlimit_fsize = launch.fileSizeLimitBytes
-            // Without a pids cgroup, RLIMIT_NPROC is the fork-bomb guard (per uid: shared by all steps).
-            config.rlimit_nproc = group == nil ? launch.pidsLimit * 4 : 0
-            if let held { return csandbox_spawn_held(&config, &held.state, &error, error.count) }
-            return csandbox_spawn(&config, &error, error.count)
+        let pid: pid_t = argv.withUnsafeBufferPointer { argvBuf in
+            envp.withUnsafeBufferPointer { envBuf in
+                binds.withUnsafeBufferPointer { bindBuf in
+                    fds.withUnsafeBufferPointer { fdBuf in
+                        var config = csandbox_config()
+                        config.path = UnsafePointer(c(launch.executable))
+                        config.argv = UnsafePointer(argvBuf.baseAddress)
+                        config.envp = UnsafePointer(envBuf.baseAddress)
+                        config.workdir = UnsafePointer(c(launch.workDirectory))
+                        config.tmpdir = UnsafePointer(c(launch.tmpDirectory))
+                        config.rootdir = UnsafePointer(c(rootDirectory))
+                        config.ro_binds = UnsafePointer(bindBuf.baseAddress)
+                        config.stdout_fd = stdout
+                        config.stderr_fd = stderr
+                        config.flags = (useNamespaces ? Int32(CSANDBOX_NAMESPACES) : 0)
+                            | (netnsFD >= 0 ? Int32(CSANDBOX_SHARE_NETNS) : 0)
+                            | (copyAddressSpace ? Int32(CSANDBOX_COPY_VM) : 0)
+                            | (prepared ? Int32(CSANDBOX_PREPARED_ROOT) : 0)
+                            | (ownNetworkNamespace ? Int32(CSANDBOX_NEW_NETNS) : 0)
+                        config.netns_fd = netnsFD
+                        config.cgroup_procs_fds = fdBuf.baseAddress
+                        config.cgroup_count = Int32(fdBuf.count)
+                        config.uid = 65534
+                        config.gid = 65534
+                        config.rlimit_nofile = 1024
+                        config.rlimit_fsize = launch.fileSizeLimitBytes
+                        // Without a pids cgroup, RLIMIT_NPROC is the fork-bomb guard (per uid: shared by all steps).
+                        config.rlimit_nproc = group == nil ? launch.pidsLimit * 4 : 0
+                        return csandbox_spawn(&config, &error, error.count)
+                    }
+                }
+            }
         }
         if pid < 0 {
             throw SandboxError.spawn(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
@@ -449,15 +452,6 @@ public final class SandboxRunner: @unchecked Sendable {
     /// `control.holdOutput()`, which pauses reading (and so, once the pipe is full, the step): nothing is dropped.
     public func run(_ launch: StepLaunch, control: StepControl = StepControl(),
                     onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async throws -> StepTermination {
-        try await run(launch, control: control, gate: nil, onLines: onLines)
-    }
-
-    /// `gate`, when given, is awaited with the step's process made ready up to its exec (its namespaces, mounts,
-    /// cgroup and identity done): the step's program runs only once it returns. If it throws, the process is killed
-    /// before its exec and the error is thrown here. The wait counts against nothing: the step's time starts at
-    /// its exec.
-    public func run(_ launch: StepLaunch, control: StepControl = StepControl(), gate: (@Sendable () async throws -> Void)?,
-                    onLines: @escaping @Sendable ([(StepStream, String)]) -> Void) async throws -> StepTermination {
         // The step's uid must be able to use its directories (as root it drops to 65534 in every mode).
         if geteuid() == 0 {
             chown(launch.workDirectory, 65534, 65534)
@@ -469,11 +463,10 @@ public final class SandboxRunner: @unchecked Sendable {
             group.map { cgroups?.release($0) }
             throw SandboxError.spawn("pipe: \(String(cString: strerror(errno)))")
         }
-        var started = ContinuousClock.now
+        let started = ContinuousClock.now
         let pid: pid_t
-        let held = gate == nil ? nil : HeldStep()
         do {
-            pid = try await spawn(launch, stdout: out[1], stderr: err[1], group: group, held: held)
+            pid = try await spawn(launch, stdout: out[1], stderr: err[1], group: group)
         } catch {
             for fd in out + err { close(fd) }
             group.map { cgroups?.release($0) }
@@ -481,18 +474,6 @@ public final class SandboxRunner: @unchecked Sendable {
         }
         close(out[1])
         close(err[1])
-        if let gate, let held {
-            do {
-                try await gate()
-                try await SpawnerThread.shared.run { try held.open(pid) }
-            } catch {
-                held.abandon(pid)  // (nothing when it was opened: its child is reaped already)
-                for fd in [out[0], err[0]] { close(fd) }
-                group.map { cgroups?.release($0) }
-                throw error
-            }
-            started = .now
-        }
         if !control.attach(pid: pid, group: group) { control.killNow() }
 
         let timedOut = Flag()
@@ -511,59 +492,6 @@ public final class SandboxRunner: @unchecked Sendable {
                 + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000))
         group.map { cgroups?.release($0) }
         return termination
-    }
-}
-
-/// The C strings and arrays one spawn reads. A held child execs from them after `spawnHere` returned: they live
-/// as long as this does.
-final class SpawnMemory: @unchecked Sendable {
-    private var strings: [UnsafeMutablePointer<CChar>?] = []
-    private var arrays: [UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>] = []
-
-    func c(_ s: String) -> UnsafeMutablePointer<CChar>? {
-        let p = strdup(s)
-        strings.append(p)
-        return p
-    }
-
-    /// A NULL-terminated array of `items`.
-    func array(_ items: [UnsafeMutablePointer<CChar>?]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> {
-        let p = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: items.count + 1)
-        p.initialize(from: items + [nil], count: items.count + 1)
-        arrays.append(p)
-        return p
-    }
-
-    deinit {
-        strings.forEach { free($0) }
-        arrays.forEach { $0.deallocate() }
-    }
-}
-
-/// A step's process held just before its exec (`csandbox_spawn_held`), until its gate is opened or it is
-/// abandoned. Each happens once; the C side closes the descriptors and unmaps the child's stack.
-final class HeldStep: @unchecked Sendable {
-    let memory = SpawnMemory()
-    var state = csandbox_held(gate_fd: -1, err_fd: -1, stack: nil, stack_size: 0)
-    private let lock = NSLock()
-
-    /// Lets the child exec; throws what stopped it (it is reaped then).
-    func open(_ pid: pid_t) throws {
-        try lock.withLock {
-            guard state.err_fd >= 0 else { return }
-            var error = [CChar](repeating: 0, count: 512)
-            if csandbox_open_gate(pid, &state, &error, error.count) != 0 {
-                throw SandboxError.spawn(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-            }
-        }
-    }
-
-    /// Kills the child before its exec and reaps it; nothing when the gate was opened.
-    func abandon(_ pid: pid_t) {
-        lock.withLock {
-            guard state.err_fd >= 0 else { return }
-            csandbox_abandon(pid, &state)
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 import Channels
 import Foundation
+import JWT
 import LightningProtocol
 import Testing
 import TestSupport
@@ -16,6 +17,8 @@ final class HeldJoinLightning: ChannelHandler, @unchecked Sendable {
     let body: String
     /// Pushes `work-available` while answering the first claim (before its reply).
     let nudgeDuringFirstClaim: Bool
+    /// Hands out an attempt (a new id each time) on every claim, not only the first.
+    let everyClaim: Bool
     private let lock = NSLock()
     private var claims = 0
     private var claimTimes: [ContinuousClock.Instant] = []
@@ -23,7 +26,8 @@ final class HeldJoinLightning: ChannelHandler, @unchecked Sendable {
     private var answer: CheckedContinuation<JoinResult, Never>?
     private var events: [String] = []
 
-    init(holdJoin: Bool = true, body: String = "print ran", nudgeDuringFirstClaim: Bool = false) {
+    init(holdJoin: Bool = true, body: String = "print ran", nudgeDuringFirstClaim: Bool = false, everyClaim: Bool = false) {
+        self.everyClaim = everyClaim
         self.holdJoin = holdJoin
         self.body = body
         self.nudgeDuringFirstClaim = nudgeDuringFirstClaim
@@ -65,10 +69,11 @@ final class HeldJoinLightning: ChannelHandler, @unchecked Sendable {
                 claimTimes.append(.now)
                 return claims == 1
             }
-            guard first else { return .ok(["runs": []]) }
+            guard first || everyClaim else { return .ok(["runs": []]) }
+            let id = first ? attemptID : "a-\(UUID().uuidString.lowercased())"
             if nudgeDuringFirstClaim { _ = socket.push(topic: Wire.Topic.queue, event: Wire.Event.workAvailable, payload: [:]) }
             let plan = makePlan([("only", body)], edges: [])
-            return .ok(["runs": [["id": .string(attemptID), "token": "not-checked", "plan": plan.wire, "dataclip": ["x": 1]]]])
+            return .ok(["runs": [["id": .string(id), "token": "not-checked", "plan": plan.wire, "dataclip": ["x": 1]]]])
         }
         lock.withLock { events.append(event) }
         return .ok()
@@ -114,7 +119,8 @@ struct ClaimAndJoinTests {
         let task: Task<Void, any Error>
         let dir: URL
 
-        init(capacity: Int = 1, lightning: HeldJoinLightning = HeldJoinLightning(), claimPoll: Duration = .seconds(1)) throws {
+        init(capacity: Int = 1, lightning: HeldJoinLightning = HeldJoinLightning(), claimPoll: Duration = .seconds(1),
+             publicKey: JWTKey? = nil) throws {
             self.lightning = lightning
             dir = try TestSupport.temporaryDirectory("join-gate")
             var config = ChannelServerConfiguration()
@@ -125,8 +131,8 @@ struct ClaimAndJoinTests {
             server = ChannelServer(configuration: config, endpoints: [endpoint], routes: [])
             try server.start()
             var wc = WorkerConfiguration(lightningURL: "ws://127.0.0.1:\(server.port)/worker", name: "gated",
-                                         workerSecret: String(repeating: "s", count: 32), lightningPublicKey: nil, workRoot: dir.path)
-            wc.skipTokenVerification = true
+                                         workerSecret: String(repeating: "s", count: 32), lightningPublicKey: publicKey, workRoot: dir.path)
+            wc.skipTokenVerification = publicKey == nil
             wc.capacity = capacity
             wc.claimPoll = claimPoll
             wc.shutdownTimeout = .seconds(1)
@@ -195,6 +201,18 @@ struct ClaimAndJoinTests {
         let s = try Setup(capacity: 2, lightning: HeldJoinLightning(holdJoin: false, body: "wait-cancel", nudgeDuringFirstClaim: true),
                           claimPoll: .seconds(60))
         try await eventually("the worker claims again after the nudge") { s.lightning.claimCount >= 2 }
+        await s.stop()
+    }
+
+    @Test("a worker that refuses every token it is handed backs off between claims instead of draining the queue into refusals")
+    func refusedTokensBackOff() async throws {
+        let key = try JWTKey.rsa(pem: RSAKeyPair.generate().publicKeyPEM)
+        let s = try Setup(lightning: HeldJoinLightning(everyClaim: true), publicKey: key)
+        try await eventually("the first claim") { s.lightning.claimCount >= 1 }
+        // Its claims back off from 2 s after one that started nothing: at most two in this time, however slow the
+        // machine. Claiming again at once would make hundreds.
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(s.lightning.claimCount <= 2)
         await s.stop()
     }
 }

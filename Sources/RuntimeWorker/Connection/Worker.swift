@@ -620,8 +620,8 @@ public final class Worker: @unchecked Sendable {
         c?.resume()
     }
 
-    /// Claims up to `demand` attempts and starts them. Returns how many Lightning handed out (one whose token is
-    /// refused counts: it was taken from the queue).
+    /// Claims up to `demand` attempts and starts them. Returns how many it started (one whose token it refused is
+    /// not: a worker that refuses every token backs off instead of draining the queue into refusals).
     private func claim(demand: Int) async -> Int {
         lock.withLock { claimsInFlight += 1 }
         defer { lock.withLock { claimsInFlight -= 1 } }
@@ -637,6 +637,7 @@ public final class Worker: @unchecked Sendable {
             return 0
         }
         if !runs.isEmpty { runner.prepare() }
+        var started = 0
         for run in runs {
             guard let id = run["id"]?.stringValue, let token = run["token"]?.stringValue else { continue }
             do { try Self.checkAttemptToken(token, attemptID: id, key: configuration.lightningPublicKey) } catch {
@@ -667,8 +668,9 @@ public final class Worker: @unchecked Sendable {
                 lock.withLock { tasks[id] = nil }
             }
             lock.withLock { tasks[id] = task }
+            started += 1
         }
-        return runs.count
+        return started
     }
 
     /// Section 4: an attempt runs only if its token verifies with Lightning's public key (RS256, iss Lightning,

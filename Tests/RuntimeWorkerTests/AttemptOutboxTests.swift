@@ -46,11 +46,15 @@ struct AttemptOutboxTests {
 
     struct Stale: Error, Equatable {}
 
+    /// An outbox held by a latch, over a recorder.
+    func gatedOutbox() -> (sink: Recorder, latch: Latch, out: AttemptOutbox) {
+        let sink = Recorder(), latch = Latch()
+        return (sink, latch, AttemptOutbox(sink, gate: { try await latch.wait() }))
+    }
+
     @Test("a gate holds every event until it opens; then they go out in order")
     func gateHolds() async throws {
-        let sink = Recorder()
-        let latch = Latch()
-        let out = AttemptOutbox(sink, gate: { try await latch.wait() })
+        let (sink, latch, out) = gatedOutbox()
         try out.post("run:start", [:])
         try out.post("step:start", [:])
         let sent = Task { try await out.send("fetch:credential", [:]) }
@@ -65,9 +69,7 @@ struct AttemptOutboxTests {
 
     @Test("a gate that throws fails every event, queued or later, with its error, and sends none")
     func gateThrows() async throws {
-        let sink = Recorder()
-        let latch = Latch()
-        let out = AttemptOutbox(sink, gate: { try await latch.wait() })
+        let (sink, latch, out) = gatedOutbox()
         try out.post("run:start", [:])
         let sent = Task { try await out.send("fetch:plan", [:]) }
         try await eventually("the outbox waits at the gate") { latch.waiting == 1 }

@@ -307,17 +307,19 @@ final class Cgroups: @unchecked Sendable {
 
         /// `write` through a kept descriptor.
         private func writeKept(_ text: String, _ path: String) throws {
-            let fd = kept(path, writing: true)
-            guard fd >= 0 else { throw SandboxError.cgroup("cannot open \(path): \(String(cString: strerror(errno)))") }
-            let ok = text.withCString { pwrite(fd, $0, strlen($0), 0) } >= 0
-            if !ok { throw SandboxError.cgroup("cannot write \(text) to \(path): \(String(cString: strerror(errno)))") }
+            try Self.write(text, fd: kept(path, writing: true), path: path)
         }
 
         static func write(_ text: String, _ path: String) throws {
             let fd = open(path, O_WRONLY | O_CLOEXEC)
+            defer { if fd >= 0 { close(fd) } }
+            try write(text, fd: fd, path: path)
+        }
+
+        /// Writes `text` at offset 0 of `fd`, opened from `path` (-1: it could not be, and errno says why).
+        private static func write(_ text: String, fd: Int32, path: String) throws {
             guard fd >= 0 else { throw SandboxError.cgroup("cannot open \(path): \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
-            let ok = text.withCString { Glibc.write(fd, $0, strlen($0)) } >= 0
+            let ok = text.withCString { pwrite(fd, $0, strlen($0), 0) } >= 0
             if !ok { throw SandboxError.cgroup("cannot write \(text) to \(path): \(String(cString: strerror(errno)))") }
         }
 

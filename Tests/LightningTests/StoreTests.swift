@@ -128,6 +128,36 @@ struct StoreTests {
         #expect(try await t.store.claim(demand: 10, workerName: "w2").map(\.id) == [ids[2]])
     }
 
+    /// Lightning nudges the workers from `ordered`, which on SQLite runs before the work order's commit. A claim the
+    /// nudge brings then must find the attempt: its read-only shortcut (committed rows only) must not answer "nothing",
+    /// and the claim itself queues behind the work order in the writer. The writer is held inside `ordered` until a
+    /// check from another thread has run, so the check surely comes before the commit.
+    @Test("new work is claimable from the moment `ordered` is called, before its commit on SQLite", arguments: Engine.all)
+    func claimableOnceOrdered(_ engine: Engine) async throws {
+        let t = try await TestStore.make(engine)
+        defer { t.remove() }
+        try await t.workflow(yaml(concurrency: nil, name: "free"))
+        let store = t.store
+        let seen = Mutex<(claimable: Bool?, claim: Task<[ClaimedAttempt], any Error>?, id: String?)>((nil, nil, nil))
+        let created = try await store.createWorkOrder(workflow: "free", input: Array("{}".utf8), ordered: { created in
+            let checked = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                let claimable = try? store.mayHaveClaimableWork()
+                seen.withLock { $0.claimable = claimable }
+                checked.signal()
+            }
+            checked.wait()
+            let claim = Task { try await store.claim(demand: 1, workerName: "w1") }
+            seen.withLock { $0.claim = claim; $0.id = created.attemptID }
+        })
+        let (claimable, claim, id) = seen.withLock { ($0.claimable, $0.claim, $0.id) }
+        #expect(claimable == true, "checked before the commit, the work being written counts")
+        #expect(id == created.attemptID)
+        let claimed = try await #require(claim).value
+        #expect(claimed.map(\.id) == [created.attemptID], "the claim started from `ordered` takes the new attempt")
+        #expect(try store.mayHaveClaimableWork() == false, "once committed and claimed, nothing is left")
+    }
+
     @Test("a long backlog of a workflow at its concurrency limit does not starve other workflows", arguments: Engine.all)
     func noStarvation(_ engine: Engine) async throws {
         let t = try await TestStore.make(engine)

@@ -444,11 +444,20 @@ public final class Lightning: Sendable {
 
     /// Creates a work order and its attempt for a workflow, and nudges the workers.
     public func startWork(workflow: String, input: [UInt8]) async throws -> CreatedWork {
-        let created = try await store.createWorkOrder(workflow: workflow, input: input)
-        signAhead(created)
-        nudgeWorkers()
+        let created = try await store.createWorkOrder(workflow: workflow, input: input, ordered: newWorkOrdered)
         attemptsChanged([created.attemptID])
         return created
+    }
+
+    /// New work that a claim would now find: its token is signed ahead and the workers are nudged. On SQLite this runs
+    /// before the work order's commit (the claim queues behind it in the one writer), so the nudge, the claim's
+    /// request and the token's signature overlap the commit's fsync instead of following it. If that commit then
+    /// fails, the claim finds nothing and the token is never used.
+    private var newWorkOrdered: @Sendable (CreatedWork) -> Void {
+        { [self] created in
+            signAhead(created)
+            nudgeWorkers()
+        }
     }
 
     func webhook(_ request: HTTPRequest) async -> HTTPResponse {
@@ -458,9 +467,7 @@ public final class Lightning: Sendable {
         if let refusal = Self.webhookBodyRefusal(contentType: request.headers["content-type"], body: body) { return refusal }
         do {
             metrics.webhooks.increment()
-            let created = try await store.createWorkOrder(webhookPath: path, input: body)
-            signAhead(created)
-            nudgeWorkers()
+            let created = try await store.createWorkOrder(webhookPath: path, input: body, ordered: newWorkOrdered)
             attemptsChanged([created.attemptID])
             if created.webhookReply == .afterCompletion {
                 let timeout = Duration.milliseconds(created.webhookReplyTimeoutMS ?? 30_000)

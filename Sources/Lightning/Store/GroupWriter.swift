@@ -15,8 +15,10 @@ import GRDB
 final class GroupWriter: @unchecked Sendable {
     private let pool: DatabasePool
     private typealias Work = @Sendable (Database) throws -> any Sendable
+    private typealias Ordered = @Sendable (any Sendable) -> Void
+    private typealias Item = (work: Work, ordered: Ordered?, done: CheckedContinuation<any Sendable, any Error>)
     private let condition = NSCondition()
-    private var pending: [(work: Work, done: CheckedContinuation<any Sendable, any Error>)] = []
+    private var pending: [Item] = []
     private var running = false
     /// The writer thread is waiting for work (and must be signalled).
     private var idle = false
@@ -30,10 +32,17 @@ final class GroupWriter: @unchecked Sendable {
     var transactions: Int { condition.withLock { counts.transactions } }
     var writes: Int { condition.withLock { counts.writes } }
 
-    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// Runs `body` in the next group transaction and returns once that is committed. `ordered`, when given, is called
+    /// on the writer thread with the value as soon as `body` has run in the open transaction, before the commit: every
+    /// write queued from then on runs after it and sees it, so the caller can start what depends on it (a nudge)
+    /// while the commit's fsync runs. The commit can still fail after `ordered` (disk full): `ordered` may only start
+    /// what is harmless then. It must not block or wait for another write.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T,
+                            ordered: (@Sendable (T) -> Void)? = nil) async throws -> T {
         let value = try await withCheckedThrowingContinuation { (c: CheckedContinuation<any Sendable, any Error>) in
             condition.lock()
-            pending.append(({ db in try body(db) }, c))
+            let typed: Ordered? = ordered.map { f in { @Sendable value in f(value as! T) } }
+            pending.append(({ db in try body(db) }, typed, c))
             let start = !running
             running = true
             // Signalled after unlocking (a woken writer does not wait again for the lock), and only when it
@@ -75,7 +84,7 @@ final class GroupWriter: @unchecked Sendable {
         }
     }
 
-    private func commit(_ batch: [(work: Work, done: CheckedContinuation<any Sendable, any Error>)]) {
+    private func commit(_ batch: [Item]) {
         do {
             let results: [Result<any Sendable, any Error>] = try pool.write { db in
                 batch.map { item in
@@ -85,6 +94,7 @@ final class GroupWriter: @unchecked Sendable {
                             value = try item.work(db)
                             return .commit
                         }
+                        item.ordered?(value!)
                         return .success(value!)
                     } catch {
                         return .failure(error)

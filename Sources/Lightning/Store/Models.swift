@@ -254,8 +254,10 @@ public protocol CredentialRepository: Sendable {
 
 /// The queue: work orders in, attempts claimed FIFO within each workflow's concurrency, reruns.
 public protocol QueueRepository: Sendable {
-    func createWorkOrder(workflow: String, input: [UInt8]) async throws -> CreatedWork
-    func createWorkOrder(webhookPath: String, input: [UInt8]) async throws -> CreatedWork
+    /// Creates a work order and its attempt. `ordered`, when given, is called as soon as a claim started from then on
+    /// would find the attempt, which may be before the commit (see `StoreDatabase.write`); the call returns once committed.
+    func createWorkOrder(workflow: String, input: [UInt8], ordered: (@Sendable (CreatedWork) -> Void)?) async throws -> CreatedWork
+    func createWorkOrder(webhookPath: String, input: [UInt8], ordered: (@Sendable (CreatedWork) -> Void)?) async throws -> CreatedWork
     func claim(demand: Int, workerName: String) async throws -> [ClaimedAttempt]
     func unclaim(_ ids: [String], workerName: String) async throws
     /// Puts back in the queue the attempts claimed by `workerName` before `claimedBefore` that it does not hold
@@ -264,6 +266,16 @@ public protocol QueueRepository: Sendable {
     /// A new attempt of the same work order: from the start, or from a step of this attempt with its recorded input.
     /// `by`: the operator, recorded on the attempt (a rerun does not count against the workflow's automatic retries).
     func rerun(attemptID: String, fromStep: String?, by: String, at now: Int64) async throws -> CreatedWork
+}
+
+extension QueueRepository {
+    public func createWorkOrder(workflow: String, input: [UInt8]) async throws -> CreatedWork {
+        try await createWorkOrder(workflow: workflow, input: input, ordered: nil)
+    }
+
+    public func createWorkOrder(webhookPath: String, input: [UInt8]) async throws -> CreatedWork {
+        try await createWorkOrder(webhookPath: webhookPath, input: input, ordered: nil)
+    }
 }
 
 /// Attempts and their steps: what workers report, what operators read, the janitor's sweep.

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The store: the rules of queue, attempts, logs, workflows, credentials, tokens, workers and cron, written once
 /// and run on either engine under it (`StoreDatabase`): SQLite, the embedded default, or PostgreSQL for several
@@ -6,6 +7,9 @@ import Foundation
 public final class SQLStore: LightningStore {
     let database: any StoreDatabase
     let cipher: CredentialCipher?
+    /// Work orders being written: a claim's read-only shortcut would not see them yet, though the claim itself, queued
+    /// behind them in SQLite's one writer, would.
+    private let uncommittedWork = Atomic<Int>(0)
 
     public init(database: any StoreDatabase, cipher: CredentialCipher?) {
         self.database = database
@@ -202,8 +206,9 @@ public final class SQLStore: LightningStore {
 
     // MARK: Work orders and claims
 
-    public func createWorkOrder(workflow: String, input: [UInt8]) async throws -> CreatedWork {
-        try await createWorkOrder(input: input) { db in
+    public func createWorkOrder(workflow: String, input: [UInt8],
+                                ordered: (@Sendable (CreatedWork) -> Void)?) async throws -> CreatedWork {
+        try await createWorkOrder(input: input, ordered: ordered) { db in
             guard let row = try db.fetchOne("SELECT id, current_snapshot_id FROM workflows WHERE name = ? OR id = ?",
                                              [workflow, workflow]) else {
                 throw StoreError.notFound("no workflow named \"\(workflow)\"")
@@ -212,8 +217,9 @@ public final class SQLStore: LightningStore {
         }
     }
 
-    public func createWorkOrder(webhookPath: String, input: [UInt8]) async throws -> CreatedWork {
-        try await createWorkOrder(input: input) { db in
+    public func createWorkOrder(webhookPath: String, input: [UInt8],
+                                ordered: (@Sendable (CreatedWork) -> Void)?) async throws -> CreatedWork {
+        try await createWorkOrder(input: input, ordered: ordered) { db in
             guard let row = try db.fetchOne("""
                 SELECT w.id, w.current_snapshot_id, t.id AS trigger_id FROM triggers t
                 JOIN workflows w ON w.current_snapshot_id = t.snapshot_id WHERE t.webhook_path = ?
@@ -222,14 +228,20 @@ public final class SQLStore: LightningStore {
         }
     }
 
-    func createWorkOrder(input: [UInt8], find: @escaping @Sendable (any SQLSession) throws -> (String, String, String?))
+    /// `ordered` (see `StoreDatabase.write`) is called once a claim started from then on would find the new attempt:
+    /// on SQLite before the commit's fsync, so the workers' nudge and claim overlap it (the claim queues behind this
+    /// write in the one writer, and `uncommittedWork` keeps its read-only shortcut from answering "nothing").
+    func createWorkOrder(input: [UInt8], ordered: (@Sendable (CreatedWork) -> Void)? = nil,
+                         find: @escaping @Sendable (any SQLSession) throws -> (String, String, String?))
         async throws -> CreatedWork
     {
         guard (try? JSONSerialization.jsonObject(with: Data(input), options: [.fragmentsAllowed])) is [String: Any] else {
             throw StoreError.invalid("the input must be a JSON object")
         }
         let now = Timestamp.nowMicros()
-        return try await database.write(isolation: .lockedRows) { db in
+        uncommittedWork.add(1, ordering: .sequentiallyConsistent)
+        defer { uncommittedWork.subtract(1, ordering: .sequentiallyConsistent) }
+        return try await database.write(isolation: .lockedRows, { db in
             let (workflowID, snapshotID, triggerID) = try find(db)
             let definition = try Self.definition(db, snapshotID: snapshotID)
             let options = definition?.planOptions ?? Plan.Options()
@@ -253,18 +265,22 @@ public final class SQLStore: LightningStore {
             return CreatedWork(workOrderID: workOrderID, attemptID: attemptID, dataclipID: dataclipID,
                                webhookReply: trigger?.webhookReply, webhookReplyTimeoutMS: trigger?.webhookReplyTimeoutMS,
                                runTimeoutMS: options.runTimeoutMS)
-        }
+        }, ordered: ordered)
+    }
+
+    /// Whether a claim may find something: work being committed (`uncommittedWork`), or an available attempt. Read
+    /// without a write transaction, which would queue behind, and hold up, every other writer.
+    func mayHaveClaimableWork() throws -> Bool {
+        if uncommittedWork.load(ordering: .sequentiallyConsistent) > 0 { return true }
+        return try readHere { db in try db.bool("SELECT EXISTS (SELECT 1 FROM attempts WHERE state = 'available')") ?? false }
     }
 
     /// FIFO by insertion, honouring each workflow's concurrency, in one write transaction: two workers never
     /// get the same attempt.
     public func claim(demand: Int, workerName: String) async throws -> [ClaimedAttempt] {
         guard demand > 0 else { return [] }
-        // Nothing available (a worker with free slots asks again after each claim): answered from a read, not a
-        // write transaction that would queue behind, and hold up, every other writer.
-        guard try readHere({ db in
-            try db.bool("SELECT EXISTS (SELECT 1 FROM attempts WHERE state = 'available')") ?? false
-        }) else { return [] }
+        // Nothing available (a worker with free slots asks again after each claim): answered from a read.
+        guard try mayHaveClaimableWork() else { return [] }
         let now = Timestamp.nowMicros()
         return try await database.write(isolation: .lockedRows) { db in
             var busy: [String: Int] = [:]

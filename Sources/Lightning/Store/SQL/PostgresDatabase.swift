@@ -322,10 +322,15 @@ public final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         try await run { [self] in try readHere(body) }
     }
 
-    public func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T)
-        async throws -> T
+    /// `ordered` runs after the commit: another connection sees nothing of a transaction before.
+    public func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T,
+                                   ordered: (@Sendable (T) -> Void)?) async throws -> T
     {
-        try await run { [self] in try translateErrors { try withLiveConnection { c in try transaction(c, isolation, body) } } }
+        try await run { [self] in
+            let value = try translateErrors { try withLiveConnection { c in try transaction(c, isolation, body) } }
+            ordered?(value)
+            return value
+        }
     }
 
     private func transaction<T>(_ c: PostgresConnection, _ isolation: WriteIsolation, _ body: (any SQLSession) throws -> T) throws -> T {

@@ -272,7 +272,11 @@ public enum WriteIsolation: Sendable {
 
 extension StoreDatabase {
     func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
-        try await write(isolation: .serializable, body)
+        try await write(isolation: .serializable, body, ordered: nil)
+    }
+
+    func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+        try await write(isolation: isolation, body, ordered: nil)
     }
 }
 
@@ -284,7 +288,13 @@ public protocol StoreDatabase: Sendable {
     func readHere<T>(_ body: (any SQLSession) throws -> T) throws -> T
     /// A read that does not hold a thread of the cooperative pool while it waits for a connection.
     func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T
-    func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T
+    /// A write in a transaction of its own, returned once committed. `ordered`, when given, is called with its value as
+    /// soon as every write started after that call is sure to see this one: SQLite, once the body has run in the
+    /// group's open transaction, before its commit (the one writer runs later writes after it), so that what the caller
+    /// starts overlaps the commit's fsync; PostgreSQL, once committed (other connections see nothing sooner). After
+    /// `ordered` the commit can still fail (disk full), so it may only start what is harmless then; it must not block.
+    func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T,
+                            ordered: (@Sendable (T) -> Void)?) async throws -> T
     /// Transactions committed and the writes they carried (their ratio is the batching).
     var commits: (transactions: Int, writes: Int) { get }
     /// Sends `signal` to the other replicas now.

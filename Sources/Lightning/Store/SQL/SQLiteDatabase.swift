@@ -44,10 +44,10 @@ public final class SQLiteDatabase: StoreDatabase {
     }
 
     /// Every write is serial here (one writer): `isolation` has nothing to add.
-    public func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T)
-        async throws -> T
+    public func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T,
+                                   ordered: (@Sendable (T) -> Void)?) async throws -> T
     {
-        try await writer.write { db in try body(SQLiteSession(db: db)) }
+        try await writer.write({ db in try body(SQLiteSession(db: db)) }, ordered: ordered)
     }
 
     public var commits: (transactions: Int, writes: Int) { (writer.transactions, writer.writes) }

@@ -82,7 +82,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     // Shared state (lock).
     private let lock = Lock()
     /// Refs, joins, the heartbeat and the requests waiting for replies (the protocol, without the socket).
-    private var state = PhoenixClientState<CheckedContinuation<ChannelClientReply, any Error>>()
+    private var state = PhoenixClientState<ReplyWaiter>()
     /// A sweeper task checks the pending requests' deadlines (every `sweepInterval`, only while some are pending)
     /// instead of a timer task per request: a request then costs no timer registration and cancellation (about four
     /// thread wake-ups each, most of a small push's cost on the worker).
@@ -244,13 +244,16 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         set { lock.withLock { peerLimit = newValue } }
     }
 
-    /// Pushes an event on a joined topic and waits for its reply.
-    public func push(topic: String, event: String, payload: JSON, timeout: Duration = .seconds(10)) async throws
-        -> ChannelClientReply
+    /// Pushes an event on a joined topic and waits for its reply. `onReply`, when given, is called with the reply on
+    /// the socket's service thread as it arrives, before the caller resumes (a hop to the cooperative pool later): what
+    /// it sends goes out without waiting for that hop (the worker's joins of the attempts a claim gave it). It must be
+    /// quick and must not block; it is not called when the push fails or times out.
+    public func push(topic: String, event: String, payload: JSON, timeout: Duration = .seconds(10),
+                     onReply: (@Sendable (ChannelClientReply) -> Void)? = nil) async throws -> ChannelClientReply
     {
         let joinRef = lock.withLock { state.joinRef(topic) }
         return try await send(joinRef: joinRef, topic: topic, event: event, payload: payload, ref: nextRef(),
-                              timeout: timeout)
+                              timeout: timeout, onReply: onReply)
     }
 
     /// Pushes an event whose payload is already encoded JSON text (a large `run:log` batch written line by line as
@@ -267,18 +270,18 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
 
     private func nextRef() -> String { lock.withLock { state.nextRef() } }
 
-    private func send(joinRef: String?, topic: String, event: String, payload: JSON, ref: String, timeout: Duration)
-        async throws -> ChannelClientReply
+    private func send(joinRef: String?, topic: String, event: String, payload: JSON, ref: String, timeout: Duration,
+                      onReply: (@Sendable (ChannelClientReply) -> Void)? = nil) async throws -> ChannelClientReply
     {
         guard connected else { throw ChannelError.notConnected }
         let frame = [UInt8](repeating: 0, count: Int(clws_pre))
             + PhoenixMessage(joinRef: joinRef, ref: ref, topic: topic, event: event, payload: payload).encodeText()
-        return try await send(frame: frame, topic: topic, event: event, ref: ref, timeout: timeout)
+        return try await send(frame: frame, topic: topic, event: event, ref: ref, timeout: timeout, onReply: onReply)
     }
 
     /// Sends a frame that starts with `LWS_PRE` bytes of headroom and waits for the reply to `ref`.
-    private func send(frame: [UInt8], topic: String, event: String, ref: String, timeout: Duration) async throws
-        -> ChannelClientReply
+    private func send(frame: [UInt8], topic: String, event: String, ref: String, timeout: Duration,
+                      onReply: (@Sendable (ChannelClientReply) -> Void)? = nil) async throws -> ChannelClientReply
     {
         guard connected else { throw ChannelError.notConnected }
         let size = frame.count - Int(clws_pre), limit = peerMessageLimit
@@ -289,7 +292,7 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
         }
         return try await withCheckedThrowingContinuation { continuation in
             let startSweeper = lock.withLock { () -> Bool in
-                state.awaitReply(ref: ref, waiter: continuation, deadline: .now + timeout)
+                state.awaitReply(ref: ref, waiter: ReplyWaiter(continuation: continuation, onReply: onReply), deadline: .now + timeout)
                 defer { sweeping = true }
                 return !sweeping
             }
@@ -539,6 +542,26 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
                 lock.withLock { state.rejoinInterrupted(topic: join.topic, joinRef: join.joinRef) }
                 logger.notice("rejoin interrupted", metadata: ["topic": "\(join.topic)", "error": "\(error)"])
             }
+        }
+    }
+}
+
+/// Who waits for a reply: the pushing task, and what it asked to run on the service thread when the reply comes.
+struct ReplyWaiter: Sendable {
+    let continuation: CheckedContinuation<ChannelClientReply, any Error>
+    let onReply: (@Sendable (ChannelClientReply) -> Void)?
+
+    func resume(returning reply: ChannelClientReply) {
+        onReply?(reply)
+        continuation.resume(returning: reply)
+    }
+
+    func resume(throwing error: any Error) { continuation.resume(throwing: error) }
+
+    func resume(with result: Result<ChannelClientReply, any Error>) {
+        switch result {
+        case .success(let reply): resume(returning: reply)
+        case .failure(let error): resume(throwing: error)
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -148,6 +149,34 @@ struct LiveTests {
         client.peerMessageLimit = 100_000
         _ = try? await client.push(topic: "room:big", event: "echo", payload: ["q": big], timeout: .seconds(5))
         try await waitFor("the server closing the socket on the message") { disconnects.value == 1 }
+    }
+
+    /// The worker joins a claim's attempts from `onReply`, on the service thread, before its claim task runs again.
+    @Test("onReply runs once, on the client's service thread, before the pusher resumes; never for a push that times out")
+    func onReplyHook() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let client = try makeClient(server.port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        _ = try await client.join(topic: "room:h")
+        let seen = Mutex<[(thread: String, n: JSON?)]>([])
+        let reply = try await client.push(topic: "room:h", event: "echo", payload: ["n": 7], onReply: { reply in
+            let thread = (FileManager.default.contents(atPath: "/proc/thread-self/comm").map { String(decoding: $0, as: UTF8.self) } ?? "")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            seen.withLock { $0.append((thread, reply.response["n"])) }
+        })
+        let calls = seen.withLock { $0 }
+        #expect(reply.response["n"] == 7)
+        #expect(calls.count == 1, "called once, and before the push returned")
+        #expect(calls.first?.thread == "channels-client")
+        #expect(calls.first?.n == 7)
+        await #expect(throws: ChannelError.timeout) {
+            _ = try await client.push(topic: "room:h", event: "silent", payload: [:], timeout: .milliseconds(200), onReply: { _ in
+                seen.withLock { $0.append(("timed out", nil)) }
+            })
+        }
+        #expect(seen.withLock { $0.count } == 1, "not called for a push that got no reply")
     }
 
     @Test("a push nobody answers fails with a timeout after its own deadline, and others on the socket are not held up")

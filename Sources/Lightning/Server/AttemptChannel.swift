@@ -1,5 +1,6 @@
 import Channels
 import Foundation
+import Synchronization
 import JWT
 
 /// `run:<attempt id>` (PROTOCOL.md 4 and 5): one worker's events for one attempt, each committed before its
@@ -295,16 +296,15 @@ struct AttemptChannel: RawPayloadHandler {
 /// Values per running attempt (its plan, its credential scrubber), by attempt id. Bounded: entries of attempts
 /// that never complete here (lost, or completed through another replica) go when the cache is full, and are
 /// rebuilt from the store if needed again.
-final class AttemptCache<Value: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var values: [String: Value] = [:]
+final class AttemptCache<Value: Sendable>: Sendable {
+    private let values = Mutex<[String: Value]>([:])
     let limit = 10_000
-    func get(_ id: String) -> Value? { lock.withLock { values[id] } }
+    func get(_ id: String) -> Value? { values.withLock { $0[id] } }
     func put(_ id: String, _ value: Value) {
-        lock.withLock {
+        values.withLock { values in
             if values.count >= limit { values.removeAll(keepingCapacity: true) }
             values[id] = value
         }
     }
-    func forget(_ id: String) { lock.withLock { _ = values.removeValue(forKey: id) } }
+    func forget(_ id: String) { values.withLock { _ = $0.removeValue(forKey: id) } }
 }

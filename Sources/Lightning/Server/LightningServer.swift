@@ -1,5 +1,6 @@
 import Channels
 import Foundation
+import Synchronization
 import JWT
 import Logging
 import ServiceLifecycle
@@ -698,18 +699,17 @@ final class LightningState: @unchecked Sendable {
     }
 }
 
-final class ServerBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var _server: ChannelServer?
-    private var _background: (ServiceGroup, Task<Void, Never>)?
+final class ServerBox: Sendable {
+    private let _server = Mutex<ChannelServer?>(nil)
+    private let _background = Mutex<(ServiceGroup, Task<Void, Never>)?>(nil)
     /// The background services' group when `start()` runs them, and the task that runs it.
     var background: (ServiceGroup, Task<Void, Never>)? {
-        get { lock.withLock { _background } }
-        set { lock.withLock { _background = newValue } }
+        get { _background.withLock { $0 } }
+        set { _background.withLock { $0 = newValue } }
     }
     var server: ChannelServer? {
-        get { lock.withLock { _server } }
-        set { lock.withLock { _server = newValue } }
+        get { _server.withLock { $0 } }
+        set { _server.withLock { $0 = newValue } }
     }
 }
 
@@ -764,14 +764,13 @@ struct IssuedToken: Sendable {
 
 /// Counts by key behind a lock, for state an actor keeps that others must read without a hop to it; a key
 /// whose count falls to zero is gone.
-final class KeyCounts: @unchecked Sendable {
-    private let lock = NSLock()
-    private var counts: [String: Int] = [:]
+final class KeyCounts: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
     func add(_ key: String, _ n: Int) {
-        lock.withLock {
+        counts.withLock { counts in
             let v = counts[key, default: 0] + n
             counts[key] = v > 0 ? v : nil
         }
     }
-    func contains(_ key: String) -> Bool { lock.withLock { counts[key] != nil } }
+    func contains(_ key: String) -> Bool { counts.withLock { $0[key] != nil } }
 }

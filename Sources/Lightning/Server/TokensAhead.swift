@@ -1,11 +1,12 @@
 import Foundation
+import Synchronization
 
 /// Attempt tokens signed before their attempt is claimed. When new work arrives while some worker has free slots, it
 /// is about to be claimed: its RS256 signature (0.7 ms of CPU) then runs during the nudge and the claim's round trip
 /// instead of after the claim's commit, on the path from webhook to step. Never when workers are all busy (under a
 /// backlog a token signed at arrival would only age), at most `maxInFlight` at once, and a token older than
 /// `maxAgeSeconds` at its claim is not used (its lifetime counts from its signing): the claim signs a fresh one.
-final class TokensAhead: @unchecked Sendable {
+final class TokensAhead: Sendable {
     struct Signed: Sendable {
         var token: String
         /// Seconds since 1970 (the token's `iat` and `exp`).
@@ -16,12 +17,16 @@ final class TokensAhead: @unchecked Sendable {
     let maxInFlight: Int
     let maxKept: Int
     let maxAgeSeconds: Double
-    private let lock = NSLock()
-    /// By attempt: when its signing started (seconds since 1970), and the signing.
-    private var tokens: [String: (started: Double, signing: Task<Signed?, Never>)] = [:]
-    private var inFlight = 0
-    private var used = 0
-    private var unused = 0
+
+    private struct State {
+        /// By attempt: when its signing started (seconds since 1970), and the signing.
+        var tokens: [String: (started: Double, signing: Task<Signed?, Never>)] = [:]
+        var inFlight = 0
+        var used = 0
+        var unused = 0
+    }
+
+    private let state = Mutex(State())
 
     init(maxInFlight: Int = 2, maxKept: Int = 64, maxAgeSeconds: Double = 5) {
         self.maxInFlight = maxInFlight
@@ -35,17 +40,17 @@ final class TokensAhead: @unchecked Sendable {
     /// old to be used.
     @discardableResult
     func start(_ id: String, now: Double = Date().timeIntervalSince1970, sign: @escaping @Sendable () -> Signed?) -> Bool {
-        lock.withLock {
-            if tokens.count >= maxKept {
-                let stale = tokens.filter { now - $0.value.started > maxAgeSeconds }.map(\.key)
-                for k in stale { tokens[k] = nil }
-                unused += stale.count
+        state.withLock { s in
+            if s.tokens.count >= maxKept {
+                let stale = s.tokens.filter { now - $0.value.started > maxAgeSeconds }.map(\.key)
+                for k in stale { s.tokens[k] = nil }
+                s.unused += stale.count
             }
-            guard inFlight < maxInFlight, tokens.count < maxKept, tokens[id] == nil else { return false }
-            inFlight += 1
-            tokens[id] = (now, Task.detached { [self] in
+            guard s.inFlight < maxInFlight, s.tokens.count < maxKept, s.tokens[id] == nil else { return false }
+            s.inFlight += 1
+            s.tokens[id] = (now, Task.detached { [self] in
                 let signed = sign()
-                lock.withLock { inFlight -= 1 }
+                state.withLock { $0.inFlight -= 1 }
                 return signed
             })
             return true
@@ -55,20 +60,22 @@ final class TokensAhead: @unchecked Sendable {
     /// The token signed ahead for attempt `id` (waiting for its signing to finish), if one was and it is still fresh
     /// at `now`; it is handed out once.
     func take(_ id: String, now: @Sendable () -> Double = { Date().timeIntervalSince1970 }) async -> Signed? {
-        guard let task = lock.withLock({ tokens.removeValue(forKey: id)?.signing }) else { return nil }
+        guard let task = state.withLock({ $0.tokens.removeValue(forKey: id)?.signing }) else { return nil }
         guard let signed = await task.value, now() - signed.issuedAt <= maxAgeSeconds else {
-            lock.withLock { unused += 1 }
+            state.withLock { $0.unused += 1 }
             return nil
         }
-        lock.withLock { used += 1 }
+        state.withLock { $0.used += 1 }
         return signed
     }
 
     /// Forgets the token of an attempt that will not be claimed (cancelled).
     func forget(_ id: String) {
-        if lock.withLock({ tokens.removeValue(forKey: id) }) != nil { lock.withLock { unused += 1 } }
+        state.withLock { s in
+            if s.tokens.removeValue(forKey: id) != nil { s.unused += 1 }
+        }
     }
 
     /// Tokens used at their claim, and signed ahead but not used (too old, or forgotten).
-    var counts: (used: Int, unused: Int) { lock.withLock { (used, unused) } }
+    var counts: (used: Int, unused: Int) { state.withLock { ($0.used, $0.unused) } }
 }

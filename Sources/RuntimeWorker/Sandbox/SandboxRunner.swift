@@ -1,6 +1,7 @@
 internal import CSandbox
 import Channels
 import Foundation
+import Synchronization
 import Logging
 
 public enum SandboxMode: String, Sendable, CaseIterable {
@@ -543,9 +544,8 @@ final class SpawnerThread: @unchecked Sendable {
     }
 }
 
-final class Flag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .sequentiallyConsistent) }
+    var isSet: Bool { value.load(ordering: .sequentiallyConsistent) }
 }

@@ -1,5 +1,6 @@
 import Channels
 import Foundation
+import Synchronization
 import Postgres
 
 /// PostgreSQL under the store, for several Lightning replicas on one database (issue 12).
@@ -485,9 +486,8 @@ struct PostgresSession: SQLSession {
 }
 
 /// The signals of one write, gathered until it commits.
-final class SignalList: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [String] = []
-    func add(_ line: String) { lock.withLock { items.append(line) } }
-    var lines: [String] { lock.withLock { items } }
+final class SignalList: Sendable {
+    private let items = Mutex<[String]>([])
+    func add(_ line: String) { items.withLock { $0.append(line) } }
+    var lines: [String] { items.withLock { $0 } }
 }

@@ -53,8 +53,6 @@ def main():
     ap.add_argument("--n", type=int, default=600, help="attempts per side")
     args = ap.parse_args()
     dirs = [tempfile.mkdtemp(prefix="dispatch-ab-") for _ in range(2)]
-    for d in dirs:
-        os.chmod(d, 0o755)  # a worker run with --sandbox none runs its steps as nobody, who must reach the work directory
     stacks = []
     try:
         for bin_dir, d in zip((args.a, args.b), dirs):

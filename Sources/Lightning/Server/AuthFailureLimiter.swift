@@ -1,5 +1,6 @@
 import Channels
 import Foundation
+import Synchronization
 
 /// Failed token checks, per client address: a bucket of `burst` failures that refills at `perSecond`. While an
 /// address's bucket is empty every request from it that carries a credential is answered 429 with `Retry-After`
@@ -9,7 +10,7 @@ import Foundation
 ///
 /// Behind a proxy every client has the proxy's address: `trustedProxies` names such proxies, and for them the
 /// last address of `X-Forwarded-For` (the one the proxy itself added) is used instead.
-final class AuthFailureLimiter: @unchecked Sendable {
+final class AuthFailureLimiter: Sendable {
     struct Settings: Sendable {
         /// Failures allowed at once; 0 turns the limiter off.
         var burst = 20
@@ -20,8 +21,8 @@ final class AuthFailureLimiter: @unchecked Sendable {
 
     let settings: Settings
     private let now: @Sendable () -> ContinuousClock.Instant
-    private let lock = NSLock()
-    private var buckets: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+    private typealias Bucket = (tokens: Double, at: ContinuousClock.Instant)
+    private let buckets = Mutex<[String: Bucket]>([:])
     /// Addresses kept at most; past it, full (forgiven) buckets go first, then everything.
     static let maxAddresses = 10_000
 
@@ -40,8 +41,8 @@ final class AuthFailureLimiter: @unchecked Sendable {
     /// Nil when `client` may try a credential now; otherwise the seconds until it may.
     func retryAfter(_ client: String) -> Int? {
         guard settings.burst > 0 else { return nil }
-        return lock.withLock {
-            guard let b = refilled(client) else { return nil }
+        return buckets.withLock { buckets in
+            guard let b = refilled(buckets[client]) else { return nil }
             buckets[client] = b
             if b.tokens >= 1 { return nil }
             return max(1, Int(((1 - b.tokens) / settings.perSecond).rounded(.up)))
@@ -51,26 +52,26 @@ final class AuthFailureLimiter: @unchecked Sendable {
     /// A credential from `client` did not check out.
     func failed(_ client: String) {
         guard settings.burst > 0 else { return }
-        lock.withLock {
-            var b = refilled(client) ?? (Double(settings.burst), now())
+        buckets.withLock { buckets in
+            var b = refilled(buckets[client]) ?? (Double(settings.burst), now())
             b.tokens = max(0, b.tokens - 1)
-            if buckets[client] == nil && buckets.count >= Self.maxAddresses { evict() }
+            if buckets[client] == nil && buckets.count >= Self.maxAddresses { evict(&buckets) }
             buckets[client] = b
         }
     }
 
-    private func refilled(_ client: String) -> (tokens: Double, at: ContinuousClock.Instant)? {
-        guard let b = buckets[client] else { return nil }
+    private func refilled(_ bucket: Bucket?) -> Bucket? {
+        guard let b = bucket else { return nil }
         let t = now()
         return (level(b, at: t), t)
     }
 
     /// A bucket's tokens at `t`: what it had, plus what was forgiven since, up to the burst.
-    private func level(_ b: (tokens: Double, at: ContinuousClock.Instant), at t: ContinuousClock.Instant) -> Double {
+    private func level(_ b: Bucket, at t: ContinuousClock.Instant) -> Double {
         min(Double(settings.burst), b.tokens + (t - b.at).seconds * settings.perSecond)
     }
 
-    private func evict() {
+    private func evict(_ buckets: inout [String: Bucket]) {
         let t = now()
         buckets = buckets.filter { _, b in level(b, at: t) < Double(settings.burst) }
         if buckets.count >= Self.maxAddresses { buckets.removeAll() }

@@ -630,47 +630,52 @@ public final class Lightning: Sendable {
 }
 
 /// Mutable bits of Lightning, behind a lock.
-final class LightningState: @unchecked Sendable {
-    private let lock = NSLock()
-    private var goneSince: [String: Int64] = [:]
-    private var nudgePending = false
-    private var undelivered = 0
+final class LightningState: Sendable {
+    private struct State {
+        var goneSince: [String: Int64] = [:]
+        var nudgePending = false
+        var lastNudge: ContinuousClock.Instant?
+        var undelivered = 0
+        /// Worker sockets that asked for the claim:checkout extension.
+        var checkoutSockets = Set<Int>()
+        /// Worker sockets whose last claim got fewer attempts than it asked for: they have free slots and claim new
+        /// work as soon as they hear of it.
+        var socketsWithFreeSlots = Set<Int>()
+        /// Registered worker sockets' credentials, and the sockets that take fleet control (`worker:control`).
+        var credentials: [Int: SocketCredential] = [:]
+        var fleetSockets = Set<Int>()
+    }
+
+    private let state = Mutex(State())
 
     /// Claim replies that never reached their worker (their attempts went back to the queue).
-    var undeliveredClaims: Int { lock.withLock { undelivered } }
-    func claimUndelivered() { lock.withLock { undelivered += 1 } }
+    var undeliveredClaims: Int { state.withLock { $0.undelivered } }
+    func claimUndelivered() { state.withLock { $0.undelivered += 1 } }
 
-    func workerGone(_ name: String, at: Int64) { lock.withLock { goneSince[name] = at } }
-    /// Worker sockets that asked for the claim:checkout extension.
-    private var checkoutSockets = Set<Int>()
+    func workerGone(_ name: String, at: Int64) { state.withLock { $0.goneSince[name] = at } }
     func setCheckout(_ socketID: Int, _ on: Bool) {
-        lock.withLock { if on { checkoutSockets.insert(socketID) } else { checkoutSockets.remove(socketID) } }
+        state.withLock { s in if on { s.checkoutSockets.insert(socketID) } else { s.checkoutSockets.remove(socketID) } }
     }
-    func wantsCheckout(_ socketID: Int) -> Bool { lock.withLock { checkoutSockets.contains(socketID) } }
-    /// Worker sockets whose last claim got fewer attempts than it asked for: they have free slots and claim new work
-    /// as soon as they hear of it.
-    private var socketsWithFreeSlots = Set<Int>()
+    func wantsCheckout(_ socketID: Int) -> Bool { state.withLock { $0.checkoutSockets.contains(socketID) } }
     func setFreeSlots(_ socketID: Int, _ free: Bool) {
-        lock.withLock { if free { socketsWithFreeSlots.insert(socketID) } else { socketsWithFreeSlots.remove(socketID) } }
+        state.withLock { s in if free { s.socketsWithFreeSlots.insert(socketID) } else { s.socketsWithFreeSlots.remove(socketID) } }
     }
-    var workersHaveFreeSlots: Bool { lock.withLock { !socketsWithFreeSlots.isEmpty } }
-    func workerGoneIfUnknown(_ name: String, at: Int64) { lock.withLock { if goneSince[name] == nil { goneSince[name] = at } } }
-    func workerBack(_ name: String) { lock.withLock { _ = goneSince.removeValue(forKey: name) } }
+    var workersHaveFreeSlots: Bool { state.withLock { !$0.socketsWithFreeSlots.isEmpty } }
+    func workerGoneIfUnknown(_ name: String, at: Int64) { state.withLock { s in if s.goneSince[name] == nil { s.goneSince[name] = at } } }
+    func workerBack(_ name: String) { state.withLock { _ = $0.goneSince.removeValue(forKey: name) } }
     func workersGone(before: Int64) -> [(name: String, since: Int64)] {
-        lock.withLock { goneSince.filter { $0.value < before }.map { (name: $0.key, since: $0.value) }.sorted { $0.name < $1.name } }
+        state.withLock { s in
+            s.goneSince.filter { $0.value < before }.map { (name: $0.key, since: $0.value) }.sorted { $0.name < $1.name }
+        }
     }
-    func forget(_ names: [String]) { lock.withLock { for n in names { goneSince[n] = nil } } }
+    func forget(_ names: [String]) { state.withLock { s in for n in names { s.goneSince[n] = nil } } }
 
-    /// Registered worker sockets' credentials, and the sockets that take fleet control (`worker:control`).
-    private var credentials: [Int: SocketCredential] = [:]
-    private var fleetSockets = Set<Int>()
-    func setCredential(_ socketID: Int, _ c: SocketCredential?) { lock.withLock { credentials[socketID] = c } }
-    func credential(_ socketID: Int) -> SocketCredential? { lock.withLock { credentials[socketID] } }
+    func setCredential(_ socketID: Int, _ c: SocketCredential?) { state.withLock { $0.credentials[socketID] = c } }
+    func credential(_ socketID: Int) -> SocketCredential? { state.withLock { $0.credentials[socketID] } }
     func setFleetControl(_ socketID: Int, _ on: Bool) {
-        lock.withLock { if on { fleetSockets.insert(socketID) } else { fleetSockets.remove(socketID) } }
+        state.withLock { s in if on { s.fleetSockets.insert(socketID) } else { s.fleetSockets.remove(socketID) } }
     }
-    func hasFleetControl(_ socketID: Int) -> Bool { lock.withLock { fleetSockets.contains(socketID) } }
-    private var lastNudge: ContinuousClock.Instant?
+    func hasFleetControl(_ socketID: Int) -> Bool { state.withLock { $0.fleetSockets.contains(socketID) } }
 
     enum Nudge: Equatable {
         case now
@@ -680,21 +685,21 @@ final class LightningState: @unchecked Sendable {
 
     /// Whether to push work-available now, at the end of the current interval, or not at all (one is scheduled).
     func nudge(now: ContinuousClock.Instant, interval: Duration) -> Nudge {
-        lock.withLock {
-            if nudgePending { return .alreadyScheduled }
-            guard let last = lastNudge, now - last < interval else {
-                lastNudge = now
+        state.withLock { s in
+            if s.nudgePending { return .alreadyScheduled }
+            guard let last = s.lastNudge, now - last < interval else {
+                s.lastNudge = now
                 return .now
             }
-            nudgePending = true
+            s.nudgePending = true
             return .at(last + interval)
         }
     }
 
     func scheduledNudgeFired(at now: ContinuousClock.Instant) {
-        lock.withLock {
-            nudgePending = false
-            lastNudge = now
+        state.withLock { s in
+            s.nudgePending = false
+            s.lastNudge = now
         }
     }
 }

@@ -1,6 +1,7 @@
 internal import CSandbox
 import Channels
 import Foundation
+import Synchronization
 import Logging
 
 /// Runs a step in some process runner: the sandbox in production, a fake in tests.
@@ -402,15 +403,24 @@ extension AttemptExecutor {
 }
 
 /// Cancelling a running attempt from outside (`run:cancel`, shutdown).
-public final class AttemptControl: @unchecked Sendable {
-    private let lock = NSLock()
-    private var cancelled = false
-    private var kind = StopKind.cancel
-    private var why = "cancelled"
-    private var step: StepControl?
-    public var grace: Duration = .seconds(5)
+public final class AttemptControl: Sendable {
+    private struct State {
+        var cancelled = false
+        var kind = StopKind.cancel
+        var why = "cancelled"
+        var step: StepControl?
+        var grace: Duration = .seconds(5)
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
+
+    /// How long a stopped step has between SIGTERM and SIGKILL.
+    public var grace: Duration {
+        get { state.withLock { $0.grace } }
+        set { state.withLock { $0.grace = newValue } }
+    }
 
     /// How an attempt was stopped from outside.
     public enum StopKind: Sendable {
@@ -422,11 +432,11 @@ public final class AttemptControl: @unchecked Sendable {
         case requeue
     }
 
-    public var isCancelled: Bool { lock.withLock { cancelled } }
+    public var isCancelled: Bool { state.withLock { $0.cancelled } }
     /// Stopped by the worker's own shutdown rather than by an operator.
-    public var isShutdown: Bool { lock.withLock { kind == .shutdown } }
-    public var stopKind: StopKind { lock.withLock { kind } }
-    var reason: String { lock.withLock { why } }
+    public var isShutdown: Bool { state.withLock { $0.kind == .shutdown } }
+    public var stopKind: StopKind { state.withLock { $0.kind } }
+    var reason: String { state.withLock { $0.why } }
 
     /// An operator's cancel (`run:cancel`): the attempt ends with reason `cancel`.
     public func cancel(reason: String) { stop(reason: reason, kind: .cancel) }
@@ -435,24 +445,24 @@ public final class AttemptControl: @unchecked Sendable {
     public func shutDown(reason: String) { stop(reason: reason, kind: .shutdown) }
 
     public func stop(reason: String, kind: StopKind) {
-        let s: StepControl? = lock.withLock {
-            cancelled = true
-            self.kind = kind
-            why = reason
-            return step
+        let (step, grace) = state.withLock { s in
+            s.cancelled = true
+            s.kind = kind
+            s.why = reason
+            return (s.step, s.grace)
         }
-        s?.terminate(grace: grace)
+        step?.terminate(grace: grace)
     }
 
-    func attach(_ s: StepControl) {
-        let already = lock.withLock { () -> Bool in
-            step = s
-            return cancelled
+    func attach(_ step: StepControl) {
+        let (already, grace) = state.withLock { s in
+            s.step = step
+            return (s.cancelled, s.grace)
         }
-        if already { s.terminate(grace: grace) }
+        if already { step.terminate(grace: grace) }
     }
 
-    func detach() { lock.withLock { step = nil } }
+    func detach() { state.withLock { $0.step = nil } }
 }
 
 /// Batches a step's output lines into `run:batch_logs`, in order, scrubbed of credential values. A batch goes as

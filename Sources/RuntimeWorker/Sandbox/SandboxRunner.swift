@@ -78,57 +78,60 @@ public struct StepTermination: Sendable, Equatable {
 }
 
 /// Stops a running step from outside (cancel, shutdown).
-public final class StepControl: @unchecked Sendable {
-    private let lock = NSLock()
-    private var pid: pid_t = 0
-    private var cancelled = false
-    private var group: Cgroups.Group?
+public final class StepControl: Sendable {
+    private struct State {
+        var pid: pid_t = 0
+        var cancelled = false
+        var group: Cgroups.Group?
+        var started: ContinuousClock.Instant?
+        var held = false
+        var release: (@Sendable () -> Void)?
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
     func attach(pid: pid_t, group: Cgroups.Group?) -> Bool {
-        lock.withLock {
-            self.pid = pid
-            self.group = group
-            started = ContinuousClock.now
-            return !cancelled
+        state.withLock { s in
+            s.pid = pid
+            s.group = group
+            s.started = ContinuousClock.now
+            return !s.cancelled
         }
     }
 
-    private var started: ContinuousClock.Instant?
     /// When the step's process was started (nil until then): the executor's spawn latency.
-    public var startedAt: ContinuousClock.Instant? { lock.withLock { started } }
+    public var startedAt: ContinuousClock.Instant? { state.withLock { $0.started } }
 
-    var wasCancelled: Bool { lock.withLock { cancelled } }
+    var wasCancelled: Bool { state.withLock { $0.cancelled } }
 
-    private var held = false
     /// Set by the step reactor while it watches this step: it reads the pipes again.
     var onRelease: (@Sendable () -> Void)? {
-        get { lock.withLock { release } }
-        set { lock.withLock { release = newValue } }
+        get { state.withLock { $0.release } }
+        set { state.withLock { $0.release = newValue } }
     }
-    private var release: (@Sendable () -> Void)?
 
     /// The consumer of the step's lines holds too many: the runner stops reading the step's output (the step
     /// blocks once its pipe is full) until `releaseOutput()`. Nothing is dropped.
-    public func holdOutput() { lock.withLock { held = true } }
+    public func holdOutput() { state.withLock { $0.held = true } }
 
     public func releaseOutput() {
-        let r: (@Sendable () -> Void)? = lock.withLock {
-            guard held else { return nil }
-            held = false
-            return release
+        let r: (@Sendable () -> Void)? = state.withLock { s in
+            guard s.held else { return nil }
+            s.held = false
+            return s.release
         }
         r?()
     }
 
-    var outputHeld: Bool { lock.withLock { held } }
+    var outputHeld: Bool { state.withLock { $0.held } }
 
     /// SIGTERM to the step's whole tree, then SIGKILL after `grace`.
     public func terminate(grace: Duration = .seconds(5)) {
-        let p: pid_t = lock.withLock {
-            cancelled = true
-            return pid
+        let p: pid_t = state.withLock { s in
+            s.cancelled = true
+            return s.pid
         }
         guard p > 0 else { return }
         kill(-p, SIGTERM)
@@ -143,9 +146,9 @@ public final class StepControl: @unchecked Sendable {
     /// The step's process has ended (called while it is still an unreaped zombie): nothing of it is signalled from
     /// now on, since its pid and its cgroup can be reused once it is reaped.
     func processEnded() {
-        lock.withLock {
-            pid = 0
-            group = nil
+        state.withLock { s in
+            s.pid = 0
+            s.group = nil
         }
     }
 
@@ -156,7 +159,7 @@ public final class StepControl: @unchecked Sendable {
     }
 
     func killNow() {
-        let (p, g) = lock.withLock { (pid, group) }
+        let (p, g) = state.withLock { ($0.pid, $0.group) }
         if p > 0 { Self.killTree(p, g) }
     }
 }

@@ -164,29 +164,32 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
     /// Frames for one connection in one trip to the service thread; `onLastWritten` reports on the last of them.
     func send(to id: Int, frames: [[UInt8]], binary: Bool = false, onLastWritten: (@Sendable (Bool) -> Void)?) {
-        let posted = loop.post { [self] in
-            guard let conn = connections[id], conn.kind == .websocket, conn.closeCode == nil else {
+        let posted = loop.post { [self] in enqueueHere(id, frames: frames, binary: binary, onLastWritten: onLastWritten) }
+        if !posted { onLastWritten?(false) }
+    }
+
+    /// Queues frames on connection `id`, or closes it as a slow consumer. Service thread only.
+    private func enqueueHere(_ id: Int, frames: [[UInt8]], binary: Bool, onLastWritten: (@Sendable (Bool) -> Void)?) {
+        guard let conn = connections[id], conn.kind == .websocket, conn.closeCode == nil else {
+            onLastWritten?(false)
+            return
+        }
+        let limit = conn.endpoint?.maxQueuedBytes ?? configuration.maxQueuedBytesPerConnection
+        let totalLimit = conn.endpoint?.maxQueuedBytesTotal ?? .max
+        for (i, bytes) in frames.enumerated() {
+            // Over the limit with a backlog: the client is not reading. (A single message bigger than the
+            // limit still goes when nothing is waiting.) The same when the endpoint's sockets together are over.
+            let total = conn.queuedTotal?.bytes ?? 0
+            if conn.queuedBytes > 0 && (conn.queuedBytes + bytes.count > limit || total + bytes.count > totalLimit) {
+                logger.warning("closing a slow consumer", metadata: ["connection": "\(id)", "queued": "\(conn.queuedBytes)",
+                                                                      "queued.endpoint": "\(total)"])
                 onLastWritten?(false)
+                conn.failQueue()
+                conn.requestClose(code: 1008, reason: "slow consumer: send queue over limit")
                 return
             }
-            let limit = conn.endpoint?.maxQueuedBytes ?? configuration.maxQueuedBytesPerConnection
-            let totalLimit = conn.endpoint?.maxQueuedBytesTotal ?? .max
-            for (i, bytes) in frames.enumerated() {
-                // Over the limit with a backlog: the client is not reading. (A single message bigger than the
-                // limit still goes when nothing is waiting.) The same when the endpoint's sockets together are over.
-                let total = conn.queuedTotal?.bytes ?? 0
-                if conn.queuedBytes > 0 && (conn.queuedBytes + bytes.count > limit || total + bytes.count > totalLimit) {
-                    logger.warning("closing a slow consumer", metadata: ["connection": "\(id)", "queued": "\(conn.queuedBytes)",
-                                                                          "queued.endpoint": "\(total)"])
-                    onLastWritten?(false)
-                    conn.failQueue()
-                    conn.requestClose(code: 1008, reason: "slow consumer: send queue over limit")
-                    return
-                }
-                conn.enqueue(bytes, binary: binary, onWritten: i == frames.count - 1 ? onLastWritten : nil)
-            }
+            conn.enqueue(bytes, binary: binary, onWritten: i == frames.count - 1 ? onLastWritten : nil)
         }
-        if !posted { onLastWritten?(false) }
     }
 
     /// Returns once the service thread has taken everything handed to it before this call (frames are then in their
@@ -225,7 +228,18 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     @discardableResult
     public func broadcast(topic: String, event: String, payload: JSON) -> Int {
         let sockets = lock.withLock { Array(subscribers[topic]?.values ?? [:].values) }
-        for s in sockets { s.push(topic: topic, event: event, payload: payload) }
+        // The payload encoded once, and one trip to the service thread for every socket: a push each cost a post (a
+        // lock and a wake-up) per socket, which held up whoever broadcast (the store's writer thread, for new work)
+        // in proportion to the workers joined.
+        let raw = payload.encoded()
+        let frames = sockets.compactMap { s in
+            s.joinRef(topic).map { (s.id, PhoenixMessage.encodeText(joinRef: $0, topic: topic, event: event, rawPayload: raw)) }
+        }
+        if !frames.isEmpty {
+            loop.post { [self] in
+                for (id, frame) in frames { enqueueHere(id, frames: [frame], binary: false, onLastWritten: nil) }
+            }
+        }
         return sockets.count
     }
 

@@ -138,19 +138,22 @@ struct StoreTests {
         defer { t.remove() }
         try await t.workflow(yaml(concurrency: nil, name: "free"))
         let store = t.store
-        let seen = Mutex<(claimable: Bool?, claim: Task<[ClaimedAttempt], any Error>?, id: String?)>((nil, nil, nil))
+        let seen = Mutex<(claimable: Bool?, committed: Bool?, claim: Task<[ClaimedAttempt], any Error>?, id: String?)>((nil, nil, nil, nil))
         let created = try await store.createWorkOrder(workflow: "free", input: Array("{}".utf8), ordered: { created in
             let checked = DispatchSemaphore(value: 0)
             Thread.detachNewThread {
                 let claimable = try? store.mayHaveClaimableWork()
-                seen.withLock { $0.claimable = claimable }
+                let committed = try? store.readHere { db in try db.int("SELECT 1 FROM attempts WHERE id = ?", [created.attemptID]) != nil }
+                seen.withLock { $0.claimable = claimable; $0.committed = committed }
                 checked.signal()
             }
             checked.wait()
             let claim = Task { try await store.claim(demand: 1, workerName: "w1") }
             seen.withLock { $0.claim = claim; $0.id = created.attemptID }
         })
-        let (claimable, claim, id) = seen.withLock { ($0.claimable, $0.claim, $0.id) }
+        let (claimable, committed, claim, id) = seen.withLock { ($0.claimable, $0.committed, $0.claim, $0.id) }
+        // SQLite: called before the commit (the nudge overlaps its fsync); PostgreSQL: after it.
+        #expect(committed == (engine == .postgres), "on SQLite `ordered` runs before the commit, on PostgreSQL after")
         #expect(claimable == true, "checked before the commit, the work being written counts")
         #expect(id == created.attemptID)
         let claimed = try await #require(claim).value

@@ -44,6 +44,7 @@ class Stack:
     def __init__(self, bin_dir, workdir):
         self.bin, self.dir = bin_dir, workdir
         # A worker told `WORKER_SANDBOX=none` runs its steps as nobody, who must reach the work directories under here.
+        # (The database and logs become readable by local users; the keys under keys/ keep their own modes.)
         os.chmod(workdir, 0o755)
         subprocess.run([os.path.join(bin_dir, "gen-worker-keys"), "--out", os.path.join(workdir, "keys")],
                        check=True, stdout=subprocess.DEVNULL)

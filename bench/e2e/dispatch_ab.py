@@ -57,9 +57,9 @@ def main():
     try:
         for bin_dir, d in zip((args.a, args.b), dirs):
             s = Stack(os.path.abspath(bin_dir), d)
+            stacks.append(s)  # stopped below even if its worker does not start
             s.worker("w1", 4)
             s.apply(STAMP)
-            stacks.append(s)
         for _ in range(10):  # warm-up
             for s in stacks:
                 one(s)

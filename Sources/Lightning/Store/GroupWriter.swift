@@ -36,7 +36,8 @@ final class GroupWriter: @unchecked Sendable {
     /// on the writer thread with the value as soon as `body` has run in the open transaction, before the commit: every
     /// write queued from then on runs after it and sees it, so the caller can start what depends on it (a nudge)
     /// while the commit's fsync runs. The commit can still fail after `ordered` (disk full): `ordered` may only start
-    /// what is harmless then. It must not block or wait for another write.
+    /// what is harmless then. It must not block or wait for another write, and a read made from it (on another
+    /// connection) does not see the write yet.
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T,
                             ordered: (@Sendable (T) -> Void)? = nil) async throws -> T {
         let value = try await withCheckedThrowingContinuation { (c: CheckedContinuation<any Sendable, any Error>) in

@@ -635,6 +635,10 @@ public final class Worker: @unchecked Sendable {
             reply = try await client.push(topic: Wire.Topic.queue, event: Wire.Event.claim,
                                           payload: ClaimRequest(demand: demand, workerName: configuration.name).wire,
                                           onReply: { [self] reply in
+                                              // A large claim (up to 1,000) would hold the service thread for its
+                                              // token checks: the claim's task takes it.
+                                              guard (reply.response["runs"]?.arrayValue?.count ?? 0) <= Self.joinsFromReplyMax
+                                              else { return }
                                               let runs = acceptRuns(reply)
                                               accepted.withLock { $0 = runs }
                                           })
@@ -675,8 +679,12 @@ public final class Worker: @unchecked Sendable {
         case refused(id: String, reason: String)
     }
 
+    /// The most attempts of one claim joined from the socket's service thread (an RS256 check each, about 30 µs).
+    static let joinsFromReplyMax = 8
+
     /// Checks each attempt's token and starts joining `run:<id>` for those that verify. Runs on the socket's service
-    /// thread (a join's frame is queued there without a hop) or, when the reply hook did not run, in the claim's task.
+    /// thread (a join's frame is queued there without a hop), or in the claim's task for a claim of more than
+    /// `joinsFromReplyMax` attempts.
     private func acceptRuns(_ reply: ChannelClientReply) -> [AcceptedRun] {
         guard reply.isOK, let runs = reply.response["runs"]?.arrayValue else { return [] }
         var accepted: [AcceptedRun] = []

@@ -293,6 +293,7 @@ public protocol StoreDatabase: Sendable {
     /// group's open transaction, before its commit (the one writer runs later writes after it), so that what the caller
     /// starts overlaps the commit's fsync; PostgreSQL, once committed (other connections see nothing sooner). After
     /// `ordered` the commit can still fail (disk full), so it may only start what is harmless then; it must not block.
+    /// On SQLite a read made from `ordered` does not see the write yet.
     func write<T: Sendable>(isolation: WriteIsolation, _ body: @escaping @Sendable (any SQLSession) throws -> T,
                             ordered: (@Sendable (T) -> Void)?) async throws -> T
     /// Transactions committed and the writes they carried (their ratio is the batching).

@@ -228,16 +228,17 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     @discardableResult
     public func broadcast(topic: String, event: String, payload: JSON) -> Int {
         let sockets = lock.withLock { Array(subscribers[topic]?.values ?? [:].values) }
-        // The payload encoded once, and one trip to the service thread for every socket: a push each cost a post (a
-        // lock and a wake-up) per socket, which held up whoever broadcast (the store's writer thread, for new work)
-        // in proportion to the workers joined.
-        let raw = payload.encoded()
-        let frames = sockets.compactMap { s in
-            s.joinRef(topic).map { (s.id, PhoenixMessage.encodeText(joinRef: $0, topic: topic, event: event, rawPayload: raw)) }
-        }
-        if !frames.isEmpty {
+        // One trip to the service thread for every socket, the payload encoded once and each socket's frame made
+        // there: a push each cost the caller a frame and a post (a lock and a wake-up) per socket, which held up
+        // whoever broadcast (the store's writer thread, for new work) in proportion to the workers joined.
+        if !sockets.isEmpty {
+            let raw = payload.encoded()
             loop.post { [self] in
-                for (id, frame) in frames { enqueueHere(id, frames: [frame], binary: false, onLastWritten: nil) }
+                for s in sockets {
+                    guard let joinRef = s.joinRef(topic) else { continue }
+                    let frame = PhoenixMessage.encodeText(joinRef: joinRef, topic: topic, event: event, rawPayload: raw)
+                    enqueueHere(s.id, frames: [frame], binary: false, onLastWritten: nil)
+                }
             }
         }
         return sockets.count

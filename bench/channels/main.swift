@@ -126,11 +126,37 @@ while !line.contains("\n") {
 let joined = server.sockets(joinedTo: "room:idle").count
 try await Task.sleep(for: .seconds(1))
 let after = rssKB()
+
+// 4. A broadcast to every idle connection (Lightning's work-available to its workers), against a push per socket
+// (how broadcast was made before): the time on the caller's thread, and until the service thread has taken them.
+func micros(_ d: Duration) -> Double { Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12 }
+var callerBroadcast: [Double] = [], callerPushes: [Double] = [], takenBroadcast: [Double] = [], takenPushes: [Double] = []
+let idleSockets = server.sockets(joinedTo: "room:idle")
+if joined > 0 {
+    // 7 of each: the clients hold at most 16 unread messages before they stop reading (websockets' max_queue).
+    for _ in 0..<7 {
+        var t = ContinuousClock.now
+        _ = server.broadcast(topic: "room:idle", event: "work-available", payload: [:])
+        callerBroadcast.append(micros(ContinuousClock.now - t))
+        await server.handedOver()
+        takenBroadcast.append(micros(ContinuousClock.now - t))
+        try await Task.sleep(for: .milliseconds(50))
+        t = ContinuousClock.now
+        for s in idleSockets { _ = s.push(topic: "room:idle", event: "work-available", payload: [:]) }
+        callerPushes.append(micros(ContinuousClock.now - t))
+        await server.handedOver()
+        takenPushes.append(micros(ContinuousClock.now - t))
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}
+func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
 try input.fileHandleForWriting.close()
 p.waitUntilExit()
 if joined > 0 {
     print(String(format: "idle joined connections: %d held; server RSS %d KB -> %d KB: %.1f KB per connection",
                  joined, before, after, Double(after - before) / Double(joined)))
+    print(String(format: "broadcast to them, median of %d: %.0f µs on the caller's thread, %.0f µs until the service thread took it; a push per socket (baseline, same run): %.0f µs, %.0f µs",
+                 callerBroadcast.count, median(callerBroadcast), median(takenBroadcast), median(callerPushes), median(takenPushes)))
 } else {
     print("idle connections: the client script failed (\(line.trimmingCharacters(in: .whitespacesAndNewlines)))")
 }

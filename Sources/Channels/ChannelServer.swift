@@ -454,11 +454,19 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         lock.withLock { openSockets[socket.id] = socket }
         conn.kind = .websocket
         lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
+        conn.idleTimeoutSetAt = .now
         handle(conn.inbox, socket: socket, endpoint: endpoint, connection: conn.id, connecting: true)
     }
 
     private func receive(_ conn: Connection, _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
-        lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
+        // The idle timeout is moved on at most every quarter of it (and at most every second), not on every message:
+        // libwebsockets 4.1 keeps every connection's timer in one sorted list, and each `lws_set_timeout` walks it
+        // (`lws_dll2_add_sorted` in perf), a per-message cost that grew with the connections open.
+        let now = ContinuousClock.now
+        if conn.idleTimeoutSetAt.map({ now - $0 >= idleTimeoutRefresh }) ?? true {
+            lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
+            conn.idleTimeoutSetAt = now
+        }
         if conn.rx.isEmpty { conn.rxBinary = lws_frame_is_binary(conn.wsi) != 0 }
         if conn.rx.count + length > configuration.maxMessageBytes {
             logger.warning("closing a socket: message over the limit",
@@ -491,6 +499,9 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         }
         return 0
     }
+
+    /// How often a busy connection's idle timeout is moved on: it then closes at most this much early.
+    var idleTimeoutRefresh: Duration { min(.seconds(1), .milliseconds(configuration.idleTimeoutSeconds * 250)) }
 
     private static let heartbeatBytes = Array(#""heartbeat""#.utf8)
 

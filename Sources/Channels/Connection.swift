@@ -30,6 +30,8 @@ final class Connection {
     /// Messages received and not yet handled.
     let inbox = Inbox()
     var rx: [UInt8] = []
+    /// When the WebSocket's idle timeout was last set (`ChannelServer.receive`).
+    var idleTimeoutSetAt: ContinuousClock.Instant?
     var rxBinary = false
     private var queue: [Outgoing] = []
     private var head = 0

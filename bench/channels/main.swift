@@ -1,7 +1,9 @@
 // Channel layer figures, printed, never asserted:
 //  1. echo round trip p50/p99 through the Swift channel layer, next to raw libwebsockets in the same run;
 //  2. server pushes per second to one connection;
-//  3. N joined idle connections held by one server, with server RSS per connection.
+//  3. N joined idle connections held by one server, with server RSS per connection;
+//  4. a broadcast to all of them, against a push per socket;
+//  5. the echo round trip again while they are open.
 // Run: swift run -c release bench-channels [round-trips] [pushes] [idle-connections]
 import Channels
 import Foundation
@@ -150,6 +152,23 @@ if joined > 0 {
     }
 }
 func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+
+// 5. Echo round trips again, with the idle connections still open: what each message costs the server per connection
+// it holds.
+var loadedSamples: [Double] = []
+if joined > 0 {
+    let second = try ChannelClient(configuration: clientConfig)
+    try second.connect()
+    while !second.connected { try await Task.sleep(for: .milliseconds(5)) }
+    try await second.join(topic: "room:bench2")
+    for _ in 0..<200 { _ = try await second.push(topic: "room:bench2", event: "echo", payload: payload) }
+    for _ in 0..<roundTrips {
+        let t = ContinuousClock.now
+        _ = try await second.push(topic: "room:bench2", event: "echo", payload: payload)
+        loadedSamples.append(micros(ContinuousClock.now - t))
+    }
+    second.close()
+}
 try input.fileHandleForWriting.close()
 p.waitUntilExit()
 if joined > 0 {
@@ -157,6 +176,10 @@ if joined > 0 {
                  joined, before, after, Double(after - before) / Double(joined)))
     print(String(format: "broadcast to them, median of %d: %.0f µs on the caller's thread, %.0f µs until the service thread took it; a push per socket (baseline, same run): %.0f µs, %.0f µs",
                  callerBroadcast.count, median(callerBroadcast), median(takenBroadcast), median(callerPushes), median(takenPushes)))
+    loadedSamples.sort()
+    print(String(format: "echo round trip with them open: p50 %.1f µs   p99 %.1f µs   (against %.1f µs with none: %.2f×)",
+                 loadedSamples[loadedSamples.count / 2], loadedSamples[loadedSamples.count * 99 / 100], p50,
+                 loadedSamples[loadedSamples.count / 2] / p50))
 } else {
     print("idle connections: the client script failed (\(line.trimmingCharacters(in: .whitespacesAndNewlines)))")
 }

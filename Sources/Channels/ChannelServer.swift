@@ -453,8 +453,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         guard let socket = conn.socket, let endpoint = conn.endpoint else { return }
         lock.withLock { openSockets[socket.id] = socket }
         conn.kind = .websocket
-        lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
-        conn.idleTimeoutSetAt = .now
+        setIdleTimeout(conn, now: .now)
         handle(conn.inbox, socket: socket, endpoint: endpoint, connection: conn.id, connecting: true)
     }
 
@@ -463,10 +462,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         // libwebsockets 4.1 keeps every connection's timer in one sorted list, and each `lws_set_timeout` walks it
         // (`lws_dll2_add_sorted` in perf), a per-message cost that grew with the connections open.
         let now = ContinuousClock.now
-        if conn.idleTimeoutSetAt.map({ now - $0 >= idleTimeoutRefresh }) ?? true {
-            lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
-            conn.idleTimeoutSetAt = now
-        }
+        if conn.idleTimeoutSetAt.map({ now - $0 >= idleTimeoutRefresh }) ?? true { setIdleTimeout(conn, now: now) }
         if conn.rx.isEmpty { conn.rxBinary = lws_frame_is_binary(conn.wsi) != 0 }
         if conn.rx.count + length > configuration.maxMessageBytes {
             logger.warning("closing a socket: message over the limit",
@@ -498,6 +494,12 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             handle(conn.inbox, socket: socket, endpoint: endpoint, connection: conn.id, connecting: false)
         }
         return 0
+    }
+
+    /// Closes the WebSocket after `idleTimeoutSeconds` without a message from now on.
+    private func setIdleTimeout(_ conn: Connection, now: ContinuousClock.Instant) {
+        lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, Int32(configuration.idleTimeoutSeconds))
+        conn.idleTimeoutSetAt = now
     }
 
     /// How often a busy connection's idle timeout is moved on: it then closes at most this much early.

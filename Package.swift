@@ -102,7 +102,7 @@ let package = Package(
             path: "mix-like-tools/gen-worker-keys"),
 
         .target(name: "TestSupport", path: "Tests/TestSupport", exclude: ["Python"]),
-        .executableTarget(name: "bench-jwt", dependencies: ["JWT"], path: "bench/jwt"),
+        .executableTarget(name: "bench-jwt", dependencies: ["JWT", "COpenSSL"], path: "bench/jwt"),
         .executableTarget(name: "bench-json", dependencies: ["Channels"], path: "bench/json"),
         .executableTarget(name: "bench-sandbox", dependencies: ["RuntimeWorker", "JWT"], path: "bench/sandbox"),
         .executableTarget(

@@ -24,23 +24,38 @@ enum Base64URL {
     }
 
     static func decode<C: Collection<UInt8>>(_ text: C) -> [UInt8]? {
+        if let decoded = text.withContiguousStorageIfAvailable({ decode(buffer: $0) }) { return decoded }
+        return Array(text).withUnsafeBufferPointer { decode(buffer: $0) }
+    }
+
+    static func decode(buffer text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         if text.count % 4 == 1 { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(text.count * 3 / 4)
-        var acc: UInt32 = 0, bits = 0
-        for c in text {
-            let v = table[Int(c)]
-            if v == 0xFF { return nil }
-            acc = acc << 6 | UInt32(v)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
+        var valid = true
+        // The table is read through a pointer taken once: read as `table[i]` it was a `swift_once` check and a
+        // bounds check per character.
+        let out = table.withUnsafeBufferPointer { table in
+            [UInt8](unsafeUninitializedCapacity: text.count * 3 / 4) { out, written in
+                var acc: UInt32 = 0, bits = 0, j = 0
+                for c in text {
+                    let v = table[Int(c)]
+                    if v == 0xFF {
+                        valid = false
+                        break
+                    }
+                    acc = acc << 6 | UInt32(v)
+                    bits += 6
+                    if bits >= 8 {
+                        bits -= 8
+                        out[j] = UInt8(truncatingIfNeeded: acc >> UInt32(bits))
+                        j += 1
+                    }
+                }
+                // Leftover bits must be zero (canonical encoding).
+                if valid, bits > 0, acc & ((1 << UInt32(bits)) - 1) != 0 { valid = false }
+                written = j
             }
         }
-        // Leftover bits must be zero (canonical encoding).
-        if bits > 0, acc & ((1 << UInt32(bits)) - 1) != 0 { return nil }
-        return out
+        return valid ? out : nil
     }
 
     /// Standard base64 with padding (for environment variables holding PEM text).

@@ -6,8 +6,7 @@ import Foundation
 /// parameters are refused), signature (constant-time for HMAC), and only then the payload is decoded and its
 /// claims checked against the injected clock.
 public enum JWT {
-    // Both are stateless once configured; reusing them avoids a setup per token.
-    private static let decoder = JSONDecoder()
+    // Stateless once configured; reusing it avoids a setup per token.
     private static let encoder: JSONEncoder = {
         let e = JSONEncoder()
         e.outputFormatting = [.withoutEscapingSlashes]
@@ -35,21 +34,21 @@ public enum JWT {
         options: VerificationOptions = VerificationOptions()
     ) throws -> Claims {
         let payload = try verifiedSegments(token, key: key, options: options)
-        // One JSON parse gives both the registered claims (checked here) and the caller's claims.
-        let decoded: Both<Claims>
+        // One strict parse; the registered claims are read from it directly, the caller's through a decoder.
+        guard case .object(let members)? = ClaimJSON.parse(payload) else {
+            throw JWTError.invalidJSON(segment: .payload)
+        }
+        let registered = try RegisteredClaims(members: members)
+        let claims: Claims
         do {
-            decoded = try decoder.decode(Both<Claims>.self, from: Data(payload))
+            claims = try ClaimsDecoder.decode(Claims.self, from: .object(members))
         } catch let error as JWTError {
             throw error
-        } catch DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty {
-            throw JWTError.invalidJSON(segment: .payload)
-        } catch DecodingError.typeMismatch(_, let context) where context.codingPath.isEmpty {
-            throw JWTError.invalidJSON(segment: .payload)
         } catch {
             throw JWTError.invalidClaim(name: "payload", reason: describe(error))
         }
-        try check(decoded.registered, options: options)
-        return decoded.claims
+        try check(registered, options: options)
+        return claims
     }
 
     /// Verifies the signature and the registered claims; returns the raw payload JSON.
@@ -61,29 +60,45 @@ public enum JWT {
 
     /// Size, shape, header and signature checks; returns the decoded payload bytes (not yet parsed).
     static func verifiedSegments(_ token: String, key: JWTKey, options: VerificationOptions) throws -> [UInt8] {
-        let utf8 = token.utf8
-        guard utf8.count <= options.maxTokenBytes else {
-            throw JWTError.tokenTooLarge(bytes: utf8.count, limit: options.maxTokenBytes)
+        var token = token
+        token.makeContiguousUTF8()  // free for a native string, which every token we are given is
+        return try token.utf8.withContiguousStorageIfAvailable {
+            try verifiedSegments(bytes: $0, key: key, options: options)
+        }!
+    }
+
+    static func verifiedSegments(
+        bytes: UnsafeBufferPointer<UInt8>, key: JWTKey, options: VerificationOptions
+    ) throws -> [UInt8] {
+        guard bytes.count <= options.maxTokenBytes else {
+            throw JWTError.tokenTooLarge(bytes: bytes.count, limit: options.maxTokenBytes)
         }
-        let parts = utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
-        guard parts.count == 3 else { throw JWTError.wrongSegmentCount(parts.count) }
+        var dots = 0, first = 0, second = 0
+        for i in bytes.indices where bytes[i] == UInt8(ascii: ".") {
+            dots += 1
+            if dots == 1 { first = i } else if dots == 2 { second = i }
+        }
+        guard dots == 2 else { throw JWTError.wrongSegmentCount(dots + 1) }
+        let header = UnsafeBufferPointer(rebasing: bytes[..<first])
+        let payload = UnsafeBufferPointer(rebasing: bytes[(first + 1)..<second])
+        let signatureText = UnsafeBufferPointer(rebasing: bytes[(second + 1)...])
 
         // Headers are nearly always one of a few exact strings: those are known good without parsing.
-        if !key.knownGoodHeaders.contains(where: { $0.elementsEqual(parts[0]) }) {
-            guard let headerBytes = Base64URL.decode(parts[0]) else {
+        if !key.knownGoodHeaders.contains(where: { $0.elementsEqual(header) }) {
+            guard let headerBytes = Base64URL.decode(buffer: header) else {
                 throw JWTError.invalidBase64URL(segment: .header)
             }
             try checkHeader(headerBytes, key: key)
         }
 
-        guard let signature = Base64URL.decode(parts[2]) else {
+        guard let signature = Base64URL.decode(buffer: signatureText) else {
             throw JWTError.invalidBase64URL(segment: .signature)
         }
-        let signingInput = Array(utf8[parts[0].startIndex..<parts[1].endIndex])
+        let signingInput = UnsafeBufferPointer(rebasing: bytes[..<second])
         guard try key.verify(signature: signature, of: signingInput) else { throw JWTError.invalidSignature }
 
-        guard let payload = Base64URL.decode(parts[1]) else { throw JWTError.invalidBase64URL(segment: .payload) }
-        return payload
+        guard let decoded = Base64URL.decode(buffer: payload) else { throw JWTError.invalidBase64URL(segment: .payload) }
+        return decoded
     }
 
     /// The `alg` a token's header names, unverified: only for choosing which verifier to use (each checks the
@@ -104,10 +119,11 @@ public enum JWT {
     }
 
     static func checkHeader(_ bytes: [UInt8], key: JWTKey) throws {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)), let header = object as? [String: Any]
-        else { throw JWTError.invalidJSON(segment: .header) }
-        guard let alg = header["alg"] as? String else {
-            throw JWTError.algorithmMismatch(expected: key.algorithm.rawValue, found: "(missing)")
+        // The same strict reader as the payload: a header naming `alg` twice is refused, not read either way.
+        guard case .object(let header)? = ClaimJSON.parse(bytes) else { throw JWTError.invalidJSON(segment: .header) }
+        guard case .string(let alg)? = header["alg"] else {
+            throw JWTError.algorithmMismatch(
+                expected: key.algorithm.rawValue, found: header["alg"].map { "(\($0.kind))" } ?? "(missing)")
         }
         if alg.lowercased() == "none" { throw JWTError.algorithmNone }
         guard alg == key.algorithm.rawValue else {
@@ -115,7 +131,13 @@ public enum JWT {
         }
         // We understand no extension parameters, so any `crit` is refused (RFC 7515 section 4.1.11).
         if let crit = header["crit"] {
-            throw JWTError.unsupportedCriticalHeader((crit as? [Any])?.map { "\($0)" } ?? ["\(crit)"])
+            let names: [String]
+            switch crit {
+            case .array(let elements): names = elements.map { if case .string(let s) = $0 { s } else { "(\($0.kind))" } }
+            case .string(let s): names = [s]
+            default: names = ["(\(crit.kind))"]
+            }
+            throw JWTError.unsupportedCriticalHeader(names)
         }
     }
 
@@ -145,25 +167,6 @@ public enum JWT {
         }
     }
 
-    /// Decodes the registered claims and the caller's claims from the same parsed payload.
-    struct Both<C: Decodable>: Decodable {
-        var registered: RegisteredClaims
-        var claims: C
-        init(from decoder: any Decoder) throws {
-            // A payload that is not a JSON object is refused as bad JSON, whatever the caller's type accepts.
-            _ = try decoder.container(keyedBy: AnyKey.self)
-            registered = try RegisteredClaims(from: decoder)
-            claims = try C(from: decoder)
-        }
-    }
-
-    struct AnyKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
     private static func describe(_ error: any Error) -> String {
         switch error {
         case DecodingError.keyNotFound(let key, _): "missing \"\(key.stringValue)\""
@@ -171,5 +174,41 @@ public enum JWT {
             "wrong type at \"\(c.codingPath.map(\.stringValue).joined(separator: "."))\""
         default: "\(error)"
         }
+    }
+}
+
+extension RegisteredClaims {
+    /// The registered claims of a parsed payload. A claim of the wrong type is refused as `JSONDecoder` refused it
+    /// (`wrong type at "exp"`); null counts as absent.
+    init(members: ClaimJSON.Members) throws {
+        func value(_ name: String) -> ClaimJSON? {
+            guard let v = members[name], v != .null else { return nil }
+            return v
+        }
+        func wrongType(_ name: String) -> JWTError { .invalidClaim(name: "payload", reason: "wrong type at \"\(name)\"") }
+        func string(_ name: String) throws -> String? {
+            guard let v = value(name) else { return nil }
+            guard case .string(let s) = v else { throw wrongType(name) }
+            return s
+        }
+        func number(_ name: String) throws -> Double? {
+            guard let v = value(name) else { return nil }
+            guard case .number(let d, _) = v else { throw wrongType(name) }
+            return d
+        }
+        var audience: Audience?
+        switch value("aud") {
+        case nil: audience = nil
+        case .string(let s)?: audience = .one(s)
+        case .array(let elements)?:
+            audience = .many(try elements.map { element in
+                guard case .string(let s) = element else { throw wrongType("aud") }
+                return s
+            })
+        default: throw wrongType("aud")
+        }
+        self.init(
+            iss: try string("iss"), sub: try string("sub"), aud: audience, exp: try number("exp"),
+            nbf: try number("nbf"), iat: try number("iat"), jti: try string("jti"))
     }
 }

@@ -109,12 +109,15 @@ public struct JWTKey: Sendable {
 
     // MARK: - Signing and verifying
 
-    func sign(_ input: [UInt8]) throws -> [UInt8] {
+    func sign(_ input: [UInt8]) throws -> [UInt8] { try input.withUnsafeBufferPointer { try sign(bytes: $0) } }
+
+    func sign(bytes input: UnsafeBufferPointer<UInt8>) throws -> [UInt8] {
         switch material {
         case .hmac(let secret):
             var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
             var length: UInt32 = 0
-            guard HMAC(EVP_sha256(), secret, Int32(secret.count), input, input.count, &out, &length) != nil else {
+            guard HMAC(EVP_sha256(), secret, Int32(secret.count), input.baseAddress, input.count, &out, &length) != nil
+            else {
                 throw JWTError.openSSL(lastOpenSSLError())
             }
             return Array(out.prefix(Int(length)))
@@ -124,10 +127,10 @@ public struct JWTKey: Sendable {
         }
     }
 
-    func verify(signature: [UInt8], of input: [UInt8]) throws -> Bool {
+    func verify(signature: [UInt8], of input: UnsafeBufferPointer<UInt8>) throws -> Bool {
         switch material {
         case .hmac:
-            let expected = try sign(input)
+            let expected = try sign(bytes: input)
             return expected.count == signature.count && CRYPTO_memcmp(expected, signature, expected.count) == 0
         case .rsa(let key, _):
             return key.verifySHA256(signature: signature, of: input)
@@ -137,11 +140,53 @@ public struct JWTKey: Sendable {
 
 /// Owns one `EVP_PKEY`. OpenSSL 3 keys are safe to share between threads for signing and verifying as long as
 /// each operation has its own context, which is how this type uses them.
+///
+/// Setting up a context (`EVP_DigestSignInit`/`EVP_DigestVerifyInit`) fetches the digest and the signature's
+/// implementation from OpenSSL's provider store every time: about a third of an RS256 verification with a few claims.
+/// So one context of each kind is set up here, never used itself, and each operation works on a copy of it
+/// (`EVP_MD_CTX_copy_ex` only reads its source, so copies may be taken on several threads at once).
 final class PKey: @unchecked Sendable {
     let pointer: OpaquePointer
+    /// `EVP_MD_CTX`s ready to sign (a private key only) and to verify, with SHA-256.
+    private let signTemplate: OpaquePointer?
+    private let verifyTemplate: OpaquePointer?
 
-    init(owning pointer: OpaquePointer) { self.pointer = pointer }
-    deinit { EVP_PKEY_free(pointer) }
+    init(owning pointer: OpaquePointer) {
+        self.pointer = pointer
+        signTemplate = Self.template(pointer) { EVP_DigestSignInit($0, nil, EVP_sha256(), nil, $1) }
+        verifyTemplate = Self.template(pointer) { EVP_DigestVerifyInit($0, nil, EVP_sha256(), nil, $1) }
+    }
+
+    deinit {
+        EVP_MD_CTX_free(signTemplate)
+        EVP_MD_CTX_free(verifyTemplate)
+        EVP_PKEY_free(pointer)
+    }
+
+    /// A context set up by `initialise`, or nil when the key cannot do that (a public key cannot sign).
+    private static func template(
+        _ key: OpaquePointer, _ initialise: (OpaquePointer, OpaquePointer) -> Int32
+    ) -> OpaquePointer? {
+        guard let ctx = EVP_MD_CTX_new() else { return nil }
+        guard initialise(ctx, key) == 1 else {
+            ERR_clear_error()
+            EVP_MD_CTX_free(ctx)
+            return nil
+        }
+        return ctx
+    }
+
+    /// A copy of `template` for one operation, told that it will be finalised once (so OpenSSL does not copy it
+    /// again to keep it reusable).
+    private func operationContext(from template: OpaquePointer?) -> OpaquePointer? {
+        guard let template, let ctx = EVP_MD_CTX_new() else { return nil }
+        guard EVP_MD_CTX_copy_ex(ctx, template) == 1 else {
+            EVP_MD_CTX_free(ctx)
+            return nil
+        }
+        EVP_MD_CTX_set_flags(ctx, EVP_MD_CTX_FLAG_FINALISE)
+        return ctx
+    }
 
     static func load(pem: String) throws -> (PKey, isPrivate: Bool) {
         let isPrivate: Bool
@@ -165,28 +210,25 @@ final class PKey: @unchecked Sendable {
         return (PKey(owning: key), isPrivate)
     }
 
-    func signSHA256(_ input: [UInt8]) throws -> [UInt8] {
-        guard let ctx = EVP_MD_CTX_new() else { throw JWTError.openSSL("EVP_MD_CTX_new failed") }
+    func signSHA256(_ input: UnsafeBufferPointer<UInt8>) throws -> [UInt8] {
+        guard signTemplate != nil else { throw JWTError.keyCannotSign }
+        guard let ctx = operationContext(from: signTemplate) else { throw JWTError.openSSL(lastOpenSSLError()) }
         defer { EVP_MD_CTX_free(ctx) }
-        guard EVP_DigestSignInit(ctx, nil, EVP_sha256(), nil, pointer) == 1 else {
-            throw JWTError.openSSL(lastOpenSSLError())
-        }
-        var length = 0
-        guard EVP_DigestSign(ctx, nil, &length, input, input.count) == 1 else {
-            throw JWTError.openSSL(lastOpenSSLError())
-        }
+        var length = Int(EVP_PKEY_get_size(pointer))
         var out = [UInt8](repeating: 0, count: length)
-        guard EVP_DigestSign(ctx, &out, &length, input, input.count) == 1 else {
+        guard EVP_DigestSign(ctx, &out, &length, input.baseAddress, input.count) == 1 else {
             throw JWTError.openSSL(lastOpenSSLError())
         }
         return Array(out.prefix(length))
     }
 
-    func verifySHA256(signature: [UInt8], of input: [UInt8]) -> Bool {
-        guard let ctx = EVP_MD_CTX_new() else { return false }
+    func verifySHA256(signature: [UInt8], of input: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let ctx = operationContext(from: verifyTemplate) else {
+            ERR_clear_error()
+            return false
+        }
         defer { EVP_MD_CTX_free(ctx) }
-        guard EVP_DigestVerifyInit(ctx, nil, EVP_sha256(), nil, pointer) == 1 else { return false }
-        let ok = EVP_DigestVerify(ctx, signature, signature.count, input, input.count) == 1
+        let ok = EVP_DigestVerify(ctx, signature, signature.count, input.baseAddress, input.count) == 1
         if !ok { ERR_clear_error() }
         return ok
     }

@@ -10,7 +10,18 @@ let rsaPublic = try! JWTKey.rsa(pem: rsaPair.publicKeyPEM)
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    let text = String(decoding: bytes, as: UTF8.self)
+    // The claims reader: what it accepts, Foundation reads the same (it is only stricter), and the registered claims
+    // are read from any object without trapping.
+    if let value = ClaimJSON.parse(bytes) {
+        guard let theirs = try? JSONSerialization.jsonObject(with: Data(bytes), options: .fragmentsAllowed) else {
+            fatalError("accepted JSON that Foundation refuses: \(text.debugDescription)")
+        }
+        if !same(value, theirs) { fatalError("read differently from Foundation: \(value) against \(theirs)") }
+        if case .object(let members) = value { _ = try? RegisteredClaims(members: members) }
+        _ = try? ClaimsDecoder.decode(WorkerCredentialClaims.self, from: value)
+    }
     if (try? WorkerTokenClaims.verify(text, key: hmacKey)) != nil { fatalError("an unsigned input verified as a worker token") }
     if (try? AttemptTokenClaims.verify(text, key: rsaPublic, attemptID: "a1")) != nil {
         fatalError("an unsigned input verified as an attempt token")
@@ -40,4 +51,21 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         fatalError("our own token did not verify: \(error)")
     }
     return 0
+}
+
+func same(_ ours: ClaimJSON, _ theirs: Any) -> Bool {
+    switch ours {
+    case .null: return theirs is NSNull
+    case .bool(let b): return (theirs as? Bool) == b
+    case .number(let d, _):
+        guard let n = (theirs as? NSNumber)?.doubleValue else { return false }
+        return n == d || abs(n - d) <= abs(d) * 1e-12
+    case .string(let s): return (theirs as? String) == s
+    case .array(let a):
+        guard let t = theirs as? [Any], t.count == a.count else { return false }
+        return zip(a, t).allSatisfy { same($0, $1) }
+    case .object(let o):
+        guard let t = theirs as? [String: Any], t.count == o.count else { return false }
+        return o.pairs.allSatisfy { pair in t[pair.name].map { same(pair.value, $0) } ?? false }
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LightningProtocol
 import Synchronization
 
 /// The store: the rules of queue, attempts, logs, workflows, credentials, tokens, workers and cron, written once
@@ -50,7 +51,7 @@ public final class SQLStore: LightningStore {
     public func publish(_ signal: ClusterSignal) async throws { try await database.publish(signal) }
     public func subscribe(_ handler: @escaping @Sendable (ClusterSignal) -> Void) { database.subscribe(handler) }
 
-    static func newID() -> String { UUID().uuidString.lowercased() }
+    static func newID() -> String { RandomID.uuidString() }
 
     func readHere<T>(_ body: (any SQLSession) throws -> T) throws -> T { try database.readHere(body) }
 

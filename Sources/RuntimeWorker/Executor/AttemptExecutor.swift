@@ -1,5 +1,6 @@
 internal import CSandbox
 import Channels
+import LightningProtocol
 import Foundation
 import Synchronization
 import Logging
@@ -206,7 +207,7 @@ public struct AttemptExecutor: Sendable {
 
     private func runStep(_ job: Plan.Job, state input: [String: Any], inputDataclipID: String?, directories: StepDirectories,
                          deadline: ContinuousClock.Instant, logs: LogBatcher, out: AttemptOutbox) async throws -> (Outcome, String?) {
-        let stepID = UUID().uuidString.lowercased()
+        let stepID = RandomID.uuidString()
         // Posted: the step starts without waiting for the reply (the outbox keeps the order).
         try out.post(Wire.Event.stepStart, StepStart(stepID: stepID, jobID: job.id, inputDataclipID: inputDataclipID).wire)
         let started = ContinuousClock.now
@@ -220,7 +221,7 @@ public struct AttemptExecutor: Sendable {
         }
         await logs.flush()
         outcome.state.removeValue(forKey: "configuration")
-        let outputID = UUID().uuidString.lowercased()
+        let outputID = RandomID.uuidString()
         var outputText = (try? JSONSerialization.data(withJSONObject: outcome.state)).map { String(decoding: $0, as: UTF8.self) }
         var outputError: String?
         let limit = payloadLimitBytes

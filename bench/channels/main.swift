@@ -180,6 +180,8 @@ if joined > 0 {
     print(String(format: "echo round trip with them open: p50 %.1f µs   p99 %.1f µs   (against %.1f µs with none: %.2f×)",
                  loadedSamples[loadedSamples.count / 2], loadedSamples[loadedSamples.count * 99 / 100], p50,
                  loadedSamples[loadedSamples.count / 2] / p50))
+} else if idleCount == 0 {
+    print("idle connections: skipped (none asked for)")
 } else {
     print("idle connections: the client script failed (\(line.trimmingCharacters(in: .whitespacesAndNewlines)))")
 }

@@ -251,11 +251,14 @@ enum ClaimJSON: Equatable, Sendable {
             } else {
                 skipDigits()
             }
+            let integerEnd = index
+            var zeroFraction = true
             if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
-                integral = false
                 index += 1
                 guard index < bytes.count, isDigit(bytes[index]) else { return nil }
+                let fractionStart = index
                 skipDigits()
+                zeroFraction = bytes[fractionStart..<index].allSatisfy { $0 == UInt8(ascii: "0") }
             }
             if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
                 integral = false
@@ -266,7 +269,16 @@ enum ClaimJSON: Equatable, Sendable {
             }
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
             guard let double = Double(text), double.isFinite else { return nil }
-            let exact = integral ? Int64(text) : Int64(exactly: double)
+            // `12` and `12.000` are read exactly as integers (as JSONDecoder does, past 2^53 too); `1e2` through the
+            // double, only when it holds an integer.
+            let exact: Int64?
+            if integral && zeroFraction {
+                exact = Int64(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<integerEnd]), as: UTF8.self))
+            } else if integral {
+                exact = nil
+            } else {
+                exact = Int64(exactly: double)
+            }
             return .number(double, exactInteger: exact)
         }
 

@@ -163,7 +163,8 @@ final class PKey: @unchecked Sendable {
         EVP_PKEY_free(pointer)
     }
 
-    /// A context set up by `initialise`, or nil when the key cannot do that (a public key cannot sign).
+    /// A context set up by `initialise`, or nil when OpenSSL refuses. (A public key may still get a signing context
+    /// here: signing checks `isPrivate` first, and signing with one fails in OpenSSL anyway.)
     private static func template(
         _ key: OpaquePointer, _ initialise: (OpaquePointer, OpaquePointer) -> Int32
     ) -> OpaquePointer? {

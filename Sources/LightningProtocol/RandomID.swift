@@ -8,15 +8,25 @@ import Synchronization
 /// once (close-on-exec) and read 4 KB at a time, so one read serves 256 ids; each byte is handed out once. When it
 /// cannot be opened, `SystemRandomNumberGenerator` (`getrandom(2)`) fills in.
 public enum RandomID {
-    private static let pool = Mutex(Pool())
+    private static let pool: Mutex<Pool> = {
+        // A fork's child (none today: the sandbox's children exec at once) must not repeat its parent's ids.
+        pthread_atfork(nil, nil, { _ = RandomID.forks.add(1, ordering: .relaxed) })
+        return Mutex(Pool())
+    }()
+
+    /// How many times this process is a fork's child of the one that first made an id.
+    fileprivate static let forks = Atomic<Int>(0)
 
     private struct Pool: ~Copyable {
         var fd: Int32 = -2  // -2: not opened yet; -1: could not be
         var bytes = [UInt8](repeating: 0, count: 4096)
         var next = 4096
 
+        /// `forks` when the buffer was filled: a forked child refills, or it would hand out its parent's ids.
+        var filledAt = -1
+
         mutating func take16(into out: UnsafeMutableRawBufferPointer) {
-            if next + 16 > bytes.count { refill() }
+            if next + 16 > bytes.count || filledAt != forks.load(ordering: .relaxed) { refill() }
             bytes.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[next..<(next + 16)])) }
             // Handed out once: cleared as it goes.
             for i in next..<(next + 16) { bytes[i] = 0 }
@@ -45,6 +55,7 @@ public enum RandomID {
                 }
             }
             next = 0
+            filledAt = forks.load(ordering: .relaxed)
         }
     }
 

@@ -60,6 +60,55 @@ struct ClaimsJSONTests {
         #expect(back.gen == Int64.max - 1)
     }
 
+    @Test("exp written as a decimal or with an exponent is read; a second exp is refused, not read either way")
+    func numberForms() throws {
+        let key = try JWTKey.hmac(secret: secret)
+        let options = VerificationOptions(now: now, requiredClaims: [.exp])
+        for text in ["1800000100", "1800000100.0", "1.8000001e9", "18000001E2"] {
+            let claims = try JWT.verify(try token(payload: #"{"exp":\#(text)}"#), key: key, as: RegisteredClaims.self,
+                                        options: options)
+            #expect(claims.exp == 1_800_000_100, "\(text)")
+        }
+        #expect(throws: JWTError.expired(exp: 1_799_999_999, now: 1_800_000_000)) {
+            try JWT.verify(try token(payload: #"{"exp":1799999999.0}"#), key: key, as: RegisteredClaims.self, options: options)
+        }
+        #expect(throws: JWTError.invalidJSON(segment: .payload)) {
+            try JWT.verify(try token(payload: #"{"exp":1900000000,"exp":1}"#), key: key, as: RegisteredClaims.self,
+                           options: options)
+        }
+        struct Big: Decodable { var n: Int64 }
+        // Integers written with a zero fraction are read exactly, as JSONDecoder reads them.
+        #expect(try ClaimsDecoder.decode(Big.self, from: #require(ClaimJSON.parse(Array(#"{"n":9007199254740993.0}"#.utf8)))).n
+            == 9_007_199_254_740_993)
+    }
+
+    @Test("one RS256 key signs and verifies on many threads at once, and a refused token leaves it working")
+    func sharedKey() async throws {
+        let pair = try RSAKeyPair.generate()
+        let signer = try JWTKey.rsa(pem: pair.privateKeyPEM)
+        let verifier = try JWTKey.rsa(pem: pair.publicKeyPEM)
+        let options = VerificationOptions(now: now, requiredClaims: [.exp])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<8 {
+                group.addTask {
+                    for i in 0..<20 {
+                        let claims = RegisteredClaims(sub: "t\(t)-\(i)", exp: 1_800_000_100)
+                        let signed = try JWT.sign(claims, key: signer)
+                        // A forged one first: its failure must not disturb the next verification.
+                        var forged = Array(signed.utf8)
+                        forged[forged.count - 5] = forged[forged.count - 5] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+                        #expect(throws: JWTError.invalidSignature) {
+                            try JWT.verify(String(decoding: forged, as: UTF8.self), key: verifier, as: RegisteredClaims.self,
+                                           options: options)
+                        }
+                        #expect(try JWT.verify(signed, key: verifier, as: RegisteredClaims.self, options: options) == claims)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
     @Test("wrong types, missing claims and integers that do not fit are refused with their names")
     func typeErrors() throws {
         let key = try JWTKey.hmac(secret: secret)

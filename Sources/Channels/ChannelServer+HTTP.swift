@@ -20,10 +20,11 @@ extension ChannelServer {
         conn.path = path.isEmpty ? LWSRequest.path(wsi) : path
         conn.query = LWSRequest.query(wsi)
         conn.headers = LWSRequest.headers(wsi)
+        conn.closeAfterResponse = HTTPRules.asksToClose(conn.headers)
         switch HTTPRules.admit(method: conn.method, headers: conn.headers, shuttingDown: shuttingDown,
                                maxBodyBytes: configuration.maxHTTPBodyBytes) {
         case .respond(let status, let message, let closeAfter):
-            conn.closeAfterResponse = closeAfter
+            if closeAfter { conn.closeAfterResponse = true }
             respond(conn, .error(status, message))
         case .dispatch(let closeAfter):
             if closeAfter { conn.closeAfterResponse = true }

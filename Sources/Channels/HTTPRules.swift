@@ -45,6 +45,15 @@ enum HTTPRules {
         return .dispatch(closeAfter: methodsWithBody.contains(method) && headers["content-length"] == nil)
     }
 
+    /// The client asked for the connection to close after this request (`Connection: close`; the header is a list of
+    /// case-insensitive tokens, RFC 9110 7.6.1). libwebsockets closes it then, but its answer did not say so, and a
+    /// client that keeps connections (curl, URLSession) could send its next request on it as it closed: "Empty reply
+    /// from server". The answer now carries `Connection: close` (RFC 9112 9.6).
+    static func asksToClose(_ headers: [String: String]) -> Bool {
+        guard let value = headers["connection"] else { return false }
+        return value.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == "close" }
+    }
+
     /// A chunk of body arrived: nil, or the 413 that ends the request (the rest is not read).
     static func bodyChunk(received: Int, adding length: Int, maxBodyBytes: Int) -> HTTPResponse? {
         received + length > maxBodyBytes ? .error(413, "request body is over the \(maxBodyBytes)-byte limit") : nil

@@ -45,6 +45,7 @@ enum LWSRequest {
             (WSI_TOKEN_HTTP_CONTENT_LENGTH, "content-length"), (WSI_TOKEN_HTTP_USER_AGENT, "user-agent"),
             (WSI_TOKEN_HTTP_ACCEPT, "accept"), (WSI_TOKEN_HOST, "host"),
             (WSI_TOKEN_HTTP_TRANSFER_ENCODING, "transfer-encoding"), (WSI_TOKEN_X_FORWARDED_FOR, "x-forwarded-for"),
+            (WSI_TOKEN_CONNECTION, "connection"),
             // The operator console: its session cookie, and the origin a browser says the request comes from.
             (WSI_TOKEN_HTTP_COOKIE, "cookie"), (WSI_TOKEN_ORIGIN, "origin"),
         ]

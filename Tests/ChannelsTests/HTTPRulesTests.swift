@@ -24,6 +24,17 @@ struct HTTPRulesTests {
         #expect(admit("POST", ["content-length": "10", "transfer-encoding": "identity"]) == .awaitBody)
     }
 
+    @Test("Connection: close is found among the header's tokens, in any case")
+    func asksToClose() {
+        #expect(HTTPRules.asksToClose(["connection": "close"]))
+        #expect(HTTPRules.asksToClose(["connection": "Keep-Alive, CLOSE"]))
+        #expect(HTTPRules.asksToClose(["connection": " close "]))
+        #expect(!HTTPRules.asksToClose(["connection": "keep-alive"]))
+        #expect(!HTTPRules.asksToClose(["connection": "closed"]))
+        #expect(!HTTPRules.asksToClose(["connection": "upgrade"]))
+        #expect(!HTTPRules.asksToClose([:]))
+    }
+
     @Test("refused at once: shutting down, chunked bodies, bodies over the limit, a Content-Length that is not a size")
     func refusals() {
         #expect(admit("GET", [:], shuttingDown: true) == .respond(status: 503, message: "server shutting down", closeAfter: false))
@@ -85,6 +96,37 @@ struct HTTPRefusalTests {
             try RawConnection(port: port, timeout: 30).exchange("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         }
         #expect(ok.hasPrefix("HTTP/1.1 200"), "\(ok.prefix(200))")
+    }
+}
+
+@Suite("Connection: close")
+struct ConnectionCloseTests {
+    @Test("a request that asks to close gets an answer that says so, whole, and then the end of the stream; others are kept")
+    func answeredAndClosed() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let port = server.port
+        for request in ["GET /hello?name=a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\nContent-Length: 2\r\n\r\n{}",
+                        "GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"] {
+            let answer = try await TestSupport.onThread {
+                let c = try RawConnection(port: port, timeout: 30)
+                let answer = try c.exchange(request)
+                return (answer, try c.readsEndOfStream())
+            }
+            let head = answer.0.components(separatedBy: "\r\n\r\n")[0].lowercased()
+            #expect(head.hasPrefix("http/1.1 ") && head.contains("\r\nconnection: close"), "\(answer.0.debugDescription)")
+            #expect(answer.1, "the server closes after answering \(request.debugDescription)")
+        }
+        // Without it the connection carries the next request, and the answer says nothing of closing.
+        let kept = try await TestSupport.onThread {
+            let c = try RawConnection(port: port, timeout: 30)
+            let first = try c.exchange("GET /hello?name=a HTTP/1.1\r\nHost: x\r\n\r\n")
+            let second = try c.exchange("GET /hello?name=b HTTP/1.1\r\nHost: x\r\n\r\n")
+            return (first, second)
+        }
+        #expect(kept.0.hasPrefix("HTTP/1.1 200") && !kept.0.lowercased().contains("connection: close"), "\(kept.0.debugDescription)")
+        #expect(kept.1.hasPrefix("HTTP/1.1 200") && kept.1.contains(#""q":"b""#), "\(kept.1.debugDescription)")
     }
 }
 

@@ -266,7 +266,7 @@ struct LiveTests {
             var req = URLRequest(url: URL(string: base + path)!)
             req.httpMethod = method
             req.httpBody = body
-            let (data, response) = try await URLSession.shared.data(for: req)
+            let (data, response) = try await freshHTTPExchange(req)
             return ((response as! HTTPURLResponse).statusCode, try? JSON.parse(Array(data)))
         }
         let (s1, b1) = try await call("GET", "/hello?name=ada")

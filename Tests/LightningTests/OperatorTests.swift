@@ -21,11 +21,11 @@ extension Harness {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = method
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        // A fresh connection each time: a kept one may point at an earlier test's server whose port the kernel
-        // has since given to this one, and reads back an empty reply.
+        // A fresh connection each time (`freshHTTPExchange`): a kept one may be closing, or point at an earlier
+        // test's server whose port the kernel has since given to this one, and read back an empty reply.
         if request.value(forHTTPHeaderField: "Connection") == nil { request.setValue("close", forHTTPHeaderField: "Connection") }
         if let body { request.httpBody = Data(body.utf8) }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let (data, response) = try await freshHTTPExchange(request)
         let text = String(decoding: data, as: UTF8.self)
         return Exchange(status: (response as! HTTPURLResponse).statusCode, json: (try? JSON.parse(text)) ?? .null, text: text)
     }

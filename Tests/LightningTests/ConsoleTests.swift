@@ -17,13 +17,13 @@ struct RawExchange {
 }
 
 /// No cookie jar: each request carries exactly the headers the test gives it.
-let bareSession: URLSession = {
+func bareConfiguration() -> URLSessionConfiguration {
     let c = URLSessionConfiguration.ephemeral
     c.httpCookieStorage = nil
     c.httpShouldSetCookies = false
     c.httpCookieAcceptPolicy = .never
-    return URLSession(configuration: c)
-}()
+    return c
+}
 
 extension Harness {
     var origin: String { "http://127.0.0.1:\(port)" }
@@ -32,11 +32,11 @@ extension Harness {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = method
         for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
-        // A fresh connection each time: a kept one may point at an earlier test's server whose port the kernel
-        // has since given to this one, and reads back an empty reply.
+        // A fresh connection each time (`freshHTTPExchange`): a kept one may be closing, or point at an earlier
+        // test's server whose port the kernel has since given to this one, and read back an empty reply.
         if request.value(forHTTPHeaderField: "Connection") == nil { request.setValue("close", forHTTPHeaderField: "Connection") }
         if let body { request.httpBody = Data(body.utf8) }
-        let (data, response) = try await bareSession.data(for: request)
+        let (data, response) = try await freshHTTPExchange(request, configuration: bareConfiguration())
         let http = response as! HTTPURLResponse
         var fields: [String: String] = [:]
         for (k, v) in http.allHeaderFields { fields[String(describing: k).lowercased()] = String(describing: v) }

@@ -150,6 +150,8 @@ public final class Worker: @unchecked Sendable {
     private var nudgeDeadline: ContinuousClock.Instant?
     /// A nudge that came while nobody waited (during a claim): the next wait returns at once instead of missing it.
     private var nudgePending = false
+    /// Whether the claim loop, now waiting, could claim when it last looked (joined, a slot free).
+    private var waitingSawClaimable = false
     private var ticking = false
     private var runEnded = false
     private var tasks: [String: Task<Void, Never>] = [:]
@@ -283,7 +285,8 @@ public final class Worker: @unchecked Sendable {
         var pause = configuration.claimPoll
         let longest = max(configuration.claimPoll * 10, .seconds(10))
         while !lock.withLock({ draining }) {
-            if client.isJoined(Wire.Topic.queue), freeSlots > 0 {
+            let claimable = canClaim
+            if claimable {
                 let demand = freeSlots
                 let claimed = await claim(demand: demand)
                 pause = claimed > 0 ? configuration.claimPoll : min(pause * 2, longest)
@@ -291,7 +294,7 @@ public final class Worker: @unchecked Sendable {
                 // nudge (an immediate second claim would come back empty, and hold up the attempts' joins behind it).
                 if claimed == demand { continue }
             }
-            await waitForNudge(upTo: pause)
+            await waitForNudge(upTo: pause, sawClaimable: claimable)
             if let error = lock.withLock({ fatal }) {
                 events.cancel()
                 throw error
@@ -376,7 +379,7 @@ public final class Worker: @unchecked Sendable {
             trusted = true
         }
         finishRegistration(.success(credentials.renewal?.expiresAt ?? 0))
-        wake()
+        wakeIfWaitingToClaim()
     }
 
     /// The largest message this Lightning takes: what it names in its join reply (ours, our extension), else
@@ -575,15 +578,21 @@ public final class Worker: @unchecked Sendable {
     /// Waits for a nudge (work available, a slot freed), or at most `pause`. The pause is kept by one ticker task
     /// for the worker's life (a tick every `tick`) instead of a timer task per wait, which cost a timer
     /// registration per claim and, left running after an early nudge, woke a later wait for nothing.
-    private func waitForNudge(upTo pause: Duration) async {
+    /// The claim loop can claim now: `worker:queue` joined and a slot free.
+    private var canClaim: Bool { client.isJoined(Wire.Topic.queue) && freeSlots > 0 }
+
+    /// Waits for a nudge, a freed slot or `pause`. `sawClaimable`: what the loop saw before it chose to wait. When it
+    /// could not claim then and can now (the queue's join completed, a slot came free, in between), it does not wait.
+    private func waitForNudge(upTo pause: Duration, sawClaimable: Bool) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let (startTicker, pending) = lock.withLock { () -> (Bool, Bool) in
-                if nudgePending {
+                if nudgePending || fatal != nil || draining {
                     nudgePending = false
                     return (false, true)
                 }
                 nudged = c
                 nudgeDeadline = .now + pause
+                waitingSawClaimable = sawClaimable
                 defer { ticking = true }
                 return (!ticking, false)
             }
@@ -591,6 +600,8 @@ public final class Worker: @unchecked Sendable {
                 c.resume()
                 return
             }
+            // Checked after the continuation is in place: a change from here on finds it and wakes it.
+            if !sawClaimable && canClaim { wakeIfWaitingToClaim() }
             if startTicker {
                 Task { [weak self] in
                     while true {
@@ -609,6 +620,20 @@ public final class Worker: @unchecked Sendable {
     }
 
     static let tick: Duration = .milliseconds(100)
+
+    /// Wakes the claim loop only if it is waiting because it could not claim (not joined yet, no slot free). The
+    /// queue's join completing is not news to a loop that has claimed since: it saw the join itself. (With `wake`, a
+    /// join noted while the first claim was under way left a nudge pending, and a claim that got less than it asked
+    /// for was followed at once by another: ClaimAndJoinTests.shortClaimWaits failed so in CI.)
+    private func wakeIfWaitingToClaim() {
+        let c: CheckedContinuation<Void, Never>? = lock.withLock {
+            guard let c = nudged, !waitingSawClaimable else { return nil }
+            nudged = nil
+            nudgeDeadline = nil
+            return c
+        }
+        c?.resume()
+    }
 
     func wake() {
         let c: CheckedContinuation<Void, Never>? = lock.withLock {

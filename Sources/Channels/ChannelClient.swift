@@ -237,6 +237,9 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
 
     public func isJoined(_ topic: String) -> Bool { lock.withLock { state.joinRef(topic) != nil } }
 
+    /// The ref of `topic`'s current join (nil: not joined). A rejoin (after a reconnect, say) has a new one.
+    public func joinRef(_ topic: String) -> String? { lock.withLock { state.joinRef(topic) } }
+
     /// The largest message the server takes (bytes of the frame's text): a larger push throws `messageTooLarge` and
     /// leaves the connection as it is. Starts at `Configuration.peerMaxMessageBytes`; set when the server says.
     public var peerMessageLimit: Int {

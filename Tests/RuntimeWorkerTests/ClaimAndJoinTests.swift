@@ -204,6 +204,19 @@ struct ClaimAndJoinTests {
         await s.stop()
     }
 
+    @Test("after its socket is closed and the queue joined again, a worker waiting for its poll claims at once")
+    func claimsAfterRejoin() async throws {
+        // The poll is a minute: only the rejoin can bring the second claim within the wait below. (The first claim got
+        // one attempt of two asked for, so the worker then waits, having claimed under the queue's first join.)
+        let s = try Setup(capacity: 2, lightning: HeldJoinLightning(holdJoin: false, body: "wait-cancel"), claimPoll: .seconds(60))
+        try await eventually("the first claim") { s.lightning.claimCount >= 1 }
+        try await eventually("the attempt's join") { s.lightning.joinWasAsked }
+        let before = s.lightning.claimCount
+        for socket in s.server.sockets(joinedTo: Wire.Topic.queue) { socket.close(code: 1001, reason: "going away") }
+        try await eventually("the worker claims again after rejoining the queue") { s.lightning.claimCount > before }
+        await s.stop()
+    }
+
     @Test("a worker that refuses every token it is handed backs off between claims instead of draining the queue into refusals")
     func refusedTokensBackOff() async throws {
         let key = try JWTKey.rsa(pem: RSAKeyPair.generate().publicKeyPEM)

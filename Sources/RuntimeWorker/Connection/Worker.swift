@@ -150,8 +150,10 @@ public final class Worker: @unchecked Sendable {
     private var nudgeDeadline: ContinuousClock.Instant?
     /// A nudge that came while nobody waited (during a claim): the next wait returns at once instead of missing it.
     private var nudgePending = false
-    /// Whether the claim loop, now waiting, could claim when it last looked (joined, a slot free).
+    /// Whether the claim loop, now waiting, could claim when it last looked (joined, a slot free), and under which
+    /// join of `worker:queue`.
     private var waitingSawClaimable = false
+    private var waitingJoinRef: String?
     private var ticking = false
     private var runEnded = false
     private var tasks: [String: Task<Void, Never>] = [:]
@@ -285,7 +287,8 @@ public final class Worker: @unchecked Sendable {
         var pause = configuration.claimPoll
         let longest = max(configuration.claimPoll * 10, .seconds(10))
         while !lock.withLock({ draining }) {
-            let claimable = canClaim
+            let joinRef = client.joinRef(Wire.Topic.queue)
+            let claimable = joinRef != nil && freeSlots > 0
             if claimable {
                 let demand = freeSlots
                 let claimed = await claim(demand: demand)
@@ -294,7 +297,7 @@ public final class Worker: @unchecked Sendable {
                 // nudge (an immediate second claim would come back empty, and hold up the attempts' joins behind it).
                 if claimed == demand { continue }
             }
-            await waitForNudge(upTo: pause, sawClaimable: claimable)
+            await waitForNudge(upTo: pause, sawClaimable: claimable, joinRef: joinRef)
             if let error = lock.withLock({ fatal }) {
                 events.cancel()
                 throw error
@@ -578,12 +581,10 @@ public final class Worker: @unchecked Sendable {
     /// Waits for a nudge (work available, a slot freed), or at most `pause`. The pause is kept by one ticker task
     /// for the worker's life (a tick every `tick`) instead of a timer task per wait, which cost a timer
     /// registration per claim and, left running after an early nudge, woke a later wait for nothing.
-    /// The claim loop can claim now: `worker:queue` joined and a slot free.
-    private var canClaim: Bool { client.isJoined(Wire.Topic.queue) && freeSlots > 0 }
-
-    /// Waits for a nudge, a freed slot or `pause`. `sawClaimable`: what the loop saw before it chose to wait. When it
-    /// could not claim then and can now (the queue's join completed, a slot came free, in between), it does not wait.
-    private func waitForNudge(upTo pause: Duration, sawClaimable: Bool) async {
+    /// Waits for a nudge, a freed slot or `pause`. `sawClaimable` and `joinRef`: what the loop saw before it chose to
+    /// wait. When it could not claim then and can now (the queue's join completed, a slot came free, in between), or
+    /// the queue was joined again since, it does not wait.
+    private func waitForNudge(upTo pause: Duration, sawClaimable: Bool, joinRef: String?) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let (startTicker, pending) = lock.withLock { () -> (Bool, Bool) in
                 if nudgePending || fatal != nil || draining {
@@ -593,6 +594,7 @@ public final class Worker: @unchecked Sendable {
                 nudged = c
                 nudgeDeadline = .now + pause
                 waitingSawClaimable = sawClaimable
+                waitingJoinRef = joinRef
                 defer { ticking = true }
                 return (!ticking, false)
             }
@@ -601,7 +603,7 @@ public final class Worker: @unchecked Sendable {
                 return
             }
             // Checked after the continuation is in place: a change from here on finds it and wakes it.
-            if !sawClaimable && canClaim { wakeIfWaitingToClaim() }
+            wakeIfWaitingToClaim()
             if startTicker {
                 Task { [weak self] in
                     while true {
@@ -621,13 +623,21 @@ public final class Worker: @unchecked Sendable {
 
     static let tick: Duration = .milliseconds(100)
 
-    /// Wakes the claim loop only if it is waiting because it could not claim (not joined yet, no slot free). The
-    /// queue's join completing is not news to a loop that has claimed since: it saw the join itself. (With `wake`, a
+    /// Wakes the claim loop if it is waiting and can claim now where it could not when it chose to wait (not joined
+    /// yet, no slot free), or `worker:queue` was joined again since. The queue's join completing is not news to a
+    /// loop that has claimed under that join: it saw the join itself. (With `wake`, a
     /// join noted while the first claim was under way left a nudge pending, and a claim that got less than it asked
     /// for was followed at once by another: ClaimAndJoinTests.shortClaimWaits failed so in CI.)
     private func wakeIfWaitingToClaim() {
+        // Read before the worker's lock (the client's lock is never taken inside it).
+        let joinRef = client.joinRef(Wire.Topic.queue)
+        let slots = freeSlots
         let c: CheckedContinuation<Void, Never>? = lock.withLock {
-            guard let c = nudged, !waitingSawClaimable else { return nil }
+            // Nothing new for a loop that saw itself able to claim under this same join; nothing to do for one that
+            // still cannot.
+            guard let c = nudged, joinRef != nil, slots > 0, !waitingSawClaimable || joinRef != waitingJoinRef else {
+                return nil
+            }
             nudged = nil
             nudgeDeadline = nil
             return c

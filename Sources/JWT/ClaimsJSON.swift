@@ -399,22 +399,16 @@ struct ClaimsDecoder: Decoder, SingleValueDecodingContainer {
         }
 
         /// One lookup, where the protocol's default asks `contains`, then `decodeNil`, then `decode`.
+        func presentDecoder(for key: Key) -> ClaimsDecoder? {
+            guard let member = members[key.stringValue], member != .null else { return nil }
+            return ClaimsDecoder(member, codingPath: codingPath, key: key)
+        }
         func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
-            guard let member = members[key.stringValue], member != .null else { return nil }
-            return try ClaimsDecoder(member, codingPath: codingPath, key: key).decode(type)
+            try presentDecoder(for: key)?.decode(type)
         }
-        func decodeIfPresent(_ type: String.Type, forKey key: Key) throws -> String? {
-            guard let member = members[key.stringValue], member != .null else { return nil }
-            return try ClaimsDecoder(member, codingPath: codingPath, key: key).decode(type)
-        }
-        func decodeIfPresent(_ type: Double.Type, forKey key: Key) throws -> Double? {
-            guard let member = members[key.stringValue], member != .null else { return nil }
-            return try ClaimsDecoder(member, codingPath: codingPath, key: key).decode(type)
-        }
-        func decodeIfPresent(_ type: Int64.Type, forKey key: Key) throws -> Int64? {
-            guard let member = members[key.stringValue], member != .null else { return nil }
-            return try ClaimsDecoder(member, codingPath: codingPath, key: key).decode(type)
-        }
+        func decodeIfPresent(_ type: String.Type, forKey key: Key) throws -> String? { try presentDecoder(for: key)?.decode(type) }
+        func decodeIfPresent(_ type: Double.Type, forKey key: Key) throws -> Double? { try presentDecoder(for: key)?.decode(type) }
+        func decodeIfPresent(_ type: Int64.Type, forKey key: Key) throws -> Int64? { try presentDecoder(for: key)?.decode(type) }
 
         func decodeNil(forKey key: Key) throws -> Bool { try decoder(for: key).decodeNil() }
         func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try decoder(for: key).decode(type) }

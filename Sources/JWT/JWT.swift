@@ -51,13 +51,6 @@ public enum JWT {
         return claims
     }
 
-    /// Verifies the signature and the registered claims; returns the raw payload JSON.
-    public static func verifiedPayload(_ token: String, key: JWTKey, options: VerificationOptions) throws -> [UInt8] {
-        let payload = try verifiedSegments(token, key: key, options: options)
-        _ = try verify(token, key: key, as: RegisteredClaims.self, options: options)
-        return payload
-    }
-
     /// Size, shape, header and signature checks; returns the decoded payload bytes (not yet parsed).
     static func verifiedSegments(_ token: String, key: JWTKey, options: VerificationOptions) throws -> [UInt8] {
         var token = token

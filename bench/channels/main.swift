@@ -73,18 +73,24 @@ try await client.join(topic: "room:bench", onMessage: { m in
 })
 
 print("Channel benchmarks (loopback, release build)\n")
-// 1. Round trips.
-var samples: [Double] = []
-samples.reserveCapacity(roundTrips)
+func micros(_ d: Duration) -> Double { Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12 }
 let payload: JSON = ["d": .string(String(repeating: "x", count: 32))]
-for _ in 0..<200 { _ = try await client.push(topic: "room:bench", event: "echo", payload: payload) }
-for _ in 0..<roundTrips {
-    let t = ContinuousClock.now
-    _ = try await client.push(topic: "room:bench", event: "echo", payload: payload)
-    let d = ContinuousClock.now - t
-    samples.append(Double(d.components.attoseconds) / 1e12 + Double(d.components.seconds) * 1e6)
+
+/// `count` echo round trips on `topic`, each one's time in µs, sorted.
+func echoes(_ client: ChannelClient, _ topic: String, _ count: Int) async throws -> [Double] {
+    var samples: [Double] = []
+    samples.reserveCapacity(count)
+    for _ in 0..<count {
+        let t = ContinuousClock.now
+        _ = try await client.push(topic: topic, event: "echo", payload: payload)
+        samples.append(micros(ContinuousClock.now - t))
+    }
+    return samples.sorted()
 }
-samples.sort()
+
+// 1. Round trips.
+_ = try await echoes(client, "room:bench", 200)
+let samples = try await echoes(client, "room:bench", roundTrips)
 let p50 = samples[samples.count / 2], p99 = samples[samples.count * 99 / 100]
 print(String(format: "echo round trip, Swift channels:   p50 %7.1f µs   p99 %7.1f µs   (%d round trips)", p50, p99, roundTrips))
 let rawBinary = "/tmp/bench-raw-lws-echo"
@@ -100,14 +106,7 @@ if compiled.0 == 0 {
     // 300 round trips each way, back to back, and the median of the rounds' ratios.
     var ratios: [Double] = []
     for _ in 0..<15 {
-        var ours: [Double] = []
-        for _ in 0..<300 {
-            let t = ContinuousClock.now
-            _ = try await client.push(topic: "room:bench", event: "echo", payload: payload)
-            let d = ContinuousClock.now - t
-            ours.append(Double(d.components.attoseconds) / 1e12 + Double(d.components.seconds) * 1e6)
-        }
-        ours.sort()
+        let ours = try await echoes(client, "room:bench", 300)
         let theirs = shell(rawBinary, ["300", "32"]).1.split(separator: " ").compactMap { Double($0) }
         if let rawP50 = theirs.first, rawP50 > 0 { ratios.append(ours[ours.count / 2] / rawP50) }
     }
@@ -151,7 +150,6 @@ let after = rssKB()
 
 // 4. A broadcast to every idle connection (Lightning's work-available to its workers), against a push per socket
 // (how broadcast was made before): the time on the caller's thread, and until the service thread has taken them.
-func micros(_ d: Duration) -> Double { Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12 }
 var callerBroadcast: [Double] = [], callerPushes: [Double] = [], takenBroadcast: [Double] = [], takenPushes: [Double] = []
 let idleSockets = server.sockets(joinedTo: "room:idle")
 if joined > 0 {
@@ -181,12 +179,8 @@ if joined > 0 {
     try second.connect()
     while !second.connected { try await Task.sleep(for: .milliseconds(5)) }
     try await second.join(topic: "room:bench2")
-    for _ in 0..<200 { _ = try await second.push(topic: "room:bench2", event: "echo", payload: payload) }
-    for _ in 0..<roundTrips {
-        let t = ContinuousClock.now
-        _ = try await second.push(topic: "room:bench2", event: "echo", payload: payload)
-        loadedSamples.append(micros(ContinuousClock.now - t))
-    }
+    _ = try await echoes(second, "room:bench2", 200)
+    loadedSamples = try await echoes(second, "room:bench2", roundTrips)
     second.close()
 }
 try input.fileHandleForWriting.close()
@@ -196,7 +190,6 @@ if joined > 0 {
                  joined, before, after, Double(after - before) / Double(joined)))
     print(String(format: "broadcast to them, median of %d: %.0f µs on the caller's thread, %.0f µs until the service thread took it; a push per socket (baseline, same run): %.0f µs, %.0f µs",
                  callerBroadcast.count, median(callerBroadcast), median(takenBroadcast), median(callerPushes), median(takenPushes)))
-    loadedSamples.sort()
     print(String(format: "echo round trip with them open: p50 %.1f µs   p99 %.1f µs   (against %.1f µs with none: %.2f×)",
                  loadedSamples[loadedSamples.count / 2], loadedSamples[loadedSamples.count * 99 / 100], p50,
                  loadedSamples[loadedSamples.count / 2] / p50))

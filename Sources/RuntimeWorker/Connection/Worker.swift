@@ -150,10 +150,9 @@ public final class Worker: @unchecked Sendable {
     private var nudgeDeadline: ContinuousClock.Instant?
     /// A nudge that came while nobody waited (during a claim): the next wait returns at once instead of missing it.
     private var nudgePending = false
-    /// Whether the claim loop, now waiting, could claim when it last looked (joined, a slot free), and under which
-    /// join of `worker:queue`.
-    private var waitingSawClaimable = false
-    private var waitingJoinRef: String?
+    /// The join of `worker:queue` under which the claim loop, now waiting, last saw itself able to claim (joined, a
+    /// slot free); nil when it could not.
+    private var waitingClaimableUnder: String?
     private var ticking = false
     private var runEnded = false
     private var tasks: [String: Task<Void, Never>] = [:]
@@ -297,7 +296,7 @@ public final class Worker: @unchecked Sendable {
                 // nudge (an immediate second claim would come back empty, and hold up the attempts' joins behind it).
                 if claimed == demand { continue }
             }
-            await waitForNudge(upTo: pause, sawClaimable: claimable, joinRef: joinRef)
+            await waitForNudge(upTo: pause, claimableUnder: claimable ? joinRef : nil)
             if let error = lock.withLock({ fatal }) {
                 events.cancel()
                 throw error
@@ -581,10 +580,9 @@ public final class Worker: @unchecked Sendable {
     /// Waits for a nudge (work available, a slot freed), or at most `pause`. The pause is kept by one ticker task
     /// for the worker's life (a tick every `tick`) instead of a timer task per wait, which cost a timer
     /// registration per claim and, left running after an early nudge, woke a later wait for nothing.
-    /// Waits for a nudge, a freed slot or `pause`. `sawClaimable` and `joinRef`: what the loop saw before it chose to
-    /// wait. When it could not claim then and can now (the queue's join completed, a slot came free, in between), or
-    /// the queue was joined again since, it does not wait.
-    private func waitForNudge(upTo pause: Duration, sawClaimable: Bool, joinRef: String?) async {
+    /// `claimableUnder`: the queue's join under which the loop saw itself able to claim before it chose to wait (nil:
+    /// it could not). When it can claim now and could not then, or the queue was joined again since, it does not wait.
+    private func waitForNudge(upTo pause: Duration, claimableUnder: String?) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let (startTicker, pending) = lock.withLock { () -> (Bool, Bool) in
                 if nudgePending || fatal != nil || draining {
@@ -593,8 +591,7 @@ public final class Worker: @unchecked Sendable {
                 }
                 nudged = c
                 nudgeDeadline = .now + pause
-                waitingSawClaimable = sawClaimable
-                waitingJoinRef = joinRef
+                waitingClaimableUnder = claimableUnder
                 defer { ticking = true }
                 return (!ticking, false)
             }
@@ -635,7 +632,7 @@ public final class Worker: @unchecked Sendable {
         let c: CheckedContinuation<Void, Never>? = lock.withLock {
             // Nothing new for a loop that saw itself able to claim under this same join; nothing to do for one that
             // still cannot.
-            guard let c = nudged, joinRef != nil, slots > 0, !waitingSawClaimable || joinRef != waitingJoinRef else {
+            guard let c = nudged, joinRef != nil, slots > 0, joinRef != waitingClaimableUnder else {
                 return nil
             }
             nudged = nil

@@ -19,6 +19,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <linux/close_range.h>
@@ -28,6 +29,7 @@ struct child_args {
     const struct csandbox_config *c;
     int sync_read, err_write;
     int userns;
+    int view;  // c->view_ns_fd is a namespace whose root is the prepared view (csandbox_view_namespace)
 };
 
 // Child-side failure: report "stage\n<errno>" to the parent (which formats it), then exit. Only
@@ -95,6 +97,26 @@ static int bind(const char *src, const char *dst, int readonly, const char **sta
     return 0;
 }
 
+// A bind mount takes no flags but MS_REC (mount(2) ignores the rest): the step's own directories are made nosuid and
+// nodev afterwards. mount_setattr (Linux 5.12) sets just those two; before it, a remount has to restate the flags the
+// mount keeps (a user namespace refuses a remount that would change its locked atime flags).
+static int nosuid_nodev(const char *path) {
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if (syscall(SYS_mount_setattr, AT_FDCWD, path, 0, &attr, sizeof attr) == 0) return 0;
+    if (errno != ENOSYS) return -1;
+    struct statvfs sv;
+    if (statvfs(path, &sv) != 0) return -1;
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV;
+    if (sv.f_flag & ST_RDONLY) flags |= MS_RDONLY;
+    if (sv.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+    if (sv.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+    if (sv.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+    if (sv.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+    return mount(NULL, path, NULL, flags, NULL);
+}
+
 static int child_main(void *arg) {
     struct child_args *a = arg;
     const struct csandbox_config *c = a->c;
@@ -115,15 +137,38 @@ static int child_main(void *arg) {
     if (setsid() < 0) fail(err, "setsid");
     if ((c->flags & CSANDBOX_SHARE_NETNS) && setns(c->netns_fd, CLONE_NEWNET) != 0) fail(err, "join the empty network namespace");
 
-    if ((c->flags & CSANDBOX_NAMESPACES) && (c->flags & CSANDBOX_PREPARED_ROOT)) {
+    if (a->view) {
+        // The cheap way: the step's namespace is a copy of the view's own (twenty-odd mounts, not the host's
+        // tree): nothing to make private, pivot or detach. Its two directories are cloned from this (the
+        // spawner's) namespace as detached mounts first, then attached inside.
+        int work = (int)syscall(SYS_open_tree, AT_FDCWD, c->workdir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (work < 0) fail(err, "clone the work directory's mount");
+        int tmp = (int)syscall(SYS_open_tree, AT_FDCWD, c->tmpdir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tmp < 0) fail(err, "clone the private /tmp's mount");
+        struct mount_attr attr;
+        memset(&attr, 0, sizeof attr);
+        attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        if (syscall(SYS_mount_setattr, work, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0
+            || syscall(SYS_mount_setattr, tmp, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
+            fail(err, "make the step's directories nosuid,nodev");
+        if (setns(c->view_ns_fd, CLONE_NEWNS) != 0) fail(err, "enter the view's mount namespace");
+        if (unshare(CLONE_NEWNS) != 0) fail(err, "copy the view's mount namespace");
+        if (syscall(SYS_move_mount, work, "", AT_FDCWD, "/work", MOVE_MOUNT_F_EMPTY_PATH) != 0) fail(err, "attach the work directory");
+        if (syscall(SYS_move_mount, tmp, "", AT_FDCWD, "/tmp", MOVE_MOUNT_F_EMPTY_PATH) != 0) fail(err, "attach the private /tmp");
+        if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) fail(err, "mount /proc");
+        if (chdir("/") != 0) fail(err, "chdir /");
+        if (sethostname("step", 4) != 0) fail(err, "sethostname");
+    } else if ((c->flags & CSANDBOX_NAMESPACES) && (c->flags & CSANDBOX_PREPARED_ROOT)) {
         // This namespace is a copy of the spawner thread's, where the read-only view is built already. That one
         // follows the host's mounts (slave); this one takes nothing from anywhere (private).
         char p[4096];
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) fail(err, "make mounts private");
         join_path(p, sizeof p, c->rootdir, "/work");
-        if (mount(c->workdir, p, NULL, MS_BIND | MS_NOSUID | MS_NODEV, NULL) != 0) fail(err, "bind the work directory");
+        if (mount(c->workdir, p, NULL, MS_BIND, NULL) != 0) fail(err, "bind the work directory");
+        if (nosuid_nodev(p) != 0) fail(err, "make the work directory nosuid,nodev");
         join_path(p, sizeof p, c->rootdir, "/tmp");
-        if (mount(c->tmpdir, p, NULL, MS_BIND | MS_NOSUID | MS_NODEV, NULL) != 0) fail(err, "bind the private /tmp");
+        if (mount(c->tmpdir, p, NULL, MS_BIND, NULL) != 0) fail(err, "bind the private /tmp");
+        if (nosuid_nodev(p) != 0) fail(err, "make the private /tmp nosuid,nodev");
         join_path(p, sizeof p, c->rootdir, "/proc");
         if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) fail(err, "mount /proc");
         join_path(p, sizeof p, c->rootdir, "/.old");
@@ -144,10 +189,12 @@ static int child_main(void *arg) {
         }
         join_path(p, sizeof p, root, "/work");
         mkdirs(p);
-        if (mount(c->workdir, p, NULL, MS_BIND | MS_NOSUID | MS_NODEV, NULL) != 0) fail(err, "bind the work directory");
+        if (mount(c->workdir, p, NULL, MS_BIND, NULL) != 0) fail(err, "bind the work directory");
+        if (nosuid_nodev(p) != 0) fail(err, "make the work directory nosuid,nodev");
         join_path(p, sizeof p, root, "/tmp");
         mkdirs(p);
-        if (mount(c->tmpdir, p, NULL, MS_BIND | MS_NOSUID | MS_NODEV, NULL) != 0) fail(err, "bind the private /tmp");
+        if (mount(c->tmpdir, p, NULL, MS_BIND, NULL) != 0) fail(err, "bind the private /tmp");
+        if (nosuid_nodev(p) != 0) fail(err, "make the private /tmp nosuid,nodev");
         const char *devs[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", NULL};
         for (const char **d = devs; *d; d++) {
             join_path(p, sizeof p, root, *d);
@@ -210,7 +257,8 @@ pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_
         close(sync[0]); close(sync[1]);
         return -1;
     }
-    struct child_args args = {c, sync[0], errp[1], 0};
+    struct child_args args = {c, sync[0], errp[1], 0, 0};
+    args.view = (c->flags & CSANDBOX_NAMESPACES) && (c->flags & CSANDBOX_PREPARED_ROOT) && c->view_ns_fd >= 0;
     // CLONE_VM: the child runs on its own stack in the worker's address space until execve replaces it, so no page
     // table is copied (copying and then unmapping the page tables of a 30 MB multithreaded worker was most of its
     // CPU per step). Not CLONE_VFORK: this thread must still write the id maps and cgroups before the child goes
@@ -219,7 +267,8 @@ pid_t csandbox_spawn(const struct csandbox_config *c, char *error, size_t error_
     // CLONE_SIGHAND).
     int flags = SIGCHLD | ((c->flags & CSANDBOX_COPY_VM) ? 0 : CLONE_VM);
     if (c->flags & CSANDBOX_NAMESPACES) {
-        flags |= CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
+        // With a view namespace the child enters it and copies that (a copy of this thread's would be thrown away).
+        flags |= CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (args.view ? 0 : CLONE_NEWNS);
         if (geteuid() != 0) { flags |= CLONE_NEWUSER; args.userns = 1; }
         if (c->flags & CSANDBOX_NEW_NETNS) flags |= CLONE_NEWNET;
     }
@@ -370,6 +419,46 @@ int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, int 
         return -1;
     }
     return 0;
+}
+
+int csandbox_view_namespace(const char *rootdir, char *error, size_t error_size) {
+    // The calling thread's namespace, to come back to.
+    int home = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (home < 0) { snprintf(error, error_size, "open the mount namespace: %s", strerror(errno)); return -1; }
+    const char *stage = NULL;
+    int view = -1, saved = 0;
+    char old[4096];
+    join_path(old, sizeof old, rootdir, "/.old");
+    // The detached mounts steps attach need Linux 5.12: found out here, once, not at a step.
+    int probe = (int)syscall(SYS_open_tree, AT_FDCWD, rootdir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if (probe < 0) stage = "open_tree";
+    else if (syscall(SYS_mount_setattr, probe, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) stage = "mount_setattr";
+    if (stage) saved = errno;
+    if (probe >= 0) close(probe);
+    if (stage) { close(home); snprintf(error, error_size, "%s: %s", stage, strerror(saved)); return -1; }
+    // A copy of this namespace, made private (pivot_root refuses shared mounts), turned around on the view, and
+    // the host's tree (now under /.old) detached from it: what is left is the view alone.
+    if (unshare(CLONE_NEWNS) != 0) stage = "unshare(CLONE_NEWNS)";
+    else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) stage = "make mounts private";
+    else if (syscall(SYS_pivot_root, rootdir, old) != 0) stage = "pivot_root";
+    else {
+        if (chdir("/") != 0) stage = "chdir /";
+        else if ((view = open("/.old/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC)) < 0) stage = "open the view's namespace";
+        if (umount2("/.old", MNT_DETACH) != 0 && !stage) stage = "detach the host's mounts";
+    }
+    if (stage) saved = errno;
+    // Back home (whatever happened above): setns gives this thread that namespace's root and cwd again.
+    if (setns(home, CLONE_NEWNS) != 0 && !stage) { stage = "return to the spawner's namespace"; saved = errno; }
+    close(home);
+    if (stage) {
+        if (view >= 0) close(view);
+        snprintf(error, error_size, "%s: %s", stage, strerror(saved));
+        return -1;
+    }
+    return view;
 }
 
 int csandbox_empty_netns(void) {

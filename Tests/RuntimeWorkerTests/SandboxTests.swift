@@ -283,6 +283,33 @@ struct SandboxTests {
         #expect(out.stdout == ["done"])
     }
 
+    @Test("a step's mounts are the read-only view and its own three: /work and /tmp nosuid and nodev, nothing of the host's tree",
+          arguments: ["the view's namespace", "the host's mounts copied", "the view built per step"])
+    func mountsAreTheViewOnly(way: String) async throws {
+        let f = try SandboxFixture()
+        defer { f.remove() }
+        // The longer ways: a copy of the spawner's namespace, pivoted (a kernel before 5.12), or the view built in
+        // it by the step (a worker that is not root).
+        f.runner.skipViewNamespace = way == "the host's mounts copied"
+        f.runner.buildRootPerStep = way == "the view built per step"
+        let (t, out) = try await f.run("cat /proc/self/mountinfo")
+        #expect(t.exitCode == 0, "\(out.stderr)")
+        // mountinfo: id parent major:minor root mount-point options ... - type source super-options
+        let mounts = out.stdout.map { $0.split(separator: " ").map(String.init) }.filter { $0.count > 6 }
+        let points = Set(mounts.map { $0[4] })
+        var allowed: Set<String> = ["/", "/work", "/tmp", "/proc", "/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"]
+        allowed.formUnion(f.runner.readOnlyPaths)
+        #expect(points.isSubset(of: allowed), "mounts beyond the view: \(points.subtracting(allowed).sorted())")
+        #expect(points.isSuperset(of: ["/", "/work", "/tmp", "/proc", "/usr", "/dev/null"]), "\(points.sorted())")
+        for m in mounts where m[4] == "/work" || m[4] == "/tmp" {
+            let options = Set(m[5].split(separator: ",").map(String.init))
+            #expect(options.isSuperset(of: ["nosuid", "nodev"]), "\(m[4]) is mounted \(m[5])")
+        }
+        for m in mounts where m[4] == "/" || m[4] == "/usr" {
+            #expect(m[5].split(separator: ",").contains("ro"), "\(m[4]) is mounted \(m[5])")
+        }
+    }
+
     @Test("a work directory on a mount made after the worker started (not propagated) is the step's /work all the same",
           .enabled(if: geteuid() == 0, "the test mounts a tmpfs, which takes root (and only a root worker keeps a copy of the mounts)"))
     func workDirectoryOnLaterMount() async throws {

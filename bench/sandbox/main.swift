@@ -31,6 +31,14 @@ func spawnWait(_ argv: [String]) -> Bool {
     return status == 0
 }
 
+func cpuMicros() -> Double {
+    var self_ = rusage(), children = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &self_)
+    getrusage(RUSAGE_CHILDREN.rawValue, &children)
+    func us(_ t: timeval) -> Double { Double(t.tv_sec) * 1e6 + Double(t.tv_usec) }
+    return us(self_.ru_utime) + us(self_.ru_stime) + us(children.ru_utime) + us(children.ru_stime)
+}
+
 func measure(_ n: Int, _ body: () async throws -> Void) async rethrows -> [Double] {
     var samples: [Double] = []
     for _ in 0..<n {
@@ -70,17 +78,50 @@ if arguments.contains("--limit-loop") {
     exit(0)
 }
 
+// `bench-sandbox N --sandboxed-only`: nothing but N sandboxed spawns, one at a time, for `perf record` (see
+// docs/benchmarks.md); prints the median.
+if arguments.contains("--sandboxed-only") {
+    let runner = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
+    let work = dir + "/work", tmp = dir + "/tmp"
+    for d in [work, tmp] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+    let launch = StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: work, tmpDirectory: tmp)
+    _ = stats("sandboxed (namespaces, cgroups)", try await measure(count) { _ = try await runner.run(launch) { _ in } })
+    let mounts = Counter()
+    let cat = StepLaunch(executable: "/bin/cat", arguments: ["cat", "/proc/self/mountinfo"], environment: [:], workDirectory: work,
+                         tmpDirectory: tmp)
+    _ = try await runner.run(cat) { batch in
+        mounts.add(batch.count)
+        if arguments.contains("--print-mounts") { batch.forEach { print("  " + $0.1) } }
+    }
+    print("a step's mount namespace holds \(mounts.value) mounts (--print-mounts lists them)")
+    exit(0)
+}
+
 print("Step spawn, \(count) runs each\n")
-let plain = stats("plain posix_spawn /bin/true", await measure(count) { _ = spawnWait(["/bin/true"]) })
 
 let runner = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
 let work = dir + "/work", tmp = dir + "/tmp"
 try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
 try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
 let launch = StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: work, tmpDirectory: tmp)
-let sandboxed = stats("sandboxed (namespaces, cgroups)", try await measure(count) {
-    _ = try await runner.run(launch) { _ in }
-})
+// The plain spawn, the sandboxed one and its baseline (each step copies the host's mounts) measured in turn, one
+// of each per round: the machine's drift falls on all three alike.
+let copier0 = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
+copier0.skipViewNamespace = true
+var samples: [[Double]] = [[], [], []], cpu = [0.0, 0.0, 0.0]
+for i in 0..<(3 * count) {
+    let t = ContinuousClock.now, c = cpuMicros()
+    switch i % 3 {
+    case 0: _ = spawnWait(["/bin/true"])
+    case 1: _ = try await runner.run(launch) { _ in }
+    default: _ = try await copier0.run(launch) { _ in }
+    }
+    cpu[i % 3] += cpuMicros() - c
+    samples[i % 3].append(micros(ContinuousClock.now - t))
+}
+let plain = stats("plain posix_spawn /bin/true", samples[0])
+let sandboxed = stats("sandboxed (namespaces, cgroups)", samples[1])
+let hostCopied = stats("sandboxed, host's mounts copied", samples[2])
 let perStep = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
 perStep.buildRootPerStep = true
 let builtPerStep = stats("sandboxed, view built per step", try await measure(count) { _ = try await perStep.run(launch) { _ in } })
@@ -97,9 +138,11 @@ if FileManager.default.isExecutableFile(atPath: "/usr/bin/bwrap") {
 } else {
     print("bubblewrap: not installed (apt-get install bubblewrap)")
 }
-print(String(format: "\nsandboxed / plain spawn: %.2f×   (aim ≤ 1.5×)", sandboxed / plain))
+print(String(format: "\nsandboxed / plain spawn: %.2f× the time, %.2f× the CPU   (aim ≤ 1.5×; in turn)", sandboxed / plain, cpu[1] / cpu[0]))
 print(String(format: "--sandbox none / plain:  %.2f×", unsandboxed / plain))
 print(String(format: "view built per step / prepared once: %.2f×", builtPerStep / sandboxed))
+print(String(format: "host's mounts copied / view namespace: %.2f× the time, %.2f× the CPU (%.0f µs vs %.0f µs, children included; in turn)",
+             hostCopied / sandboxed, cpu[2] / cpu[1], cpu[2] / Double(count), cpu[1] / Double(count)))
 if let bwrap { print(String(format: "bubblewrap / sandboxed:  %.2f×   (aim ≥ 4×)", bwrap / sandboxed)) }
 
 // The same spawn from a process with a worker-sized heap (threads and 256 MB touched, as a busy worker has): the
@@ -108,13 +151,6 @@ var ballast = [UInt8](repeating: 1, count: 256 << 20)
 for i in stride(from: 0, to: ballast.count, by: 4096) { ballast[i] = UInt8(i & 0xff) }
 let busy = (0..<8).map { _ in Thread { while true { sleep(60) } } }
 busy.forEach { $0.start() }
-func cpuMicros() -> Double {
-    var self_ = rusage(), children = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &self_)
-    getrusage(RUSAGE_CHILDREN.rawValue, &children)
-    func us(_ t: timeval) -> Double { Double(t.tv_sec) * 1e6 + Double(t.tv_usec) }
-    return us(self_.ru_utime) + us(self_.ru_stime) + us(children.ru_utime) + us(children.ru_stime)
-}
 print("\nWith a 256 MB heap and 8 more threads in the spawning process:")
 let shareCPU0 = cpuMicros()
 let shared = stats("sandboxed, CLONE_VM (now)", try await measure(count) { _ = try await runner.run(launch) { _ in } })

@@ -30,6 +30,7 @@ struct csandbox_config {
     uid_t uid; gid_t gid;        // identity of the step: set when the worker is root; when it is not, the ids the
                                  // worker's own uid and gid are mapped to in the step's user namespace
     long rlimit_nofile, rlimit_fsize, rlimit_nproc; // 0 = leave as is
+    int view_ns_fd;              // with CSANDBOX_PREPARED_ROOT: csandbox_view_namespace's fd for rootdir, or -1
 };
 
 /// Spawns the step. Returns its pid (in the host's pid namespace) or -1 with `error` filled in
@@ -43,6 +44,12 @@ pid_t csandbox_spawn(const struct csandbox_config *config, char *error, size_t e
 /// which drops every view built before in this thread (see csandbox_namespace_generation). Root only. Returns 0, or
 /// -1 with `error`.
 int csandbox_prepare_root(const char *rootdir, const char *const *ro_binds, int fresh, char *error, size_t error_size);
+
+/// After csandbox_prepare_root: a mount namespace holding nothing but the view at `rootdir`, as its root. A step
+/// spawned with it (`view_ns_fd`) enters a copy of it instead of copying the spawner's namespace (the host's whole
+/// tree, which the step then had to make private and detach: most of the mount work per step). The calling thread
+/// stays where it was. Returns the namespace's fd, or -1 with `error` (Linux before 5.12: no detached mounts).
+int csandbox_view_namespace(const char *rootdir, char *error, size_t error_size);
 
 /// How many fresh namespaces this thread has made: a view built in an earlier one is gone.
 int csandbox_namespace_generation(void);

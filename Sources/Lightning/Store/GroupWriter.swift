@@ -1,10 +1,12 @@
 import Channels
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// Group commit for every write: writes from all connections reach this one writer, which runs everything that
 /// queued up while the last transaction was being committed in the next one (one fsync for many), each write in
-/// a savepoint of its own so one refused write (a late event, a conflict) undoes only itself. A caller hears
+/// a savepoint of its own so one refused write (a late event, a conflict) undoes only itself (a write alone in its
+/// transaction needs none). A caller hears
 /// back only after the commit: nothing is acknowledged before it is on disk (`synchronous=FULL` stays).
 /// One attempt's events stay in order because its worker waits for each reply before the next.
 ///
@@ -87,18 +89,25 @@ final class GroupWriter: @unchecked Sendable {
 
     private func commit(_ batch: [Item]) {
         do {
-            let results: [Result<any Sendable, any Error>] = try pool.write { db in
-                batch.map { item in
-                    do {
-                        var value: (any Sendable)?
-                        try db.inSavepoint {
-                            value = try item.work(db)
-                            return .commit
+            let results: [Result<any Sendable, any Error>] = try pool.writeWithoutTransaction { db in
+                try Self.transaction(db) {
+                    // One write alone needs no savepoint: if it fails, the transaction is rolled back instead.
+                    guard batch.count > 1 else {
+                        let value = try batch[0].work(db)
+                        batch[0].ordered?(value)
+                        return [.success(value)]
+                    }
+                    return try batch.map { item in
+                        do {
+                            let value = try Self.savepoint(db) { try item.work(db) }
+                            item.ordered?(value)
+                            return .success(value)
+                        } catch {
+                            // SQLite ends the whole transaction itself on some errors (disk full, I/O): what the batch
+                            // wrote before is gone then, and the writes after it would each commit on their own.
+                            if sqlite3_get_autocommit(db.sqliteConnection) != 0 { throw error }
+                            return .failure(error)
                         }
-                        item.ordered?(value!)
-                        return .success(value!)
-                    } catch {
-                        return .failure(error)
                     }
                 }
             }
@@ -108,9 +117,43 @@ final class GroupWriter: @unchecked Sendable {
             }
             for (item, result) in zip(batch, results) { item.done.resume(with: result.mapError(Self.translate)) }
         } catch {
-            // The commit itself failed (disk full, I/O error): nothing of the batch is stored or acknowledged.
+            // The commit failed (disk full, I/O error), or the only write did: nothing of the batch is stored or
+            // acknowledged.
             let translated = Self.translate(error)
             for item in batch { item.done.resume(throwing: translated) }
+        }
+    }
+
+    // BEGIN, COMMIT, SAVEPOINT and the rest as statements prepared once per connection: GRDB's `write` and
+    // `inSavepoint` parse their SQL on every call (four to six parses per group transaction).
+
+    /// Runs `body` in an immediate transaction: committed when it returns, rolled back when it throws or the commit fails.
+    static func transaction<T>(_ db: Database, _ body: () throws -> T) throws -> T {
+        try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
+        let value: T
+        do {
+            value = try body()
+            try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
+        } catch {
+            if sqlite3_get_autocommit(db.sqliteConnection) == 0 { try? db.cachedStatement(sql: "ROLLBACK TRANSACTION").execute() }
+            throw error
+        }
+        return value
+    }
+
+    /// Runs `body` in a savepoint, undone alone when it throws.
+    static func savepoint<T>(_ db: Database, _ body: () throws -> T) throws -> T {
+        try db.cachedStatement(sql: "SAVEPOINT groupwrite").execute()
+        do {
+            let value = try body()
+            try db.cachedStatement(sql: "RELEASE SAVEPOINT groupwrite").execute()
+            return value
+        } catch {
+            if sqlite3_get_autocommit(db.sqliteConnection) == 0 {
+                try? db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT groupwrite").execute()
+                try? db.cachedStatement(sql: "RELEASE SAVEPOINT groupwrite").execute()
+            }
+            throw error
         }
     }
 

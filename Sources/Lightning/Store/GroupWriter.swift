@@ -33,6 +33,8 @@ final class GroupWriter: @unchecked Sendable {
     /// Transactions committed, and the writes they carried (their ratio is the batching).
     var transactions: Int { condition.withLock { counts.transactions } }
     var writes: Int { condition.withLock { counts.writes } }
+    /// Writes waiting for the next transaction.
+    var queued: Int { condition.withLock { pending.count } }
 
     /// Runs `body` in the next group transaction and returns once that is committed. `ordered`, when given, is called
     /// on the writer thread with the value as soon as `body` has run in the open transaction, before the commit: every

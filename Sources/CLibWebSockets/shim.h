@@ -12,6 +12,13 @@ static const int clws_pre = LWS_PRE;
 extern int pthread_setname_np(pthread_t thread, const char *name);
 static inline int clws_name_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }
 
+// getrandom(2) (Swift's Glibc module does not export it): the client's masking keys.
+#include <sys/random.h>
+static inline long clws_getrandom(void *buffer, size_t length) { return (long)getrandom(buffer, length, 0); }
+
+// lws's LWS_WRITE_RAW is a macro naming another constant: the client sends frames it built itself with it.
+static const enum lws_write_protocol clws_write_raw = LWS_WRITE_RAW;
+
 static inline unsigned long long clws_server_options(int tls, int require_client_cert) {
     unsigned long long o = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     if (tls) o |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;

@@ -97,6 +97,8 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
     // Service-thread state.
     private var wsi: OpaquePointer?
     private var queue: [[UInt8]] = []
+    /// Masking keys for the frames this client sends (service thread).
+    private var maskingKeys = MaskingKeys()
     private var rx: [UInt8] = []
     private var rxBinary = false
     private var closeRequested = false
@@ -454,8 +456,10 @@ public final class ChannelClient: LWSCallbackTarget, @unchecked Sendable {
             while !queue.isEmpty {
                 if lws_send_pipe_choked(wsi) != 0 { break }
                 var frame = queue.removeFirst()
-                let n = frame.count - pre
-                let written = frame.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, n, LWS_WRITE_TEXT) }
+                // Framed and masked here, sent as raw bytes: ClientFrame.
+                let start = ClientFrame.build(&frame, pre: pre, key: maskingKeys.take())
+                let n = frame.count - start
+                let written = frame.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + start, n, clws_write_raw) }
                 if written < n { return -1 }
             }
             if !queue.isEmpty { lws_callback_on_writable(wsi) }

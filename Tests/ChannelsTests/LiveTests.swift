@@ -124,6 +124,21 @@ struct LiveTests {
         #expect(server.sockets(joinedTo: "room:1").isEmpty)
     }
 
+    @Test("pushes of every frame length form (short, 16-bit and 64-bit lengths) reach the server intact and echo back")
+    func everyLengthForm() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let client = try makeClient(server.port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        _ = try await client.join(topic: "room:1")
+        for size in [0, 50, 200, 70_000, 300_000] {
+            let text = String((0..<size).map { i in Character(UnicodeScalar(UInt8(97 + i % 26))) })
+            let reply = try await client.push(topic: "room:1", event: "echo", payload: ["t": .string(text)])
+            #expect(reply.isOK && reply.response["t"] == .string(text), "\(size) characters")
+        }
+    }
+
     @Test("a push over the server's limit is refused by the client before it is sent; the connection stays, and smaller pushes go")
     func overPeerLimit() async throws {
         let disconnects = Counter()

@@ -93,3 +93,21 @@ struct GroupWriterTests {
         #expect(try values(pool) == ["x"])
     }
 }
+
+@Suite("SQLite durability")
+struct SQLiteDurabilityTests {
+    @Test("the connection every write goes through syncs the WAL at each commit (synchronous = FULL), on a new file and on reopening it")
+    func writerIsFull() async throws {
+        let dir = try TestSupport.temporaryDirectory("durability")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("l.db").path
+        for _ in 0..<2 {
+            let database = try SQLiteDatabase(path: path)
+            // 2 is FULL; GRDB's pool left its writer at 1 (NORMAL) before.
+            let level = try await database.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+            #expect(level == 2)
+            let walMode = try await database.pool.writeWithoutTransaction { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
+            #expect(walMode == "wal")
+        }
+    }
+}

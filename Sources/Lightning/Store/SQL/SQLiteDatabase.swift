@@ -21,6 +21,10 @@ public final class SQLiteDatabase: StoreDatabase {
         }
         config.busyMode = .timeout(10)
         pool = try DatabasePool(path: path, configuration: config)
+        // GRDB's pool sets `synchronous = NORMAL` on its writer after `prepareDatabase` has run (WAL is synced only at
+        // checkpoints then: a commit survives a crash of this process, not of the machine). Every write goes
+        // through this one connection: FULL here syncs the WAL at each commit, so nothing acknowledged is lost.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try Migrations.sqliteMigrator.migrate(pool)
         writer = GroupWriter(pool: pool)
     }

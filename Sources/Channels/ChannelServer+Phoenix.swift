@@ -5,53 +5,94 @@ import Foundation
 /// (`PhoenixServerRules`), replies. The transport (lws callbacks, connections, sending) is in ChannelServer.swift.
 extension ChannelServer {
     /// Handles the inbox's messages in a task that ends when it is empty (`Inbox`); the first task of a connection
-    /// runs `onConnect` before them, the one that finds it closed leaves its topics and runs `onDisconnect`.
+    /// runs `onConnect` before them, the one that finds it closed waits for every message in flight, then leaves its
+    /// topics and runs `onDisconnect`. Each message is handled in a child task, after the one before it on the same
+    /// topic (`TopicLanes`): different topics' messages are handled at the same time.
     func handle(_ inbox: Inbox, socket: ChannelSocket, endpoint: SocketEndpoint, connection id: Int, connecting: Bool) {
         Task { [self] in
             if connecting { await endpoint.onConnect?(socket) }
-            while true {
-                switch inbox.next() {
-                case .message(let bytes, let binary):
-                    await handleMessage(bytes, binary: binary, socket: socket, endpoint: endpoint, connection: id)
-                    // Reading was paused while the inbox was over the limit: resume once half of it is handled.
-                    if inbox.handled(bytes.count, resumeBelow: configuration.maxQueuedBytesPerConnection / 2) {
-                        // On the service thread, unless reading paused again meanwhile (its pause must stand).
-                        loop.post { [self] in
-                            guard let conn = connections[id], !conn.inbox.isPaused else { return }
-                            lws_rx_flow_control(conn.wsi, 1)
+            await withTaskGroup(of: Void.self) { group in
+                while true {
+                    switch inbox.next() {
+                    case .message(let bytes, let binary):
+                        let parsed = parse(bytes, binary: binary, endpoint: endpoint)
+                        let topic = parsed.topic
+                        let (after, done) = inbox.lanes.enter(topic)
+                        group.addTask { [self] in
+                            await after?.wait()
+                            await handleMessage(parsed, bytes, socket: socket, endpoint: endpoint, connection: id)
+                            inbox.lanes.leave(topic, done)
+                            // Reading was paused while the inbox was over the limit: resume once half of it is handled.
+                            if inbox.handled(bytes.count, resumeBelow: configuration.maxQueuedBytesPerConnection / 2) {
+                                // On the service thread, unless reading paused again meanwhile (its pause must stand).
+                                loop.post { [self] in
+                                    guard let conn = connections[id], !conn.inbox.isPaused else { return }
+                                    lws_rx_flow_control(conn.wsi, 1)
+                                }
+                            }
                         }
-                    }
-                case .closed:
-                    for topic in socket.joinedTopics {
-                        unsubscribe(topic: topic, socket: socket)
-                        if let route = endpoint.channels.first(where: { $0.matches(topic) }) {
-                            await route.handler.leave(topic: topic, socket: socket)
+                    case .closed:
+                        // Every message the connection sent is handled first, this task's and an earlier one's.
+                        await inbox.lanes.drained()
+                        for topic in socket.joinedTopics {
+                            unsubscribe(topic: topic, socket: socket)
+                            if let route = endpoint.channels.first(where: { $0.matches(topic) }) {
+                                await route.handler.leave(topic: topic, socket: socket)
+                            }
+                            socket.setJoinRef(topic, nil)
                         }
-                        socket.setJoinRef(topic, nil)
+                        await endpoint.onDisconnect?(socket)
+                        return
+                    case .idle:
+                        return
                     }
-                    await endpoint.onDisconnect?(socket)
-                    return
-                case .idle:
-                    return
                 }
             }
         }
     }
 
+    /// A frame read as far as its topic: its envelope (a text frame on an endpoint with raw readers, whose payload
+    /// is parsed later or by its handler), the whole message, or why it is malformed.
+    enum Parsed: Sendable {
+        case envelope(PhoenixMessage.Envelope)
+        case message(PhoenixMessage)
+        case malformed(any Error)
+
+        /// The lane: malformed frames share one (the first closes the socket).
+        var topic: String {
+            switch self {
+            case .envelope(let e): e.topic
+            case .message(let m): m.topic
+            case .malformed: "\u{0}malformed"
+            }
+        }
+    }
+
     /// Decoded here, in the connection's task, not on the service thread that every socket shares.
-    func handleMessage(_ bytes: [UInt8], binary: Bool, socket: ChannelSocket, endpoint: SocketEndpoint, connection id: Int) async {
+    func parse(_ bytes: [UInt8], binary: Bool, endpoint: SocketEndpoint) -> Parsed {
+        // On an endpoint with raw readers the envelope is read first, and only once: a raw event's payload goes
+        // to its handler unparsed, any other's is parsed on its own.
+        if !binary, endpoint.readsRaw, let envelope = try? PhoenixMessage.envelope(text: bytes) { return .envelope(envelope) }
         do {
-            // On an endpoint with raw readers the envelope is read first, and only once: a raw event's payload goes
-            // to its handler unparsed, any other's is parsed on its own.
-            if !binary, endpoint.readsRaw, let envelope = try? PhoenixMessage.envelope(text: bytes) {
+            return .message(binary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes))
+        } catch {
+            return .malformed(error)
+        }
+    }
+
+    func handleMessage(_ parsed: Parsed, _ bytes: [UInt8], socket: ChannelSocket, endpoint: SocketEndpoint, connection id: Int) async {
+        do {
+            switch parsed {
+            case .envelope(let envelope):
                 if let handler = rawHandler(envelope, socket: socket, endpoint: endpoint) {
                     try await processRaw(envelope, bytes, handler: handler, socket: socket)
                 } else {
                     await process(try PhoenixMessage.message(envelope, frame: bytes), socket: socket, endpoint: endpoint)
                 }
-            } else {
-                let message = binary ? try PhoenixMessage.decode(binary: bytes) : try PhoenixMessage.decode(text: bytes)
+            case .message(let message):
                 await process(message, socket: socket, endpoint: endpoint)
+            case .malformed(let error):
+                throw error
             }
         } catch {
             logger.notice("closing a socket: malformed message", metadata: ["connection": "\(id)", "error": "\(error)"])

@@ -15,6 +15,9 @@ final class Inbox: @unchecked Sendable {
         case idle
     }
 
+    /// Per-topic order among the messages taken from here.
+    let lanes = TopicLanes()
+
     private let lock = Lock()
     // A queue as two stacks: added to `incoming`, taken from `outgoing` (reversed when it runs out).
     private var incoming: [(bytes: [UInt8], binary: Bool)] = []
@@ -86,4 +89,86 @@ final class Inbox: @unchecked Sendable {
             return false
         }
     }
+}
+
+/// A connection's messages in per-topic order: each topic's are handled one at a time in arrival order, different
+/// topics' at the same time, as Phoenix runs each channel of a socket in a process of its own. A worker's socket
+/// carries all of its attempts (`run:<id>`): one attempt's event waiting for its commit no longer holds up the
+/// others', whose writes then share that commit (issue 11's group commit for every event).
+///
+/// Shared by every task a connection has had: one that ended (`Inbox.next()` said `.idle`) may still wait for its
+/// last handlers, and the next one's messages for the same topics wait for them.
+final class TopicLanes: @unchecked Sendable {
+    /// Opened once, when a message's handling ends.
+    final class Latch: @unchecked Sendable {
+        private let lock = Lock()
+        private var opened = false
+        private var waiters: [CheckedContinuation<Void, Never>] = []
+
+        func wait() async {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = lock.withLock { () -> Bool in
+                    if opened { return true }
+                    waiters.append(c)
+                    return false
+                }
+                if now { c.resume() }
+            }
+        }
+
+        func open() {
+            let woken = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+                opened = true
+                defer { waiters = [] }
+                return waiters
+            }
+            woken.forEach { $0.resume() }
+        }
+    }
+
+    private let lock = Lock()
+    /// The last message queued for each topic with one in flight.
+    private var tails: [String: Latch] = [:]
+    private var inFlight = 0
+    private var drainWaiters: [CheckedContinuation<Void, Never>] = []
+
+    /// A message for `topic` arrived: it is handled after `after` opens (the topic's message before it, if still in
+    /// flight) and opens `done` through `leave`.
+    func enter(_ topic: String) -> (after: Latch?, done: Latch) {
+        let done = Latch()
+        return lock.withLock {
+            let after = tails[topic]
+            tails[topic] = done
+            inFlight += 1
+            return (after, done)
+        }
+    }
+
+    /// The message's handling ended.
+    func leave(_ topic: String, _ done: Latch) {
+        done.open()
+        let woken = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            if tails[topic] === done { tails[topic] = nil }
+            inFlight -= 1
+            guard inFlight == 0 else { return [] }
+            defer { drainWaiters = [] }
+            return drainWaiters
+        }
+        woken.forEach { $0.resume() }
+    }
+
+    /// Returns once no message is in flight.
+    func drained() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = lock.withLock { () -> Bool in
+                if inFlight == 0 { return true }
+                drainWaiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// Messages in flight (tests).
+    var count: Int { lock.withLock { inFlight } }
 }

@@ -23,6 +23,15 @@ struct EchoHandler: ChannelHandler {
             socket.push(topic: topic, event: "pushed", payload: payload)
             return .ok()
         case "silent": return nil
+        case "held":
+            // Waits until the test opens the gate it names; the handled order is recorded.
+            TestGates.record("\(topic) waiting on \(payload["gate"]?.stringValue ?? "")")
+            await TestGates.gate(payload["gate"]?.stringValue ?? "").wait()
+            TestGates.record("\(topic) held")
+            return .ok()
+        case "note":
+            TestGates.record("\(topic) note")
+            return .ok()
         case "slow":
             try? await Task.sleep(for: .milliseconds(5))
             return .ok(["i": payload["i"] ?? .null])
@@ -34,6 +43,22 @@ struct EchoHandler: ChannelHandler {
         }
     }
     func leave(topic: String, socket: ChannelSocket) async { leaves.increment() }
+}
+
+/// Gates a test opens to release handlers of `held` events, and the order events were handled in.
+enum TestGates {
+    private static let gates = Mutex<[String: TopicLanes.Latch]>([:])
+    private static let log = Mutex<[String]>([])
+    static func gate(_ name: String) -> TopicLanes.Latch {
+        gates.withLock { g in
+            if let l = g[name] { return l }
+            let l = TopicLanes.Latch()
+            g[name] = l
+            return l
+        }
+    }
+    static func record(_ s: String) { log.withLock { $0.append(s) } }
+    static var recorded: [String] { log.withLock { $0 } }
 }
 
 final class Counter: @unchecked Sendable {
@@ -137,6 +162,31 @@ struct LiveTests {
             let reply = try await client.push(topic: "room:1", event: "echo", payload: ["t": .string(text)])
             #expect(reply.isOK && reply.response["t"] == .string(text), "\(size) characters")
         }
+    }
+
+    @Test("one socket's topics are handled side by side: an event waiting on one topic holds up that topic's later events, not another topic's")
+    func topicsSideBySide() async throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let client = try makeClient(server.port)
+        defer { client.close() }
+        try await waitFor("connection") { client.connected }
+        _ = try await client.join(topic: "room:a")
+        _ = try await client.join(topic: "room:b")
+        let gate = "gate-\(UUID().uuidString)"
+        // Sent in this order on the one socket: a held event on room:a, a note behind it on room:a, a note on room:b.
+        async let held = client.push(topic: "room:a", event: "held", payload: ["gate": .string(gate)])
+        try await waitFor("the held event to be handled") { TestGates.recorded.contains("room:a waiting on \(gate)") }
+        async let behind = client.push(topic: "room:a", event: "note", payload: [:])
+        // Answered while room:a waits (before, every message of a socket waited for the one before it).
+        let other = try await client.push(topic: "room:b", event: "note", payload: [:])
+        #expect(other.isOK)
+        #expect(!TestGates.recorded.contains("room:a note"), "room:a's note waits for room:a's held event")
+        TestGates.gate(gate).open()
+        #expect(try await held.isOK)
+        #expect(try await behind.isOK)
+        let order = TestGates.recorded.filter { $0.hasPrefix("room:a") }
+        #expect(Array(order.suffix(2)) == ["room:a held", "room:a note"], "\(order)")
     }
 
     @Test("a push over the server's limit is refused by the client before it is sent; the connection stays, and smaller pushes go")

@@ -18,7 +18,9 @@ extension ChannelServer {
                         let parsed = parse(bytes, binary: binary, endpoint: endpoint)
                         let topic = parsed.topic
                         let (after, done) = inbox.lanes.enter(topic)
-                        group.addTask { [self] in
+                        // Started on this thread, up to its first wait (a commit, the topic's message before it):
+                        // no hop to another thread for a message whose lane is free.
+                        group.addImmediateTask { [self] in
                             await after?.wait()
                             await handleMessage(parsed, bytes, socket: socket, endpoint: endpoint, connection: id)
                             inbox.lanes.leave(topic, done)

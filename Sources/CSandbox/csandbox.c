@@ -19,7 +19,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>  // the ST_ flags statfs reports too
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <linux/close_range.h>
@@ -105,15 +106,15 @@ static int nosuid_nodev(const char *path) {
     memset(&attr, 0, sizeof attr);
     attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     if (syscall(SYS_mount_setattr, AT_FDCWD, path, 0, &attr, sizeof attr) == 0) return 0;
-    if (errno != ENOSYS) return -1;
-    struct statvfs sv;
-    if (statvfs(path, &sv) != 0) return -1;
+    // Refused (ENOSYS before 5.12; a seccomp profile may answer EPERM): the remount, whose own refusal is final.
+    struct statfs sv;  // statfs, not statvfs: a plain system call (this child shares the worker's memory)
+    if (statfs(path, &sv) != 0) return -1;
     unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV;
-    if (sv.f_flag & ST_RDONLY) flags |= MS_RDONLY;
-    if (sv.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
-    if (sv.f_flag & ST_NOATIME) flags |= MS_NOATIME;
-    if (sv.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
-    if (sv.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+    if (sv.f_flags & ST_RDONLY) flags |= MS_RDONLY;
+    if (sv.f_flags & ST_NOEXEC) flags |= MS_NOEXEC;
+    if (sv.f_flags & ST_NOATIME) flags |= MS_NOATIME;
+    if (sv.f_flags & ST_NODIRATIME) flags |= MS_NODIRATIME;
+    if (sv.f_flags & ST_RELATIME) flags |= MS_RELATIME;
     return mount(NULL, path, NULL, flags, NULL);
 }
 
@@ -148,6 +149,7 @@ static int child_main(void *arg) {
         struct mount_attr attr;
         memset(&attr, 0, sizeof attr);
         attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        attr.propagation = MS_PRIVATE;  // the clones keep the spawner's (slave) propagation otherwise
         if (syscall(SYS_mount_setattr, work, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0
             || syscall(SYS_mount_setattr, tmp, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
             fail(err, "make the step's directories nosuid,nodev");

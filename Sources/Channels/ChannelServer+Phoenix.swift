@@ -11,10 +11,14 @@ extension ChannelServer {
     func handle(_ inbox: Inbox, socket: ChannelSocket, endpoint: SocketEndpoint, connection id: Int, connecting: Bool) {
         Task { [self] in
             if connecting { await endpoint.onConnect?(socket) }
-            await withTaskGroup(of: Void.self) { group in
+            // Discarding: a finished child is dropped at once (a plain group keeps each one's result until it is
+            // taken, and a busy socket's task may run for a long time).
+            await withDiscardingTaskGroup { group in
                 while true {
                     switch inbox.next() {
                     case .message(let bytes, let binary):
+                        // At most `maxInFlight` messages handled at once: a socket naming ever new topics waits here.
+                        await inbox.lanes.room(below: TopicLanes.maxInFlight)
                         let parsed = parse(bytes, binary: binary, endpoint: endpoint)
                         let topic = parsed.topic
                         let (after, done) = inbox.lanes.enter(topic)

@@ -69,8 +69,15 @@ struct MaskingKeys {
                 var filled = 0
                 while filled < b.count {
                     let n = clws_getrandom(b.baseAddress! + filled, b.count - filled)
-                    if n > 0 { filled += Int(n) } else if errno != EINTR { fatalError("getrandom: \(String(cString: strerror(errno)))") }
+                    if n > 0 { filled += Int(n) } else if errno != EINTR { break }
                 }
+                // getrandom refused (a seccomp profile): the same source as a file.
+                if filled < b.count, let urandom = FileHandle(forReadingAtPath: "/dev/urandom"),
+                   let data = try? urandom.read(upToCount: b.count - filled), data.count == b.count - filled {
+                    data.copyBytes(to: UnsafeMutableRawBufferPointer(rebasing: b[filled...]))
+                    filled = b.count
+                }
+                precondition(filled == b.count, "no random source for WebSocket masking keys (getrandom and /dev/urandom both failed)")
             }
             next = 0
         }

@@ -1,5 +1,5 @@
-/// A connection's received messages, handled one at a time in arrival order, shared by the service thread (which
-/// adds) and the task that handles them.
+/// A connection's received messages, taken in arrival order (and handled in order per topic: `TopicLanes`), shared by
+/// the service thread (which adds) and the task that takes them.
 ///
 /// No task waits on an idle connection: the service thread starts one when a message arrives and none is running,
 /// and it ends as soon as the inbox is empty. (A task that lives as long as its connection keeps the largest stack its
@@ -126,11 +126,17 @@ final class TopicLanes: @unchecked Sendable {
         }
     }
 
+    /// Messages of one connection handled at once, at most (a socket's attempts, joins and heartbeats; a worker with
+    /// more than this many attempts running has the rest of its events wait their turn).
+    static let maxInFlight = 64
+
     private let lock = Lock()
     /// The last message queued for each topic with one in flight.
     private var tails: [String: Latch] = [:]
     private var inFlight = 0
     private var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    /// The task waiting in `room(below:)`, and the count it waits for.
+    private var roomWaiter: (limit: Int, continuation: CheckedContinuation<Void, Never>)?
 
     /// A message for `topic` arrived: it is handled after `after` opens (the topic's message before it, if still in
     /// flight) and opens `done` through `leave`.
@@ -150,11 +156,28 @@ final class TopicLanes: @unchecked Sendable {
         let woken = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
             if tails[topic] === done { tails[topic] = nil }
             inFlight -= 1
-            guard inFlight == 0 else { return [] }
+            var woken: [CheckedContinuation<Void, Never>] = []
+            if let waiter = roomWaiter, inFlight < waiter.limit {
+                woken.append(waiter.continuation)
+                roomWaiter = nil
+            }
+            guard inFlight == 0 else { return woken }
             defer { drainWaiters = [] }
-            return drainWaiters
+            return woken + drainWaiters
         }
         woken.forEach { $0.resume() }
+    }
+
+    /// Returns once fewer than `limit` messages are in flight. One caller at a time (the task taking the inbox).
+    func room(below limit: Int) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = lock.withLock { () -> Bool in
+                if inFlight < limit { return true }
+                roomWaiter = (limit, c)
+                return false
+            }
+            if now { c.resume() }
+        }
     }
 
     /// Returns once no message is in flight.

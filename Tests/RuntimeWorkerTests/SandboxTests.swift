@@ -304,10 +304,23 @@ struct SandboxTests {
         for m in mounts where m[4] == "/work" || m[4] == "/tmp" {
             let options = Set(m[5].split(separator: ",").map(String.init))
             #expect(options.isSuperset(of: ["nosuid", "nodev"]), "\(m[4]) is mounted \(m[5])")
+            // Optional fields (up to "-"): no `master:` or `shared:`, so no mount event reaches it from the host.
+            let optional = m.dropFirst(6).prefix { $0 != "-" }
+            #expect(optional.isEmpty, "\(m[4]) propagates: \(optional.joined(separator: " "))")
         }
         for m in mounts where m[4] == "/" || m[4] == "/usr" {
             #expect(m[5].split(separator: ",").contains("ro"), "\(m[4]) is mounted \(m[5])")
         }
+    }
+
+    @Test("only a refusal at one of the view namespace's own stages sends steps the longer way; a missing directory or program does not")
+    func viewNamespaceRefusals() {
+        #expect(SandboxRunner.refusedViewNamespace("enter the view's mount namespace: Operation not permitted"))
+        #expect(SandboxRunner.refusedViewNamespace("attach the work directory: Invalid argument"))
+        #expect(SandboxRunner.refusedViewNamespace("clone the work directory's mount: Function not implemented"))
+        #expect(!SandboxRunner.refusedViewNamespace("clone the work directory's mount: No such file or directory"))
+        #expect(!SandboxRunner.refusedViewNamespace("exec: No such file or directory"))
+        #expect(!SandboxRunner.refusedViewNamespace("exec: Permission denied"))
     }
 
     @Test("a work directory on a mount made after the worker started (not propagated) is the step's /work all the same",

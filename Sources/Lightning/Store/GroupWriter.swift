@@ -108,6 +108,8 @@ final class GroupWriter: @unchecked Sendable {
                             // SQLite ends the whole transaction itself on some errors (disk full, I/O): what the batch
                             // wrote before is gone then, and the writes after it would each commit on their own.
                             if sqlite3_get_autocommit(db.sqliteConnection) != 0 { throw error }
+                            // Its changes could not be undone alone: the whole batch is rolled back.
+                            if let undo = error as? UndoFailed { throw undo.error }
                             return .failure(error)
                         }
                     }
@@ -137,13 +139,17 @@ final class GroupWriter: @unchecked Sendable {
             value = try body()
             try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
         } catch {
-            if sqlite3_get_autocommit(db.sqliteConnection) == 0 { try? db.cachedStatement(sql: "ROLLBACK TRANSACTION").execute() }
+            // GRDB's own rollback (interruptions ignored): a transaction left open would stop the writer for good.
+            if sqlite3_get_autocommit(db.sqliteConnection) == 0 { try? db.rollback() }
             throw error
         }
         return value
     }
 
-    /// Runs `body` in a savepoint, undone alone when it throws.
+    /// A refused write's savepoint could not be rolled back: its changes are still in the transaction.
+    struct UndoFailed: Error { var error: any Error }
+
+    /// Runs `body` in a savepoint, undone alone when it throws (`UndoFailed` when that fails).
     static func savepoint<T>(_ db: Database, _ body: () throws -> T) throws -> T {
         try db.cachedStatement(sql: "SAVEPOINT groupwrite").execute()
         do {
@@ -152,8 +158,14 @@ final class GroupWriter: @unchecked Sendable {
             return value
         } catch {
             if sqlite3_get_autocommit(db.sqliteConnection) == 0 {
-                try? db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT groupwrite").execute()
-                try? db.cachedStatement(sql: "RELEASE SAVEPOINT groupwrite").execute()
+                // Undone, or the whole batch fails: a RELEASE after a failed ROLLBACK TO would keep what the
+                // refused write changed.
+                do {
+                    try db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT groupwrite").execute()
+                    try db.cachedStatement(sql: "RELEASE SAVEPOINT groupwrite").execute()
+                } catch {
+                    throw UndoFailed(error: error)
+                }
             }
             throw error
         }

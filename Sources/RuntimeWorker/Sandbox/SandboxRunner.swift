@@ -386,6 +386,8 @@ public final class SandboxRunner: @unchecked Sendable {
         }
         guard r == 0 else {
             preparedRootFailed = true
+            if viewNamespaceFD >= 0 { close(viewNamespaceFD) }  // its mounts go with it
+            viewNamespaceFD = -1
             logger.warning("could not prepare the read-only view of the system once; each step builds its own", metadata: [
                 "error": "\(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"])
             return
@@ -412,6 +414,16 @@ public final class SandboxRunner: @unchecked Sendable {
             }
             _ = rmdir(rootDirectory)
         }
+    }
+
+    /// Whether a spawn failed at a stage of the view namespace's own (csandbox.c) for want of permission or
+    /// support, not for the step's sake (a missing directory or program fails the longer way too).
+    static func refusedViewNamespace(_ message: String) -> Bool {
+        let stages = ["clone the work directory's mount", "clone the private /tmp's mount", "make the step's directories nosuid,nodev",
+                      "enter the view's mount namespace", "copy the view's mount namespace", "attach the work directory",
+                      "attach the private /tmp"]
+        let refusals = [EPERM, EACCES, ENOSYS, EINVAL].map { String(cString: strerror($0)) }
+        return stages.contains { message.hasPrefix($0 + ":") } && refusals.contains { message.hasSuffix(": " + $0) }
     }
 
     private func spawnHere(_ launch: StepLaunch, stdout: Int32, stderr: Int32, group: Cgroups.Group?,
@@ -464,7 +476,18 @@ public final class SandboxRunner: @unchecked Sendable {
             }
         }
         if pid < 0 {
-            throw SandboxError.spawn(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            let message = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if prepared && viewNamespaceFD >= 0 && !skipViewNamespace && Self.refusedViewNamespace(message) {
+                // Entering the view's namespace or attaching the directories was refused (a seccomp profile, an
+                // older kernel than the probe saw): this and every later step take the longer way.
+                logger.notice("steps copy the host's mount namespace (slower): the view's own was refused", metadata: [
+                    "error": "\(message)"])
+                viewNamespaceFailed = true
+                close(viewNamespaceFD)
+                viewNamespaceFD = -1
+                return try spawnHere(launch, stdout: stdout, stderr: stderr, group: group, work: work)
+            }
+            throw SandboxError.spawn(message)
         }
         return pid
     }

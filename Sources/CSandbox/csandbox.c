@@ -101,10 +101,18 @@ static int bind(const char *src, const char *dst, int readonly, const char **sta
 // A bind mount takes no flags but MS_REC (mount(2) ignores the rest): the step's own directories are made nosuid and
 // nodev afterwards. mount_setattr (Linux 5.12) sets just those two; before it, a remount has to restate the flags the
 // mount keeps (a user namespace refuses a remount that would change its locked atime flags).
-static int nosuid_nodev(const char *path) {
+// What a step's own directories are given by mount_setattr: nosuid, nodev and no propagation from anywhere (an
+// open_tree clone keeps the spawner's slave propagation otherwise).
+static struct mount_attr step_directory_attr(void) {
     struct mount_attr attr;
     memset(&attr, 0, sizeof attr);
     attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    attr.propagation = MS_PRIVATE;
+    return attr;
+}
+
+static int nosuid_nodev(const char *path) {
+    struct mount_attr attr = step_directory_attr();
     if (syscall(SYS_mount_setattr, AT_FDCWD, path, 0, &attr, sizeof attr) == 0) return 0;
     // Refused (ENOSYS before 5.12; a seccomp profile may answer EPERM): the remount, whose own refusal is final.
     struct statfs sv;  // statfs, not statvfs: a plain system call (this child shares the worker's memory)
@@ -146,10 +154,7 @@ static int child_main(void *arg) {
         if (work < 0) fail(err, "clone the work directory's mount");
         int tmp = (int)syscall(SYS_open_tree, AT_FDCWD, c->tmpdir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
         if (tmp < 0) fail(err, "clone the private /tmp's mount");
-        struct mount_attr attr;
-        memset(&attr, 0, sizeof attr);
-        attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-        attr.propagation = MS_PRIVATE;  // the clones keep the spawner's (slave) propagation otherwise
+        struct mount_attr attr = step_directory_attr();
         if (syscall(SYS_mount_setattr, work, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0
             || syscall(SYS_mount_setattr, tmp, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
             fail(err, "make the step's directories nosuid,nodev");
@@ -433,9 +438,7 @@ int csandbox_view_namespace(const char *rootdir, char *error, size_t error_size)
     join_path(old, sizeof old, rootdir, "/.old");
     // The detached mounts steps attach need Linux 5.12: found out here, once, not at a step.
     int probe = (int)syscall(SYS_open_tree, AT_FDCWD, rootdir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-    struct mount_attr attr;
-    memset(&attr, 0, sizeof attr);
-    attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    struct mount_attr attr = step_directory_attr();
     if (probe < 0) stage = "open_tree";
     else if (syscall(SYS_mount_setattr, probe, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) stage = "mount_setattr";
     if (stage) saved = errno;

@@ -11,21 +11,6 @@ enum ClientFrame {
     /// Largest header: 2 bytes, an 8-byte length, the 4-byte masking key.
     static let maxHeaderBytes = 14
 
-    /// Header bytes for a final text frame of `length` payload bytes masked with `key`.
-    static func header(length: Int, key: UInt32) -> [UInt8] {
-        var h: [UInt8] = [0x81]  // FIN, text
-        if length < 126 {
-            h.append(0x80 | UInt8(length))
-        } else if length < 65536 {
-            h += [0x80 | 126, UInt8(length >> 8), UInt8(length & 0xff)]
-        } else {
-            h.append(0x80 | 127)
-            for shift in stride(from: 56, through: 0, by: -8) { h.append(UInt8((UInt64(length) >> UInt64(shift)) & 0xff)) }
-        }
-        withUnsafeBytes(of: key.littleEndian) { h += $0 }
-        return h
-    }
-
     /// XORs `count` bytes at `p` with the masking key (its little-endian bytes, in turn from the first byte).
     static func mask(_ p: UnsafeMutableRawPointer, count: Int, key: UInt32) {
         let wide = UInt64(key.littleEndian) | UInt64(key.littleEndian) << 32
@@ -43,15 +28,22 @@ enum ClientFrame {
         }
     }
 
-    /// Turns `buffer` (`pre` bytes of room, then the payload) into a masked frame in place. Returns the offset
-    /// where the frame starts; it runs to the end of the buffer. `pre` must be at least `maxHeaderBytes`.
+    /// Turns `buffer` (`pre` bytes of room, then the payload) into a final, masked text frame in place: the header (2
+    /// bytes, the 16- or 64-bit length when the payload needs it, the masking key) is written just before the payload.
+    /// Returns the offset where the frame starts; it runs to the end of the buffer.
     static func build(_ buffer: inout [UInt8], pre: Int, key: UInt32) -> Int {
         let length = buffer.count - pre
-        let h = header(length: length, key: key)
-        let start = pre - h.count
+        let lengthBytes = length < 126 ? 0 : length < 65536 ? 2 : 8
+        let start = pre - (2 + lengthBytes + 4)
+        precondition(start >= 0, "a frame's header needs \(maxHeaderBytes) bytes of room")
         buffer.withUnsafeMutableBytes { b in
             mask(b.baseAddress! + pre, count: length, key: key)
-            for (i, byte) in h.enumerated() { b[start + i] = byte }
+            b[start] = 0x81  // FIN, text
+            b[start + 1] = 0x80 | (lengthBytes == 0 ? UInt8(length) : lengthBytes == 2 ? 126 : 127)
+            for i in 0..<lengthBytes { b[start + 2 + i] = UInt8((UInt64(length) >> UInt64(8 * (lengthBytes - 1 - i))) & 0xff) }
+            withUnsafeBytes(of: key.littleEndian) { k in
+                for i in 0..<4 { b[pre - 4 + i] = k[i] }
+            }
         }
         return start
     }

@@ -134,8 +134,7 @@ final class TopicLanes: @unchecked Sendable {
     /// The last message queued for each topic with one in flight.
     private var tails: [String: Latch] = [:]
     private var inFlight = 0
-    private var drainWaiters: [CheckedContinuation<Void, Never>] = []
-    /// The task waiting in `room(below:)`, and the count it waits for.
+    /// The task waiting in `room(below:)` or `drained()`, and the count it waits to fall under.
     private var roomWaiter: (limit: Int, continuation: CheckedContinuation<Void, Never>)?
 
     /// A message for `topic` arrived: it is handled after `after` opens (the topic's message before it, if still in
@@ -153,19 +152,14 @@ final class TopicLanes: @unchecked Sendable {
     /// The message's handling ended.
     func leave(_ topic: String, _ done: Latch) {
         done.open()
-        let woken = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+        let woken = lock.withLock { () -> CheckedContinuation<Void, Never>? in
             if tails[topic] === done { tails[topic] = nil }
             inFlight -= 1
-            var woken: [CheckedContinuation<Void, Never>] = []
-            if let waiter = roomWaiter, inFlight < waiter.limit {
-                woken.append(waiter.continuation)
-                roomWaiter = nil
-            }
-            guard inFlight == 0 else { return woken }
-            defer { drainWaiters = [] }
-            return woken + drainWaiters
+            guard let waiter = roomWaiter, inFlight < waiter.limit else { return nil }
+            roomWaiter = nil
+            return waiter.continuation
         }
-        woken.forEach { $0.resume() }
+        woken?.resume()
     }
 
     /// Returns once fewer than `limit` messages are in flight. One caller at a time (the task taking the inbox).
@@ -180,17 +174,9 @@ final class TopicLanes: @unchecked Sendable {
         }
     }
 
-    /// Returns once no message is in flight.
-    func drained() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = lock.withLock { () -> Bool in
-                if inFlight == 0 { return true }
-                drainWaiters.append(c)
-                return false
-            }
-            if now { c.resume() }
-        }
-    }
+    /// Returns once no message is in flight. The same one caller as `room(below:)` (`.closed` goes to the task taking
+    /// the inbox).
+    func drained() async { await room(below: 1) }
 
     /// Messages in flight (tests).
     var count: Int { lock.withLock { inFlight } }

@@ -80,11 +80,13 @@ if arguments.contains("--limit-loop") {
 
 // `bench-sandbox N --sandboxed-only`: nothing but N sandboxed spawns, one at a time, for `perf record` (see
 // docs/benchmarks.md); prints the median.
+let runner = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
+let work = dir + "/work", tmp = dir + "/tmp"
+try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+let launch = StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: work, tmpDirectory: tmp)
+
 if arguments.contains("--sandboxed-only") {
-    let runner = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
-    let work = dir + "/work", tmp = dir + "/tmp"
-    for d in [work, tmp] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
-    let launch = StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: work, tmpDirectory: tmp)
     _ = stats("sandboxed (namespaces, cgroups)", try await measure(count) { _ = try await runner.run(launch) { _ in } })
     let mounts = Counter()
     let cat = StepLaunch(executable: "/bin/cat", arguments: ["cat", "/proc/self/mountinfo"], environment: [:], workDirectory: work,
@@ -99,22 +101,17 @@ if arguments.contains("--sandboxed-only") {
 
 print("Step spawn, \(count) runs each\n")
 
-let runner = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
-let work = dir + "/work", tmp = dir + "/tmp"
-try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-let launch = StepLaunch(executable: "/bin/true", arguments: ["true"], environment: [:], workDirectory: work, tmpDirectory: tmp)
 // The plain spawn, the sandboxed one and its baseline (each step copies the host's mounts) measured in turn, one
 // of each per round: the machine's drift falls on all three alike.
-let copier0 = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
-copier0.skipViewNamespace = true
+let hostMounts = try SandboxRunner(mode: .namespaces, stateDirectory: dir)
+hostMounts.skipViewNamespace = true
 var samples: [[Double]] = [[], [], []], cpu = [0.0, 0.0, 0.0]
 for i in 0..<(3 * count) {
     let t = ContinuousClock.now, c = cpuMicros()
     switch i % 3 {
     case 0: _ = spawnWait(["/bin/true"])
     case 1: _ = try await runner.run(launch) { _ in }
-    default: _ = try await copier0.run(launch) { _ in }
+    default: _ = try await hostMounts.run(launch) { _ in }
     }
     cpu[i % 3] += cpuMicros() - c
     samples[i % 3].append(micros(ContinuousClock.now - t))

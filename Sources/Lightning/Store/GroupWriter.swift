@@ -6,8 +6,8 @@ import GRDBSQLite
 /// Group commit for every write: writes from all connections reach this one writer, which runs everything that
 /// queued up while the last transaction was being committed in the next one (one fsync for many), each write in
 /// a savepoint of its own so one refused write (a late event, a conflict) undoes only itself (a write alone in its
-/// transaction needs none). A caller hears
-/// back only after the commit: nothing is acknowledged before it is on disk (`synchronous=FULL` stays).
+/// transaction needs none). A caller hears back only after the commit: nothing is acknowledged before it is on disk
+/// (`synchronous=FULL` stays).
 /// One attempt's events stay in order because its worker waits for each reply before the next.
 ///
 /// The transactions run on a thread of the writer's own, through GRDB's synchronous write (which runs on the

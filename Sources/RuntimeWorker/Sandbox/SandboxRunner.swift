@@ -386,23 +386,32 @@ public final class SandboxRunner: @unchecked Sendable {
         }
         guard r == 0 else {
             preparedRootFailed = true
-            if viewNamespaceFD >= 0 { close(viewNamespaceFD) }  // its mounts go with it
-            viewNamespaceFD = -1
+            dropViewNamespace()  // its mounts go with it
             logger.warning("could not prepare the read-only view of the system once; each step builds its own", metadata: [
-                "error": "\(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"])
+                "error": "\(Self.text(error))"])
             return
         }
         preparedRootAt = .now
         preparedGeneration = csandbox_namespace_generation()
-        if viewNamespaceFD >= 0 { close(viewNamespaceFD) }  // steps running keep their own copies
-        viewNamespaceFD = -1
+        dropViewNamespace()  // steps running keep their own copies
         guard !viewNamespaceFailed else { return }
         viewNamespaceFD = csandbox_view_namespace(rootDirectory, &error, error.count)
         if viewNamespaceFD < 0 {
             viewNamespaceFailed = true
             logger.notice("steps copy the host's mount namespace (slower): no namespace of the view alone", metadata: [
-                "error": "\(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"])
+                "error": "\(Self.text(error))"])
         }
+    }
+
+    /// Closes the view namespace's fd, if any (on the spawner thread).
+    private func dropViewNamespace() {
+        if viewNamespaceFD >= 0 { close(viewNamespaceFD) }
+        viewNamespaceFD = -1
+    }
+
+    /// The C side's NUL-terminated error text.
+    static func text(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     deinit {
@@ -476,15 +485,14 @@ public final class SandboxRunner: @unchecked Sendable {
             }
         }
         if pid < 0 {
-            let message = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let message = Self.text(error)
             if prepared && viewNamespaceFD >= 0 && !skipViewNamespace && Self.refusedViewNamespace(message) {
                 // Entering the view's namespace or attaching the directories was refused (a seccomp profile, an
                 // older kernel than the probe saw): this and every later step take the longer way.
                 logger.notice("steps copy the host's mount namespace (slower): the view's own was refused", metadata: [
                     "error": "\(message)"])
                 viewNamespaceFailed = true
-                close(viewNamespaceFD)
-                viewNamespaceFD = -1
+                dropViewNamespace()
                 return try spawnHere(launch, stdout: stdout, stderr: stderr, group: group, work: work)
             }
             throw SandboxError.spawn(message)

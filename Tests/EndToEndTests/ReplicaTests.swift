@@ -118,17 +118,34 @@ struct ReplicaTests {
             jobs:
               - {name: mark, adaptor: sh, body: "echo ran $ATTEMPT_ID; sleep 0.05"}
             """)
+        try await a.apply("""
+            name: held
+            jobs:
+              - {name: hold, adaptor: sh, body: "echo held $ATTEMPT_ID; sleep 15"}
+            """)
         // Each worker knows every replica, its own first.
         let all = [a, b, c].map { "ws://127.0.0.1:\($0.port)/worker" }
-        let one = try a.worker("one", extra: ["--capacity", "4", "--lightning", all[1], "--lightning", all[2]])
-        let two = try c.worker("two", extra: ["--capacity", "4", "--lightning", all[0], "--lightning", all[1]])
-        defer { one.stop(); two.stop() }
         let sb = try b.store()
+        // Two long attempts for the worker on A, so that it surely has attempts under way when A goes (the short ones
+        // end in step, four at a time: A could go between them). Its other two slots take short work.
+        var held: [String] = []
+        for _ in 0..<2 { held.append(try await sb.createWorkOrder(workflow: "held", input: Array("{}".utf8)).attemptID) }
+        let one = try a.worker("one", extra: ["--capacity", "4", "--lightning", all[1], "--lightning", all[2]])
+        defer { one.stop() }
+        while try await sb.attempts(state: .started, limit: 10).filter({ $0.workerName == "one" }).count < 2 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let two = try c.worker("two", extra: ["--capacity", "4", "--lightning", all[0], "--lightning", all[1]])
+        defer { two.stop() }
         var ids: [String] = []
         for _ in 0..<500 { ids.append(try await sb.createWorkOrder(workflow: "once", input: Array("{}".utf8)).attemptID) }
         // Mid-load: some attempts are done, others are claimed or running on the worker connected to A.
         while try await sb.attempts(state: .success, limit: 1000).count < 60 { try await Task.sleep(for: .milliseconds(50)) }
         a.lightning.signal(SIGKILL)
+        for id in held {
+            let attempt = try await sb.waitUntilFinal(id, timeout: .seconds(240))
+            #expect(attempt.state == .success && attempt.workerName == "one", "\(attempt)\n\(one.log.suffix(3000))")
+        }
         var byWorker: [String: Int] = [:]
         for id in ids {
             let attempt = try await sb.waitUntilFinal(id, timeout: .seconds(240))

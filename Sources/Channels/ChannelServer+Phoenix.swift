@@ -7,9 +7,10 @@ extension ChannelServer {
     /// Handles the inbox's messages in a task that ends when it is empty (`Inbox`); the first task of a connection
     /// runs `onConnect` before them, the one that finds it closed waits for every message in flight, then leaves its
     /// topics and runs `onDisconnect`. Each message is handled in a child task, after the one before it on the same
-    /// topic (`TopicLanes`): different topics' messages are handled at the same time.
+    /// topic (`TopicLanes`): different topics' messages are handled at the same time. The task runs on the cooperative
+    /// pool, or on the service thread itself when the endpoint asks (`SocketEndpoint.handlesOnServiceThread`).
     func handle(_ inbox: Inbox, socket: ChannelSocket, endpoint: SocketEndpoint, connection id: Int, connecting: Bool) {
-        Task { [self] in
+        Task(executorPreference: endpoint.handlesOnServiceThread ? serviceExecutor : nil) { [self] in
             if connecting { await endpoint.onConnect?(socket) }
             // Discarding: a finished child is dropped at once (a plain group keeps each one's result until it is
             // taken, and a busy socket's task may run for a long time).
@@ -74,7 +75,7 @@ extension ChannelServer {
         }
     }
 
-    /// Decoded here, in the connection's task, not on the service thread that every socket shares.
+    /// Decoded in the connection's task, not in the lws callback (on the pool, or between the service thread's passes).
     func parse(_ bytes: [UInt8], binary: Bool, endpoint: SocketEndpoint) -> Parsed {
         // On an endpoint with raw readers the envelope is read first, and only once: a raw event's payload goes
         // to its handler unparsed, any other's is parsed on its own.

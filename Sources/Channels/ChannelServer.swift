@@ -17,6 +17,8 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
     let routes: [HTTPRoute]
     let logger: Logger
     let loop = ServiceLoop(name: "channels-server")
+    /// Connections' message tasks run here (see `handle(_:socket:endpoint:connection:connecting:)`).
+    let serviceExecutor: ServiceExecutor
     private let cstrings = CStrings()
     private var protocols: UnsafeMutablePointer<lws_protocols>?
     private var retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>?
@@ -60,6 +62,7 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
         self.endpoints = endpoints
         self.routes = routes
         self.logger = logger
+        serviceExecutor = ServiceExecutor(loop)
     }
 
     deinit {

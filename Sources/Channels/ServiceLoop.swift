@@ -45,6 +45,8 @@ final class ServiceLoop: @unchecked Sendable {
     private var context: OpaquePointer?
     private let finished = DispatchSemaphore(value: 0)
     private let name: String
+    /// The service thread, once it runs.
+    private var thread: pthread_t?
 
     init(name: String) { self.name = name }
 
@@ -54,8 +56,14 @@ final class ServiceLoop: @unchecked Sendable {
         context = ctx
         let thread = Thread { [self, name] in
             nameCurrentThread(name)
+            lock.withLock { self.thread = pthread_self() }
             while !lock.withLock({ stopping }), let ctx = context {
                 if lws_service(ctx, 0) < 0 { break }
+                // What the service pass posted from this thread (tasks it resumed, replies), before the next poll:
+                // such posts do not wake the poll. What that posts in turn waits for the next pass, so reading
+                // sockets is never starved.
+                drain()
+                if lock.withLock({ !inbox.isEmpty }) { lws_cancel_service(ctx) }
             }
             finished.signal()
         }
@@ -70,14 +78,20 @@ final class ServiceLoop: @unchecked Sendable {
     /// that wait on the work's outcome must answer their waiters themselves then.
     @discardableResult
     func post(_ work: @escaping () -> Void) -> Bool {
-        let ctx: OpaquePointer? = lock.withLock {
-            if stopping { return nil }
+        let (ctx, wake): (OpaquePointer?, Bool) = lock.withLock {
+            if stopping { return (nil, false) }
             inbox.append(work)
-            return context
+            // From the service thread itself no wake-up is needed: it drains after the pass it is in.
+            return (context, thread.map { pthread_equal($0, pthread_self()) == 0 } ?? true)
         }
         guard let ctx else { return false }
-        lws_cancel_service(ctx)
+        if wake { lws_cancel_service(ctx) }
         return true
+    }
+
+    /// True on the service thread.
+    var isServiceThread: Bool {
+        lock.withLock { thread.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
     }
 
     /// Runs everything posted so far. Service thread only.
@@ -103,6 +117,24 @@ final class ServiceLoop: @unchecked Sendable {
         drain()
         lws_context_destroy(ctx)
         lock.withLock { context = nil }
+    }
+}
+
+/// Runs tasks' jobs on a service loop's thread, between its passes: a task that prefers it reads its socket's
+/// messages, handles them and queues its replies without a hop to another thread (and back) for each. Its jobs
+/// must not block: a wait there holds up every socket of the context.
+final class ServiceExecutor: TaskExecutor, @unchecked Sendable {
+    private let loop: ServiceLoop
+
+    init(_ loop: ServiceLoop) { self.loop = loop }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        // Once the loop is stopping a job runs on a thread of the global pool: a task must not be lost.
+        if !loop.post({ job.runSynchronously(on: executor) }) {
+            DispatchQueue.global().async { job.runSynchronously(on: executor) }
+        }
     }
 }
 

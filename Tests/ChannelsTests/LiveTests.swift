@@ -23,6 +23,10 @@ struct EchoHandler: ChannelHandler {
             socket.push(topic: topic, event: "pushed", payload: payload)
             return .ok()
         case "silent": return nil
+        case "where":
+            // The kernel's name of the thread this runs on (`nameCurrentThread`).
+            let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+            return .ok(["thread": .string(name.trimmingCharacters(in: .whitespacesAndNewlines))])
         case "held":
             // Waits until the test opens the gate it names; the handled order is recorded.
             TestGates.record("\(topic) waiting on \(payload["gate"]?.stringValue ?? "")")
@@ -68,7 +72,7 @@ final class Counter: @unchecked Sendable {
     var value: Int { lock.withLock { n } }
 }
 
-func makeServer(port: Int = 0, disconnects: Counter = Counter(), endpointTotal: Int? = nil,
+func makeServer(port: Int = 0, disconnects: Counter = Counter(), endpointTotal: Int? = nil, onServiceThread: Bool = false,
                 configure: (inout ChannelServerConfiguration) -> Void = { _ in }) throws -> ChannelServer {
     var config = ChannelServerConfiguration()
     config.port = port
@@ -80,7 +84,7 @@ func makeServer(port: Int = 0, disconnects: Counter = Counter(), endpointTotal: 
         },
         channels: [ChannelRoute("room:*", EchoHandler())],
         onDisconnect: { _ in disconnects.increment() },
-        maxQueuedBytesTotal: endpointTotal)
+        maxQueuedBytesTotal: endpointTotal, handlesOnServiceThread: onServiceThread)
     let routes = [
         HTTPRoute("POST", "/echo") { req in .json(200, ["len": .int(Int64(req.body.count)), "path": .string(req.path)]) },
         HTTPRoute("GET", "/hello") { req in .json(200, ["q": .string(req.query["name"] ?? "")]) },
@@ -116,9 +120,9 @@ func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () -
 
 @Suite("Server and client on loopback", .serialized)
 struct LiveTests {
-    @Test("join, echo with matching refs, binary reply, error reply, server push, leave")
-    func basics() async throws {
-        let server = try makeServer()
+    @Test("join, echo with matching refs, binary reply, error reply, server push, leave", arguments: [false, true])
+    func basics(onServiceThread: Bool) async throws {
+        let server = try makeServer(onServiceThread: onServiceThread)
         defer { server.stop() }
         let client = try makeClient(server.port)
         defer { client.close() }
@@ -149,6 +153,29 @@ struct LiveTests {
         #expect(server.sockets(joinedTo: "room:1").isEmpty)
     }
 
+    @Test("an endpoint that asks for it has its messages handled on the socket service thread; others on the pool")
+    func handlersThread() async throws {
+        for onServiceThread in [false, true] {
+            let server = try makeServer(onServiceThread: onServiceThread)
+            defer { server.stop() }
+            let client = try makeClient(server.port)
+            defer { client.close() }
+            try await waitFor("connection") { client.connected }
+            _ = try await client.join(topic: "room:where")
+            // Before and after a suspension in the handler's task (a reply awaited on another topic in between).
+            for _ in 0..<3 {
+                let reply = try await client.push(topic: "room:where", event: "where", payload: [:])
+                let thread = reply.response["thread"]?.stringValue ?? ""
+                if onServiceThread {
+                    #expect(thread == "channels-server")
+                } else {
+                    #expect(thread != "channels-server" && !thread.isEmpty, "\(thread)")
+                }
+                _ = try await client.push(topic: "room:where", event: "slow", payload: [:])
+            }
+        }
+    }
+
     @Test("pushes of every frame length form (short, 16-bit and 64-bit lengths) reach the server intact and echo back")
     func everyLengthForm() async throws {
         let server = try makeServer()
@@ -164,29 +191,31 @@ struct LiveTests {
         }
     }
 
-    @Test("one socket's topics are handled side by side: an event waiting on one topic holds up that topic's later events, not another topic's")
-    func topicsSideBySide() async throws {
-        let server = try makeServer()
+    @Test("one socket's topics are handled side by side: an event waiting on one topic holds up that topic's later events, not another topic's", arguments: [false, true])
+    func topicsSideBySide(onServiceThread: Bool) async throws {
+        let server = try makeServer(onServiceThread: onServiceThread)
         defer { server.stop() }
         let client = try makeClient(server.port)
         defer { client.close() }
         try await waitFor("connection") { client.connected }
-        _ = try await client.join(topic: "room:a")
-        _ = try await client.join(topic: "room:b")
+        // Topics of this run only (the record is shared by every test case).
+        let a = "room:a-\(UUID().uuidString)", b = "room:b-\(UUID().uuidString)"
+        _ = try await client.join(topic: a)
+        _ = try await client.join(topic: b)
         let gate = "gate-\(UUID().uuidString)"
         // Sent in this order on the one socket: a held event on room:a, a note behind it on room:a, a note on room:b.
-        async let held = client.push(topic: "room:a", event: "held", payload: ["gate": .string(gate)])
-        try await waitFor("the held event to be handled") { TestGates.recorded.contains("room:a waiting on \(gate)") }
-        async let behind = client.push(topic: "room:a", event: "note", payload: [:])
+        async let held = client.push(topic: a, event: "held", payload: ["gate": .string(gate)])
+        try await waitFor("the held event to be handled") { TestGates.recorded.contains("\(a) waiting on \(gate)") }
+        async let behind = client.push(topic: a, event: "note", payload: [:])
         // Answered while room:a waits (before, every message of a socket waited for the one before it).
-        let other = try await client.push(topic: "room:b", event: "note", payload: [:])
+        let other = try await client.push(topic: b, event: "note", payload: [:])
         #expect(other.isOK)
-        #expect(!TestGates.recorded.contains("room:a note"), "room:a's note waits for room:a's held event")
+        #expect(!TestGates.recorded.contains("\(a) note"), "room:a's note waits for room:a's held event")
         TestGates.gate(gate).open()
         #expect(try await held.isOK)
         #expect(try await behind.isOK)
-        let order = TestGates.recorded.filter { $0.hasPrefix("room:a") }
-        #expect(Array(order.suffix(2)) == ["room:a held", "room:a note"], "\(order)")
+        let order = TestGates.recorded.filter { $0.hasPrefix(a) }
+        #expect(Array(order.suffix(2)) == ["\(a) held", "\(a) note"], "\(order)")
     }
 
     @Test("a push over the server's limit is refused by the client before it is sent; the connection stays, and smaller pushes go")
@@ -365,9 +394,9 @@ struct LiveTests {
         #expect(r.stdout.components(separatedBy: "\"ok\":true").count - 1 == 5)
     }
 
-    @Test("an oversize message closes the socket with 1009; the client reconnects")
-    func oversize() async throws {
-        let server = try makeServer { $0.maxMessageBytes = 10_000 }
+    @Test("an oversize message closes the socket with 1009; the client reconnects", arguments: [false, true])
+    func oversize(onServiceThread: Bool) async throws {
+        let server = try makeServer(onServiceThread: onServiceThread) { $0.maxMessageBytes = 10_000 }
         defer { server.stop() }
         let client = try makeClient(server.port)
         defer { client.close() }
@@ -382,9 +411,9 @@ struct LiveTests {
         #expect(ok.isOK)
     }
 
-    @Test("the client reconnects and rejoins after the server restarts on the same port")
-    func restart() async throws {
-        var server = try makeServer()
+    @Test("the client reconnects and rejoins after the server restarts on the same port", arguments: [false, true])
+    func restart(onServiceThread: Bool) async throws {
+        var server = try makeServer(onServiceThread: onServiceThread)
         let port = server.port
         let client = try makeClient(port)
         defer { client.close() }
@@ -396,7 +425,7 @@ struct LiveTests {
         // client's reconnect attempts also touch it), so binding is tried again for up to 10 s.
         let bindDeadline = ContinuousClock.now + .seconds(10)
         while true {
-            do { server = try makeServer(port: port); break } catch {
+            do { server = try makeServer(port: port, onServiceThread: onServiceThread); break } catch {
                 if ContinuousClock.now > bindDeadline { throw error }
                 try await Task.sleep(for: .milliseconds(100))
             }
@@ -417,9 +446,9 @@ struct LiveTests {
         #expect(r?.response["after"] == "restart")
     }
 
-    @Test("pushes from many tasks all get their own replies")
-    func concurrentPushes() async throws {
-        let server = try makeServer()
+    @Test("pushes from many tasks all get their own replies", arguments: [false, true])
+    func concurrentPushes(onServiceThread: Bool) async throws {
+        let server = try makeServer(onServiceThread: onServiceThread)
         defer { server.stop() }
         let client = try makeClient(server.port)
         defer { client.close() }
@@ -446,12 +475,12 @@ struct LiveTests {
         try await waitFor("idle close") { !client.connected }
     }
 
-    @Test("heartbeats keep a socket alive past the idle timeout")
-    func heartbeatsKeepAlive() async throws {
+    @Test("heartbeats keep a socket alive past the idle timeout", arguments: [false, true])
+    func heartbeatsKeepAlive(onServiceThread: Bool) async throws {
         // Without heartbeats the 4 s idle timeout would close the socket within the 10 s watched here (twice). With a
         // heartbeat every second it stays up. The interval is not shorter because the client itself reconnects when
         // a heartbeat is still unanswered at the next one: 250 ms (as before) was a deadline a busy machine missed.
-        let server = try makeServer { $0.idleTimeoutSeconds = 4 }
+        let server = try makeServer(onServiceThread: onServiceThread) { $0.idleTimeoutSeconds = 4 }
         defer { server.stop() }
         let events = Counter()
         let client = try makeClient(server.port) { $0.heartbeatInterval = .seconds(1) }
@@ -462,10 +491,10 @@ struct LiveTests {
         #expect(client.connected && events.value == 0)
     }
 
-    @Test("a consumer that stops reading is closed with 1008 and its queue is dropped")
-    func slowConsumer() async throws {
+    @Test("a consumer that stops reading is closed with 1008 and its queue is dropped", arguments: [false, true])
+    func slowConsumer(onServiceThread: Bool) async throws {
         let disconnects = Counter()
-        let server = try makeServer(disconnects: disconnects) { $0.maxQueuedBytesPerConnection = 512 * 1024 }
+        let server = try makeServer(disconnects: disconnects, onServiceThread: onServiceThread) { $0.maxQueuedBytesPerConnection = 512 * 1024 }
         defer { server.stop() }
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/ChannelsTests/Interop/slow_consumer.py").path
         let port = server.port
@@ -488,9 +517,9 @@ struct LiveTests {
         try await waitFor("server-side cleanup") { disconnects.value == 1 }
     }
 
-    @Test("a client sending faster than its messages are handled is paused, not buffered without bound; nothing is lost")
-    func inboundBackpressure() async throws {
-        let server = try makeServer { $0.maxQueuedBytesPerConnection = 64 * 1024 }
+    @Test("a client sending faster than its messages are handled is paused, not buffered without bound; nothing is lost", arguments: [false, true])
+    func inboundBackpressure(onServiceThread: Bool) async throws {
+        let server = try makeServer(onServiceThread: onServiceThread) { $0.maxQueuedBytesPerConnection = 64 * 1024 }
         defer { server.stop() }
         let client = try makeClient(server.port)
         defer { client.close() }

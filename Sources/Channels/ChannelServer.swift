@@ -167,6 +167,12 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
 
     /// Frames for one connection in one trip to the service thread; `onLastWritten` reports on the last of them.
     func send(to id: Int, frames: [[UInt8]], binary: Bool = false, onLastWritten: (@Sendable (Bool) -> Void)?) {
+        // A handler on the service thread (`SocketEndpoint.handlesOnServiceThread`) queues its frames at once, unless
+        // frames posted before are still waiting to be queued (they go first).
+        if loop.isServiceThreadWithNothingWaiting {
+            enqueueHere(id, frames: frames, binary: binary, onLastWritten: onLastWritten)
+            return
+        }
         let posted = loop.post { [self] in enqueueHere(id, frames: frames, binary: binary, onLastWritten: onLastWritten) }
         if !posted { onLastWritten?(false) }
     }

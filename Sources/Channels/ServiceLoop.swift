@@ -89,10 +89,6 @@ final class ServiceLoop: @unchecked Sendable {
         return true
     }
 
-    /// True on the service thread.
-    var isServiceThread: Bool {
-        lock.withLock { thread.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
-    }
 
     /// Runs everything posted so far. Service thread only.
     func drain() {
@@ -101,7 +97,20 @@ final class ServiceLoop: @unchecked Sendable {
             inbox.removeAll(keepingCapacity: true)
             return w
         }
-        for w in work { w() }
+        for (i, w) in work.enumerated() {
+            unrun = work.count - i - 1
+            w()
+        }
+        unrun = 0
+    }
+
+    /// Work taken by `drain` and not yet run. Service thread only.
+    private var unrun = 0
+
+    /// On the service thread, with nothing posted waiting to run: what the caller does now comes after everything
+    /// posted before, as if it had been posted itself.
+    var isServiceThreadWithNothingWaiting: Bool {
+        lock.withLock { thread.map { pthread_equal($0, pthread_self()) != 0 } ?? false && inbox.isEmpty } && unrun == 0
     }
 
     /// Stops the service thread, then destroys the context on this thread.

@@ -1,5 +1,6 @@
 // Channel layer figures, printed, never asserted:
-//  1. echo round trip p50/p99 through the Swift channel layer, next to raw libwebsockets in the same run;
+//  1. echo round trip p50/p99 through the Swift channel layer, next to raw libwebsockets in the same run (handlers
+//     on the socket service thread, as Lightning's worker endpoint has them, and on the cooperative pool);
 //  2. server pushes per second to one connection;
 //  3. N joined idle connections held by one server, with server RSS per connection;
 //  4. a broadcast to all of them, against a push per socket;
@@ -57,7 +58,10 @@ config.idleTimeoutSeconds = 600
 config.maxQueuedBytesPerConnection = 512 * 1024 * 1024
 let server = ChannelServer(
     configuration: config,
+    // Handlers on the service thread, as Lightning's worker endpoint has them; and on the cooperative pool.
     endpoints: [SocketEndpoint(path: "/socket/websocket", authenticate: { _ in .accept(context: "bench") },
+                               channels: [ChannelRoute("room:*", Echo())], handlesOnServiceThread: true),
+                SocketEndpoint(path: "/pooled/websocket", authenticate: { _ in .accept(context: "bench") },
                                channels: [ChannelRoute("room:*", Echo())])])
 try server.start()
 let port = server.port
@@ -71,6 +75,13 @@ let received = LockedCount()
 try await client.join(topic: "room:bench", onMessage: { m in
     received.add((m.payload.json?["logs"]?.arrayValue?.count) ?? 0)
 })
+
+var pooledConfig = ChannelClient.Configuration(url: "ws://127.0.0.1:\(port)/pooled/websocket")
+pooledConfig.maxMessageBytes = 64 * 1024 * 1024
+let pooled = try ChannelClient(configuration: pooledConfig)
+try pooled.connect()
+while !pooled.connected { try await Task.sleep(for: .milliseconds(5)) }
+try await pooled.join(topic: "room:pooled")
 
 print("Channel benchmarks (loopback, release build)\n")
 func micros(_ d: Duration) -> Double { Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12 }
@@ -104,16 +115,25 @@ if compiled.0 == 0 {
     }
     // The two runs above are seconds apart, and this machine's speed drifts by a third in that time. So: rounds of
     // 300 round trips each way, back to back, and the median of the rounds' ratios.
-    var ratios: [Double] = []
+    // Handlers on the service thread and on the pool, each against raw lws in the same round.
+    var ratios: [Double] = [], pooledRatios: [Double] = []
     for _ in 0..<15 {
         let ours = try await echoes(client, "room:bench", 300)
+        let onPool = try await echoes(pooled, "room:pooled", 300)
         let theirs = shell(rawBinary, ["300", "32"]).1.split(separator: " ").compactMap { Double($0) }
-        if let rawP50 = theirs.first, rawP50 > 0 { ratios.append(ours[ours.count / 2] / rawP50) }
+        if let rawP50 = theirs.first, rawP50 > 0 {
+            ratios.append(ours[ours.count / 2] / rawP50)
+            pooledRatios.append(onPool[onPool.count / 2] / rawP50)
+        }
     }
     if ratios.count >= 3 {
         ratios.sort()
+        pooledRatios.sort()
         print(String(format: "  interleaved, %d rounds of 300 each way: Swift/raw p50 = %.2f× (quartiles %.2f-%.2f; aim ≤ 2×)",
                      ratios.count, ratios[ratios.count / 2], ratios[ratios.count / 4], ratios[ratios.count * 3 / 4]))
+        print(String(format: "  the same with handlers on the cooperative pool:  Swift/raw p50 = %.2f× (quartiles %.2f-%.2f)",
+                     pooledRatios[pooledRatios.count / 2], pooledRatios[pooledRatios.count / 4],
+                     pooledRatios[pooledRatios.count * 3 / 4]))
     }
 } else {
     print("raw libwebsockets baseline: could not compile \(here.appendingPathComponent("raw_lws_echo.c").path)")

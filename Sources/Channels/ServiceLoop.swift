@@ -56,6 +56,7 @@ final class ServiceLoop: @unchecked Sendable {
         context = ctx
         let thread = Thread { [self, name] in
             nameCurrentThread(name)
+            SocketServiceThread.mark()
             lock.withLock { self.thread = pthread_self() }
             while !lock.withLock({ stopping }), let ctx = context {
                 if lws_service(ctx, 0) < 0 { break }
@@ -127,6 +128,20 @@ final class ServiceLoop: @unchecked Sendable {
         lws_context_destroy(ctx)
         lock.withLock { context = nil }
     }
+}
+
+/// Whether the calling thread services sockets (a server's or a client's lws context). Code that must never run there
+/// (a signature, a blocking call) asserts that it does not: `assert(!SocketServiceThread.isCurrent)`.
+public enum SocketServiceThread {
+    nonisolated(unsafe) private static var key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    static func mark() { pthread_setspecific(key, UnsafeRawPointer(bitPattern: 1)) }
+
+    public static var isCurrent: Bool { pthread_getspecific(key) != nil }
 }
 
 /// Runs tasks' jobs on a service loop's thread, between its passes: a task that prefers it reads its socket's

@@ -26,7 +26,8 @@ struct EchoHandler: ChannelHandler {
         case "where":
             // The kernel's name of the thread this runs on (`nameCurrentThread`).
             let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
-            return .ok(["thread": .string(name.trimmingCharacters(in: .whitespacesAndNewlines))])
+            return .ok(["thread": .string(name.trimmingCharacters(in: .whitespacesAndNewlines)),
+                        "service": .bool(SocketServiceThread.isCurrent)])
         case "held":
             // Waits until the test opens the gate it names; the handled order is recorded.
             TestGates.record("\(topic) waiting on \(payload["gate"]?.stringValue ?? "")")
@@ -171,6 +172,7 @@ struct LiveTests {
                 } else {
                     #expect(thread != "channels-server" && !thread.isEmpty, "\(thread)")
                 }
+                #expect(reply.response["service"] == .bool(onServiceThread))
                 _ = try await client.push(topic: "room:where", event: "slow", payload: [:])
             }
         }

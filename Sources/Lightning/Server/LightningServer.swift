@@ -428,6 +428,7 @@ public final class Lightning: Sendable {
     private func makeAttemptToken(_ id: String, runTimeoutMS: Int) throws -> TokensAhead.Signed {
         let lifetime = Double(runTimeoutMS) / 1000 + configuration.graceSeconds
         let claims = AttemptTokenClaims(attemptID: id, lifetime: lifetime)
+        assert(!SocketServiceThread.isCurrent, "RS256 signing on the socket service thread")
         let token = try JWT.sign(claims, key: configuration.attemptSigningKey)
         return TokensAhead.Signed(token: token, issuedAt: claims.iat ?? 0, expiresAt: claims.exp)
     }

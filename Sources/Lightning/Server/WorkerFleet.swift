@@ -130,7 +130,7 @@ extension Lightning {
             state.setCredential(socket.id, SocketCredential(generation: generation, expiresAt: expiresAt))
         case .registration(let jti, _):
             let generation = try await store.useWorkerRegistration(jti: jti, name: worker.name, at: Int64(configuration.workerClock() * 1_000_000))
-            let minted = try mintAuthToken(worker.name, generation: generation)
+            let minted = try await mintAuthToken(worker.name, generation: generation)
             state.setCredential(socket.id, SocketCredential(generation: generation, expiresAt: minted.expiresAt))
             // The earlier credential is refused from now on, on the sockets that already hold it too.
             closeWorkerSockets(reason: "worker registered again") { other, who in
@@ -153,10 +153,16 @@ extension Lightning {
         _ = socket.push(topic: Wire.Topic.queue, event: Wire.Event.workerControl, payload: Self.wire(control))
     }
 
-    func mintAuthToken(_ name: String, generation: Int64) throws -> (token: String, expiresAt: Double) {
+    /// An RS256 worker credential, signed on the cooperative pool: the worker socket's handlers may run on the socket
+    /// service thread, which a signature (0.7 ms) would hold up for every socket.
+    func mintAuthToken(_ name: String, generation: Int64) async throws -> (token: String, expiresAt: Double) {
         let claims = WorkerCredentialClaims(kind: .auth, workerID: name, jti: UUID().uuidString.lowercased(), now: configuration.workerClock(),
                                             lifetime: configuration.workerTokenLifetimeSeconds, generation: generation)
-        return (try JWT.sign(claims, key: configuration.attemptSigningKey), claims.exp)
+        let key = configuration.attemptSigningKey
+        return (try await withTaskExecutorPreference(globalConcurrentExecutor) {
+            assert(!SocketServiceThread.isCurrent, "RS256 signing on the socket service thread")
+            return try JWT.sign(claims, key: key)
+        }, claims.exp)
     }
 
     /// `worker:renew`: a registered worker's fresh auth token, while its credential is still its own.
@@ -177,7 +183,7 @@ extension Lightning {
             guard let auth = try store.workerAuthState(name: worker.name), auth.revokedAt == nil, auth.generation == current.generation else {
                 return refuse("worker revoked or registered again", close: "worker revoked")
             }
-            let minted = try mintAuthToken(worker.name, generation: current.generation)
+            let minted = try await mintAuthToken(worker.name, generation: current.generation)
             state.setCredential(socket.id, SocketCredential(generation: current.generation, expiresAt: minted.expiresAt))
             try await store.workerCredentialRenewed(name: worker.name, expiresAt: Int64(minted.expiresAt * 1_000_000))
             logger.debug("worker credential renewed", metadata: ["worker.name": "\(worker.name)"])

@@ -20,14 +20,25 @@ extension ChannelServer {
                     case .message(let bytes, let binary):
                         // At most `maxInFlight` messages handled at once: a socket naming ever new topics waits here.
                         await inbox.lanes.room(below: TopicLanes.maxInFlight)
-                        let parsed = parse(bytes, binary: binary, endpoint: endpoint)
+                        // A big frame (a final state, a large log batch) is read and handled on the cooperative pool
+                        // even on an endpoint that handles on the service thread: that would hold up every socket.
+                        let offThread = endpoint.handlesOnServiceThread && bytes.count > Self.serviceThreadFrameLimit
+                        let parsed = offThread
+                            ? await withTaskExecutorPreference(globalConcurrentExecutor) { parse(bytes, binary: binary, endpoint: endpoint) }
+                            : parse(bytes, binary: binary, endpoint: endpoint)
                         let topic = parsed.topic
                         let (after, done) = inbox.lanes.enter(topic)
                         // Started on this thread, up to its first wait (a commit, the topic's message before it):
                         // no hop to another thread for a message whose lane is free.
                         group.addImmediateTask { [self] in
                             await after?.wait()
-                            await handleMessage(parsed, bytes, socket: socket, endpoint: endpoint, connection: id)
+                            if offThread {
+                                await withTaskExecutorPreference(globalConcurrentExecutor) {
+                                    await handleMessage(parsed, bytes, socket: socket, endpoint: endpoint, connection: id)
+                                }
+                            } else {
+                                await handleMessage(parsed, bytes, socket: socket, endpoint: endpoint, connection: id)
+                            }
                             inbox.lanes.leave(topic, done)
                             // Reading was paused while the inbox was over the limit: resume once half of it is handled.
                             if inbox.handled(bytes.count, resumeBelow: configuration.maxQueuedBytesPerConnection / 2) {
@@ -57,6 +68,9 @@ extension ChannelServer {
             }
         }
     }
+
+    /// Frames over this size are handled on the cooperative pool even on an endpoint that handles on the service thread.
+    static let serviceThreadFrameLimit = 1 << 20
 
     /// A frame read as far as its topic: its envelope (a text frame on an endpoint with raw readers, whose payload
     /// is parsed later or by its handler), the whole message, or why it is malformed.

@@ -42,6 +42,8 @@ final class ServiceLoop: @unchecked Sendable {
     private let lock = Lock()
     private var inbox: [() -> Void] = []
     private var stopping = false
+    /// The service thread has ended (stopped, or lws failed): nothing posted from now on would run.
+    private var ended = false
     private var context: OpaquePointer?
     private let finished = DispatchSemaphore(value: 0)
     private let name: String
@@ -60,12 +62,18 @@ final class ServiceLoop: @unchecked Sendable {
             lock.withLock { self.thread = pthread_self() }
             while !lock.withLock({ stopping }), let ctx = context {
                 if lws_service(ctx, 0) < 0 { break }
-                // What the service pass posted from this thread (tasks it resumed, replies), before the next poll:
-                // such posts do not wake the poll. What that posts in turn waits for the next pass, so reading
-                // sockets is never starved.
+                // What this pass's callbacks posted, at once (tasks they resumed). What the drained work posts in turn
+                // (a task's next job) did not wake the poll: it runs after the next pass, so reading sockets is never
+                // starved, and that pass does not wait.
                 drain()
                 if lock.withLock({ !inbox.isEmpty }) { lws_cancel_service(ctx) }
             }
+            // From now on `post` refuses (its callers answer their waiters themselves); what it took before runs now.
+            lock.withLock {
+                ended = true
+                self.thread = nil
+            }
+            drain()
             finished.signal()
         }
         thread.stackSize = 1 << 20
@@ -80,38 +88,48 @@ final class ServiceLoop: @unchecked Sendable {
     @discardableResult
     func post(_ work: @escaping () -> Void) -> Bool {
         let (ctx, wake): (OpaquePointer?, Bool) = lock.withLock {
-            if stopping { return (nil, false) }
+            guard !stopping, !ended, let context else { return (nil, false) }
             inbox.append(work)
-            // From the service thread itself no wake-up is needed: it drains after the pass it is in.
-            return (context, thread.map { pthread_equal($0, pthread_self()) == 0 } ?? true)
+            // Work posted by work being drained needs no wake-up: the loop looks at the inbox after each drain. Any
+            // other post does, from this thread too (an lws callback may run before the poll in the same pass).
+            return (context, !(onServiceThread && draining))
         }
         guard let ctx else { return false }
         if wake { lws_cancel_service(ctx) }
         return true
     }
 
+    /// Under `lock`.
+    private var onServiceThread: Bool { thread.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
 
-    /// Runs everything posted so far. Service thread only.
+
+    /// Runs everything posted so far. Service thread only (or the stopping thread once it has ended).
     func drain() {
         let work: [() -> Void] = lock.withLock {
             let w = inbox
             inbox.removeAll(keepingCapacity: true)
             return w
         }
+        let outer = draining
+        draining = true
         for (i, w) in work.enumerated() {
             unrun = work.count - i - 1
             w()
         }
         unrun = 0
+        draining = outer
     }
 
     /// Work taken by `drain` and not yet run. Service thread only.
     private var unrun = 0
+    /// `drain` is running work. Written on the service thread only; read under `lock` after checking that thread.
+    private var draining = false
 
-    /// On the service thread, with nothing posted waiting to run: what the caller does now comes after everything
-    /// posted before, as if it had been posted itself.
+    /// True in work drained on the service thread (a task's job, a posted closure: not in an lws callback, where a
+    /// connection's queue may be being written or emptied) with nothing posted still waiting to run: what the caller
+    /// does now comes after everything posted before, as if it had been posted itself.
     var isServiceThreadWithNothingWaiting: Bool {
-        lock.withLock { thread.map { pthread_equal($0, pthread_self()) != 0 } ?? false && inbox.isEmpty } && unrun == 0
+        lock.withLock { onServiceThread && draining && inbox.isEmpty } && unrun == 0
     }
 
     /// Stops the service thread, then destroys the context on this thread.

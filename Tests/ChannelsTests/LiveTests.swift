@@ -154,7 +154,7 @@ struct LiveTests {
         #expect(server.sockets(joinedTo: "room:1").isEmpty)
     }
 
-    @Test("an endpoint that asks for it has its messages handled on the socket service thread; others on the pool")
+    @Test("an endpoint that asks for it has its messages handled on the socket service thread, but for big frames; others on the pool")
     func handlersThread() async throws {
         for onServiceThread in [false, true] {
             let server = try makeServer(onServiceThread: onServiceThread)
@@ -175,6 +175,10 @@ struct LiveTests {
                 #expect(reply.response["service"] == .bool(onServiceThread))
                 _ = try await client.push(topic: "room:where", event: "slow", payload: [:])
             }
+            // A frame over the limit is handled on the pool either way: it would hold up every socket there.
+            let big = String(repeating: "b", count: ChannelServer.serviceThreadFrameLimit + 1)
+            let reply = try await client.push(topic: "room:where", event: "where", payload: ["big": .string(big)])
+            #expect(reply.response["service"] == false)
         }
     }
 

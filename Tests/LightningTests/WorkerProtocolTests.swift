@@ -149,6 +149,39 @@ struct WorkerProtocolTests {
         #expect(try await h.t.store.attempt(created.attemptID).state == .success)
     }
 
+    @Test("on SQLite the worker socket's reads never wait for the pool's readers: a claim is answered while they are all held")
+    func serviceThreadReads() async throws {
+        let h = try Harness()
+        defer { Task { await h.stop() } }
+        try await h.t.workflow()
+        let token = try h.workerToken()
+        let worker = try h.client { token }
+        defer { worker.close() }
+        try await waitUntil("the worker connected") { worker.connected }
+        try await worker.join(topic: "worker:queue", payload: { ["capacity": 2, "extensions": [.string(Wire.Extension.claimCheckout)]] })
+        let created = try await h.lightning.startWork(workflow: "greet", input: Array(#"{"hello":"world"}"#.utf8))
+
+        // Every reader connection of the pool held (a console or many viewers reading) until the claim is answered.
+        let db = try #require(h.t.store.database as? SQLiteDatabase)
+        let readers = db.pool.configuration.maximumReaderCount
+        let held = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        for _ in 0..<readers {
+            db.pool.asyncRead { _ in
+                held.signal()
+                release.wait()
+            }
+        }
+        for _ in 0..<readers { await withCheckedContinuation { c in DispatchQueue.global().async { held.wait(); c.resume() } } }
+        defer { for _ in 0..<readers { release.signal() } }
+
+        // The claim reads the attempt's plan and input for the reply (claim:checkout) on the socket service thread.
+        let claim = try await worker.push(topic: "worker:queue", event: "claim", payload: ["demand": 1, "worker_name": "worker-1"],
+                                          timeout: .seconds(20))
+        let runs = try #require(claim.response["runs"]?.arrayValue)
+        #expect(runs.count == 1 && runs[0]["id"]?.stringValue == created.attemptID)
+        #expect(runs[0]["plan"] != nil && runs[0]["dataclip"] == ["hello": "world"])
+    }
+
     @Test("four workers claiming over real sockets: each of 120 attempts is claimed exactly once", arguments: Engine.all)
     func concurrentSocketClaims(_ engine: Engine) async throws {
         let h = try await Harness.make(engine)

@@ -36,7 +36,14 @@ struct AttemptChannel: RawPayloadHandler {
 
     func handle(event: String, topic: String, payload: JSON, socket: ChannelSocket) async -> ChannelReply? {
         await handled(event: event, topic: topic, socket: socket) { id, worker in
-            try await handle(event: event, attemptID: id, worker: worker, payload: payload)
+            // A dataclip (megabytes read and copied) and a credential (decrypted) are fetched on the cooperative pool,
+            // not on the socket service thread where the worker socket's events are handled.
+            guard event == Wire.Event.fetchDataclip || event == Wire.Event.fetchCredential else {
+                return try await handle(event: event, attemptID: id, worker: worker, payload: payload)
+            }
+            return try await withTaskExecutorPreference(globalConcurrentExecutor) {
+                try await handle(event: event, attemptID: id, worker: worker, payload: payload)
+            }
         }
     }
 

@@ -133,8 +133,9 @@ struct QueueChannel: ChannelHandler {
             let plan = try? await lightning.plan(id)
         else { return run }
         o["plan"] = plan.wire
-        if let bytes = try? await lightning.store.dataclip(plan.dataclipID), bytes.count <= Wire.claimCheckoutMaxDataclipBytes,
-            let value = try? JSON.parse(bytes)
+        // A larger one is not read at all (this may run on the socket service thread).
+        if let bytes = try? await lightning.store.dataclip(plan.dataclipID, atMost: Wire.claimCheckoutMaxDataclipBytes),
+            bytes.count <= Wire.claimCheckoutMaxDataclipBytes, let value = try? JSON.parse(bytes)
         {
             o["dataclip"] = value
         }

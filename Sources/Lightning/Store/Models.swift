@@ -287,6 +287,8 @@ public protocol AttemptRepository: Sendable {
     func attempts(matching filter: AttemptFilter) async throws -> AttemptPage
     func plan(attemptID: String) async throws -> Plan
     func dataclip(_ id: String) async throws -> [UInt8]
+    /// The body when it is at most `maxBytes` long; nil when it is longer (then it is not read) or missing.
+    func dataclip(_ id: String, atMost maxBytes: Int) async throws -> [UInt8]?
     func dataclipRecord(_ id: String) async throws -> (type: String, body: [UInt8])
     /// Each worker event below is idempotent: a resend after a lost reply returns `false` (nothing changed).
     @discardableResult func startAttempt(_ id: String, workerName: String, at: Int64) async throws -> Bool

@@ -435,6 +435,11 @@ public final class SQLStore: LightningStore {
         return Array(data)
     }
 
+    public func dataclip(_ id: String, atMost maxBytes: Int) async throws -> [UInt8]? {
+        // length() of a BLOB (SQLite) or BYTEA (PostgreSQL) is its size in bytes.
+        try readHere { db in try db.bytes("SELECT body FROM dataclips WHERE id = ? AND length(body) <= ?", [id, maxBytes]) }
+    }
+
     public func credentialIDs(attemptID: String) async throws -> Set<String> {
         try readHere { db in
             Set(try db.strings("""

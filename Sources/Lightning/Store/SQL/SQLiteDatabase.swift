@@ -1,3 +1,4 @@
+import Channels
 import Foundation
 import GRDB
 import GRDBSQLite
@@ -8,6 +9,10 @@ import GRDBSQLite
 public final class SQLiteDatabase: StoreDatabase {
     let pool: DatabasePool
     let writer: GroupWriter
+    /// A connection of the socket service thread's own for `readHere`: the worker socket's events are handled there
+    /// (`SocketEndpoint.handlesOnServiceThread`), and it must never wait for one of the pool's readers while the
+    /// console's or viewers' reads hold them all (every socket would wait meanwhile). Reads only (`query_only`).
+    private let serviceReader: DatabaseQueue
     public var dialect: SQLDialect { .sqlite }
 
     /// Opens (creating when missing) the database at `path` and runs pending migrations.
@@ -27,18 +32,23 @@ public final class SQLiteDatabase: StoreDatabase {
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try Migrations.sqliteMigrator.migrate(pool)
         writer = GroupWriter(pool: pool)
+        var readerConfig = Configuration()
+        readerConfig.prepareDatabase { db in try db.execute(sql: "PRAGMA query_only = 1") }
+        readerConfig.busyMode = .timeout(10)
+        serviceReader = try DatabaseQueue(path: path, configuration: readerConfig)
     }
 
     /// A read run on the calling thread with GRDB's synchronous API: no hop to a reader connection's queue and
     /// back (two thread wake-ups, most of a short read's cost here). For the short reads of the worker's path:
     /// it holds the calling thread for the read itself (tens of microseconds), and waits only while every reader
-    /// connection is busy.
+    /// connection is busy (never on the socket service thread, which has a connection of its own).
     ///
     /// One deferred transaction (one snapshot for every query of `body`), begun and ended with statements prepared
     /// once per connection: GRDB's `read` parses its BEGIN and COMMIT on every call and toggles `query_only`
     /// around them, five statements more than the read's own.
     public func readHere<T>(_ body: (any SQLSession) throws -> T) throws -> T {
-        try pool.unsafeRead { db in
+        let reader: any DatabaseReader = SocketServiceThread.isCurrent ? serviceReader : pool
+        return try reader.unsafeRead { db in
             try db.cachedStatement(sql: "BEGIN DEFERRED TRANSACTION").execute()
             defer {
                 // A read-only transaction ends either way; one left open would hold its snapshot (and the WAL) forever.

@@ -302,6 +302,8 @@ public final class ChannelServer: LWSCallbackTarget, @unchecked Sendable {
             return 0
 
         case LWS_CALLBACK_RECEIVE:
+            // Data read after this pass's poll: what it posts runs when the pass ends, with no wake-up.
+            loop.pollPassed()
             guard let conn = connection(wsi) else { return -1 }
             return receive(conn, input, length)
 

@@ -61,6 +61,7 @@ final class ServiceLoop: @unchecked Sendable {
             SocketServiceThread.mark()
             lock.withLock { self.thread = pthread_self() }
             while !lock.withLock({ stopping }), let ctx = context {
+                afterPoll = false
                 if lws_service(ctx, 0) < 0 { break }
                 // What this pass's callbacks posted, at once (tasks they resumed). What the drained work posts in turn
                 // (a task's next job) did not wake the poll: it runs after the next pass, so reading sockets is never
@@ -90,9 +91,10 @@ final class ServiceLoop: @unchecked Sendable {
         let (ctx, wake): (OpaquePointer?, Bool) = lock.withLock {
             guard !stopping, !ended, let context else { return (nil, false) }
             inbox.append(work)
-            // Work posted by work being drained needs no wake-up: the loop looks at the inbox after each drain. Any
-            // other post does, from this thread too (an lws callback may run before the poll in the same pass).
-            return (context, !(onServiceThread && draining))
+            // Work posted by work being drained, or by a callback after this pass's poll, needs no wake-up: the loop
+            // drains when the pass ends and looks at the inbox after each drain. Any other post does, from this
+            // thread too: a callback of a timer (a timeout's close) runs before the poll in the same pass.
+            return (context, !(onServiceThread && (draining || afterPoll)))
         }
         guard let ctx else { return false }
         if wake { lws_cancel_service(ctx) }
@@ -122,7 +124,14 @@ final class ServiceLoop: @unchecked Sendable {
 
     /// Work taken by `drain` and not yet run. Service thread only.
     private var unrun = 0
-    /// `drain` is running work. Written on the service thread only; read under `lock` after checking that thread.
+    /// This pass of `lws_service` has polled (a callback for data read says so). Service thread only.
+    private var afterPoll = false
+
+    /// Called by a callback that only runs for what the poll found (data received): posts from then on in this pass
+    /// need no wake-up. Service thread only.
+    func pollPassed() { afterPoll = true }
+    /// `drain` is running work. Written on the service thread only; read under `lock` after checking that thread
+    /// (as is `afterPoll`).
     private var draining = false
 
     /// True in work drained on the service thread (a task's job, a posted closure: not in an lws callback, where a

@@ -22,21 +22,17 @@ extension ChannelServer {
                         await inbox.lanes.room(below: TopicLanes.maxInFlight)
                         // A big frame (a final state, a large log batch) is read and handled on the cooperative pool
                         // even on an endpoint that handles on the service thread: that would hold up every socket.
-                        let offThread = endpoint.handlesOnServiceThread && bytes.count > Self.serviceThreadFrameLimit
-                        let parsed = offThread
-                            ? await withTaskExecutorPreference(globalConcurrentExecutor) { parse(bytes, binary: binary, endpoint: endpoint) }
-                            : parse(bytes, binary: binary, endpoint: endpoint)
+                        // (A nil preference changes nothing.)
+                        let offThread: (any TaskExecutor)? =
+                            endpoint.handlesOnServiceThread && bytes.count > Self.serviceThreadFrameLimit ? globalConcurrentExecutor : nil
+                        let parsed = await withTaskExecutorPreference(offThread) { parse(bytes, binary: binary, endpoint: endpoint) }
                         let topic = parsed.topic
                         let (after, done) = inbox.lanes.enter(topic)
                         // Started on this thread, up to its first wait (a commit, the topic's message before it):
                         // no hop to another thread for a message whose lane is free.
                         group.addImmediateTask { [self] in
                             await after?.wait()
-                            if offThread {
-                                await withTaskExecutorPreference(globalConcurrentExecutor) {
-                                    await handleMessage(parsed, bytes, socket: socket, endpoint: endpoint, connection: id)
-                                }
-                            } else {
+                            await withTaskExecutorPreference(offThread) {
                                 await handleMessage(parsed, bytes, socket: socket, endpoint: endpoint, connection: id)
                             }
                             inbox.lanes.leave(topic, done)

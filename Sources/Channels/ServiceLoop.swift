@@ -105,7 +105,7 @@ final class ServiceLoop: @unchecked Sendable {
     private var onServiceThread: Bool { thread.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
 
 
-    /// Runs everything posted so far. Service thread only (or the stopping thread once it has ended).
+    /// Runs everything posted so far. Service thread only.
     func drain() {
         let work: [() -> Void] = lock.withLock {
             let w = inbox
@@ -150,8 +150,7 @@ final class ServiceLoop: @unchecked Sendable {
         }
         guard let ctx else { return }
         lws_cancel_service(ctx)
-        finished.wait()
-        drain()
+        finished.wait()  // the thread drained what was posted before it ended (posts are refused since)
         lws_context_destroy(ctx)
         lock.withLock { context = nil }
     }

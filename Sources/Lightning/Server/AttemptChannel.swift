@@ -38,10 +38,8 @@ struct AttemptChannel: RawPayloadHandler {
         await handled(event: event, topic: topic, socket: socket) { id, worker in
             // A dataclip (megabytes read and copied) and a credential (decrypted) are fetched on the cooperative pool,
             // not on the socket service thread where the worker socket's events are handled.
-            guard event == Wire.Event.fetchDataclip || event == Wire.Event.fetchCredential else {
-                return try await handle(event: event, attemptID: id, worker: worker, payload: payload)
-            }
-            return try await withTaskExecutorPreference(globalConcurrentExecutor) {
+            let fetch = event == Wire.Event.fetchDataclip || event == Wire.Event.fetchCredential
+            return try await withTaskExecutorPreference(fetch ? globalConcurrentExecutor : nil) {
                 try await handle(event: event, attemptID: id, worker: worker, payload: payload)
             }
         }
